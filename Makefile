@@ -1,0 +1,35 @@
+# The README's commands. Each target creates .venv and installs the project when it is missing.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+FASHION_MNIST := /usr/share/datasets/fashion-mnist
+
+.PHONY: install train test data clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install "torch>=2.4" "torchvision>=0.19"
+	$(PY) -m pip install -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Fashion-MNIST ships offline as Debian's dataset-fashion-mnist; install it when missing and permitted.
+data:
+	@if [ ! -f $(FASHION_MNIST)/train-images-idx3-ubyte.gz ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -q && apt-get install -y -q dataset-fashion-mnist; \
+	  elif command -v sudo >/dev/null; then sudo apt-get update -q && sudo apt-get install -y -q dataset-fashion-mnist; \
+	  else echo "Fashion-MNIST not found in $(FASHION_MNIST); install Debian's dataset-fashion-mnist or set dataset.data_dir"; fi; \
+	fi
+
+# Main job: train the AdEx classifier on Fashion-MNIST (offline). Extra Hydra overrides: make train ARGS="trainer.max_epochs=1"
+train: $(STAMP) data
+	$(PY) train.py experiment=fashion_mnist_adex $(ARGS)
+
+test: $(STAMP) data
+	$(PY) -m pytest $(ARGS)
+
+clean:
+	rm -rf $(VENV) outputs multirun
