@@ -1,0 +1,39 @@
+"""Spiking neuron models with surrogate gradients. Depends on torch alone.
+
+Layers take time-major input ``[T, B, ...]`` and return ``(outputs for all steps, final state)``;
+cells take one step ``[B, ...]``. ``state=None`` starts from rest.
+"""
+
+from .adex import (
+    LIFAdEx,
+    LIFAdExCell,
+    LIFAdExFeedForwardState,
+    LIFAdExParameters,
+    LIFAdExRecurrent,
+    LIFAdExRecurrentCell,
+    LIFAdExState,
+    lif_adex_feed_forward_step,
+    lif_adex_step,
+)
+from .li import LI, LICell, LILinearCell, LIParameters, LIState, li_feed_forward_step, li_step
+from .lif import (
+    LIF,
+    LIFCell,
+    LIFFeedForwardState,
+    LIFParameters,
+    LIFRecurrent,
+    LIFRecurrentCell,
+    LIFState,
+    lif_feed_forward_step,
+    lif_step,
+)
+from .surrogate import SURROGATES, register_surrogate, spike
+
+__all__ = [
+    "LI", "LICell", "LILinearCell", "LIParameters", "LIState", "li_feed_forward_step", "li_step",
+    "LIF", "LIFCell", "LIFFeedForwardState", "LIFParameters", "LIFRecurrent", "LIFRecurrentCell",
+    "LIFState", "lif_feed_forward_step", "lif_step",
+    "LIFAdEx", "LIFAdExCell", "LIFAdExFeedForwardState", "LIFAdExParameters", "LIFAdExRecurrent",
+    "LIFAdExRecurrentCell", "LIFAdExState", "lif_adex_feed_forward_step", "lif_adex_step",
+    "SURROGATES", "register_surrogate", "spike",
+]

@@ -1,0 +1,189 @@
+r"""Adaptive exponential integrate-and-fire neurons (AdEx, ``LIFAdEx`` after norse's ``LIFAdExCell``).
+
+The model (Brette & Gerstner 2005, in norse's dimensionless units): membrane voltage :math:`v`,
+synaptic current :math:`i` and adaptation current :math:`a` obey
+
+.. math::
+    \begin{align*}
+        \dot{v} &= \tau_{\text{mem}}^{-1} \left(v_{\text{leak}} - v
+                   + \Delta_T \exp\left(\frac{v - v_{\text{th}}}{\Delta_T}\right) + i - a\right) \\
+        \dot{i} &= -\tau_{\text{syn}}^{-1} i \\
+        \dot{a} &= \tau_{\text{ada}}^{-1} \left(a_{\text{current}} (v - v_{\text{leak}}) - a\right)
+    \end{align*}
+
+with a spike :math:`z = \Theta(v - v_{\text{th}})` that resets :math:`v \to v_{\text{reset}}` and
+kicks :math:`a \to a + a_{\text{spike}}`. :func:`lif_adex_feed_forward_step` is the one place the
+discretised equations are written down; everything else (cells, layers, fused kernels) follows it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import NamedTuple
+
+import torch
+from torch.nn import functional as F
+
+from .module import NeuronModule, RecurrentNeuronModule
+from .surrogate import spike
+
+# Largest argument of the exponential term. Finite inputs must never produce inf/NaN: exp(x)
+# overflows float32 above x = 88, and an infinite v_d would make (1 - z) * v_d NaN at the reset.
+# The voltage that enters exp is the state *after* the previous reset, which is at most
+# max(v_th, v_reset) in normal operation, so the clamp only binds for an unusual initial state
+# (v > v_th + 20 delta_T); results equal norse's whenever it does not bind.
+EXP_ARGUMENT_MAX = 20.0
+
+
+class LIFAdExParameters(NamedTuple):
+    """Parameters of an AdEx neuron; every field but ``method`` may be a scalar or a tensor.
+
+    Parameters:
+        adaptation_current: :math:`a_{\\text{current}}`, sub-threshold coupling of a to v
+        adaptation_spike: :math:`a_{\\text{spike}}`, jump of a at every spike
+        delta_T: :math:`\\Delta_T`, sharpness of the exponential upswing
+        tau_ada_inv: inverse adaptation time constant (1/s)
+        tau_syn_inv: inverse synaptic time constant (1/s)
+        tau_mem_inv: inverse membrane time constant (1/s)
+        v_leak: leak (resting) potential
+        v_th: threshold potential
+        v_reset: reset potential
+        method: surrogate gradient name (see :mod:`snn.neurons.surrogate`)
+        alpha: steepness of the surrogate
+    """
+
+    adaptation_current: torch.Tensor = torch.as_tensor(4.0)
+    adaptation_spike: torch.Tensor = torch.as_tensor(0.02)
+    delta_T: torch.Tensor = torch.as_tensor(0.5)
+    tau_ada_inv: torch.Tensor = torch.as_tensor(2.0)
+    tau_syn_inv: torch.Tensor = torch.as_tensor(1.0 / 5e-3)
+    tau_mem_inv: torch.Tensor = torch.as_tensor(1.0 / 1e-2)
+    v_leak: torch.Tensor = torch.as_tensor(0.0)
+    v_th: torch.Tensor = torch.as_tensor(1.0)
+    v_reset: torch.Tensor = torch.as_tensor(0.0)
+    method: str = "super"
+    alpha: float = 100.0
+
+
+class LIFAdExFeedForwardState(NamedTuple):
+    """State of a feed-forward AdEx neuron: voltage ``v``, synaptic current ``i``, adaptation ``a``."""
+
+    v: torch.Tensor
+    i: torch.Tensor
+    a: torch.Tensor
+
+
+class LIFAdExState(NamedTuple):
+    """State of a recurrent AdEx neuron: last spikes ``z`` plus ``v``, ``i``, ``a``."""
+
+    z: torch.Tensor
+    v: torch.Tensor
+    i: torch.Tensor
+    a: torch.Tensor
+
+
+def lif_adex_feed_forward_step(
+    input_current: torch.Tensor,
+    state: LIFAdExFeedForwardState,
+    p: LIFAdExParameters = LIFAdExParameters(),
+    dt: float = 0.001,
+) -> tuple[torch.Tensor, LIFAdExFeedForwardState]:
+    r"""One explicit Euler step of the AdEx neuron with input current :math:`x`.
+
+    Every right-hand side uses the old :math:`v, i, a`:
+
+    .. math::
+        \begin{align*}
+            i_j &= i + x \\
+            v_d &= v + \Delta t\, \tau_{\text{mem}}^{-1} \left((v_{\text{leak}} - v)
+                   + \Delta_T \exp\left(\min\left(\frac{v - v_{\text{th}}}{\Delta_T}, 20\right)\right)
+                   + i_j - a\right) \\
+            i' &= i_j - \Delta t\, \tau_{\text{syn}}^{-1} i_j \\
+            a_d &= a + \Delta t\, \tau_{\text{ada}}^{-1} \left(a_{\text{current}} (v - v_{\text{leak}}) - a\right) \\
+            z &= \Theta(v_d - v_{\text{th}}) \quad \text{(surrogate gradient backward)} \\
+            v' &= (1 - z)\, v_d + z\, v_{\text{reset}} \\
+            a' &= a_d + z\, a_{\text{spike}}
+        \end{align*}
+
+    The gradient flows through :math:`z` in the reset and the adaptation jump, as in norse. The
+    exponent is clamped at 20 (``EXP_ARGUMENT_MAX``) so that no finite input gives inf or NaN.
+
+    Returns:
+        spikes ``z`` and the new :class:`LIFAdExFeedForwardState`.
+    """
+    i_jump = state.i + input_current
+    exp_argument = torch.clamp((state.v - p.v_th) / p.delta_T, max=EXP_ARGUMENT_MAX)
+    dv = dt * p.tau_mem_inv * ((p.v_leak - state.v) + p.delta_T * torch.exp(exp_argument) + i_jump - state.a)
+    v_decayed = state.v + dv
+    i_decayed = i_jump + (-dt * p.tau_syn_inv) * i_jump
+    a_decayed = state.a + dt * p.tau_ada_inv * (p.adaptation_current * (state.v - p.v_leak) - state.a)
+    z = spike(v_decayed - p.v_th, p.method, p.alpha)
+    v_new = (1 - z) * v_decayed + z * p.v_reset
+    a_new = a_decayed + z * p.adaptation_spike
+    return z, LIFAdExFeedForwardState(v_new, i_decayed, a_new)
+
+
+def lif_adex_step(
+    input_tensor: torch.Tensor,
+    state: LIFAdExState,
+    input_weights: torch.Tensor,
+    recurrent_weights: torch.Tensor,
+    p: LIFAdExParameters = LIFAdExParameters(),
+    dt: float = 0.001,
+) -> tuple[torch.Tensor, LIFAdExState]:
+    r"""One step of a recurrent AdEx population: :func:`lif_adex_feed_forward_step` with input
+    current :math:`x = W_{\text{in}} x_{\text{in}} + W_{\text{rec}} z_{\text{prev}}`."""
+    current = F.linear(input_tensor, input_weights) + F.linear(state.z, recurrent_weights)
+    z, s = lif_adex_feed_forward_step(current, LIFAdExFeedForwardState(state.v, state.i, state.a), p, dt)
+    return z, LIFAdExState(z, s.v, s.i, s.a)
+
+
+class LIFAdExCell(NeuronModule):
+    """One AdEx step for input currents ``[B, ...]``: returns ``(z, LIFAdExFeedForwardState)``.
+
+    Example:
+        >>> cell = LIFAdExCell()
+        >>> z, state = cell(torch.randn(16, 20, 30))
+        >>> z, state = cell(torch.randn(16, 20, 30), state)
+    """
+
+    parameters_class = LIFAdExParameters
+    state_class = LIFAdExFeedForwardState
+    step = staticmethod(lif_adex_feed_forward_step)
+
+    def __init__(self, p: LIFAdExParameters = LIFAdExParameters(), dt: float = 0.001,
+                 learnable: Iterable[str] = (), shape: Sequence[int] | None = None):
+        super().__init__(p, dt, learnable, shape)
+
+
+class LIFAdEx(LIFAdExCell):
+    """AdEx layer looping :func:`lif_adex_feed_forward_step` over the outer (time) dimension.
+
+    ``x [T, B, ...] -> (z [T, B, ...], final LIFAdExFeedForwardState)``.
+
+    Example:
+        >>> layer = LIFAdEx(LIFAdExParameters(tau_mem_inv=50.0), learnable=("tau_mem_inv",), shape=(30,))
+        >>> z, state = layer(torch.rand(100, 16, 30) * 4)
+    """
+
+    time_major = True
+
+
+class LIFAdExRecurrentCell(RecurrentNeuronModule):
+    """One step of a recurrent AdEx population ``[B, input_size] -> [B, hidden_size]`` with input
+    current ``W_in x + W_rec z_prev`` (no self-connections unless ``autapses=True``)."""
+
+    parameters_class = LIFAdExParameters
+    state_class = LIFAdExState
+    step = staticmethod(lif_adex_step)
+
+    def __init__(self, input_size: int, hidden_size: int, p: LIFAdExParameters = LIFAdExParameters(),
+                 dt: float = 0.001, autapses: bool = False, learnable: Iterable[str] = (),
+                 input_weights: torch.Tensor | None = None, recurrent_weights: torch.Tensor | None = None):
+        super().__init__(input_size, hidden_size, p, dt, autapses, learnable, input_weights, recurrent_weights)
+
+
+class LIFAdExRecurrent(LIFAdExRecurrentCell):
+    """Recurrent AdEx layer: ``[T, B, input_size] -> ([T, B, hidden_size] spikes, LIFAdExState)``."""
+
+    time_major = True

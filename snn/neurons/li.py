@@ -1,0 +1,118 @@
+r"""Leaky integrators (LI): non-spiking readout neurons whose voltage is the network's output.
+
+.. math::
+    \begin{align*}
+        \dot{v} &= \tau_{\text{mem}}^{-1} (v_{\text{leak}} - v + i) \\
+        \dot{i} &= -\tau_{\text{syn}}^{-1} i
+    \end{align*}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import NamedTuple
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .module import NeuronModule
+
+
+class LIParameters(NamedTuple):
+    """Parameters of a leaky integrator (norse's defaults); each may be a scalar or a tensor."""
+
+    tau_syn_inv: torch.Tensor = torch.as_tensor(1.0 / 5e-3)
+    tau_mem_inv: torch.Tensor = torch.as_tensor(1.0 / 1e-2)
+    v_leak: torch.Tensor = torch.as_tensor(0.0)
+
+
+class LIState(NamedTuple):
+    """State of a leaky integrator: voltage ``v`` and synaptic current ``i``."""
+
+    v: torch.Tensor
+    i: torch.Tensor
+
+
+def li_feed_forward_step(
+    input_current: torch.Tensor,
+    state: LIState,
+    p: LIParameters = LIParameters(),
+    dt: float = 0.001,
+) -> tuple[torch.Tensor, LIState]:
+    r"""One explicit Euler step of the leaky integrator with input current :math:`x`:
+
+    .. math::
+        \begin{align*}
+            i_j &= i + x \\
+            v' &= v + \Delta t\, \tau_{\text{mem}}^{-1} ((v_{\text{leak}} - v) + i_j) \\
+            i' &= i_j - \Delta t\, \tau_{\text{syn}}^{-1} i_j
+        \end{align*}
+
+    Returns the new voltage :math:`v'` (the output) and the new :class:`LIState`.
+    """
+    i_jump = state.i + input_current
+    v_new = state.v + dt * p.tau_mem_inv * ((p.v_leak - state.v) + i_jump)
+    i_decayed = i_jump + (-dt * p.tau_syn_inv) * i_jump
+    return v_new, LIState(v_new, i_decayed)
+
+
+def li_step(
+    input_tensor: torch.Tensor,
+    state: LIState,
+    input_weights: torch.Tensor,
+    p: LIParameters = LIParameters(),
+    dt: float = 0.001,
+) -> tuple[torch.Tensor, LIState]:
+    r""":func:`li_feed_forward_step` with input current :math:`W x`."""
+    return li_feed_forward_step(F.linear(input_tensor, input_weights), state, p, dt)
+
+
+class LICell(NeuronModule):
+    """One leaky-integrator step for input currents ``[B, ...]``: returns ``(v, LIState)``."""
+
+    parameters_class = LIParameters
+    state_class = LIState
+    step = staticmethod(li_feed_forward_step)
+
+    def __init__(self, p: LIParameters = LIParameters(), dt: float = 0.001,
+                 learnable: Iterable[str] = (), shape: Sequence[int] | None = None):
+        super().__init__(p, dt, learnable, shape)
+
+
+class LI(LICell):
+    """Leaky-integrator layer: ``x [T, B, ...] -> (v [T, B, ...], final LIState)``.
+
+    Example:
+        >>> v, state = LI()(torch.zeros(10, 2))   # 10 time steps, 2 neurons
+    """
+
+    time_major = True
+
+
+class LILinearCell(LICell):
+    """One leaky-integrator step with a weight matrix: ``[B, input_size] -> (v [B, hidden_size], LIState)``.
+
+    The input current is ``W x`` with ``W`` of shape ``[hidden_size, input_size]``, He-initialised.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, p: LIParameters = LIParameters(),
+                 dt: float = 0.001, learnable: Iterable[str] = ()):
+        for name, size in (("input_size", input_size), ("hidden_size", hidden_size)):
+            if not isinstance(size, int) or size <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {size!r}.")
+        super().__init__(p, dt, learnable, shape=(hidden_size,) if learnable else None)
+        self.input_size, self.hidden_size = input_size, hidden_size
+        self.input_weights = nn.Parameter(torch.randn(hidden_size, input_size) * (2.0 / hidden_size) ** 0.5)
+
+    def forward(self, input_tensor: torch.Tensor, state: LIState | None = None):
+        hidden_shape = self.check_input(input_tensor, time_major=False, hidden_size=self.hidden_size)
+        if input_tensor.shape[-1] != self.input_size:
+            raise ValueError(
+                f"LILinearCell expects {self.input_size} input features in the last dimension, "
+                f"got input of shape {list(input_tensor.shape)}."
+            )
+        if state is None:
+            state = self.rest_state(input_tensor.new_zeros(hidden_shape))
+        self.check_state(state, hidden_shape, LIState)
+        return li_step(input_tensor, state, self.input_weights, self.neuron_parameters(input_tensor), self.dt)

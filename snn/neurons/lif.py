@@ -1,0 +1,125 @@
+r"""Leaky integrate-and-fire neurons (LIF), the baseline to compare AdEx against.
+
+.. math::
+    \begin{align*}
+        \dot{v} &= \tau_{\text{mem}}^{-1} (v_{\text{leak}} - v + i) \\
+        \dot{i} &= -\tau_{\text{syn}}^{-1} i
+    \end{align*}
+
+with a spike :math:`z = \Theta(v - v_{\text{th}})` that resets :math:`v \to v_{\text{reset}}`.
+Defaults, update order and gradients follow norse 1.1.0's ``LIF``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import NamedTuple
+
+import torch
+from torch.nn import functional as F
+
+from .module import NeuronModule, RecurrentNeuronModule
+from .surrogate import spike
+
+
+class LIFParameters(NamedTuple):
+    """Parameters of a LIF neuron (norse's defaults); every field but ``method`` may be a tensor."""
+
+    tau_syn_inv: torch.Tensor = torch.as_tensor(1.0 / 5e-3)
+    tau_mem_inv: torch.Tensor = torch.as_tensor(1.0 / 1e-2)
+    v_leak: torch.Tensor = torch.as_tensor(0.0)
+    v_th: torch.Tensor = torch.as_tensor(1.0)
+    v_reset: torch.Tensor = torch.as_tensor(0.0)
+    method: str = "super"
+    alpha: float = 100.0
+
+
+class LIFFeedForwardState(NamedTuple):
+    """State of a feed-forward LIF neuron: voltage ``v`` and synaptic current ``i``."""
+
+    v: torch.Tensor
+    i: torch.Tensor
+
+
+class LIFState(NamedTuple):
+    """State of a recurrent LIF neuron: last spikes ``z`` plus ``v`` and ``i``."""
+
+    z: torch.Tensor
+    v: torch.Tensor
+    i: torch.Tensor
+
+
+def lif_feed_forward_step(
+    input_current: torch.Tensor,
+    state: LIFFeedForwardState,
+    p: LIFParameters = LIFParameters(),
+    dt: float = 0.001,
+) -> tuple[torch.Tensor, LIFFeedForwardState]:
+    r"""One explicit Euler step of the LIF neuron with input current :math:`x`:
+
+    .. math::
+        \begin{align*}
+            i_j &= i + x \\
+            v_d &= v + \Delta t\, \tau_{\text{mem}}^{-1} ((v_{\text{leak}} - v) + i_j) \\
+            i' &= i_j - \Delta t\, \tau_{\text{syn}}^{-1} i_j \\
+            z &= \Theta(v_d - v_{\text{th}}) \quad \text{(surrogate gradient backward)} \\
+            v' &= (1 - z)\, v_d + z\, v_{\text{reset}}
+        \end{align*}
+    """
+    i_jump = state.i + input_current
+    v_decayed = state.v + dt * p.tau_mem_inv * ((p.v_leak - state.v) + i_jump)
+    i_decayed = i_jump + (-dt * p.tau_syn_inv) * i_jump
+    z = spike(v_decayed - p.v_th, p.method, p.alpha)
+    v_new = (1 - z) * v_decayed + z * p.v_reset
+    return z, LIFFeedForwardState(v_new, i_decayed)
+
+
+def lif_step(
+    input_tensor: torch.Tensor,
+    state: LIFState,
+    input_weights: torch.Tensor,
+    recurrent_weights: torch.Tensor,
+    p: LIFParameters = LIFParameters(),
+    dt: float = 0.001,
+) -> tuple[torch.Tensor, LIFState]:
+    r""":func:`lif_feed_forward_step` with input current :math:`W_{\text{in}} x + W_{\text{rec}} z_{\text{prev}}`."""
+    current = F.linear(input_tensor, input_weights) + F.linear(state.z, recurrent_weights)
+    z, s = lif_feed_forward_step(current, LIFFeedForwardState(state.v, state.i), p, dt)
+    return z, LIFState(z, s.v, s.i)
+
+
+class LIFCell(NeuronModule):
+    """One LIF step for input currents ``[B, ...]``: returns ``(z, LIFFeedForwardState)``."""
+
+    parameters_class = LIFParameters
+    state_class = LIFFeedForwardState
+    step = staticmethod(lif_feed_forward_step)
+
+    def __init__(self, p: LIFParameters = LIFParameters(), dt: float = 0.001,
+                 learnable: Iterable[str] = (), shape: Sequence[int] | None = None):
+        super().__init__(p, dt, learnable, shape)
+
+
+class LIF(LIFCell):
+    """LIF layer: ``x [T, B, ...] -> (z [T, B, ...], final LIFFeedForwardState)``."""
+
+    time_major = True
+
+
+class LIFRecurrentCell(RecurrentNeuronModule):
+    """One step of a recurrent LIF population ``[B, input_size] -> [B, hidden_size]``."""
+
+    parameters_class = LIFParameters
+    state_class = LIFState
+    step = staticmethod(lif_step)
+
+    def __init__(self, input_size: int, hidden_size: int, p: LIFParameters = LIFParameters(),
+                 dt: float = 0.001, autapses: bool = False, learnable: Iterable[str] = (),
+                 input_weights: torch.Tensor | None = None, recurrent_weights: torch.Tensor | None = None):
+        super().__init__(input_size, hidden_size, p, dt, autapses, learnable, input_weights, recurrent_weights)
+
+
+class LIFRecurrent(LIFRecurrentCell):
+    """Recurrent LIF layer: ``[T, B, input_size] -> ([T, B, hidden_size] spikes, LIFState)``."""
+
+    time_major = True

@@ -1,0 +1,263 @@
+"""What every neuron module shares: parameters as buffers or nn.Parameters, input and state checks.
+
+The neuron equations live in the step functions of :mod:`snn.neurons.adex`, :mod:`~snn.neurons.lif`
+and :mod:`~snn.neurons.li`; the modules here only own the constants and create the initial state.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, NamedTuple
+
+import torch
+from torch import nn
+
+from .surrogate import check_alpha, surrogate_derivative
+
+# Fields of a parameter NamedTuple that are not tensors: the surrogate's name and steepness.
+SURROGATE_FIELDS = ("method", "alpha")
+
+
+def _as_float_tensor(name: str, value: Any) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        tensor = value.detach()
+    elif isinstance(value, int | float):
+        tensor = torch.tensor(float(value))
+    else:
+        raise ValueError(f"Neuron parameter {name!r} must be a number or a tensor, got {type(value).__name__}.")
+    if not tensor.is_floating_point():
+        tensor = tensor.to(torch.get_default_dtype())
+    if not torch.isfinite(tensor).all():
+        raise ValueError(f"Neuron parameter {name!r} must be finite, got {value!r}.")
+    return tensor
+
+
+class NeuronModule(nn.Module):
+    """Holds a neuron's parameters and checks inputs and states.
+
+    Each tensor field of ``p`` becomes a buffer, or an ``nn.Parameter`` when its name is in
+    ``learnable``, so ``.to(device)``, ``state_dict`` and DDP see it. A parameter may be a scalar or
+    any tensor that broadcasts to the neuron shape; ``shape`` (e.g. ``(N,)`` or ``(C, 1, 1)``)
+    expands the learnable ones to one value per neuron.
+
+    Learnable inverse time constants (fields ending in ``_inv``) are clamped at zero when used, so an
+    optimizer step can never make a time constant negative (the neuron would then grow, not decay).
+    """
+
+    parameters_class: type[NamedTuple]
+    state_class: type[NamedTuple]
+    # step(input, state, p, dt) -> (output, new_state): the neuron's equations, one Euler step.
+    step: Callable[..., tuple[torch.Tensor, Any]]
+    # True for layers (input [T, B, ...], loop over T), False for cells (input [B, ...], one step).
+    time_major: bool = False
+
+    def __init__(
+        self,
+        p: NamedTuple,
+        dt: float = 0.001,
+        learnable: Iterable[str] = (),
+        shape: Sequence[int] | None = None,
+    ):
+        super().__init__()
+        if not isinstance(p, self.parameters_class):
+            raise ValueError(
+                f"{type(self).__name__} expects p to be a {self.parameters_class.__name__}, got {type(p).__name__}."
+            )
+        if not isinstance(dt, int | float) or not math.isfinite(dt) or dt <= 0:
+            raise ValueError(f"The time step dt must be a positive number, got {dt!r}.")
+        learnable = (learnable,) if isinstance(learnable, str) else tuple(learnable)
+        tensor_fields = [f for f in p._fields if f not in SURROGATE_FIELDS]
+        unknown = [name for name in learnable if name not in tensor_fields]
+        if unknown:
+            raise ValueError(
+                f"Cannot make {unknown} learnable: {self.parameters_class.__name__} has the tensor "
+                f"fields {tensor_fields}."
+            )
+        if "method" in p._fields:
+            surrogate_derivative(p.method)
+            check_alpha(p.alpha)
+        self.dt = float(dt)
+        self.learnable = learnable
+        self.shape = None if shape is None else tuple(int(s) for s in shape)
+        self.surrogate = {f: getattr(p, f) for f in SURROGATE_FIELDS if f in p._fields}
+        self._tensor_fields = tensor_fields
+        for name in tensor_fields:
+            tensor = _as_float_tensor(name, getattr(p, name))
+            if name in learnable:
+                if self.shape is not None:
+                    tensor = tensor.expand(self.shape)
+                self.register_parameter(name, nn.Parameter(tensor.clone()))
+            else:
+                self.register_buffer(name, tensor.clone())
+
+    def rest_state(self, like: torch.Tensor) -> NamedTuple:
+        """The resting state shaped and typed like ``like`` (one time step): v = v_leak, the rest 0."""
+        v_leak = self.v_leak.to(device=like.device, dtype=like.dtype)
+        return self.state_class(
+            **{f: v_leak.expand(like.shape).clone() if f == "v" else torch.zeros_like(like) for f in self.state_class._fields}
+        )
+
+    def neuron_parameters(self, like: torch.Tensor) -> NamedTuple:
+        """The parameter NamedTuple with every tensor in the dtype of ``like`` (the input)."""
+        values = {}
+        for name in self._tensor_fields:
+            tensor = getattr(self, name)
+            if tensor.device != like.device:
+                raise ValueError(
+                    f"{type(self).__name__}'s parameters are on {tensor.device} but the input is on "
+                    f"{like.device}; move the module with .to({str(like.device)!r})."
+                )
+            if name in self.learnable and name.endswith("_inv"):
+                tensor = tensor.clamp(min=0.0)
+            values[name] = tensor.to(like.dtype)
+        return self.parameters_class(**values, **self.surrogate)
+
+    def check_input(self, x: Any, time_major: bool, hidden_size: int | None = None) -> torch.Size:
+        """Checks ``x`` is a float tensor ``[T, B, ...]`` (or ``[B, ...]``) that the parameters fit.
+
+        Returns the neuron shape: the input's shape without time, with the last dimension replaced
+        by ``hidden_size`` for recurrent populations.
+        """
+        expected = "[T, B, ...] (time first)" if time_major else "[B, ...] (one time step)"
+        if not isinstance(x, torch.Tensor):
+            raise ValueError(f"{type(self).__name__} expects a tensor of shape {expected}, got {type(x).__name__}.")
+        if not x.is_floating_point():
+            raise ValueError(f"{type(self).__name__} expects a floating-point input, got {x.dtype}.")
+        minimum = (2 if time_major else 1) + (len(self.shape) if self.shape else 0)
+        if x.dim() < minimum:
+            per_neuron = f" with neuron shape {list(self.shape)}" if self.shape else ""
+            raise ValueError(
+                f"{type(self).__name__} expects input of shape {expected}{per_neuron}, got {list(x.shape)}"
+                + (": add a time dimension, e.g. x.unsqueeze(0) for one step." if time_major else ".")
+            )
+        neuron_shape = x.shape[1:] if time_major else x.shape
+        if hidden_size is not None:
+            neuron_shape = neuron_shape[:-1] + (hidden_size,)
+        for name in self._tensor_fields:
+            param_shape = getattr(self, name).shape
+            try:
+                fits = torch.broadcast_shapes(param_shape, neuron_shape) == neuron_shape
+            except RuntimeError:
+                fits = False
+            if not fits:
+                raise ValueError(
+                    f"{type(self).__name__}'s parameter {name!r} of shape {list(param_shape)} does not "
+                    f"broadcast to the neuron shape {list(neuron_shape)} of the input {list(x.shape)}."
+                )
+        return neuron_shape
+
+    def check_state(self, state: Any, neuron_shape: torch.Size, state_class: type[NamedTuple]) -> None:
+        if not isinstance(state, state_class):
+            raise ValueError(
+                f"{type(self).__name__} expects state=None or a {state_class.__name__}, got {type(state).__name__}."
+            )
+        for name, value in zip(state._fields, state, strict=True):
+            if not isinstance(value, torch.Tensor) or value.shape != neuron_shape:
+                got = list(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+                raise ValueError(
+                    f"{type(self).__name__}: state.{name} must have shape {list(neuron_shape)} "
+                    f"(the input without its time dimension), got {got}."
+                )
+
+    def forward(self, input_tensor: torch.Tensor, state: NamedTuple | None = None):
+        """Cell: ``[B, ...] -> (output, state)``. Layer: ``[T, B, ...] -> (outputs [T, B, ...], final state)``.
+
+        ``state=None`` starts from rest.
+        """
+        neuron_shape = self.check_input(input_tensor, self.time_major)
+        if state is None:
+            state = self.rest_state(input_tensor.new_zeros(neuron_shape))
+        self.check_state(state, neuron_shape, self.state_class)
+        p = self.neuron_parameters(input_tensor)
+        if not self.time_major:
+            return type(self).step(input_tensor, state, p, self.dt)
+        return self.integrate(input_tensor, state, p)
+
+    def integrate(self, input_tensor: torch.Tensor, state: NamedTuple, p: NamedTuple):
+        """Runs the step function over the time dimension of a checked input."""
+        step = type(self).step
+        return run_time_loop(lambda x, s: step(x, s, p, self.dt), input_tensor, state)
+
+    def initial_state(self, input_tensor: torch.Tensor) -> NamedTuple:
+        """The resting state for ``input_tensor`` (as in norse)."""
+        neuron_shape = self.check_input(input_tensor, self.time_major)
+        return self.rest_state(input_tensor.new_zeros(neuron_shape))
+
+    def extra_repr(self) -> str:
+        parts = [f"dt={self.dt}"]
+        parts += [f"{k}={v!r}" for k, v in self.surrogate.items()]
+        if self.learnable:
+            parts.append(f"learnable={self.learnable}")
+        if self.shape:
+            parts.append(f"shape={self.shape}")
+        return ", ".join(parts)
+
+
+def run_time_loop(
+    step: Callable[[torch.Tensor, Any], tuple[torch.Tensor, Any]], x: torch.Tensor, state: Any
+) -> tuple[torch.Tensor, Any]:
+    """Applies ``step`` to each ``x[t]``: ``[T, B, ...] -> ([T, B, ...] outputs, final state)``."""
+    outputs = []
+    for x_t in x.unbind(0):
+        out, state = step(x_t, state)
+        outputs.append(out)
+    return torch.stack(outputs), state
+
+
+class RecurrentNeuronModule(NeuronModule):
+    """A population of ``hidden_size`` neurons driven by ``W_in x + W_rec z_prev``.
+
+    Weights are He-initialised as in norse (``randn * sqrt(2 / hidden_size)``); ``autapses=False``
+    (the default, as in norse) removes self-connections, also from user-given recurrent weights.
+    Learnable parameters get one value per neuron.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, p: NamedTuple, dt: float, autapses: bool,
+                 learnable: Iterable[str], input_weights: torch.Tensor | None,
+                 recurrent_weights: torch.Tensor | None):
+        for name, size in (("input_size", input_size), ("hidden_size", hidden_size)):
+            if not isinstance(size, int) or size <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {size!r}.")
+        super().__init__(p, dt, learnable, shape=(hidden_size,) if learnable else None)
+        self.input_size, self.hidden_size, self.autapses = input_size, hidden_size, autapses
+        self.input_weights = nn.Parameter(torch.randn(hidden_size, input_size) * math.sqrt(2.0 / hidden_size))
+        self.recurrent_weights = nn.Parameter(torch.randn(hidden_size, hidden_size) * math.sqrt(2.0 / hidden_size))
+        for given, weight in ((input_weights, self.input_weights), (recurrent_weights, self.recurrent_weights)):
+            if given is not None:
+                if given.shape != weight.shape:
+                    raise ValueError(f"Expected weights of shape {list(weight.shape)}, got {list(given.shape)}.")
+                weight.data.copy_(given)
+
+    def effective_recurrent_weights(self) -> torch.Tensor:
+        """``W_rec``, with a zero diagonal unless autapses are allowed."""
+        if self.autapses:
+            return self.recurrent_weights
+        return self.recurrent_weights * (1.0 - torch.eye(self.hidden_size, dtype=self.recurrent_weights.dtype,
+                                                         device=self.recurrent_weights.device))
+
+    def check_input(self, x: Any, time_major: bool, hidden_size: int | None = None) -> torch.Size:
+        """Checks ``x`` (``[T, B, input_size]`` or ``[B, input_size]``); returns ``[B, hidden_size]``."""
+        hidden_shape = super().check_input(x, time_major, hidden_size=self.hidden_size)
+        if x.shape[-1] != self.input_size:
+            raise ValueError(
+                f"{type(self).__name__} expects {self.input_size} input features in the last "
+                f"dimension, got input of shape {list(x.shape)}."
+            )
+        return hidden_shape
+
+    def forward(self, input_tensor: torch.Tensor, state: NamedTuple | None = None):
+        """Cell: ``[B, input_size] -> (z [B, hidden_size], state)``; layer: the same over ``[T, ...]``."""
+        hidden_shape = self.check_input(input_tensor, self.time_major)
+        if state is None:
+            state = self.rest_state(input_tensor.new_zeros(hidden_shape))
+        self.check_state(state, hidden_shape, self.state_class)
+        p = self.neuron_parameters(input_tensor)
+        w_in, w_rec = self.input_weights, self.effective_recurrent_weights()
+        step = type(self).step
+        if not self.time_major:
+            return step(input_tensor, state, w_in, w_rec, p, self.dt)
+        return run_time_loop(lambda x, s: step(x, s, w_in, w_rec, p, self.dt), input_tensor, state)
+
+    def extra_repr(self) -> str:
+        return f"input_size={self.input_size}, hidden_size={self.hidden_size}, autapses={self.autapses}, " + super().extra_repr()
