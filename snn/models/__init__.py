@@ -1,0 +1,13 @@
+"""Spiking network models built from ``snn.neurons``: plain ``nn.Module``s, no training stack."""
+
+from .classifiers import DECODERS, NEURONS, SpikingClassifier, SpikingConvClassifier, make_neurons
+from .conv import ConvBlock, ConvEncoder
+from .encoders import ENCODERS, ConstantCurrentEncoder, LatencyEncoder, PoissonEncoder, make_encoder
+from .monitor import SpikeRecorder
+
+__all__ = [
+    "DECODERS", "NEURONS", "SpikingClassifier", "SpikingConvClassifier", "make_neurons",
+    "ConvBlock", "ConvEncoder",
+    "ENCODERS", "ConstantCurrentEncoder", "LatencyEncoder", "PoissonEncoder", "make_encoder",
+    "SpikeRecorder",
+]

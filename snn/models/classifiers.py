@@ -1,0 +1,279 @@
+"""Spiking image classifiers: encoder -> (conv) -> spiking layers -> LI readout -> logits.
+
+Two architectures, both with AdEx (``neuron.kind="adex"``) or LIF (``"lif"``) neurons:
+
+- ``SpikingClassifier``: a conventional conv encoder, then Linear -> spiking layer(s) -> Linear ->
+  LI readout of ``num_classes`` neurons.
+- ``SpikingConvClassifier``: spiking neurons after every conv block (conv -> norm -> neurons ->
+  pool), then Linear -> spiking layer -> Linear -> LI readout.
+
+Logits are decoded from the readout voltages ``[T, B, num_classes]`` by ``decoder`` (max or mean
+over time). With constant-current coding the non-spiking front end sees the same image at every
+step, so it runs once on ``[B, ...]`` and its output is broadcast over T.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from snn.neurons import LI, LIF, LIFAdEx, LIFAdExParameters, LIFParameters, LIParameters
+
+from .conv import ConvEncoder
+from .encoders import check_steps, make_encoder
+
+NEURONS: dict[str, tuple[type[nn.Module], type]] = {
+    "adex": (LIFAdEx, LIFAdExParameters),
+    "lif": (LIF, LIFParameters),
+}
+
+DECODERS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "max": lambda v: v.amax(dim=0),  # [T, B, K] -> [B, K]
+    "mean": lambda v: v.mean(dim=0),
+}
+
+
+def _neuron_parameters(cls: type, params: Mapping[str, Any], where: str, hint: str = ""):
+    """``cls(**params)`` with a clear error for unknown fields or non-positive rates."""
+    unknown = sorted(set(params) - set(cls._fields))
+    if unknown:
+        raise ValueError(f"{where}: {cls.__name__} has no field(s) {unknown}; valid: {list(cls._fields)}.{hint}")
+    for name, value in params.items():
+        if name.endswith("_inv") and isinstance(value, int | float) and not value > 0:
+            raise ValueError(f"{where}: {name} (an inverse time constant, 1/s) must be > 0, got {value!r}.")
+    return cls(**params)
+
+
+def make_neurons(
+    kind: str = "adex",
+    dt: float = 0.001,
+    shape: Sequence[int] | None = None,
+    learnable: Sequence[str] = (),
+    backend: str = "auto",
+    **params: Any,
+) -> nn.Module:
+    """A spiking layer ``[T, B, ...] -> (spikes, state)`` of ``kind`` (a key of ``NEURONS``).
+
+    ``params`` are fields of the kind's parameter NamedTuple (tau_mem_inv, v_th, method, alpha...);
+    ``shape`` makes the ``learnable`` ones per neuron.
+    """
+    if kind not in NEURONS:
+        raise ValueError(f"Unknown neuron kind {kind!r}; choose one of {sorted(NEURONS)}.")
+    layer_cls, params_cls = NEURONS[kind]
+    p = _neuron_parameters(params_cls, params, f"neuron kind {kind!r}", " (use model=lif for LIF neurons)" if kind == "lif" else "")
+    kwargs: dict[str, Any] = {"dt": dt, "learnable": tuple(learnable), "shape": shape}
+    if "backend" in inspect.signature(layer_cls).parameters:
+        kwargs["backend"] = backend
+    elif backend != "auto":
+        raise ValueError(f"{layer_cls.__name__} has no backend {backend!r} in this version; use backend=auto.")
+    return layer_cls(p, **kwargs)
+
+
+def _hidden_sizes(hidden: int | Sequence[int]) -> list[int]:
+    sizes = [hidden] if isinstance(hidden, int) else list(hidden)
+    if not sizes or any(not isinstance(h, int) or h <= 0 for h in sizes):
+        raise ValueError(f"hidden must be a positive int or a non-empty list of them, got {hidden!r}.")
+    return sizes
+
+
+class _SpikingNet(nn.Module):
+    """What both classifiers share: input encoding, the hidden spiking stack, readout, decoding."""
+
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        num_classes: int,
+        T: int,
+        dt: float,
+        encoder: Mapping[str, Any] | None,
+        neuron: Mapping[str, Any] | None,
+        readout: Mapping[str, Any] | None,
+        decoder: str,
+    ):
+        super().__init__()
+        self.input_shape = tuple(int(s) for s in input_shape)
+        if not self.input_shape or any(s <= 0 for s in self.input_shape):
+            raise ValueError(f"input_shape must be a non-empty list of positive sizes, got {list(input_shape)}.")
+        if not isinstance(num_classes, int) or num_classes < 2:
+            raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}.")
+        if decoder not in DECODERS:
+            raise ValueError(f"Unknown decoder {decoder!r}; choose one of {sorted(DECODERS)}.")
+        if not isinstance(dt, int | float) or not dt > 0:
+            raise ValueError(f"The time step dt must be a positive number (seconds), got {dt!r}.")
+        self.T, self.dt, self.decoder = check_steps(T), float(dt), decoder
+        self.num_classes = num_classes
+        self.encoder = make_encoder(T=self.T, dt=self.dt, **dict(encoder or {"kind": "constant"}))
+        self.neuron = dict(neuron or {})
+        readout = dict(readout or {})
+        learnable = readout.pop("learnable", ())
+        self._readout_args = (_neuron_parameters(LIParameters, readout, "readout"), learnable)
+        # Spiking layers by name, in forward order; filled by subclasses with add_spiking().
+        self.spiking = nn.ModuleDict()
+
+    def add_spiking(self, name: str, shape: Sequence[int]) -> nn.Module:
+        """A spiking layer ``name`` of ``self.neuron``'s kind; learnable constants per ``shape``."""
+        params = dict(self.neuron)
+        layer = make_neurons(dt=self.dt, shape=tuple(shape), **params)
+        self.spiking[name] = layer
+        return layer
+
+    def make_readout(self, in_features: int) -> None:
+        """Linear projection into ``num_classes`` LI neurons."""
+        p, learnable = self._readout_args
+        self.output = nn.Linear(in_features, self.num_classes)
+        self.readout = LI(p, dt=self.dt, learnable=tuple(learnable), shape=(self.num_classes,))
+
+    def spiking_layers(self) -> dict[str, nn.Module]:
+        """Every spiking layer by name (in forward order): what ``SpikeRecorder`` hooks."""
+        return dict(self.spiking.items())
+
+    def check_input(self, x: torch.Tensor) -> None:
+        if not isinstance(x, torch.Tensor) or tuple(x.shape[1:]) != self.input_shape:
+            got = list(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"{type(self).__name__} expects input [B, {', '.join(map(str, self.input_shape))}], got {got}.")
+
+    def front_end(self, x: torch.Tensor, module: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """Encodes ``x [B, ...]`` and applies the non-spiking ``module`` to every step: ``[T, B, ...]``.
+
+        Static (constant-current) coding runs ``module`` once and broadcasts its output over T.
+        """
+        if self.encoder.static:
+            out = module(self.encoder(x)[0])  # one step [B, ...] -> [B, ...']
+            return out.unsqueeze(0).expand(self.T, *out.shape)  # -> [T, B, ...'] (a view)
+        steps = self.encoder(x)  # [T, B, ...]
+        out = module(steps.flatten(0, 1))  # [T*B, ...] -> [T*B, ...']
+        return out.unflatten(0, (self.T, x.shape[0]))  # -> [T, B, ...']
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Spikes ``[T, B, F]`` -> readout voltages ``[T, B, K]`` -> logits ``[B, K]``."""
+        v, _ = self.readout(self.output(z))
+        return DECODERS[self.decoder](v)
+
+
+class SpikingClassifier(_SpikingNet):
+    """Conv encoder (or none) -> [Linear -> spiking layer] per ``hidden`` size -> Linear -> LI.
+
+    Args:
+        input_shape: shape of one input, e.g. ``(1, 28, 28)``.
+        num_classes: readout neurons.
+        T, dt: simulation steps and step size (s).
+        encoder: ``{"kind": "constant" | "poisson" | "latency", **options}`` (see ``make_encoder``).
+        conv: ``ConvEncoder`` arguments (channels, kernel_size, norm, activation, pool) or None.
+        hidden: spiking population size(s).
+        neuron: ``{"kind": "adex" | "lif", "learnable": [...], "backend": ..., **parameters}``.
+        readout: LI parameters plus optional ``learnable``.
+        decoder: how logits are read from the readout voltages (``DECODERS``).
+        dropout: dropout on the features entering the first spiking layer.
+    """
+
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        num_classes: int,
+        T: int = 32,
+        dt: float = 0.001,
+        encoder: Mapping[str, Any] | None = None,
+        conv: Mapping[str, Any] | None = None,
+        hidden: int | Sequence[int] = 128,
+        neuron: Mapping[str, Any] | None = None,
+        readout: Mapping[str, Any] | None = None,
+        decoder: str = "max",
+        dropout: float = 0.0,
+    ):
+        super().__init__(input_shape, num_classes, T, dt, encoder, neuron, readout, decoder)
+        if conv:
+            if len(self.input_shape) != 3:
+                raise ValueError(f"A conv encoder needs image inputs (C, H, W), got input_shape {list(self.input_shape)}.")
+            self.conv = ConvEncoder(self.input_shape[0], **conv)
+            features = math.prod(self.conv.output_shape(self.input_shape))
+        else:
+            self.conv = nn.Identity()
+            features = math.prod(self.input_shape)
+        self.dropout = nn.Dropout(dropout)
+        sizes = [features, *_hidden_sizes(hidden)]
+        self.linear = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+        for i, size in enumerate(sizes[1:]):
+            self.add_spiking(f"hidden{i + 1}", (size,))
+        self.make_readout(sizes[-1])
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Images ``[N, C, H, W]`` -> currents into the first spiking layer ``[N, hidden]``."""
+        return self.linear[0](self.dropout(self.conv(x).flatten(1)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
+        current = self.front_end(x, self.features)  # [B, C, H, W] -> [T, B, hidden]
+        for i, layer in enumerate(self.spiking.values()):
+            z, _ = layer(current if i == 0 else self.linear[i](z))  # [T, B, hidden_i]
+        return self.decode(z)  # [B, num_classes]
+
+
+class SpikingConvClassifier(_SpikingNet):
+    """[conv -> norm -> spiking neurons -> pool] per conv block -> Linear -> spiking -> Linear -> LI.
+
+    ``conv`` takes ``channels``, ``kernel_size``, ``norm`` and ``pool`` (one value or one per block);
+    the neurons replace the activation. The first conv sees the encoded input; with constant-current
+    coding it runs once and its output is broadcast over T. Later convs see spikes, ``[T*B, ...]``.
+    Other arguments as in ``SpikingClassifier``.
+    """
+
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        num_classes: int,
+        T: int = 32,
+        dt: float = 0.001,
+        encoder: Mapping[str, Any] | None = None,
+        conv: Mapping[str, Any] | None = None,
+        hidden: int = 128,
+        neuron: Mapping[str, Any] | None = None,
+        readout: Mapping[str, Any] | None = None,
+        decoder: str = "max",
+        dropout: float = 0.0,
+    ):
+        super().__init__(input_shape, num_classes, T, dt, encoder, neuron, readout, decoder)
+        if len(self.input_shape) != 3:
+            raise ValueError(f"SpikingConvClassifier needs image inputs (C, H, W), got input_shape {list(self.input_shape)}.")
+        conv = dict(conv or {"channels": [16, 32]})
+        unknown = sorted(set(conv) - {"channels", "kernel_size", "norm", "pool"})
+        if unknown:
+            raise ValueError(f"SpikingConvClassifier's conv takes channels, kernel_size, norm, pool; got unknown {unknown}.")
+        # Reuse ConvEncoder's argument checks and shape arithmetic; its activations are not used.
+        layout = ConvEncoder(self.input_shape[0], activation="none", **conv)
+        self.convs, self.pools = nn.ModuleList(), nn.ModuleList()
+        c, h, w = self.input_shape
+        for i, block in enumerate(layout):
+            conv_layer, norm = block[0], block[1]
+            self.convs.append(nn.Sequential(conv_layer, norm))
+            c = conv_layer.out_channels
+            self.add_spiking(f"conv{i + 1}", (c, 1, 1))  # per-channel constants when learnable
+            self.pools.append(block[3])
+            h, w = (h // 2, w // 2) if block.pooled else (h, w)
+        if h == 0 or w == 0:
+            raise ValueError(f"The input {list(self.input_shape)} is too small for the pooling in conv {conv}.")
+        hidden = _hidden_sizes(hidden)
+        if len(hidden) != 1:
+            raise ValueError(f"SpikingConvClassifier has one hidden spiking layer; hidden must be an int, got {hidden}.")
+        self.dropout = nn.Dropout(dropout)
+        self.linear = nn.Linear(c * h * w, hidden[0])
+        self.add_spiking("hidden1", (hidden[0],))
+        self.make_readout(hidden[0])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
+        T, B = self.T, x.shape[0]
+        layers = list(self.spiking.values())
+        current = self.front_end(x, self.convs[0])  # [B, C, H, W] -> [T, B, C1, H, W]
+        for i, (layer, pool) in enumerate(zip(layers[:-1], self.pools, strict=True)):
+            if i > 0:
+                current = self.convs[i](z).unflatten(0, (T, B))  # [T*B, C, H, W] -> [T, B, C', H, W]
+            z, _ = layer(current)
+            z = pool(z.flatten(0, 1))  # [T, B, C, H, W] -> [T*B, C, H', W']
+        current = self.linear(self.dropout(z.flatten(1))).unflatten(0, (T, B))  # -> [T, B, hidden]
+        z, _ = layers[-1](current)
+        return self.decode(z)

@@ -1,0 +1,58 @@
+"""Callbacks: a model summary that counts neurons as well as parameters."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities import rank_zero_only
+from rich.console import Console
+from rich.table import Table
+from torch import nn
+
+from snn.models import SpikeRecorder
+
+
+def _params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def neuron_counts(net: nn.Module) -> dict[str, int]:
+    """Neurons per spiking layer of ``net``, from one forward pass on a zero input (weights untouched)."""
+    was_training = net.training
+    device = next((p.device for p in net.parameters()), torch.device("cpu"))
+    recorder = SpikeRecorder(net.spiking_layers())
+    try:
+        net.eval()
+        with torch.no_grad():
+            net(torch.zeros(1, *net.input_shape, device=device))
+        return recorder.neurons()
+    finally:
+        recorder.remove()
+        net.train(was_training)
+
+
+def summary_table(net: nn.Module) -> Table:
+    """One row per part of ``net`` (spiking layers one by one) with parameters and neurons."""
+    neurons = neuron_counts(net)
+    table = Table(title=f"{type(net).__name__}: T={net.T}, dt={net.dt}, decoder={net.decoder}")
+    for column in ("layer", "type", "params", "neurons"):
+        table.add_column(column, justify="right" if column in ("params", "neurons") else "left")
+    for name, child in net.named_children():
+        if name == "spiking":
+            for layer_name, layer in child.items():
+                table.add_row(f"spiking.{layer_name}", type(layer).__name__, f"{_params(layer):,}", f"{neurons[layer_name]:,}")
+        else:
+            count = net.num_classes if name == "readout" else None
+            table.add_row(name, type(child).__name__, f"{_params(child):,}", f"{count:,}" if count else "")
+    trainable = sum(p.numel() for p in net.parameters() if p.requires_grad)
+    table.add_section()
+    table.add_row("total", f"{trainable:,} trainable", f"{_params(net):,}", f"{sum(neurons.values()) + net.num_classes:,}")
+    return table
+
+
+class SpikingModelSummary(L.Callback):
+    """Prints ``summary_table`` of the LightningModule's ``net`` when fitting starts (rank 0)."""
+
+    @rank_zero_only
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        Console().print(summary_table(pl_module.net))

@@ -1,0 +1,122 @@
+"""The LightningModule: cross-entropy on the decoded logits, accuracy and firing rates per stage."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from torch import nn
+from torch.nn import functional as F
+from torchmetrics import MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+from snn.models import SpikeRecorder
+
+STAGES = ("train", "val", "test")
+
+
+def _build(spec: Any, what: str) -> Any:
+    """A config mapping with ``_target_`` is instantiated; anything else is returned as is."""
+    if isinstance(spec, Mapping):
+        if "_target_" not in spec:
+            raise ValueError(f"The {what} config needs a _target_ (e.g. torch.optim.Adam), got keys {sorted(spec)}.")
+        return instantiate(spec, _convert_="all")
+    return spec
+
+
+class SpikingClassifierModule(L.LightningModule):
+    """Trains a spiking classifier (any ``nn.Module`` with ``spiking_layers()``) on ``(x, y)`` batches.
+
+    Args:
+        net: the network, or its config (``{"_target_": "snn.models.SpikingClassifier", ...}``);
+            given as a config it is stored in the checkpoint's hyperparameters, so
+            ``SpikingClassifierModule.load_from_checkpoint(path)`` rebuilds the whole model.
+        optimizer: ``params -> Optimizer`` (a ``_partial_: true`` config or a callable).
+        scheduler: ``optimizer -> LRScheduler`` or None; stepped every ``scheduler_interval``.
+        rate_target, rate_weight: adds ``rate_weight * mean_layers (rate - rate_target)^2`` to the
+            training loss, where ``rate`` is a layer's mean spikes per neuron and step (0 disables).
+
+    Logs ``{stage}/loss``, ``{stage}/acc``, ``spikes/<layer>/rate`` (training steps) and
+    ``spikes/<layer>/{val,test}_rate`` (epoch means, reduced across processes).
+    """
+
+    def __init__(
+        self,
+        net: nn.Module | Mapping[str, Any],
+        optimizer: Callable[..., torch.optim.Optimizer] | Mapping[str, Any],
+        scheduler: Callable[..., Any] | Mapping[str, Any] | None = None,
+        scheduler_interval: str = "epoch",
+        rate_target: float = 0.05,
+        rate_weight: float = 0.0,
+    ):
+        super().__init__()
+        if scheduler_interval not in ("epoch", "step"):
+            raise ValueError(f"scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}.")
+        if rate_weight < 0 or not 0.0 <= rate_target <= 1.0:
+            raise ValueError(
+                f"Need rate_weight >= 0 and rate_target in [0, 1] (spikes per neuron and step), "
+                f"got rate_weight={rate_weight!r}, rate_target={rate_target!r}."
+            )
+        self.save_hyperparameters(ignore=["net"] if isinstance(net, nn.Module) else None, logger=False)
+        self.net = _build(net, "net")
+        if not hasattr(self.net, "spiking_layers"):
+            raise ValueError(f"net must have spiking_layers() (see snn.models), got {type(self.net).__name__}.")
+        self.optimizer_factory = _build(optimizer, "optimizer")
+        self.scheduler_factory = _build(scheduler, "scheduler") if scheduler else None
+        # Keep the graph only when the rate penalty needs gradients through the spikes.
+        self.recorder = SpikeRecorder(self.net.spiking_layers(), detach=rate_weight == 0)
+        num_classes = self.net.num_classes
+        for stage in STAGES:
+            setattr(self, f"{stage}_acc", MulticlassAccuracy(num_classes, average="micro"))
+            setattr(self, f"{stage}_loss", MeanMetric())
+        self.val_rates = nn.ModuleDict({name: MeanMetric() for name in self.recorder.names})
+        self.test_rates = nn.ModuleDict({name: MeanMetric() for name in self.recorder.names})
+        self.example_input_array = torch.zeros(2, *self.net.input_shape)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
+        x, y = batch
+        logits = self(x)  # [B, num_classes]
+        loss = F.cross_entropy(logits, y)
+        rates = self.recorder.rates()
+        self.recorder.clear()
+        acc, mean_loss = getattr(self, f"{stage}_acc"), getattr(self, f"{stage}_loss")
+        acc(logits.detach(), y)
+        mean_loss(loss.detach())
+        on_step = stage == "train"
+        self.log(f"{stage}/loss", mean_loss, on_step=on_step, on_epoch=True, prog_bar=True)
+        self.log(f"{stage}/acc", acc, on_step=on_step, on_epoch=True, prog_bar=True)
+        if stage == "train":
+            for name, rate in rates.items():
+                self.log(f"spikes/{name}/rate", rate.detach(), on_step=True, on_epoch=False)
+            if self.hparams.rate_weight > 0:
+                penalty = torch.stack([(r - self.hparams.rate_target) ** 2 for r in rates.values()]).mean()
+                self.log("train/rate_penalty", penalty.detach(), on_step=True, on_epoch=False)
+                loss = loss + self.hparams.rate_weight * penalty
+        else:
+            metrics = getattr(self, f"{stage}_rates")
+            for name, rate in rates.items():
+                metrics[name](rate.detach(), weight=x.shape[0])
+                self.log(f"spikes/{name}/{stage}_rate", metrics[name], on_step=False, on_epoch=True)
+        return loss
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(params=self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer=optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": self.hparams.scheduler_interval}}
