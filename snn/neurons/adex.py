@@ -52,15 +52,15 @@ class LIFAdExParameters(NamedTuple):
         alpha: steepness of the surrogate
     """
 
-    adaptation_current: torch.Tensor = torch.as_tensor(4.0)
-    adaptation_spike: torch.Tensor = torch.as_tensor(0.02)
-    delta_T: torch.Tensor = torch.as_tensor(0.5)
-    tau_ada_inv: torch.Tensor = torch.as_tensor(2.0)
-    tau_syn_inv: torch.Tensor = torch.as_tensor(1.0 / 5e-3)
-    tau_mem_inv: torch.Tensor = torch.as_tensor(1.0 / 1e-2)
-    v_leak: torch.Tensor = torch.as_tensor(0.0)
-    v_th: torch.Tensor = torch.as_tensor(1.0)
-    v_reset: torch.Tensor = torch.as_tensor(0.0)
+    adaptation_current: torch.Tensor = torch.as_tensor(4.0, dtype=torch.float64)
+    adaptation_spike: torch.Tensor = torch.as_tensor(0.02, dtype=torch.float64)
+    delta_T: torch.Tensor = torch.as_tensor(0.5, dtype=torch.float64)
+    tau_ada_inv: torch.Tensor = torch.as_tensor(2.0, dtype=torch.float64)
+    tau_syn_inv: torch.Tensor = torch.as_tensor(1.0 / 5e-3, dtype=torch.float64)
+    tau_mem_inv: torch.Tensor = torch.as_tensor(1.0 / 1e-2, dtype=torch.float64)
+    v_leak: torch.Tensor = torch.as_tensor(0.0, dtype=torch.float64)
+    v_th: torch.Tensor = torch.as_tensor(1.0, dtype=torch.float64)
+    v_reset: torch.Tensor = torch.as_tensor(0.0, dtype=torch.float64)
     method: str = "super"
     alpha: float = 100.0
 

@@ -22,9 +22,9 @@ from .module import NeuronModule
 class LIParameters(NamedTuple):
     """Parameters of a leaky integrator (norse's defaults); each may be a scalar or a tensor."""
 
-    tau_syn_inv: torch.Tensor = torch.as_tensor(1.0 / 5e-3)
-    tau_mem_inv: torch.Tensor = torch.as_tensor(1.0 / 1e-2)
-    v_leak: torch.Tensor = torch.as_tensor(0.0)
+    tau_syn_inv: torch.Tensor = torch.as_tensor(1.0 / 5e-3, dtype=torch.float64)
+    tau_mem_inv: torch.Tensor = torch.as_tensor(1.0 / 1e-2, dtype=torch.float64)
+    v_leak: torch.Tensor = torch.as_tensor(0.0, dtype=torch.float64)
 
 
 class LIState(NamedTuple):

@@ -25,11 +25,11 @@ from .surrogate import spike
 class LIFParameters(NamedTuple):
     """Parameters of a LIF neuron (norse's defaults); every field but ``method`` may be a tensor."""
 
-    tau_syn_inv: torch.Tensor = torch.as_tensor(1.0 / 5e-3)
-    tau_mem_inv: torch.Tensor = torch.as_tensor(1.0 / 1e-2)
-    v_leak: torch.Tensor = torch.as_tensor(0.0)
-    v_th: torch.Tensor = torch.as_tensor(1.0)
-    v_reset: torch.Tensor = torch.as_tensor(0.0)
+    tau_syn_inv: torch.Tensor = torch.as_tensor(1.0 / 5e-3, dtype=torch.float64)
+    tau_mem_inv: torch.Tensor = torch.as_tensor(1.0 / 1e-2, dtype=torch.float64)
+    v_leak: torch.Tensor = torch.as_tensor(0.0, dtype=torch.float64)
+    v_th: torch.Tensor = torch.as_tensor(1.0, dtype=torch.float64)
+    v_reset: torch.Tensor = torch.as_tensor(0.0, dtype=torch.float64)
     method: str = "super"
     alpha: float = 100.0
 

@@ -23,11 +23,11 @@ def _as_float_tensor(name: str, value: Any) -> torch.Tensor:
     if isinstance(value, torch.Tensor):
         tensor = value.detach()
     elif isinstance(value, int | float):
-        tensor = torch.tensor(float(value))
+        tensor = torch.tensor(float(value), dtype=torch.float64)
     else:
         raise ValueError(f"Neuron parameter {name!r} must be a number or a tensor, got {type(value).__name__}.")
     if not tensor.is_floating_point():
-        tensor = tensor.to(torch.get_default_dtype())
+        tensor = tensor.to(torch.float64)
     if not torch.isfinite(tensor).all():
         raise ValueError(f"Neuron parameter {name!r} must be finite, got {value!r}.")
     return tensor
@@ -40,6 +40,9 @@ class NeuronModule(nn.Module):
     ``learnable``, so ``.to(device)``, ``state_dict`` and DDP see it. A parameter may be a scalar or
     any tensor that broadcasts to the neuron shape; ``shape`` (e.g. ``(N,)`` or ``(C, 1, 1)``)
     expands the learnable ones to one value per neuron.
+
+    Fixed constants keep full (float64) precision and are cast to the input's dtype at every call,
+    so float32 and float64 inputs both see the parameter as written.
 
     Learnable inverse time constants (fields ending in ``_inv``) are clamped at zero when used, so an
     optimizer step can never make a time constant negative (the neuron would then grow, not decay).
@@ -87,7 +90,8 @@ class NeuronModule(nn.Module):
             if name in learnable:
                 if self.shape is not None:
                     tensor = tensor.expand(self.shape)
-                self.register_parameter(name, nn.Parameter(tensor.clone()))
+                # Trained like the weights around it: in the default dtype (``.double()`` etc. apply).
+                self.register_parameter(name, nn.Parameter(tensor.to(torch.get_default_dtype()).clone()))
             else:
                 self.register_buffer(name, tensor.clone())
 
@@ -228,6 +232,8 @@ class RecurrentNeuronModule(NeuronModule):
                 if given.shape != weight.shape:
                     raise ValueError(f"Expected weights of shape {list(weight.shape)}, got {list(given.shape)}.")
                 weight.data.copy_(given)
+        if not autapses:
+            self.recurrent_weights.data.fill_diagonal_(0.0)
 
     def effective_recurrent_weights(self) -> torch.Tensor:
         """``W_rec``, with a zero diagonal unless autapses are allowed."""
