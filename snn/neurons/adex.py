@@ -24,6 +24,7 @@ from typing import NamedTuple
 import torch
 from torch.nn import functional as F
 
+from .fused import check_backend
 from .module import NeuronModule, RecurrentNeuronModule
 from .surrogate import spike
 
@@ -150,6 +151,7 @@ class LIFAdExCell(NeuronModule):
     parameters_class = LIFAdExParameters
     state_class = LIFAdExFeedForwardState
     step = staticmethod(lif_adex_feed_forward_step)
+    fused_kind = "adex"
 
     def __init__(self, p: LIFAdExParameters = LIFAdExParameters(), dt: float = 0.001,
                  learnable: Iterable[str] = (), shape: Sequence[int] | None = None):
@@ -167,6 +169,11 @@ class LIFAdEx(LIFAdExCell):
     """
 
     time_major = True
+
+    def __init__(self, p: LIFAdExParameters = LIFAdExParameters(), dt: float = 0.001, learnable: Iterable[str] = (),
+                 shape: Sequence[int] | None = None, backend: str = "auto"):
+        super().__init__(p, dt, learnable, shape)
+        self.backend = check_backend(backend)
 
 
 class LIFAdExRecurrentCell(RecurrentNeuronModule):

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .fused import check_backend
 from .module import NeuronModule
 
 
@@ -74,6 +75,7 @@ class LICell(NeuronModule):
     parameters_class = LIParameters
     state_class = LIState
     step = staticmethod(li_feed_forward_step)
+    fused_kind = "li"
 
     def __init__(self, p: LIParameters = LIParameters(), dt: float = 0.001,
                  learnable: Iterable[str] = (), shape: Sequence[int] | None = None):
@@ -88,6 +90,11 @@ class LI(LICell):
     """
 
     time_major = True
+
+    def __init__(self, p: LIParameters = LIParameters(), dt: float = 0.001, learnable: Iterable[str] = (),
+                 shape: Sequence[int] | None = None, backend: str = "auto"):
+        super().__init__(p, dt, learnable, shape)
+        self.backend = check_backend(backend)
 
 
 class LILinearCell(LICell):

@@ -18,6 +18,7 @@ from typing import NamedTuple
 import torch
 from torch.nn import functional as F
 
+from .fused import check_backend
 from .module import NeuronModule, RecurrentNeuronModule
 from .surrogate import spike
 
@@ -94,6 +95,7 @@ class LIFCell(NeuronModule):
     parameters_class = LIFParameters
     state_class = LIFFeedForwardState
     step = staticmethod(lif_feed_forward_step)
+    fused_kind = "lif"
 
     def __init__(self, p: LIFParameters = LIFParameters(), dt: float = 0.001,
                  learnable: Iterable[str] = (), shape: Sequence[int] | None = None):
@@ -104,6 +106,11 @@ class LIF(LIFCell):
     """LIF layer: ``x [T, B, ...] -> (z [T, B, ...], final LIFFeedForwardState)``."""
 
     time_major = True
+
+    def __init__(self, p: LIFParameters = LIFParameters(), dt: float = 0.001, learnable: Iterable[str] = (),
+                 shape: Sequence[int] | None = None, backend: str = "auto"):
+        super().__init__(p, dt, learnable, shape)
+        self.backend = check_backend(backend)
 
 
 class LIFRecurrentCell(RecurrentNeuronModule):

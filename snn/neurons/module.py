@@ -54,6 +54,10 @@ class NeuronModule(nn.Module):
     step: Callable[..., tuple[torch.Tensor, Any]]
     # True for layers (input [T, B, ...], loop over T), False for cells (input [B, ...], one step).
     time_major: bool = False
+    # The fused time loop of this neuron type in snn.neurons.fused ("adex", "lif", "li"), if any,
+    # and the backend that runs the loop (layers take it as a constructor argument).
+    fused_kind: str | None = None
+    backend: str = "eager"
 
     def __init__(
         self,
@@ -179,7 +183,12 @@ class NeuronModule(nn.Module):
         return self.integrate(input_tensor, state, p)
 
     def integrate(self, input_tensor: torch.Tensor, state: NamedTuple, p: NamedTuple):
-        """Runs the step function over the time dimension of a checked input."""
+        """Runs the step function over the time dimension of a checked input, step by step
+        (``backend="eager"``) or in one fused loop (see :mod:`snn.neurons.fused`)."""
+        if self.backend != "eager" and self.fused_kind is not None:
+            from .fused import integrate
+
+            return integrate(self.fused_kind, self.backend, input_tensor, state, p, self.dt)
         step = type(self).step
         return run_time_loop(lambda x, s: step(x, s, p, self.dt), input_tensor, state)
 
@@ -191,6 +200,8 @@ class NeuronModule(nn.Module):
     def extra_repr(self) -> str:
         parts = [f"dt={self.dt}"]
         parts += [f"{k}={v!r}" for k, v in self.surrogate.items()]
+        if self.time_major and self.fused_kind is not None:
+            parts.append(f"backend={self.backend!r}")
         if self.learnable:
             parts.append(f"learnable={self.learnable}")
         if self.shape:

@@ -1,0 +1,33 @@
+"""Fused time loops for the LIFAdEx, LIF and LI layers: one autograd node per layer call.
+
+Forward runs all T steps without autograd and saves only the pre-reset voltage of each step
+(4 bytes per neuron and step in float32; the spike, the surrogate and the next step's starting
+voltage follow from it); backward runs the reverse-time loop with hand-derived gradients for the
+input, the initial state and every parameter. Backends:
+
+``cpp``      OpenMP C++ (:mod:`.cpp_loops`), CPU, float32/float64, built-in surrogates
+``compile``  the step bodies of :mod:`.torch_loops` through ``torch.compile`` (inductor: C++ on CPU,
+             Triton on CUDA)
+``python``   the same bodies in eager PyTorch: any device, dtype and registered surrogate
+``eager``    the step-by-step autograd loop over the step functions (the reference)
+``auto``     ``cpp`` on CPU when it applies and builds, else ``python``
+"""
+
+from __future__ import annotations
+
+BACKENDS = ("auto", "cpp", "compile", "python", "eager")
+
+
+def check_backend(backend: str) -> str:
+    """``backend`` if it names a backend, else a ValueError listing them."""
+    if backend not in BACKENDS:
+        raise ValueError(f"Unknown backend {backend!r}; valid backends: {', '.join(BACKENDS)}.")
+    return backend
+
+
+def integrate(kind: str, backend: str, x, state, p, dt: float):
+    """Runs layer ``kind`` ('adex', 'lif', 'li') over the time dimension of ``x`` with a fused
+    ``backend``: ``(outputs [T, ...], final state of the type of ``state``)``."""
+    from .function import run  # imported on first use: it imports the neuron modules
+
+    return run(kind, backend, x, state, p, dt)

@@ -1,0 +1,136 @@
+"""The ``cpp`` backend: OpenMP C++ time loops (``cpu_kernels.cpp``), built once per machine.
+
+The library is compiled with ``torch.utils.cpp_extension.load`` into the torch extensions
+directory (``TORCH_EXTENSIONS_DIR``, default ``~/.cache/torch_extensions``), which caches it across
+processes; the source includes no torch headers, so a cold build takes a few seconds. Entry points
+are plain C functions called through ``ctypes`` on the tensors' memory.
+
+``-ffp-contract=off`` keeps every multiply and add rounded separately, as in eager PyTorch; the
+AdEx exponential is MKL's ``vmsExp``/``vmdExp``, which is what ``torch.exp`` runs on CPU builds of
+torch with MKL (checked by :func:`available`), so the results are bit-identical to the step loop.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+
+import torch
+
+from ..surrogate import SURROGATES
+from .spec import NEURONS
+
+SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cpu_kernels.cpp")
+# The surrogates the kernels implement natively, by their index in cpu_kernels.cpp.
+NATIVE_SURROGATES = {"super": 0, "triangle": 1, "sigmoid": 2, "atan": 3, "tanh": 4, "heaviside": 5}
+CFLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fopenmp", "-fno-math-errno"]
+
+_lock = threading.Lock()
+_library: ctypes.CDLL | None = None
+_error: str | None = None
+
+
+def load_library() -> ctypes.CDLL:
+    """Builds (first time on this machine) and loads the kernels; raises RuntimeError if impossible."""
+    global _library, _error
+    with _lock:
+        if _library is not None:
+            return _library
+        if _error is not None:
+            raise RuntimeError(_error)
+        try:
+            from torch.utils import cpp_extension
+
+            # The capability in the name: a cache shared by different CPUs never mixes builds.
+            name = f"snn_fused_cpu_{torch.backends.cpu.get_cpu_capability().lower()}"
+            path = cpp_extension.load(name=name, sources=[SOURCE], extra_cflags=CFLAGS,
+                                      extra_ldflags=["-fopenmp"], is_python_module=False, verbose=False)
+            _library = ctypes.CDLL(path)
+        except Exception as error:  # a missing compiler or ninja, a failed build or load
+            _error = f"{type(error).__name__}: {str(error).strip().splitlines()[-1] if str(error).strip() else ''}"
+            raise RuntimeError(_error) from error
+        return _library
+
+
+def supports(kind: str, dtype: torch.dtype, method: str | None) -> bool:
+    """Whether the kernels cover this case (before trying to build them)."""
+    if dtype not in (torch.float32, torch.float64):
+        return False
+    if method is not None and (method not in NATIVE_SURROGATES or SURROGATES.get(method) is not _BUILTIN[method]):
+        return False  # a user-registered (or overwritten) surrogate
+    # The AdEx exponential must be torch.exp's own: MKL's VML.
+    return kind != "adex" or torch.backends.mkl.is_available()
+
+
+_BUILTIN = dict(SURROGATES)  # the registry as shipped, to detect overwritten built-in names
+
+
+def _ptr(t: torch.Tensor | None):
+    return None if t is None else ctypes.c_void_p(t.data_ptr())
+
+
+class CppLoops:
+    """The C++ kernels behind the interface of :class:`~snn.neurons.fused.torch_loops.TorchLoops`."""
+
+    def __init__(self):
+        self.lib = load_library()
+
+    def _function(self, name: str, dtype: torch.dtype):
+        return getattr(self.lib, f"{name}_{'f32' if dtype == torch.float32 else 'f64'}")
+
+    @staticmethod
+    def _params(P, neuron_shape):
+        """Pointer and per-neuron flag arrays; ``keep`` holds the tensors alive during the call."""
+        keep = []
+        for p in P:
+            p = p.detach()
+            keep.append(p.reshape(1).contiguous() if p.numel() == 1 else p.expand(neuron_shape).contiguous())
+        ptrs = (ctypes.c_void_p * len(keep))(*[t.data_ptr() for t in keep])
+        flags = (ctypes.c_int64 * len(keep))(*[int(t.numel() != 1) for t in keep])
+        return keep, ptrs, flags
+
+    def forward(self, kind, x, state, P, save, save_extra):
+        spec = NEURONS[kind]
+        x = x.contiguous()
+        steps, neuron_shape = x.shape[0], x.shape[1:]
+        M = neuron_shape.numel()
+        state = [s.detach().contiguous().clone() for s in state]  # updated in place to the final state
+        keep, ptrs, flags = self._params(P, neuron_shape)
+        out = torch.empty_like(x)
+        vd = torch.empty_like(x) if save and spec.spiking else None
+        extra = [torch.empty_like(x) for _ in range(spec.extra if save_extra else 0)]
+        args = [ctypes.c_int64(steps), ctypes.c_int64(M), _ptr(x), *map(_ptr, state), ptrs, flags, _ptr(out)]
+        if spec.spiking:
+            args.append(_ptr(vd))
+        args += [_ptr(e) for e in extra] or [None] * spec.extra
+        self._function(f"{kind}_forward", x.dtype)(*args, ctypes.c_int(torch.get_num_threads()))
+        del keep
+        saved = ([] if vd is None else [vd]) + extra
+        if kind == "li" and save_extra:
+            saved.append(out)
+        return out, tuple(state), saved
+
+    def backward(self, kind, gout, gstate, saved, v0, P, method, alpha, param_grads):
+        spec = NEURONS[kind]
+        neuron_shape = v0.shape
+        M = neuron_shape.numel()
+        gout = None if gout is None else gout.contiguous()
+        steps = gout.shape[0] if gout is not None else saved[0].shape[0]
+        gstate = [g.contiguous().clone() for g in gstate]  # in: final-state grads; out: initial-state
+        keep, ptrs, flags = self._params(P, neuron_shape)
+        gx = v0.new_empty((steps,) + tuple(neuron_shape))
+        gp = v0.new_empty((len(P), M)) if param_grads else None
+        v0 = v0.detach().contiguous()
+        args = [ctypes.c_int64(steps), ctypes.c_int64(M), _ptr(gout), *map(_ptr, gstate)]
+        if kind == "li":
+            outs, ij = (saved[1], saved[0]) if param_grads else (None, None)
+            args += [_ptr(outs), _ptr(v0), _ptr(ij), ptrs, flags]
+        else:
+            extra = saved[1:] if param_grads else [None] * spec.extra
+            args += [_ptr(saved[0]), _ptr(v0), *map(_ptr, extra), ptrs, flags,
+                     ctypes.c_int(NATIVE_SURROGATES[method]), ctypes.c_double(alpha)]
+        self._function(f"{kind}_backward", v0.dtype)(*args, _ptr(gx), _ptr(gp), ctypes.c_int(torch.get_num_threads()))
+        del keep
+        G = None if gp is None else [g.view(neuron_shape) for g in gp]
+        return gx, tuple(gstate), G

@@ -1,0 +1,416 @@
+// Fused CPU time loops for the AdEx (LIFAdEx), LIF and LI neurons of snn.neurons.
+//
+// The equations are those of lif_adex_feed_forward_step, lif_feed_forward_step and
+// li_feed_forward_step, written with the same operations in the same order so that every
+// intermediate rounds like eager PyTorch (compile with -ffp-contract=off: no fused multiply-add).
+// The exponential is MKL's vmsExp/vmdExp in the mode ATen's vml.h uses for torch.exp, so spikes
+// and states are bit-identical to the step-by-step loop.
+//
+// Layout: x, z, saved tensors are [T, M] (M neurons, contiguous); states are [M]. A parameter k is
+// params[k] with vector[k] = 1 for one value per neuron ([M]) or 0 for a single value.
+// OpenMP threads own contiguous blocks of tiles of neurons and run all T steps over each tile,
+// so a tile's state stays in L1 and memory traffic is one read of x and one write of z and of the
+// saved pre-reset voltage per neuron and step.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+extern "C" void vmsExp(int n, const float* a, float* r, long long mode);
+extern "C" void vmdExp(int n, const double* a, double* r, long long mode);
+
+namespace {
+
+// VML_HA | VML_FTZDAZ_OFF | VML_ERRMODE_IGNORE: the mode of ATen/cpu/vml.h's vexp.
+constexpr long long kVmlMode = 0x2 | 0x140000 | 0x100;
+constexpr int64_t kTile = 256;
+
+inline void vexp(int64_t n, const float* a, float* r) { vmsExp(static_cast<int>(n), a, r, kVmlMode); }
+inline void vexp(int64_t n, const double* a, double* r) { vmdExp(static_cast<int>(n), a, r, kVmlMode); }
+
+enum Surrogate { kSuper = 0, kTriangle = 1, kSigmoid = 2, kAtan = 3, kTanh = 4, kHeaviside = 5 };
+
+// out[k] = sigma'(x[k]; alpha), the derivatives of snn/neurons/surrogate.py.
+template <typename T>
+void surrogate(int method, T alpha, const T* x, T* out, int64_t n) {
+  switch (method) {
+    case kSuper:
+      for (int64_t k = 0; k < n; ++k) { T d = alpha * std::abs(x[k]) + T(1); out[k] = T(1) / (d * d); }
+      break;
+    case kTriangle:
+      for (int64_t k = 0; k < n; ++k) out[k] = alpha * std::max(T(0), T(1) - alpha * std::abs(x[k]));
+      break;
+    case kSigmoid:
+      for (int64_t k = 0; k < n; ++k) { T s = T(1) / (T(1) + std::exp(-alpha * x[k])); out[k] = alpha * s * (T(1) - s); }
+      break;
+    case kAtan: {
+      const T c = T(0.5 * M_PI) * alpha;
+      for (int64_t k = 0; k < n; ++k) { T u = c * x[k]; out[k] = alpha / (T(2) * (T(1) + u * u)); }
+      break;
+    }
+    case kTanh:
+      for (int64_t k = 0; k < n; ++k) { T h = std::tanh(alpha * x[k]); out[k] = T(0.5) * alpha * (T(1) - h * h); }
+      break;
+    default:
+      for (int64_t k = 0; k < n; ++k) out[k] = T(0);
+  }
+}
+
+// The parameters of one tile, each spread to one value per neuron.
+template <typename T, int K>
+struct TileParams {
+  T p[K][kTile];
+  void load(const T* const* params, const int64_t* vector, int64_t n0, int64_t n) {
+    for (int j = 0; j < K; ++j) {
+      if (vector[j]) std::memcpy(p[j], params[j] + n0, n * sizeof(T));
+      else std::fill(p[j], p[j] + n, params[j][0]);
+    }
+  }
+};
+
+// Runs body(n0, n) over the tiles of M neurons, each thread a contiguous block of tiles.
+template <typename F>
+void for_each_tile(int64_t M, int threads, F body) {
+  const int64_t tiles = (M + kTile - 1) / kTile;
+#pragma omp parallel for schedule(static) num_threads(threads)
+  for (int64_t tile = 0; tile < tiles; ++tile) {
+    const int64_t n0 = tile * kTile;
+    body(n0, std::min(kTile, M - n0));
+  }
+}
+
+// ---------------------------------------------------------------- AdEx
+// params: c_mem = dt*tau_mem_inv, c_syn = -dt*tau_syn_inv, c_ada = dt*tau_ada_inv,
+//         adaptation_current, adaptation_spike, delta_T, v_leak, v_th, v_reset
+enum { A_CMEM, A_CSYN, A_CADA, A_AC, A_AS, A_DT, A_VL, A_VTH, A_VR, A_COUNT };
+
+template <typename T>
+void adex_forward(int64_t steps, int64_t M, const T* x, T* v, T* i, T* a, const T* const* params,
+                  const int64_t* vector, T* z, T* vd_saved, T* ij_saved, T* a_saved, int threads) {
+  const T exp_max = T(20);
+  for_each_tile(M, threads, [&](int64_t n0, int64_t n) {
+    TileParams<T, A_COUNT> P;
+    P.load(params, vector, n0, n);
+    const T *c_mem = P.p[A_CMEM], *c_syn = P.p[A_CSYN], *c_ada = P.p[A_CADA], *ac = P.p[A_AC],
+            *as = P.p[A_AS], *dT = P.p[A_DT], *vl = P.p[A_VL], *vth = P.p[A_VTH], *vr = P.p[A_VR];
+    T vv[kTile], ii[kTile], aa[kTile], e[kTile], ex[kTile];
+    std::memcpy(vv, v + n0, n * sizeof(T));
+    std::memcpy(ii, i + n0, n * sizeof(T));
+    std::memcpy(aa, a + n0, n * sizeof(T));
+    for (int64_t t = 0; t < steps; ++t) {
+      const int64_t off = t * M + n0;
+      const T* xt = x + off;
+      for (int64_t k = 0; k < n; ++k) e[k] = std::min((vv[k] - vth[k]) / dT[k], exp_max);
+      vexp(n, e, ex);
+      if (ij_saved) {
+        for (int64_t k = 0; k < n; ++k) { ij_saved[off + k] = ii[k] + xt[k]; a_saved[off + k] = aa[k]; }
+      }
+      T* zt = z + off;
+      T* vdt = vd_saved ? vd_saved + off : nullptr;
+      for (int64_t k = 0; k < n; ++k) {
+        const T ij = ii[k] + xt[k];
+        const T vd = vv[k] + c_mem[k] * ((((vl[k] - vv[k]) + dT[k] * ex[k]) + ij) - aa[k]);
+        const T inew = ij + c_syn[k] * ij;
+        const T ad = aa[k] + c_ada[k] * (ac[k] * (vv[k] - vl[k]) - aa[k]);
+        const T zz = (vd - vth[k]) > T(0) ? T(1) : T(0);
+        zt[k] = zz;
+        vv[k] = (T(1) - zz) * vd + zz * vr[k];
+        ii[k] = inew;
+        aa[k] = ad + zz * as[k];
+        e[k] = vd;
+      }
+      if (vdt) std::memcpy(vdt, e, n * sizeof(T));
+    }
+    std::memcpy(v + n0, vv, n * sizeof(T));
+    std::memcpy(i + n0, ii, n * sizeof(T));
+    std::memcpy(a + n0, aa, n * sizeof(T));
+  });
+}
+
+// gv, gi, ga: in, the gradients of the final state; out, those of the initial state.
+// With Params, G accumulates the per-neuron parameter gradients over time into gparams
+// ([A_COUNT][M]); ij_saved and a_saved hold i + x and a before each step.
+template <typename T, bool Params>
+void adex_backward(int64_t steps, int64_t M, const T* gz, T* gv, T* gi, T* ga, const T* vd_saved,
+                   const T* v0, const T* ij_saved, const T* a_saved, const T* const* params,
+                   const int64_t* vector, int method, double alpha, T* gx, T* gparams, int threads) {
+  const T exp_max = T(20);
+  for_each_tile(M, threads, [&](int64_t n0, int64_t n) {
+    TileParams<T, A_COUNT> P;
+    P.load(params, vector, n0, n);
+    const T *c_mem = P.p[A_CMEM], *c_syn = P.p[A_CSYN], *c_ada = P.p[A_CADA], *ac = P.p[A_AC],
+            *as = P.p[A_AS], *dT = P.p[A_DT], *vl = P.p[A_VL], *vth = P.p[A_VTH], *vr = P.p[A_VR];
+    T gvv[kTile], gii[kTile], gaa[kTile], vv[kTile], t2[kTile], ex[kTile], xs[kTile], sg[kTile];
+    T G[Params ? A_COUNT : 1][kTile];
+    std::memcpy(gvv, gv + n0, n * sizeof(T));
+    std::memcpy(gii, gi + n0, n * sizeof(T));
+    std::memcpy(gaa, ga + n0, n * sizeof(T));
+    if (Params) for (int j = 0; j < A_COUNT; ++j) std::fill(G[j], G[j] + n, T(0));
+    for (int64_t t = steps - 1; t >= 0; --t) {
+      const int64_t off = t * M + n0;
+      const T* vdt = vd_saved + off;
+      if (t > 0) {  // the voltage entering step t: the previous step's after its reset
+        const T* vdp = vd_saved + off - M;
+        for (int64_t k = 0; k < n; ++k) {
+          const T zp = (vdp[k] - vth[k]) > T(0) ? T(1) : T(0);
+          vv[k] = (T(1) - zp) * vdp[k] + zp * vr[k];
+        }
+      } else {
+        std::memcpy(vv, v0 + n0, n * sizeof(T));
+      }
+      for (int64_t k = 0; k < n; ++k) {
+        t2[k] = (vv[k] - vth[k]) / dT[k];
+        xs[k] = std::min(t2[k], exp_max);
+      }
+      vexp(n, xs, ex);
+      for (int64_t k = 0; k < n; ++k) xs[k] = vdt[k] - vth[k];
+      surrogate<T>(method, T(alpha), xs, sg, n);
+      const T* gzt = gz ? gz + off : nullptr;
+      const T* ijt = Params ? ij_saved + off : nullptr;
+      const T* at = Params ? a_saved + off : nullptr;
+      T* gxt = gx + off;
+      for (int64_t k = 0; k < n; ++k) {
+        const T zz = xs[k] > T(0) ? T(1) : T(0);
+        const T gvn = gvv[k], gin = gii[k], gan = gaa[k];
+        const T gZ = (gzt ? gzt[k] : T(0)) - gvn * vdt[k] + gvn * vr[k] + gan * as[k];
+        const T gxs = gZ * sg[k];
+        const T gvd = gvn * (T(1) - zz) + gxs;
+        const T g7 = gvd * c_mem[k];
+        const T gt2 = t2[k] < exp_max ? g7 * dT[k] * ex[k] : T(0);
+        const T gt1 = gt2 / dT[k];
+        const T gt11 = gan * c_ada[k];
+        const T gij = g7 + (gin + gin * c_syn[k]);
+        gvv[k] = gvd - g7 + gt1 + gt11 * ac[k];
+        gaa[k] = gan - g7 - gt11;
+        gii[k] = gij;
+        gxt[k] = gij;
+        if (Params) {
+          const T v = vv[k], ij = ijt[k], a = at[k];
+          const T t1 = v - vth[k];
+          G[A_CMEM][k] += gvd * ((((vl[k] - v) + dT[k] * ex[k]) + ij) - a);
+          G[A_CSYN][k] += gin * ij;
+          G[A_CADA][k] += gan * (ac[k] * (v - vl[k]) - a);
+          G[A_AC][k] += gt11 * (v - vl[k]);
+          G[A_AS][k] += gan * zz;
+          G[A_DT][k] += g7 * ex[k] - gt2 * (t1 / dT[k]) / dT[k];
+          G[A_VL][k] += g7 - gt11 * ac[k];
+          G[A_VTH][k] += -gxs - gt1;
+          G[A_VR][k] += gvn * zz;
+        }
+      }
+    }
+    std::memcpy(gv + n0, gvv, n * sizeof(T));
+    std::memcpy(gi + n0, gii, n * sizeof(T));
+    std::memcpy(ga + n0, gaa, n * sizeof(T));
+    if (Params) for (int j = 0; j < A_COUNT; ++j) std::memcpy(gparams + j * M + n0, G[j], n * sizeof(T));
+  });
+}
+
+// ---------------------------------------------------------------- LIF
+// params: c_mem = dt*tau_mem_inv, c_syn = -dt*tau_syn_inv, v_leak, v_th, v_reset
+enum { L_CMEM, L_CSYN, L_VL, L_VTH, L_VR, L_COUNT };
+
+template <typename T>
+void lif_forward(int64_t steps, int64_t M, const T* x, T* v, T* i, const T* const* params,
+                 const int64_t* vector, T* z, T* vd_saved, T* ij_saved, int threads) {
+  for_each_tile(M, threads, [&](int64_t n0, int64_t n) {
+    TileParams<T, L_COUNT> P;
+    P.load(params, vector, n0, n);
+    const T *c_mem = P.p[L_CMEM], *c_syn = P.p[L_CSYN], *vl = P.p[L_VL], *vth = P.p[L_VTH], *vr = P.p[L_VR];
+    T vv[kTile], ii[kTile], vds[kTile];
+    std::memcpy(vv, v + n0, n * sizeof(T));
+    std::memcpy(ii, i + n0, n * sizeof(T));
+    for (int64_t t = 0; t < steps; ++t) {
+      const int64_t off = t * M + n0;
+      const T* xt = x + off;
+      T* zt = z + off;
+      if (ij_saved) for (int64_t k = 0; k < n; ++k) ij_saved[off + k] = ii[k] + xt[k];
+      for (int64_t k = 0; k < n; ++k) {
+        const T ij = ii[k] + xt[k];
+        const T vd = vv[k] + c_mem[k] * ((vl[k] - vv[k]) + ij);
+        const T zz = (vd - vth[k]) > T(0) ? T(1) : T(0);
+        ii[k] = ij + c_syn[k] * ij;
+        vv[k] = (T(1) - zz) * vd + zz * vr[k];
+        zt[k] = zz;
+        vds[k] = vd;
+      }
+      if (vd_saved) std::memcpy(vd_saved + off, vds, n * sizeof(T));
+    }
+    std::memcpy(v + n0, vv, n * sizeof(T));
+    std::memcpy(i + n0, ii, n * sizeof(T));
+  });
+}
+
+template <typename T, bool Params>
+void lif_backward(int64_t steps, int64_t M, const T* gz, T* gv, T* gi, const T* vd_saved, const T* v0,
+                  const T* ij_saved, const T* const* params, const int64_t* vector, int method,
+                  double alpha, T* gx, T* gparams, int threads) {
+  for_each_tile(M, threads, [&](int64_t n0, int64_t n) {
+    TileParams<T, L_COUNT> P;
+    P.load(params, vector, n0, n);
+    const T *c_mem = P.p[L_CMEM], *c_syn = P.p[L_CSYN], *vl = P.p[L_VL], *vth = P.p[L_VTH], *vr = P.p[L_VR];
+    T gvv[kTile], gii[kTile], xs[kTile], sg[kTile], vv[kTile];
+    T G[Params ? L_COUNT : 1][kTile];
+    std::memcpy(gvv, gv + n0, n * sizeof(T));
+    std::memcpy(gii, gi + n0, n * sizeof(T));
+    if (Params) for (int j = 0; j < L_COUNT; ++j) std::fill(G[j], G[j] + n, T(0));
+    for (int64_t t = steps - 1; t >= 0; --t) {
+      const int64_t off = t * M + n0;
+      const T* vdt = vd_saved + off;
+      for (int64_t k = 0; k < n; ++k) xs[k] = vdt[k] - vth[k];
+      surrogate<T>(method, T(alpha), xs, sg, n);
+      if (Params) {
+        if (t > 0) {
+          const T* vdp = vd_saved + off - M;
+          for (int64_t k = 0; k < n; ++k) {
+            const T zp = (vdp[k] - vth[k]) > T(0) ? T(1) : T(0);
+            vv[k] = (T(1) - zp) * vdp[k] + zp * vr[k];
+          }
+        } else {
+          std::memcpy(vv, v0 + n0, n * sizeof(T));
+        }
+      }
+      const T* gzt = gz ? gz + off : nullptr;
+      const T* ijt = Params ? ij_saved + off : nullptr;
+      T* gxt = gx + off;
+      for (int64_t k = 0; k < n; ++k) {
+        const T zz = xs[k] > T(0) ? T(1) : T(0);
+        const T gvn = gvv[k], gin = gii[k];
+        const T gZ = (gzt ? gzt[k] : T(0)) - gvn * vdt[k] + gvn * vr[k];
+        const T gxs = gZ * sg[k];
+        const T gvd = gvn * (T(1) - zz) + gxs;
+        const T g7 = gvd * c_mem[k];
+        const T gij = g7 + (gin + gin * c_syn[k]);
+        gvv[k] = gvd - g7;
+        gii[k] = gij;
+        gxt[k] = gij;
+        if (Params) {
+          G[L_CMEM][k] += gvd * ((vl[k] - vv[k]) + ijt[k]);
+          G[L_CSYN][k] += gin * ijt[k];
+          G[L_VL][k] += g7;
+          G[L_VTH][k] += -gxs;
+          G[L_VR][k] += gvn * zz;
+        }
+      }
+    }
+    std::memcpy(gv + n0, gvv, n * sizeof(T));
+    std::memcpy(gi + n0, gii, n * sizeof(T));
+    if (Params) for (int j = 0; j < L_COUNT; ++j) std::memcpy(gparams + j * M + n0, G[j], n * sizeof(T));
+  });
+}
+
+// ---------------------------------------------------------------- LI
+// params: c_mem = dt*tau_mem_inv, c_syn = -dt*tau_syn_inv, v_leak. Output: v after each step.
+enum { I_CMEM, I_CSYN, I_VL, I_COUNT };
+
+template <typename T>
+void li_forward(int64_t steps, int64_t M, const T* x, T* v, T* i, const T* const* params,
+                const int64_t* vector, T* out, T* ij_saved, int threads) {
+  for_each_tile(M, threads, [&](int64_t n0, int64_t n) {
+    TileParams<T, I_COUNT> P;
+    P.load(params, vector, n0, n);
+    const T *c_mem = P.p[I_CMEM], *c_syn = P.p[I_CSYN], *vl = P.p[I_VL];
+    T vv[kTile], ii[kTile];
+    std::memcpy(vv, v + n0, n * sizeof(T));
+    std::memcpy(ii, i + n0, n * sizeof(T));
+    for (int64_t t = 0; t < steps; ++t) {
+      const int64_t off = t * M + n0;
+      const T* xt = x + off;
+      T* ot = out + off;
+      if (ij_saved) for (int64_t k = 0; k < n; ++k) ij_saved[off + k] = ii[k] + xt[k];
+      for (int64_t k = 0; k < n; ++k) {
+        const T ij = ii[k] + xt[k];
+        const T vn = vv[k] + c_mem[k] * ((vl[k] - vv[k]) + ij);
+        ii[k] = ij + c_syn[k] * ij;
+        vv[k] = vn;
+        ot[k] = vn;
+      }
+    }
+    std::memcpy(v + n0, vv, n * sizeof(T));
+    std::memcpy(i + n0, ii, n * sizeof(T));
+  });
+}
+
+// out_saved (with Params): the forward's outputs, i.e. v after each step.
+template <typename T, bool Params>
+void li_backward(int64_t steps, int64_t M, const T* gout, T* gv, T* gi, const T* out_saved, const T* v0,
+                 const T* ij_saved, const T* const* params, const int64_t* vector, T* gx, T* gparams,
+                 int threads) {
+  for_each_tile(M, threads, [&](int64_t n0, int64_t n) {
+    TileParams<T, I_COUNT> P;
+    P.load(params, vector, n0, n);
+    const T *c_mem = P.p[I_CMEM], *c_syn = P.p[I_CSYN], *vl = P.p[I_VL];
+    T gvv[kTile], gii[kTile];
+    T G[Params ? I_COUNT : 1][kTile];
+    std::memcpy(gvv, gv + n0, n * sizeof(T));
+    std::memcpy(gii, gi + n0, n * sizeof(T));
+    if (Params) for (int j = 0; j < I_COUNT; ++j) std::fill(G[j], G[j] + n, T(0));
+    for (int64_t t = steps - 1; t >= 0; --t) {
+      const int64_t off = t * M + n0;
+      const T* got = gout ? gout + off : nullptr;
+      const T* vprev = Params ? (t > 0 ? out_saved + off - M : v0 + n0) : nullptr;
+      const T* ijt = Params ? ij_saved + off : nullptr;
+      T* gxt = gx + off;
+      for (int64_t k = 0; k < n; ++k) {
+        const T gvn = gvv[k] + (got ? got[k] : T(0));
+        const T gin = gii[k];
+        const T g7 = gvn * c_mem[k];
+        const T gij = g7 + (gin + gin * c_syn[k]);
+        gvv[k] = gvn - g7;
+        gii[k] = gij;
+        gxt[k] = gij;
+        if (Params) {
+          G[I_CMEM][k] += gvn * ((vl[k] - vprev[k]) + ijt[k]);
+          G[I_CSYN][k] += gin * ijt[k];
+          G[I_VL][k] += g7;
+        }
+      }
+    }
+    std::memcpy(gv + n0, gvv, n * sizeof(T));
+    std::memcpy(gi + n0, gii, n * sizeof(T));
+    if (Params) for (int j = 0; j < I_COUNT; ++j) std::memcpy(gparams + j * M + n0, G[j], n * sizeof(T));
+  });
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- C entry points (ctypes)
+#define SNN_ENTRY_POINTS(T, suffix)                                                                  \
+  extern "C" void adex_forward_##suffix(int64_t steps, int64_t M, const T* x, T* v, T* i, T* a,     \
+                                        const T* const* p, const int64_t* vec, T* z, T* vd,         \
+                                        T* ij, T* as, int threads) {                                \
+    adex_forward<T>(steps, M, x, v, i, a, p, vec, z, vd, ij, as, threads);                          \
+  }                                                                                                  \
+  extern "C" void adex_backward_##suffix(int64_t steps, int64_t M, const T* gz, T* gv, T* gi, T* ga, \
+                                         const T* vd, const T* v0, const T* ij, const T* as,        \
+                                         const T* const* p, const int64_t* vec, int method,         \
+                                         double alpha, T* gx, T* gp, int threads) {                 \
+    if (gp) adex_backward<T, true>(steps, M, gz, gv, gi, ga, vd, v0, ij, as, p, vec, method, alpha, gx, gp, threads); \
+    else adex_backward<T, false>(steps, M, gz, gv, gi, ga, vd, v0, ij, as, p, vec, method, alpha, gx, gp, threads); \
+  }                                                                                                  \
+  extern "C" void lif_forward_##suffix(int64_t steps, int64_t M, const T* x, T* v, T* i,            \
+                                       const T* const* p, const int64_t* vec, T* z, T* vd, T* ij,   \
+                                       int threads) {                                               \
+    lif_forward<T>(steps, M, x, v, i, p, vec, z, vd, ij, threads);                                  \
+  }                                                                                                  \
+  extern "C" void lif_backward_##suffix(int64_t steps, int64_t M, const T* gz, T* gv, T* gi,        \
+                                        const T* vd, const T* v0, const T* ij, const T* const* p,   \
+                                        const int64_t* vec, int method, double alpha, T* gx, T* gp, \
+                                        int threads) {                                              \
+    if (gp) lif_backward<T, true>(steps, M, gz, gv, gi, vd, v0, ij, p, vec, method, alpha, gx, gp, threads); \
+    else lif_backward<T, false>(steps, M, gz, gv, gi, vd, v0, ij, p, vec, method, alpha, gx, gp, threads); \
+  }                                                                                                  \
+  extern "C" void li_forward_##suffix(int64_t steps, int64_t M, const T* x, T* v, T* i,             \
+                                      const T* const* p, const int64_t* vec, T* out, T* ij,         \
+                                      int threads) {                                                \
+    li_forward<T>(steps, M, x, v, i, p, vec, out, ij, threads);                                     \
+  }                                                                                                  \
+  extern "C" void li_backward_##suffix(int64_t steps, int64_t M, const T* gout, T* gv, T* gi,       \
+                                       const T* out, const T* v0, const T* ij, const T* const* p,   \
+                                       const int64_t* vec, T* gx, T* gp, int threads) {             \
+    if (gp) li_backward<T, true>(steps, M, gout, gv, gi, out, v0, ij, p, vec, gx, gp, threads);     \
+    else li_backward<T, false>(steps, M, gout, gv, gi, out, v0, ij, p, vec, gx, gp, threads);       \
+  }
+
+SNN_ENTRY_POINTS(float, f32)
+SNN_ENTRY_POINTS(double, f64)

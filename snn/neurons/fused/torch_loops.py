@@ -1,0 +1,200 @@
+"""The fused time loops in plain PyTorch: the ``python`` backend, and ``compile`` (its step bodies
+through ``torch.compile``: C++/OpenMP on CPU, Triton on CUDA, from the same source).
+
+Forward runs every step without autograd and keeps only the pre-reset voltage ``v_d`` of each step
+(plus ``i + x`` and ``a`` when parameters need gradients); backward runs the time loop in reverse
+with the hand-derived gradients of the step functions. The forward bodies repeat the operations of
+:func:`~snn.neurons.adex.lif_adex_feed_forward_step` (and LIF/LI) one for one, so outputs and
+states are bit-identical to the eager loop; ``tests/test_fused.py`` pins that.
+
+Parameter tuples ``P`` hold ``c_mem = dt tau_mem_inv`` and ``c_syn = -dt tau_syn_inv`` (and
+``c_ada = dt tau_ada_inv``) computed once per call, exactly as the step functions compute them.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from ..surrogate import surrogate_derivative
+from .spec import EXP_ARGUMENT_MAX, NEURONS
+
+
+def reset_voltage(vd, vth, vr):
+    """The voltage after step t from its pre-reset value (the spike is ``vd - vth > 0``)."""
+    z = (vd - vth > 0).to(vd.dtype)
+    return (1 - z) * vd + z * vr
+
+
+# ---------------------------------------------------------------- AdEx
+def adex_forward_step(x, v, i, a, P, z_out, vd_out, ij_out, a_out):
+    c_mem, c_syn, c_ada, ac, a_spike, delta_T, v_leak, v_th, v_reset = P
+    i_jump = i + x
+    if ij_out is not None:
+        ij_out.copy_(i_jump)
+        a_out.copy_(a)
+    exp_argument = torch.clamp((v - v_th) / delta_T, max=EXP_ARGUMENT_MAX)
+    v_decayed = v + c_mem * ((v_leak - v) + delta_T * torch.exp(exp_argument) + i_jump - a)
+    i_decayed = i_jump + c_syn * i_jump
+    a_decayed = a + c_ada * (ac * (v - v_leak) - a)
+    z = (v_decayed - v_th > 0).to(x.dtype)
+    z_out.copy_(z)
+    if vd_out is not None:
+        vd_out.copy_(v_decayed)
+    return (1 - z) * v_decayed + z * v_reset, i_decayed, a_decayed + z * a_spike
+
+
+def adex_backward_step(gz, gv, gi, ga, vd, v, P, derivative, alpha, gx_out, ij, a, G):
+    """Gradients through one step; ``gv, gi, ga`` are those of the state after it. Returns those
+    of the state before it and writes the input gradient to ``gx_out``. With ``G`` (a list of
+    per-neuron accumulators) it adds the step's parameter gradients."""
+    c_mem, c_syn, c_ada, ac, a_spike, delta_T, v_leak, v_th, v_reset = P
+    x_spike = vd - v_th
+    z = (x_spike > 0).to(vd.dtype)
+    t1 = v - v_th
+    t2 = t1 / delta_T
+    ex = torch.exp(torch.clamp(t2, max=EXP_ARGUMENT_MAX))
+    g_z = -gv * vd + gv * v_reset + ga * a_spike
+    if gz is not None:
+        g_z = gz + g_z
+    g_xs = g_z * derivative(x_spike, alpha)
+    g_vd = gv * (1 - z) + g_xs
+    g7 = g_vd * c_mem
+    # torch.clamp passes no gradient where the argument is at the bound itself: strict <.
+    g_t2 = torch.where(t2 < EXP_ARGUMENT_MAX, g7 * delta_T * ex, 0.0)
+    g_t1 = g_t2 / delta_T
+    g_t11 = ga * c_ada
+    g_ij = g7 + (gi + gi * c_syn)
+    gx_out.copy_(g_ij)
+    if G is not None:
+        G[0].add_(g_vd * ((v_leak - v) + delta_T * ex + ij - a))
+        G[1].add_(gi * ij)
+        G[2].add_(ga * (ac * (v - v_leak) - a))
+        G[3].add_(g_t11 * (v - v_leak))
+        G[4].add_(ga * z)
+        G[5].add_(g7 * ex - g_t2 * (t1 / delta_T) / delta_T)
+        G[6].add_(g7 - g_t11 * ac)
+        G[7].add_(-g_xs - g_t1)
+        G[8].add_(gv * z)
+    return g_vd - g7 + g_t1 + g_t11 * ac, g_ij, ga - g7 - g_t11
+
+
+# ---------------------------------------------------------------- LIF
+def lif_forward_step(x, v, i, P, z_out, vd_out, ij_out):
+    c_mem, c_syn, v_leak, v_th, v_reset = P
+    i_jump = i + x
+    if ij_out is not None:
+        ij_out.copy_(i_jump)
+    v_decayed = v + c_mem * ((v_leak - v) + i_jump)
+    i_decayed = i_jump + c_syn * i_jump
+    z = (v_decayed - v_th > 0).to(x.dtype)
+    z_out.copy_(z)
+    if vd_out is not None:
+        vd_out.copy_(v_decayed)
+    return (1 - z) * v_decayed + z * v_reset, i_decayed
+
+
+def lif_backward_step(gz, gv, gi, vd, v, P, derivative, alpha, gx_out, ij, G):
+    c_mem, c_syn, v_leak, v_th, v_reset = P
+    x_spike = vd - v_th
+    z = (x_spike > 0).to(vd.dtype)
+    g_z = -gv * vd + gv * v_reset
+    if gz is not None:
+        g_z = gz + g_z
+    g_xs = g_z * derivative(x_spike, alpha)
+    g_vd = gv * (1 - z) + g_xs
+    g7 = g_vd * c_mem
+    g_ij = g7 + (gi + gi * c_syn)
+    gx_out.copy_(g_ij)
+    if G is not None:
+        G[0].add_(g_vd * ((v_leak - v) + ij))
+        G[1].add_(gi * ij)
+        G[2].add_(g7)
+        G[3].add_(-g_xs)
+        G[4].add_(gv * z)
+    return g_vd - g7, g_ij
+
+
+# ---------------------------------------------------------------- LI
+def li_forward_step(x, v, i, P, out, ij_out):
+    c_mem, c_syn, v_leak = P
+    i_jump = i + x
+    if ij_out is not None:
+        ij_out.copy_(i_jump)
+    v_new = v + c_mem * ((v_leak - v) + i_jump)
+    out.copy_(v_new)
+    return v_new, i_jump + c_syn * i_jump
+
+
+def li_backward_step(gout, gv, gi, v, P, gx_out, ij, G):
+    c_mem, c_syn, v_leak = P
+    if gout is not None:
+        gv = gv + gout
+    g7 = gv * c_mem
+    g_ij = g7 + (gi + gi * c_syn)
+    gx_out.copy_(g_ij)
+    if G is not None:
+        G[0].add_(gv * ((v_leak - v) + ij))
+        G[1].add_(gi * ij)
+        G[2].add_(g7)
+    return gv - g7, g_ij
+
+
+class TorchLoops:
+    """Runs the step bodies above in a Python loop over time; ``compile=True`` compiles each body."""
+
+    def __init__(self, compile: bool = False):
+        self.compiled = compile
+        wrap = self._compile if compile else (lambda f: f)
+        self.steps = {
+            "adex": (wrap(adex_forward_step), wrap(adex_backward_step)),
+            "lif": (wrap(lif_forward_step), wrap(lif_backward_step)),
+            "li": (wrap(li_forward_step), wrap(li_backward_step)),
+        }
+        self.reset = wrap(reset_voltage)
+
+    @staticmethod
+    def _compile(fn):
+        return functools.wraps(fn)(torch.compile(fn, dynamic=False))
+
+    def forward(self, kind, x, state, P, save, save_extra):
+        """Returns ``(outputs [T, ...], final state, saved [T, ...] tensors)``."""
+        spec = NEURONS[kind]
+        step = self.steps[kind][0]
+        out = torch.empty_like(x)
+        vd = torch.empty_like(x) if save and spec.spiking else None
+        extra = [torch.empty_like(x) for _ in range(spec.extra if save_extra else 0)]
+        no_extra = [None] * spec.extra
+        for t in range(x.shape[0]):
+            outs = [out[t]] + ([None if vd is None else vd[t]] if spec.spiking else [])
+            state = step(x[t], *state, P, *outs, *([e[t] for e in extra] or no_extra))
+        saved = ([] if vd is None else [vd]) + extra
+        if kind == "li" and save_extra:
+            saved.append(out)  # the voltage entering each step, for the parameter gradients
+        return out, state, saved
+
+    def backward(self, kind, gout, gstate, saved, v0, P, method, alpha, param_grads):
+        """Returns ``(input gradient [T, ...], initial-state gradients, per-neuron parameter
+        gradients or None)``; ``gout`` may be None (no gradient reached the outputs)."""
+        spec = NEURONS[kind]
+        step = self.steps[kind][1]
+        T = gout.shape[0] if gout is not None else saved[0].shape[0]
+        gx = v0.new_empty((T,) + tuple(v0.shape))
+        G = [torch.zeros_like(v0) for _ in P] if param_grads else None
+        gstate = tuple(gstate)
+        if kind == "li":
+            ij, outs = saved if param_grads else (None, None)
+            for t in range(T - 1, -1, -1):
+                v = (outs[t - 1] if t > 0 else v0) if param_grads else None
+                gstate = step(None if gout is None else gout[t], *gstate, v, P, gx[t],
+                              None if ij is None else ij[t], G)
+            return gx, gstate, G
+        derivative = surrogate_derivative(method)
+        vd, extra = saved[0], saved[1:]
+        no_extra = [None] * spec.extra
+        for t in range(T - 1, -1, -1):
+            v = self.reset(vd[t - 1], P[-2], P[-1]) if t > 0 else v0
+            gstate = step(None if gout is None else gout[t], *gstate, vd[t], v, P, derivative, alpha,
+                          gx[t], *([e[t] for e in extra] or no_extra), G)
+        return gx, gstate, G
