@@ -1,0 +1,57 @@
+"""Every notebook in notebooks/ runs from top to bottom, so none of them rots.
+
+The kernel is this interpreter (``sys.executable``, i.e. the venv the tests run in, which has
+ipykernel from the dev extra), whatever kernelspecs a user or the system has installed.
+"""
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+nbformat = pytest.importorskip("nbformat")
+nbclient = pytest.importorskip("nbclient")
+pytest.importorskip("ipykernel", reason="ipykernel (dev extra) runs the notebooks")
+from jupyter_client.kernelspec import KernelSpecManager  # noqa: E402  (installed with nbclient)
+from jupyter_client.manager import KernelManager  # noqa: E402
+
+NOTEBOOKS = sorted((Path(__file__).parents[1] / "notebooks").glob("*.ipynb"))
+KERNEL = "snn-tests"
+TIME_LIMIT_S = 60  # each notebook must run in under a minute on CPU
+
+
+@pytest.fixture(scope="module")
+def kernel_specs(tmp_path_factory):
+    """A kernelspec directory holding only a kernel that runs this interpreter."""
+    kernel_dir = tmp_path_factory.mktemp("kernels") / KERNEL
+    kernel_dir.mkdir()
+    spec = {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+            "display_name": "snn tests", "language": "python"}
+    (kernel_dir / "kernel.json").write_text(json.dumps(spec))
+    return KernelSpecManager(kernel_dirs=[str(kernel_dir.parent)], ensure_native_kernel=False)
+
+
+def test_notebooks_exist():
+    assert NOTEBOOKS, "notebooks/ holds no notebook"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook_is_saved_without_outputs(path):
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None, f"{path.name}: clear the outputs before saving"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook_runs(path, kernel_specs):
+    nb = nbformat.read(path, as_version=4)
+    km = KernelManager(kernel_name=KERNEL, kernel_spec_manager=kernel_specs)
+    client = nbclient.NotebookClient(nb, km=km, timeout=TIME_LIMIT_S,
+                                     resources={"metadata": {"path": str(path.parent)}})  # as in Jupyter
+    start = time.perf_counter()
+    client.execute()  # raises CellExecutionError, naming the cell, when a cell fails
+    elapsed = time.perf_counter() - start
+    assert elapsed < TIME_LIMIT_S, f"{path.name} took {elapsed:.0f} s (limit {TIME_LIMIT_S} s)"
