@@ -100,7 +100,8 @@ class LI(LICell):
 class LILinearCell(LICell):
     """One leaky-integrator step with a weight matrix: ``[B, input_size] -> (v [B, hidden_size], LIState)``.
 
-    The input current is ``W x`` with ``W`` of shape ``[hidden_size, input_size]``, He-initialised.
+    The input current is ``W x`` with ``W`` of shape ``[hidden_size, input_size]``, initialised as in
+    norse: ``randn / sqrt(input_size)``.
     """
 
     def __init__(self, input_size: int, hidden_size: int, p: LIParameters = LIParameters(),
@@ -110,7 +111,7 @@ class LILinearCell(LICell):
                 raise ValueError(f"{name} must be a positive integer, got {size!r}.")
         super().__init__(p, dt, learnable, shape=(hidden_size,) if learnable else None)
         self.input_size, self.hidden_size = input_size, hidden_size
-        self.input_weights = nn.Parameter(torch.randn(hidden_size, input_size) * (2.0 / hidden_size) ** 0.5)
+        self.input_weights = nn.Parameter(torch.randn(hidden_size, input_size) / input_size**0.5)
 
     def forward(self, input_tensor: torch.Tensor, state: LIState | None = None):
         hidden_shape = self.check_input(input_tensor, time_major=False, hidden_size=self.hidden_size)

@@ -236,15 +236,20 @@ class RecurrentNeuronModule(NeuronModule):
                 raise ValueError(f"{name} must be a positive integer, got {size!r}.")
         super().__init__(p, dt, learnable, shape=(hidden_size,) if learnable else None)
         self.input_size, self.hidden_size, self.autapses = input_size, hidden_size, autapses
-        self.input_weights = nn.Parameter(torch.randn(hidden_size, input_size) * math.sqrt(2.0 / hidden_size))
-        self.recurrent_weights = nn.Parameter(torch.randn(hidden_size, hidden_size) * math.sqrt(2.0 / hidden_size))
-        for given, weight in ((input_weights, self.input_weights), (recurrent_weights, self.recurrent_weights)):
-            if given is not None:
-                if given.shape != weight.shape:
-                    raise ValueError(f"Expected weights of shape {list(weight.shape)}, got {list(given.shape)}.")
-                weight.data.copy_(given)
+        self.input_weights = self._weights(input_weights, (hidden_size, input_size), "input_weights")
+        self.recurrent_weights = self._weights(recurrent_weights, (hidden_size, hidden_size), "recurrent_weights")
         if not autapses:
             self.recurrent_weights.data.fill_diagonal_(0.0)
+
+    @staticmethod
+    def _weights(given: torch.Tensor | None, shape: tuple[int, int], name: str) -> nn.Parameter:
+        """The given weights as they are (dtype kept), or a He initialisation ``randn * sqrt(2 / hidden)``."""
+        if given is None:
+            return nn.Parameter(torch.randn(shape) * math.sqrt(2.0 / shape[0]))
+        if not isinstance(given, torch.Tensor) or tuple(given.shape) != shape:
+            got = list(given.shape) if isinstance(given, torch.Tensor) else type(given).__name__
+            raise ValueError(f"{name} must be a tensor of shape {list(shape)} ([hidden, input]), got {got}.")
+        return nn.Parameter(given.detach().clone())
 
     def effective_recurrent_weights(self) -> torch.Tensor:
         """``W_rec``, with a zero diagonal unless autapses are allowed."""

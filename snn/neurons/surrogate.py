@@ -22,10 +22,13 @@ name           :math:`\sigma'(x; \alpha)`                                       
 ``heaviside``  0 (no gradient)                                                    0
 =============  ===============================================================  ================
 
-Differences from norse 1.1.0: norse's compiled ``super`` operator ignores ``alpha`` (it always uses
-100); ours uses it, so both agree at the default ``alpha=100``. norse's ``tanh`` returns
-:math:`1 - \tanh^2(\alpha x)`, which is not the derivative of :math:`(1 + \tanh(\alpha x))/2`;
-ours is that derivative (the two differ by the factor :math:`\alpha/2`).
+Differences from norse 1.1.0 (the PyPI release): its ``super`` surrogate ignores ``alpha`` and
+always computes :math:`1 / (|x| + 1)^2` -- ours with ``alpha=1`` -- and its ``tent`` is
+:math:`\alpha \max(0, 1 - |x|)`, ours (``triangle``) only at ``alpha=1``. So at the default
+``alpha=100`` our SuperSpike is the published one, 100 times narrower than what norse 1.1.0 uses; pass
+``alpha=1.0`` to reproduce norse's gradients. norse's ``tanh`` returns :math:`1 - \tanh^2(\alpha x)`,
+which is not the derivative of :math:`(1 + \tanh(\alpha x))/2`; ours is (they differ by
+:math:`\alpha/2`). tests/test_norse_equivalence.py pins all of this against norse itself.
 """
 
 from __future__ import annotations
