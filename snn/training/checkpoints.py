@@ -1,0 +1,131 @@
+"""Checkpoints: rebuilding a classifier from one file, refusing a mismatched model, exact resume.
+
+A checkpoint written by ``SpikingClassifierModule`` carries the model config in its hyperparameters
+(``hyper_parameters["net"]``, and the whole run config under ``"config"`` when train.py wrote it),
+so ``load_classifier(path)`` needs no YAML. ``RNGStateCheckpoint`` adds the random number generator
+states, which makes a run resumed from an end-of-epoch checkpoint repeat the uninterrupted run
+bit for bit (shuffling, Poisson encoding and dropout all draw from these generators).
+"""
+
+from __future__ import annotations
+
+import pickle
+import random
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch import nn
+
+from .module import build_from_config
+
+
+def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
+    """The checkpoint dictionary in ``path``, with a clear error for a missing, corrupt or foreign file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Checkpoint {path} does not exist.")
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=False)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile) as error:
+        raise ValueError(f"{path} is not a readable checkpoint (corrupt or truncated?): {error}") from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise ValueError(f"{path} is not a Lightning checkpoint (no state_dict).")
+    net = checkpoint.get("hyper_parameters", {}).get("net")
+    if not isinstance(net, Mapping) or "_target_" not in net:
+        raise ValueError(
+            f"{path} does not record the model config (hyper_parameters['net'] with a _target_): "
+            "it was not written by SpikingClassifierModule built from a config."
+        )
+    return checkpoint
+
+
+def config_differences(saved: Any, current: Any, prefix: str = "") -> list[str]:
+    """``"key: saved -> current"`` for every leaf where two nested configs differ."""
+    if isinstance(saved, Mapping) and isinstance(current, Mapping):
+        out = []
+        for key in sorted(set(saved) | set(current), key=str):
+            missing = "<absent>"
+            out += config_differences(saved.get(key, missing), current.get(key, missing), f"{prefix}{key}.")
+        return out
+    return [] if saved == current else [f"{prefix.rstrip('.')}: {saved!r} -> {current!r}"]
+
+
+def check_model_config(checkpoint: Mapping[str, Any], net_config: Mapping[str, Any], path: str | Path) -> None:
+    """Raises a ValueError listing the differences when ``checkpoint`` was built from another model config."""
+    differences = config_differences(checkpoint["hyper_parameters"]["net"], net_config)
+    if differences:
+        shown = "; ".join(differences[:12]) + (f"; and {len(differences) - 12} more" if len(differences) > 12 else "")
+        raise ValueError(
+            f"The checkpoint {path} was trained with a different model config (checkpoint -> this run): {shown}. "
+            f"Resume with the run's own config, e.g. python train.py --config-path <run dir>/.hydra --config-name "
+            f"config ckpt_path={path}, or evaluate it with train=false (which rebuilds the model from the checkpoint)."
+        )
+
+
+def load_classifier(path: str | Path, map_location: Any = "cpu") -> nn.Module:
+    """The trained network (``nn.Module``, eval mode) of a checkpoint, built from the config it carries.
+
+    >>> net = load_classifier("outputs/.../checkpoints/last.ckpt")  # doctest: +SKIP
+    >>> logits = net(images)                                         # [B, num_classes]
+    """
+    checkpoint = load_checkpoint(path, map_location)
+    net = build_from_config(checkpoint["hyper_parameters"]["net"], "model")
+    state = {k.removeprefix("net."): v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as error:
+        raise ValueError(f"The weights in {path} do not fit the model its config builds: {error}") from None
+    return net.to(map_location if isinstance(map_location, str | torch.device) else "cpu").eval()
+
+
+def rng_states() -> dict[str, Any]:
+    """Every global generator's state, as tensors and plain Python values (loadable with weights_only)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    states = {
+        "torch": torch.get_rng_state(),
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: Mapping[str, Any]) -> None:
+    torch.set_rng_state(states["torch"])
+    kind, keys, pos, has_gauss, cached = states["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+class RNGStateCheckpoint(L.Callback):
+    """Saves the random generators' states in every checkpoint and puts them back on resume.
+
+    They are put back when fitting starts, before the training data loader draws its seeds
+    (Lightning's sanity check runs in between but restores the generators it used), so the first
+    resumed epoch draws what the uninterrupted run drew. In multi-process runs the checkpoint holds
+    rank 0's states (all ranks share one seed).
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._pending: dict[str, Any] | None = None
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        checkpoint["rng_states"] = rng_states()
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        self._pending = checkpoint.get("rng_states")
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._pending is not None:
+            set_rng_states(self._pending)
+            self._pending = None
