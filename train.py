@@ -15,19 +15,19 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
-from snn.training import SpikingClassifierModule
+from snn.training import SpikingClassifierModule, build_from_config
 
 
 def _container(node) -> dict | None:
     return None if node is None else OmegaConf.to_container(node, resolve=True)
 
 
-def train(cfg: DictConfig) -> float:
-    """Runs one training as configured by ``cfg`` and returns the best ``cfg.optimized_metric``."""
-    L.seed_everything(cfg.seed, workers=True)
+def build(cfg: DictConfig) -> tuple[SpikingClassifierModule, L.LightningDataModule, L.Trainer]:
+    """The LightningModule, DataModule and Trainer described by ``cfg`` (nothing is read or run).
 
-    # The model first: its config checks (T, neuron kind and parameters, surrogate, decoder...)
-    # fail before any data is read.
+    The model comes first: its checks (T, neuron kind and parameters, surrogate, decoder...) fail
+    before anything else is set up.
+    """
     module = SpikingClassifierModule(
         net=_container(cfg.model),
         optimizer=_container(cfg.optimizer),
@@ -35,13 +35,19 @@ def train(cfg: DictConfig) -> float:
         scheduler_interval=cfg.scheduler_interval,
         **cfg.regularizer,
     )
-    datamodule = instantiate(cfg.dataset, _convert_="all")
-
+    datamodule = build_from_config(cfg.dataset, "dataset")
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
     if not loggers:  # LearningRateMonitor refuses to run without a logger
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    return module, datamodule, trainer
+
+
+def train(cfg: DictConfig) -> float:
+    """Runs one training as configured by ``cfg`` and returns the best ``cfg.optimized_metric``."""
+    L.seed_everything(cfg.seed, workers=True)
+    module, datamodule, trainer = build(cfg)
 
     trainer.fit(module, datamodule=datamodule)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
@@ -57,11 +63,13 @@ def train(cfg: DictConfig) -> float:
         raise ValueError(f"optimized_metric {metric_name!r} was not logged; logged metrics: {sorted(metrics)}.")
 
     if cfg.test:
-        trainer.test(module, datamodule=datamodule, ckpt_path=best_path or None, weights_only=False)
+        trainer.test(module, datamodule=datamodule, ckpt_path=best_path or None)
 
     output_dir = Path(cfg.paths.output_dir).resolve()
     print(f"Run directory: {output_dir}  (config in .hydra/config.yaml when started from the command line)")
-    for logger in loggers:
+    for logger in trainer.loggers:
+        if getattr(logger, "log_dir", None) is None:  # fast_dev_run's DummyLogger writes nothing
+            continue
         hint = f"  (open with: tensorboard --logdir {output_dir})" if isinstance(logger, TensorBoardLogger) else ""
         print(f"{type(logger).__name__} logs: {Path(logger.log_dir).resolve()}{hint}")
     if best_path:

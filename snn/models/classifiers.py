@@ -112,13 +112,12 @@ class _SpikingNet(nn.Module):
         readout = dict(readout or {})
         learnable = readout.pop("learnable", ())
         self._readout_args = (_neuron_parameters(LIParameters, readout, "readout"), learnable)
-        # Spiking layers by name, in forward order; filled by subclasses with add_spiking().
-        self.spiking = nn.ModuleDict()
 
     def add_spiking(self, name: str, shape: Sequence[int]) -> nn.Module:
         """A spiking layer ``name`` of ``self.neuron``'s kind; learnable constants per ``shape``."""
-        params = dict(self.neuron)
-        layer = make_neurons(dt=self.dt, shape=tuple(shape), **params)
+        layer = make_neurons(dt=self.dt, shape=tuple(shape), **self.neuron)
+        if "spiking" not in self._modules:  # created here so that it follows the layers before it
+            self.spiking = nn.ModuleDict()
         self.spiking[name] = layer
         return layer
 

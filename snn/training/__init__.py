@@ -9,10 +9,10 @@ from .data import (
     SyntheticDataModule,
 )
 from .idx import read_idx
-from .module import SpikingClassifierModule
+from .module import SpikingClassifierModule, build_from_config
 
 __all__ = [
     "SpikingModelSummary", "neuron_counts", "summary_table",
     "CIFAR10DataModule", "ClassificationDataModule", "FashionMNISTDataModule", "MNISTDataModule",
-    "SyntheticDataModule", "read_idx", "SpikingClassifierModule",
+    "SyntheticDataModule", "read_idx", "SpikingClassifierModule", "build_from_config",
 ]

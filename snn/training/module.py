@@ -7,6 +7,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from torch import nn
 from torch.nn import functional as F
@@ -18,13 +19,22 @@ from snn.models import SpikeRecorder
 STAGES = ("train", "val", "test")
 
 
-def _build(spec: Any, what: str) -> Any:
-    """A config mapping with ``_target_`` is instantiated; anything else is returned as is."""
-    if isinstance(spec, Mapping):
-        if "_target_" not in spec:
-            raise ValueError(f"The {what} config needs a _target_ (e.g. torch.optim.Adam), got keys {sorted(spec)}.")
+def build_from_config(spec: Any, what: str) -> Any:
+    """``instantiate(spec)`` for a mapping with ``_target_``; anything else is returned as is.
+
+    A ValueError raised by the target (a bad config value) comes out as a ValueError naming the
+    config, not wrapped in Hydra's InstantiationException.
+    """
+    if not isinstance(spec, Mapping):
+        return spec
+    if "_target_" not in spec:
+        raise ValueError(f"The {what} config needs a _target_ (e.g. torch.optim.Adam), got keys {sorted(spec)}.")
+    try:
         return instantiate(spec, _convert_="all")
-    return spec
+    except InstantiationException as error:
+        if isinstance(error.__cause__, ValueError):
+            raise ValueError(f"Invalid {what} config: {error.__cause__}") from error.__cause__
+        raise
 
 
 class SpikingClassifierModule(L.LightningModule):
@@ -39,8 +49,11 @@ class SpikingClassifierModule(L.LightningModule):
         rate_target, rate_weight: adds ``rate_weight * mean_layers (rate - rate_target)^2`` to the
             training loss, where ``rate`` is a layer's mean spikes per neuron and step (0 disables).
 
-    Logs ``{stage}/loss``, ``{stage}/acc``, ``spikes/<layer>/rate`` (training steps) and
-    ``spikes/<layer>/{val,test}_rate`` (epoch means, reduced across processes).
+    Logs the epoch means ``{stage}/loss`` and ``{stage}/acc`` (stage: train, val, test), the mean
+    firing rate of every spiking layer at every training step, ``spikes/<layer>/rate``, and its
+    epoch means over validation and test, ``spikes/<layer>/{val,test}_rate``. Epoch means are
+    torchmetrics objects, so they are reduced across processes. The progress bar also shows the
+    training loss of the current batch.
     """
 
     def __init__(
@@ -61,11 +74,11 @@ class SpikingClassifierModule(L.LightningModule):
                 f"got rate_weight={rate_weight!r}, rate_target={rate_target!r}."
             )
         self.save_hyperparameters(ignore=["net"] if isinstance(net, nn.Module) else None, logger=False)
-        self.net = _build(net, "net")
+        self.net = build_from_config(net, "model")
         if not hasattr(self.net, "spiking_layers"):
             raise ValueError(f"net must have spiking_layers() (see snn.models), got {type(self.net).__name__}.")
-        self.optimizer_factory = _build(optimizer, "optimizer")
-        self.scheduler_factory = _build(scheduler, "scheduler") if scheduler else None
+        self.optimizer_factory = build_from_config(optimizer, "optimizer")
+        self.scheduler_factory = build_from_config(scheduler, "scheduler") if scheduler else None
         # Keep the graph only when the rate penalty needs gradients through the spikes.
         self.recorder = SpikeRecorder(self.net.spiking_layers(), detach=rate_weight == 0)
         num_classes = self.net.num_classes
@@ -88,10 +101,10 @@ class SpikingClassifierModule(L.LightningModule):
         acc, mean_loss = getattr(self, f"{stage}_acc"), getattr(self, f"{stage}_loss")
         acc(logits.detach(), y)
         mean_loss(loss.detach())
-        on_step = stage == "train"
-        self.log(f"{stage}/loss", mean_loss, on_step=on_step, on_epoch=True, prog_bar=True)
-        self.log(f"{stage}/acc", acc, on_step=on_step, on_epoch=True, prog_bar=True)
+        self.log(f"{stage}/loss", mean_loss, on_step=False, on_epoch=True, prog_bar=stage != "train")
+        self.log(f"{stage}/acc", acc, on_step=False, on_epoch=True, prog_bar=True)
         if stage == "train":
+            self.log("loss", loss.detach(), on_step=True, on_epoch=False, prog_bar=True, logger=False)
             for name, rate in rates.items():
                 self.log(f"spikes/{name}/rate", rate.detach(), on_step=True, on_epoch=False)
             if self.hparams.rate_weight > 0:

@@ -1,0 +1,145 @@
+"""Hydra configs: every option of every group composes and instantiates; CLI overrides reach the model."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+
+from snn.models import SpikingClassifier, SpikingConvClassifier
+from snn.neurons import LIF, LIFAdEx
+from snn.training import FashionMNISTDataModule, SyntheticDataModule
+from train import build
+
+ROOT = Path(__file__).parents[1]
+CONF = ROOT / "conf"
+GROUPS = ("model", "dataset", "trainer", "logger", "callbacks", "experiment", "debug")
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def make_cfg(tmp_path, *overrides: str):
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        return compose("config", overrides=[f"paths.output_dir={tmp_path}", f"paths.data_dir={tmp_path / 'data'}", *overrides])
+
+
+def test_config_groups_are_complete():
+    assert {"adex", "lif", "adex_conv"} <= set(options("model"))
+    assert {"mnist", "fashion_mnist", "cifar10", "synthetic"} <= set(options("dataset"))
+    assert {"default", "cpu", "gpu", "ddp"} <= set(options("trainer"))
+    assert {"tensorboard", "csv", "none"} <= set(options("logger"))
+    assert {"fashion_mnist_adex", "fashion_mnist_lif"} <= set(options("experiment"))
+    assert {"fdr", "overfit"} <= set(options("debug"))
+
+
+def test_defaults(tmp_path):
+    cfg = make_cfg(tmp_path)
+    assert cfg.model._target_ == "snn.models.SpikingClassifier" and cfg.model.neuron.kind == "adex"
+    assert cfg.dataset._target_ == "snn.training.MNISTDataModule"
+    assert cfg.optimized_metric == "val/acc"
+    assert cfg.optimizer._partial_ and cfg.scheduler._partial_
+    assert list(cfg.logger) == ["tensorboard"]
+
+
+@pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])
+def test_every_option_composes_and_instantiates(tmp_path, group, option):
+    overrides = [f"{group}={option}"]
+    if group != "dataset" and group != "experiment":
+        overrides.append("dataset=synthetic")  # small input: quick to build
+    if option == "gpu" and not torch.cuda.is_available():
+        overrides.append("trainer.accelerator=cpu")  # still checks that the rest instantiates
+    cfg = make_cfg(tmp_path, *overrides)
+    OmegaConf.resolve(cfg)  # every interpolation resolves
+    module, datamodule, trainer = build(cfg)
+    x = torch.rand(2, *cfg.dataset.input_shape)
+    assert module(x).shape == (2, cfg.dataset.num_classes)
+    assert datamodule.num_classes == cfg.dataset.num_classes
+    if group == "logger":
+        assert len(trainer.loggers) == (0 if option == "none" else 1)
+    if option == "ddp":
+        assert type(trainer.strategy).__name__ == "DDPStrategy"
+
+
+@pytest.mark.parametrize("model,cls,neuron", [("adex", SpikingClassifier, LIFAdEx), ("lif", SpikingClassifier, LIF),
+                                              ("adex_conv", SpikingConvClassifier, LIFAdEx)])
+def test_model_options_build_their_architecture(tmp_path, model, cls, neuron):
+    module, _, _ = build(make_cfg(tmp_path, f"model={model}", "dataset=synthetic"))
+    assert type(module.net) is cls
+    assert all(type(layer) is neuron for layer in module.net.spiking_layers().values())
+
+
+def test_experiments_train_on_offline_fashion_mnist(tmp_path):
+    for name in ("fashion_mnist_adex", "fashion_mnist_lif"):
+        module, datamodule, _ = build(make_cfg(tmp_path, f"experiment={name}"))
+        assert isinstance(datamodule, FashionMNISTDataModule)
+        assert "/usr/share/datasets/fashion-mnist" in map(str, datamodule.search_dirs)
+    assert module.net.neuron["kind"] == "lif"
+
+
+def test_every_neuron_parameter_is_settable_from_the_command_line(tmp_path):
+    base = make_cfg(tmp_path, "dataset=synthetic")
+    numeric = [k for k, v in base.model.neuron.items() if isinstance(v, float)]
+    assert {"tau_mem_inv", "tau_syn_inv", "v_th", "adaptation_current", "delta_T", "alpha"} <= set(numeric)
+    overrides = [f"model.neuron.{k}={base.model.neuron[k] + 0.5}" for k in numeric]
+    overrides += ["model.neuron.method=atan", "model.T=7", "model.dt=0.002", "model.decoder=mean",
+                  "model.readout.tau_mem_inv=33", "model.neuron.learnable=[tau_mem_inv]"]
+    module, _, _ = build(make_cfg(tmp_path, "dataset=synthetic", *overrides))
+    net = module.net
+    layer = net.spiking_layers()["hidden1"]
+    for k in numeric:
+        if k == "alpha":
+            assert layer.surrogate["alpha"] == base.model.neuron.alpha + 0.5
+        else:
+            assert torch.allclose(getattr(layer, k).float(), torch.tensor(base.model.neuron[k] + 0.5)), k
+    assert layer.surrogate["method"] == "atan" and isinstance(layer.tau_mem_inv, torch.nn.Parameter)
+    assert (net.T, net.dt, net.decoder, float(net.readout.tau_mem_inv)) == (7, 0.002, "mean", 33.0)
+    assert net.encoder.T == 7
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("model.T=-1", "T must be a positive integer, got -1"),
+        ("model.neuron.method=relu", r"relu.*(atan|super)"),
+        ("model.decoder=last", r"Unknown decoder 'last'; choose one of \['max', 'mean'\]"),
+        ("model.encoder.kind=rank", r"Unknown encoder 'rank'; choose one of \['constant', 'latency', 'poisson'\]"),
+        ("model.neuron.kind=hh", r"Unknown neuron kind 'hh'"),
+        ("model.neuron.tau_mem_inv=-5", "tau_mem_inv .* must be > 0"),
+        ("model.conv.norm=layer", r"Unknown norm 'layer'; choose one of \['batch', 'group', 'none'\]"),
+        ("model.neuron.kind=lif", r"no field\(s\) \['adaptation_current'.*model=lif"),
+        ("regularizer.rate_target=2", "rate_target in \\[0, 1\\]"),
+        ("scheduler_interval=batch", "scheduler_interval must be 'epoch' or 'step'"),
+    ],
+)
+def test_bad_values_fail_early_with_clear_errors(tmp_path, override, message):
+    with pytest.raises(ValueError, match=message):
+        build(make_cfg(tmp_path, "dataset=synthetic", override))
+
+
+def test_misspelled_keys_are_rejected_by_hydra(tmp_path):
+    with pytest.raises(ConfigCompositionException, match="tau_mem"):
+        make_cfg(tmp_path, "model.neuron.tau_mem=3")
+
+
+@pytest.mark.slow
+def test_command_line_sweep(tmp_path):
+    """`python train.py -m model=adex,lif seed=1,2` runs four jobs, each in its own directory."""
+    sweep_dir = tmp_path / "multirun"
+    command = [sys.executable, "train.py", "-m", "model=adex,lif", "seed=1,2", "debug=fdr", "dataset=synthetic",
+               "logger=none", f"hydra.sweep.dir={sweep_dir}", f"paths.data_dir={tmp_path}"]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = sorted(p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit())
+    jobs = {(OmegaConf.load(r / ".hydra" / "config.yaml").model.neuron.kind, OmegaConf.load(r / ".hydra" / "config.yaml").seed) for r in runs}
+    assert jobs == {("adex", 1), ("adex", 2), ("lif", 1), ("lif", 2)}
+
+
+def test_synthetic_dataset_is_built_from_config(tmp_path):
+    _, datamodule, _ = build(make_cfg(tmp_path, "dataset=synthetic", "dataset.num_classes=5", "dataset.noise=0.7"))
+    assert isinstance(datamodule, SyntheticDataModule) and datamodule.num_classes == 5 and datamodule.noise == 0.7

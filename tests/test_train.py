@@ -1,0 +1,100 @@
+"""train.py end to end: fast dev runs of every model, learning, logging, checkpoints, real data."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from snn.training import SpikingClassifierModule
+from train import train
+
+ROOT = Path(__file__).parents[1]
+FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+
+def make_cfg(tmp_path, *overrides: str):
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        return compose("config", overrides=[f"paths.output_dir={tmp_path}", f"paths.data_dir={tmp_path / 'data'}", *overrides])
+
+
+def scalars(run_dir: Path) -> dict[str, list[float]]:
+    """Every scalar the TensorBoard logger wrote, by tag."""
+    events = EventAccumulator(str(run_dir / "tensorboard")).Reload()
+    return {tag: [e.value for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+@pytest.mark.parametrize("model", ["adex", "lif", "adex_conv"])
+def test_fast_dev_run_of_every_model(tmp_path, model):
+    value = train(make_cfg(tmp_path, f"model={model}", "dataset=synthetic", "debug=fdr", "model.T=8"))
+    assert 0.0 <= value <= 1.0
+
+
+def test_learns_a_separable_task_logs_everything_and_checkpoints_rebuild_the_model(tmp_path):
+    # decoder=mean as in the Fashion-MNIST recipe: it learns this task in 36 steps (max needs more).
+    cfg = make_cfg(tmp_path, "model=adex", "dataset=synthetic", "model.T=12", "model.conv.channels=[8]",
+                   "model.hidden=32", "model.decoder=mean", "trainer.max_epochs=6", "trainer.accelerator=cpu",
+                   "trainer.log_every_n_steps=1")
+    val_acc = train(cfg)
+    assert val_acc > 0.9  # 4 classes: chance is 0.25
+
+    logged = scalars(tmp_path)
+    for tag in ("train/loss", "train/acc", "val/loss", "val/acc", "test/loss", "test/acc",
+                "spikes/hidden1/rate", "spikes/hidden1/val_rate", "spikes/hidden1/test_rate", "lr-AdamW"):
+        assert tag in logged, (tag, sorted(logged))
+    train_loss = logged["train/loss"]
+    assert len(train_loss) == 6 and train_loss[-1] < 0.85 * train_loss[0]
+    assert max(logged["val/acc"]) == pytest.approx(val_acc)
+    assert logged["test/acc"][-1] > 0.9
+    assert all(0.0 <= r <= 1.0 for r in logged["spikes/hidden1/rate"]) and max(logged["spikes/hidden1/rate"]) > 0
+
+    best = next((tmp_path / "checkpoints").glob("epoch_*.ckpt"))
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+    # The checkpoint alone rebuilds the model (its config is in the hyperparameters).
+    restored = SpikingClassifierModule.load_from_checkpoint(best, map_location="cpu").eval()
+    assert restored.hparams.net["_target_"] == "snn.models.SpikingClassifier"
+    reference = SpikingClassifierModule(**restored.hparams).eval()
+    reference.load_state_dict(torch.load(best, map_location="cpu", weights_only=False)["state_dict"])
+    x = torch.rand(5, 1, 8, 8)
+    torch.testing.assert_close(restored(x), reference(x))
+
+
+def test_rate_regulariser_pulls_firing_rates_to_the_target(tmp_path):
+    def val_rate(weight: float, run: str) -> float:
+        overrides = ["model=adex", "dataset=synthetic", "model.T=10", "model.conv=null", "model.hidden=32",
+                     "trainer.max_epochs=4", "trainer.accelerator=cpu", "logger=csv", "callbacks.model_checkpoint=null",
+                     "test=false", "regularizer.rate_target=0.0", f"regularizer.rate_weight={weight}", "optimizer.lr=5e-3",
+                     "model.encoder.scale=3.0"]
+        train(make_cfg(tmp_path / run, *overrides))
+        lines = (tmp_path / run / "csv" / "metrics.csv").read_text().splitlines()
+        header = lines[0].split(",")
+        column = header.index("spikes/hidden1/val_rate")
+        return [float(row.split(",")[column]) for row in lines[1:] if row.split(",")[column]][-1]
+
+    free, penalised = val_rate(0.0, "free"), val_rate(100.0, "penalised")
+    assert free > 0.02 and penalised < 0.5 * free
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not FASHION_DIR.is_dir(), reason="Debian's dataset-fashion-mnist is not installed")
+def test_short_real_run_on_fashion_mnist_beats_chance(tmp_path):
+    cfg = make_cfg(tmp_path, "experiment=fashion_mnist_adex", "trainer.max_epochs=1", "+trainer.limit_train_batches=40",
+                   "+trainer.limit_val_batches=10", "trainer.accelerator=cpu", "test=false", "logger=none")
+    assert cfg.dataset.search_dirs == [str(FASHION_DIR)]
+    assert train(cfg) > 0.5  # 10 classes: chance is 0.1
+
+
+@pytest.mark.slow
+def test_ddp_on_two_cpu_processes(tmp_path):
+    command = [sys.executable, "train.py", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
+               "trainer.sync_batchnorm=false",  # SyncBatchNorm needs GPUs
+               "dataset=synthetic", "model.T=6", "model.hidden=16", "trainer.max_epochs=1", "logger=csv",
+               f"hydra.run.dir={tmp_path}", f"paths.data_dir={tmp_path}"]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Best checkpoint" in result.stdout
+    metrics = (tmp_path / "csv" / "metrics.csv").read_text()
+    assert "val/acc" in metrics and "spikes/hidden1/val_rate" in metrics
