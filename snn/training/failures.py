@@ -15,9 +15,10 @@ class NonFiniteLossError(FloatingPointError):
 
 
 def _last_good_checkpoint(trainer: L.Trainer) -> str:
-    callback = trainer.checkpoint_callback
-    paths = [getattr(callback, "last_model_path", ""), getattr(callback, "best_model_path", "")] if callback else []
-    return next((str(Path(p).resolve()) for p in paths if p and Path(p).is_file()), "")
+    """The checkpoint file written most recently by any ModelCheckpoint, or ''."""
+    paths = [Path(p) for c in trainer.checkpoint_callbacks for p in (c.last_model_path, c.best_model_path) if p]
+    paths = [p for p in paths if p.is_file()]
+    return str(max(paths, key=lambda p: p.stat().st_mtime).resolve()) if paths else ""
 
 
 class NonFiniteLossGuard(L.Callback):

@@ -1,0 +1,119 @@
+"""TensorBoard monitoring callbacks: every panel is written, and its numbers are the model's."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import plugin_data_pb2
+
+from snn.models import make_neurons
+from snn.training import NeuronParameterHistograms, SpikeStatistics, load_classifier
+from snn.training.monitoring import NeuronSpikeCounts, flatten_config, voltage_trace
+from train import train
+
+ROOT = Path(__file__).parents[1]
+SMALL = ["dataset=synthetic", "model.T=8", "model.hidden=24", "model.conv=null", "trainer.accelerator=cpu",
+         "model.encoder.scale=3.0", "test=false"]
+
+
+def make_cfg(tmp_path, *overrides: str):
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        return compose("config", overrides=[f"paths.output_dir={tmp_path}", f"paths.data_dir={tmp_path / 'data'}", *overrides])
+
+
+def events(run_dir: Path) -> EventAccumulator:
+    return EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"images": 0, "histograms": 0, "scalars": 0}).Reload()
+
+
+def test_neuron_spike_counts_add_up_per_neuron():
+    metric = NeuronSpikeCounts(6)
+    a = (torch.rand(5, 3, 2, 3) < 0.3).float()  # [T, B, C, N]: neurons are the flattened C*N
+    b = (torch.rand(5, 4, 2, 3) < 0.6).float()
+    metric.update(a)
+    metric.update(b)
+    expected = (a.flatten(2).sum((0, 1)) + b.flatten(2).sum((0, 1))) / (5 * 3 + 5 * 4)
+    torch.testing.assert_close(metric.compute(), expected.double())
+    with pytest.raises(ValueError, match="6 neurons"):
+        metric.update(torch.zeros(5, 3, 7))
+
+
+def test_bad_monitor_settings_are_refused():
+    with pytest.raises(ValueError, match=r"subset of \['train', 'val'\]"):
+        SpikeStatistics(stages=["test"])
+    with pytest.raises(ValueError, match="saturation"):
+        SpikeStatistics(saturation=0.0)
+    with pytest.raises(ValueError, match="every_n_epochs"):
+        NeuronParameterHistograms(every_n_epochs=0)
+
+
+@pytest.mark.parametrize("kind", ["adex", "lif"])
+def test_voltage_trace_is_the_layers_own_trajectory(kind):
+    layer = make_neurons(kind=kind, shape=(7,), backend="auto")
+    current = torch.rand(20, 1, 7) * 4
+    spikes, final = layer(current)
+    v = voltage_trace(layer, current)  # [T, 1, 7]
+    assert v.shape == (20, 1, 7)
+    torch.testing.assert_close(v[-1], final.v, rtol=0, atol=0)
+    # A spike resets the voltage to v_reset (0) at the same step.
+    assert spikes.sum() > 0 and torch.all(v[spikes.bool()] == 0)
+
+
+def test_flatten_config_for_hparams():
+    flat = flatten_config({"model": {"T": 8, "neuron": {"learnable": ["tau_mem_inv"], "alpha": 2.0}}, "scheduler": None})
+    assert flat == {"model/T": 8, "model/neuron/learnable": "['tau_mem_inv']", "model/neuron/alpha": 2.0, "scheduler": "None"}
+
+
+def test_every_panel_is_written_with_the_models_numbers(tmp_path):
+    train(make_cfg(tmp_path, *SMALL, "trainer.max_epochs=2", "model.neuron.learnable=[tau_mem_inv]",
+                   "callbacks.spike_raster.every_n_epochs=1", "callbacks.spike_statistics.saturation=0.2",
+                   "scheduler=null"))
+    ea = events(tmp_path)
+    tags = ea.Tags()
+    for tag in ("spikes/hidden1/train_neuron_rates", "spikes/hidden1/val_neuron_rates", "neuron_params/hidden1/tau_mem_inv"):
+        assert tag in tags["histograms"], (tag, tags["histograms"])
+    assert [len(ea.Images(t)) for t in ("spikes/raster", "neurons/voltage")] == [2, 2]  # every epoch
+    for tag in ("spikes/hidden1/train_rate", "spikes/hidden1/train_silent", "spikes/hidden1/val_silent",
+                "spikes/hidden1/val_saturated", "spikes/hidden1/train_saturated"):
+        assert len(ea.Scalars(tag)) == 2, tag
+
+    # The last validation statistics are those of the final weights on the validation set.
+    net = load_classifier(tmp_path / "checkpoints" / "last.ckpt")
+    from snn.training import SyntheticDataModule
+
+    data = SyntheticDataModule(**{k: v for k, v in make_cfg(tmp_path, *SMALL).dataset.items() if k != "_target_"})
+    data.setup()
+    counts = NeuronSpikeCounts(24)
+    layer = net.spiking_layers()["hidden1"]
+    handle = layer.register_forward_hook(lambda m, i, out: counts.update(out[0]))
+    with torch.no_grad():
+        for x, _ in data.val_dataloader():
+            net(x)
+    handle.remove()
+    rates = counts.compute()
+    assert 0 < (rates == 0).double().mean() < 1 or 0 < (rates >= 0.2).double().mean() < 1  # the numbers say something
+    assert ea.Scalars("spikes/hidden1/val_silent")[-1].value == pytest.approx(float((rates == 0).double().mean()))
+    assert ea.Scalars("spikes/hidden1/val_saturated")[-1].value == pytest.approx(float((rates >= 0.2).double().mean()))
+    histogram = ea.Histograms("spikes/hidden1/val_neuron_rates")[-1].histogram_value
+    assert histogram.num == 24 and histogram.sum == pytest.approx(float(rates.sum()), rel=1e-5)
+    tau = ea.Histograms("neuron_params/hidden1/tau_mem_inv")[-1].histogram_value
+    assert tau.num == 24 and tau.sum == pytest.approx(float(layer.tau_mem_inv.detach().sum()), rel=1e-5)
+
+    # HPARAMS: the resolved config against the optimized metric.
+    content = ea.PluginTagToContent("hparams")
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
+    assert [m.name.tag for m in experiment.metric_infos] == ["val/acc"]
+    session = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info
+    assert session.hparams["model/T"].number_value == 8
+    assert session.hparams["model/neuron/learnable"].string_value == "['tau_mem_inv']"
+
+
+def test_monitors_are_switchable(tmp_path):
+    train(make_cfg(tmp_path, *SMALL, "trainer.max_epochs=1", "callbacks.spike_raster=null",
+                   "callbacks.spike_statistics=null", "callbacks.neuron_params=null", "callbacks.hparams=null"))
+    ea = events(tmp_path)
+    assert ea.Tags()["images"] == [] and ea.Tags()["histograms"] == []
+    assert not any("silent" in t for t in ea.Tags()["scalars"])
+    with pytest.raises(KeyError):
+        ea.PluginTagToContent("hparams")
