@@ -48,6 +48,8 @@ class SpikingClassifierModule(L.LightningModule):
         scheduler: ``optimizer -> LRScheduler`` or None; stepped every ``scheduler_interval``.
         rate_target, rate_weight: adds ``rate_weight * mean_layers (rate - rate_target)^2`` to the
             training loss, where ``rate`` is a layer's mean spikes per neuron and step (0 disables).
+        config: the whole run config (train.py passes the resolved Hydra config); not used for
+            training, but kept in the checkpoint and logged as hyperparameters.
 
     Logs the epoch means ``{stage}/loss`` and ``{stage}/acc`` (stage: train, val, test), the mean
     firing rate of every spiking layer at every training step, ``spikes/<layer>/rate``, and its
@@ -64,6 +66,7 @@ class SpikingClassifierModule(L.LightningModule):
         scheduler_interval: str = "epoch",
         rate_target: float = 0.05,
         rate_weight: float = 0.0,
+        config: Mapping[str, Any] | None = None,
     ):
         super().__init__()
         if scheduler_interval not in ("epoch", "step"):
