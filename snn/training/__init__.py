@@ -12,7 +12,12 @@ from .data import (
 from .failures import InterruptCheckpoint, NonFiniteLossError, NonFiniteLossGuard
 from .idx import read_idx
 from .module import SpikingClassifierModule, build_from_config
-from .monitoring import ConfigHyperparameters, NeuronParameterHistograms, SpikeRasterPlot, SpikeStatistics
+from .monitoring import (
+    ConfigHyperparameters,
+    NeuronParameterHistograms,
+    SpikeRasterPlot,
+    SpikeStatistics,
+)
 
 __all__ = [
     "SpikingModelSummary", "neuron_counts", "summary_table",
