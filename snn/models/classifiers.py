@@ -206,9 +206,10 @@ class SpikingClassifier(_SpikingNet):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
-        current = self.front_end(x, self.features)  # [B, C, H, W] -> [T, B, hidden]
-        for i, layer in enumerate(self.spiking.values()):
-            z, _ = layer(current if i == 0 else self.linear[i](z))  # [T, B, hidden_i]
+        layers = list(self.spiking.values())
+        z, _ = layers[0](self.front_end(x, self.features))  # [B, C, H, W] -> [T, B, hidden1]
+        for linear, layer in zip(self.linear[1:], layers[1:], strict=True):
+            z, _ = layer(linear(z))  # [T, B, hidden_i] -> [T, B, hidden_i+1]
         return self.decode(z)  # [B, num_classes]
 
 
@@ -269,10 +270,10 @@ class SpikingConvClassifier(_SpikingNet):
         layers = list(self.spiking.values())
         current = self.front_end(x, self.convs[0])  # [B, C, H, W] -> [T, B, C1, H, W]
         for i, (layer, pool) in enumerate(zip(layers[:-1], self.pools, strict=True)):
-            if i > 0:
-                current = self.convs[i](z).unflatten(0, (T, B))  # [T*B, C, H, W] -> [T, B, C', H, W]
             z, _ = layer(current)
             z = pool(z.flatten(0, 1))  # [T, B, C, H, W] -> [T*B, C, H', W']
+            if i + 1 < len(self.convs):
+                current = self.convs[i + 1](z).unflatten(0, (T, B))  # -> [T, B, C', H', W']
         current = self.linear(self.dropout(z.flatten(1))).unflatten(0, (T, B))  # -> [T, B, hidden]
         z, _ = layers[-1](current)
         return self.decode(z)
