@@ -150,6 +150,41 @@ def test_gradients_li_per_neuron_parameters(backend, request):
     assert_gradients_equal("li", backend, None, "all", (37,))
 
 
+LAYOUTS = {
+    # input x [T, B, N] from a leaf, and the loss on the outputs (its gradient's layout)
+    "broadcast over time, sum": (lambda leaf, T: leaf.unsqueeze(0).expand(T, *leaf.shape), (3, 41),
+                                 lambda out, w: out.sum()),  # gradient: one value, strides (0, 0)
+    "broadcast over time, weighted": (lambda leaf, T: leaf.unsqueeze(0).expand(T, *leaf.shape), (3, 41),
+                                      lambda out, w: (out * w).sum()),  # gradient w over T: (0, 1)
+    "transposed": (lambda leaf, T: leaf.transpose(1, 2), (20, 41, 3), lambda out, w: (out * w).sum()),
+}
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+@pytest.mark.parametrize("backend", ["python", "cpp"])
+@pytest.mark.parametrize("kind", ["adex", "lif", "li"])
+def test_strided_inputs_and_output_gradients(kind, backend, layout, request):
+    """A time-broadcast input (constant-current coding), a non-contiguous one, and output gradients
+    that are broadcasts (``outputs.sum()``): outputs as the eager loop's, gradients within 1e-10."""
+    needs(backend, request)
+    make_x, leaf_shape, loss_fn = LAYOUTS[layout]
+    g = torch.Generator().manual_seed(3)
+    base = torch.rand(leaf_shape, generator=g, dtype=torch.float64) * 6 - 1
+    w = torch.randn(3, 41, generator=g, dtype=torch.float64)
+    results = []
+    for b in ("eager", backend):
+        leaf = base.clone().requires_grad_()
+        x = make_x(leaf, 20)
+        assert x.shape == (20, 3, 41) and not x.is_contiguous()
+        out, final = make_layer(kind, b)(x)
+        (loss_fn(out, w) + final.v.sum()).backward()
+        results.append((out.detach(), leaf.grad))
+    (ref_out, ref_grad), (out, grad) = results
+    assert torch.equal(out, ref_out)
+    assert ref_grad.abs().max() > 0
+    assert (grad - ref_grad).abs().max() <= 1e-10 * ref_grad.abs().max()
+
+
 def saved_bytes(layer, x):
     total = 0
 

@@ -5,6 +5,10 @@ directory (``TORCH_EXTENSIONS_DIR``, default ``~/.cache/torch_extensions``), whi
 processes; the source includes no torch headers, so a cold build takes a few seconds. Entry points
 are plain C functions called through ``ctypes`` on the tensors' memory.
 
+The instruction set is the one torch's own CPU kernels were dispatched to on this machine
+(``torch.backends.cpu.get_cpu_capability()``: AVX512 or AVX2 on x86-64), named in the build's
+directory, so a cache shared by machines of different capabilities never loads a build that uses
+instructions a CPU lacks (``-march=native`` could: two AVX512 CPUs differ in their extensions).
 ``-ffp-contract=off`` keeps every multiply and add rounded separately, as in eager PyTorch; the
 AdEx exponential is MKL's ``vmsExp``/``vmdExp``, which is what ``torch.exp`` runs on CPU builds of
 torch with MKL (checked by :func:`available`), so the results are bit-identical to the step loop.
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import platform
 import threading
 
 import torch
@@ -24,7 +29,15 @@ from .spec import NEURONS
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cpu_kernels.cpp")
 # The surrogates the kernels implement natively, by their index in cpu_kernels.cpp.
 NATIVE_SURROGATES = {"super": 0, "triangle": 1, "sigmoid": 2, "atan": 3, "tanh": 4, "heaviside": 5}
-CFLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fopenmp", "-fno-math-errno"]
+CFLAGS = ["-O3", "-ffp-contract=off", "-fopenmp", "-fno-math-errno"]
+# torch's requirements for each capability (aten/src/ATen/native/DispatchStub.cpp): what it runs is
+# what we may use. Other capabilities and architectures build for the compiler's baseline.
+ISA_FLAGS = {
+    "AVX512": ["-mavx2", "-mfma", "-mavx512f", "-mavx512vl", "-mavx512bw", "-mavx512dq"],
+    "AVX2": ["-mavx2", "-mfma"],
+}
+# Buffers from this size on are advised onto transparent huge pages before their first write.
+HUGE_PAGE_BYTES = 4 << 20
 
 _lock = threading.Lock()
 _library: ctypes.CDLL | None = None
@@ -42,9 +55,11 @@ def load_library() -> ctypes.CDLL:
         try:
             from torch.utils import cpp_extension
 
+            capability = torch.backends.cpu.get_cpu_capability()
+            isa = ISA_FLAGS.get(capability, []) if platform.machine().lower() in ("x86_64", "amd64") else []
             # The capability in the name: a cache shared by different CPUs never mixes builds.
-            name = f"snn_fused_cpu_{torch.backends.cpu.get_cpu_capability().lower()}"
-            path = cpp_extension.load(name=name, sources=[SOURCE], extra_cflags=CFLAGS,
+            name = f"snn_fused_cpu_{capability.lower() if isa else 'baseline'}"
+            path = cpp_extension.load(name=name, sources=[SOURCE], extra_cflags=CFLAGS + isa,
                                       extra_ldflags=["-fopenmp"], is_python_module=False, verbose=False)
             _library = ctypes.CDLL(path)
         except Exception as error:  # a missing compiler or ninja, a failed build or load
@@ -59,8 +74,9 @@ def supports(kind: str, dtype: torch.dtype, method: str | None) -> bool:
         return False
     if method is not None and (method not in NATIVE_SURROGATES or SURROGATES.get(method) is not _BUILTIN[method]):
         return False  # a user-registered (or overwritten) surrogate
-    # The AdEx exponential must be torch.exp's own: MKL's VML.
-    return kind != "adex" or torch.backends.mkl.is_available()
+    # The AdEx exponential must be torch.exp's own, MKL's VML, which the sigmoid and tanh
+    # surrogates use too.
+    return (kind != "adex" and method not in ("sigmoid", "tanh")) or torch.backends.mkl.is_available()
 
 
 _BUILTIN = dict(SURROGATES)  # the registry as shipped, to detect overwritten built-in names
@@ -70,11 +86,34 @@ def _ptr(t: torch.Tensor | None):
     return None if t is None else ctypes.c_void_p(t.data_ptr())
 
 
+def _rows(t: torch.Tensor, steps: int, M: int) -> tuple[torch.Tensor, int, int]:
+    """``t [T, ...]`` as ``(tensor, time stride, neuron stride)`` of a ``[T, M]`` view: no copy when
+    the neurons of a step are contiguous (an input broadcast over time included) or one value (the
+    gradient of ``outputs.sum()``); a contiguous copy otherwise."""
+    try:
+        rows = t.view(steps, M)
+    except RuntimeError:
+        rows = None
+    if rows is not None and (M == 1 or rows.stride(1) in (0, 1)):
+        return rows, rows.stride(0), 1 if M == 1 else rows.stride(1)
+    return t.contiguous(), M, 1
+
+
 class CppLoops:
     """The C++ kernels behind the interface of :class:`~snn.neurons.fused.torch_loops.TorchLoops`."""
 
     def __init__(self):
         self.lib = load_library()
+        self.lib.advise_huge_pages.argtypes = [ctypes.c_void_p, ctypes.c_int64]
+        self.lib.advise_huge_pages.restype = None
+
+    def _empty(self, shape, like: torch.Tensor) -> torch.Tensor:
+        """A fresh buffer for the kernels to fill; large ones on huge pages (fewer page faults)."""
+        out = torch.empty(shape, dtype=like.dtype, device=like.device)
+        nbytes = out.numel() * out.element_size()
+        if nbytes >= HUGE_PAGE_BYTES:
+            self.lib.advise_huge_pages(out.data_ptr(), nbytes)
+        return out
 
     def _function(self, name: str, dtype: torch.dtype):
         return getattr(self.lib, f"{name}_{'f32' if dtype == torch.float32 else 'f64'}")
@@ -92,15 +131,16 @@ class CppLoops:
 
     def forward(self, kind, x, state, P, save, save_extra):
         spec = NEURONS[kind]
-        x = x.contiguous()
         steps, neuron_shape = x.shape[0], x.shape[1:]
         M = neuron_shape.numel()
+        xr, x_ts, x_ns = _rows(x, steps, M)
         state = [s.detach().contiguous().clone() for s in state]  # updated in place to the final state
         keep, ptrs, flags = self._params(P, neuron_shape)
-        out = torch.empty_like(x)
-        vd = torch.empty_like(x) if save and spec.spiking else None
-        extra = [torch.empty_like(x) for _ in range(spec.extra if save_extra else 0)]
-        args = [ctypes.c_int64(steps), ctypes.c_int64(M), _ptr(x), *map(_ptr, state), ptrs, flags, _ptr(out)]
+        out = self._empty(x.shape, x)
+        vd = self._empty(x.shape, x) if save and spec.spiking else None
+        extra = [self._empty(x.shape, x) for _ in range(spec.extra if save_extra else 0)]
+        args = [ctypes.c_int64(steps), ctypes.c_int64(M), _ptr(xr), ctypes.c_int64(x_ts), ctypes.c_int64(x_ns),
+                *map(_ptr, state), ptrs, flags, _ptr(out)]
         if spec.spiking:
             args.append(_ptr(vd))
         args += [_ptr(e) for e in extra] or [None] * spec.extra
@@ -115,14 +155,17 @@ class CppLoops:
         spec = NEURONS[kind]
         neuron_shape = v0.shape
         M = neuron_shape.numel()
-        gout = None if gout is None else gout.contiguous()
         steps = gout.shape[0] if gout is not None else saved[0].shape[0]
+        g_ts, g_ns = M, 1
+        if gout is not None:
+            gout, g_ts, g_ns = _rows(gout, steps, M)
         gstate = [g.contiguous().clone() for g in gstate]  # in: final-state grads; out: initial-state
         keep, ptrs, flags = self._params(P, neuron_shape)
-        gx = v0.new_empty((steps,) + tuple(neuron_shape))
+        gx = self._empty((steps,) + tuple(neuron_shape), v0)
         gp = v0.new_empty((len(P), M)) if param_grads else None
         v0 = v0.detach().contiguous()
-        args = [ctypes.c_int64(steps), ctypes.c_int64(M), _ptr(gout), *map(_ptr, gstate)]
+        args = [ctypes.c_int64(steps), ctypes.c_int64(M), _ptr(gout), ctypes.c_int64(g_ts), ctypes.c_int64(g_ns),
+                *map(_ptr, gstate)]
         if kind == "li":
             outs, ij = (saved[1], saved[0]) if param_grads else (None, None)
             args += [_ptr(outs), _ptr(v0), _ptr(ij), ptrs, flags]

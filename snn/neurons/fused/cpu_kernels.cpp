@@ -10,29 +10,55 @@
 // params[k] with vector[k] = 1 for one value per neuron ([M]) or 0 for a single value.
 // OpenMP threads own contiguous blocks of tiles of neurons and run all T steps over each tile,
 // so a tile's state stays in L1 and memory traffic is one read of x and one write of z and of the
-// saved pre-reset voltage per neuron and step.
+// saved pre-reset voltage per neuron and step. Tiles are handed out dynamically: on a shared machine
+// a thread that loses its core does not hold the others up at the end of the loop.
+//
+// Inputs (x forward, the output gradient backward) may be strided views: row t of neuron block n0
+// starts at base + t * ts + n0 * ns with ns = 1 (contiguous neurons; ts = 0 for an input broadcast
+// over time) or ns = 0 (one value per step, e.g. the gradient of outputs.sum()).
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+
 extern "C" void vmsExp(int n, const float* a, float* r, long long mode);
 extern "C" void vmdExp(int n, const double* a, double* r, long long mode);
+extern "C" void vmsTanh(int n, const float* a, float* r, long long mode);
+extern "C" void vmdTanh(int n, const double* a, double* r, long long mode);
 
 namespace {
 
 // VML_HA | VML_FTZDAZ_OFF | VML_ERRMODE_IGNORE: the mode of ATen/cpu/vml.h's vexp.
 constexpr long long kVmlMode = 0x2 | 0x140000 | 0x100;
 constexpr int64_t kTile = 256;
+// EXP_ARGUMENT_MAX of snn/neurons/adex.py: the largest argument of the AdEx exponential.
+constexpr double kExpMax = 20.0;
 
 inline void vexp(int64_t n, const float* a, float* r) { vmsExp(static_cast<int>(n), a, r, kVmlMode); }
 inline void vexp(int64_t n, const double* a, double* r) { vmdExp(static_cast<int>(n), a, r, kVmlMode); }
+inline void vtanh(int64_t n, const float* a, float* r) { vmsTanh(static_cast<int>(n), a, r, kVmlMode); }
+inline void vtanh(int64_t n, const double* a, double* r) { vmdTanh(static_cast<int>(n), a, r, kVmlMode); }
+
+// Row t of a strided [T, M] input for the neurons n0 .. n0 + n (see the header); a broadcast value
+// is spread into buf so that the loops that read it stay vectorised.
+template <typename T>
+inline const T* row(const T* base, int64_t t, int64_t ts, int64_t ns, int64_t n0, int64_t n, T* buf) {
+  if (ns) return base + t * ts + n0;
+  std::fill(buf, buf + n, base[t * ts]);
+  return buf;
+}
 
 enum Surrogate { kSuper = 0, kTriangle = 1, kSigmoid = 2, kAtan = 3, kTanh = 4, kHeaviside = 5 };
 
-// out[k] = sigma'(x[k]; alpha), the derivatives of snn/neurons/surrogate.py.
+// out[k] = sigma'(x[k]; alpha), the derivatives of snn/neurons/surrogate.py (n <= kTile). The
+// exponential and tanh are MKL's vector functions: libm's scalar ones would not vectorise.
 template <typename T>
 void surrogate(int method, T alpha, const T* x, T* out, int64_t n) {
+  T u[kTile];
   switch (method) {
     case kSuper:
       for (int64_t k = 0; k < n; ++k) { T d = alpha * std::abs(x[k]) + T(1); out[k] = T(1) / (d * d); }
@@ -40,8 +66,10 @@ void surrogate(int method, T alpha, const T* x, T* out, int64_t n) {
     case kTriangle:
       for (int64_t k = 0; k < n; ++k) out[k] = alpha * std::max(T(0), T(1) - alpha * std::abs(x[k]));
       break;
-    case kSigmoid:
-      for (int64_t k = 0; k < n; ++k) { T s = T(1) / (T(1) + std::exp(-alpha * x[k])); out[k] = alpha * s * (T(1) - s); }
+    case kSigmoid:  // s = 1 / (1 + exp(-alpha x)): exp -> inf gives s = 0, no NaN
+      for (int64_t k = 0; k < n; ++k) u[k] = -alpha * x[k];
+      vexp(n, u, u);
+      for (int64_t k = 0; k < n; ++k) { const T s = T(1) / (T(1) + u[k]); out[k] = alpha * s * (T(1) - s); }
       break;
     case kAtan: {
       const T c = T(0.5 * M_PI) * alpha;
@@ -49,7 +77,9 @@ void surrogate(int method, T alpha, const T* x, T* out, int64_t n) {
       break;
     }
     case kTanh:
-      for (int64_t k = 0; k < n; ++k) { T h = std::tanh(alpha * x[k]); out[k] = T(0.5) * alpha * (T(1) - h * h); }
+      for (int64_t k = 0; k < n; ++k) u[k] = alpha * x[k];
+      vtanh(n, u, u);
+      for (int64_t k = 0; k < n; ++k) out[k] = T(0.5) * alpha * (T(1) - u[k] * u[k]);
       break;
     default:
       for (int64_t k = 0; k < n; ++k) out[k] = T(0);
@@ -68,11 +98,11 @@ struct TileParams {
   }
 };
 
-// Runs body(n0, n) over the tiles of M neurons, each thread a contiguous block of tiles.
+// Runs body(n0, n) over the tiles of M neurons; every tile is independent of the others.
 template <typename F>
 void for_each_tile(int64_t M, int threads, F body) {
   const int64_t tiles = (M + kTile - 1) / kTile;
-#pragma omp parallel for schedule(static) num_threads(threads)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
   for (int64_t tile = 0; tile < tiles; ++tile) {
     const int64_t n0 = tile * kTile;
     body(n0, std::min(kTile, M - n0));
@@ -85,21 +115,21 @@ void for_each_tile(int64_t M, int threads, F body) {
 enum { A_CMEM, A_CSYN, A_CADA, A_AC, A_AS, A_DT, A_VL, A_VTH, A_VR, A_COUNT };
 
 template <typename T>
-void adex_forward(int64_t steps, int64_t M, const T* x, T* v, T* i, T* a, const T* const* params,
+void adex_forward(int64_t steps, int64_t M, const T* x, int64_t x_ts, int64_t x_ns, T* v, T* i, T* a, const T* const* params,
                   const int64_t* vector, T* z, T* vd_saved, T* ij_saved, T* a_saved, int threads) {
-  const T exp_max = T(20);
   for_each_tile(M, threads, [&](int64_t n0, int64_t n) {
+    constexpr T exp_max = T(kExpMax);
     TileParams<T, A_COUNT> P;
     P.load(params, vector, n0, n);
     const T *c_mem = P.p[A_CMEM], *c_syn = P.p[A_CSYN], *c_ada = P.p[A_CADA], *ac = P.p[A_AC],
             *as = P.p[A_AS], *dT = P.p[A_DT], *vl = P.p[A_VL], *vth = P.p[A_VTH], *vr = P.p[A_VR];
-    T vv[kTile], ii[kTile], aa[kTile], e[kTile], ex[kTile];
+    T vv[kTile], ii[kTile], aa[kTile], e[kTile], ex[kTile], xb[kTile];
     std::memcpy(vv, v + n0, n * sizeof(T));
     std::memcpy(ii, i + n0, n * sizeof(T));
     std::memcpy(aa, a + n0, n * sizeof(T));
     for (int64_t t = 0; t < steps; ++t) {
       const int64_t off = t * M + n0;
-      const T* xt = x + off;
+      const T* xt = row(x, t, x_ts, x_ns, n0, n, xb);
       for (int64_t k = 0; k < n; ++k) e[k] = std::min((vv[k] - vth[k]) / dT[k], exp_max);
       vexp(n, e, ex);
       if (ij_saved) {
@@ -131,16 +161,16 @@ void adex_forward(int64_t steps, int64_t M, const T* x, T* v, T* i, T* a, const 
 // With Params, G accumulates the per-neuron parameter gradients over time into gparams
 // ([A_COUNT][M]); ij_saved and a_saved hold i + x and a before each step.
 template <typename T, bool Params>
-void adex_backward(int64_t steps, int64_t M, const T* gz, T* gv, T* gi, T* ga, const T* vd_saved,
+void adex_backward(int64_t steps, int64_t M, const T* gz, int64_t gz_ts, int64_t gz_ns, T* gv, T* gi, T* ga, const T* vd_saved,
                    const T* v0, const T* ij_saved, const T* a_saved, const T* const* params,
                    const int64_t* vector, int method, double alpha, T* gx, T* gparams, int threads) {
-  const T exp_max = T(20);
   for_each_tile(M, threads, [&](int64_t n0, int64_t n) {
+    constexpr T exp_max = T(kExpMax);
     TileParams<T, A_COUNT> P;
     P.load(params, vector, n0, n);
     const T *c_mem = P.p[A_CMEM], *c_syn = P.p[A_CSYN], *c_ada = P.p[A_CADA], *ac = P.p[A_AC],
             *as = P.p[A_AS], *dT = P.p[A_DT], *vl = P.p[A_VL], *vth = P.p[A_VTH], *vr = P.p[A_VR];
-    T gvv[kTile], gii[kTile], gaa[kTile], vv[kTile], t2[kTile], ex[kTile], xs[kTile], sg[kTile];
+    T gvv[kTile], gii[kTile], gaa[kTile], vv[kTile], t2[kTile], ex[kTile], xs[kTile], sg[kTile], gb[kTile];
     T G[Params ? A_COUNT : 1][kTile];
     std::memcpy(gvv, gv + n0, n * sizeof(T));
     std::memcpy(gii, gi + n0, n * sizeof(T));
@@ -159,13 +189,14 @@ void adex_backward(int64_t steps, int64_t M, const T* gz, T* gv, T* gi, T* ga, c
         std::memcpy(vv, v0 + n0, n * sizeof(T));
       }
       for (int64_t k = 0; k < n; ++k) {
-        t2[k] = (vv[k] - vth[k]) / dT[k];
-        xs[k] = std::min(t2[k], exp_max);
+        const T q = (vv[k] - vth[k]) / dT[k];
+        t2[k] = q;
+        xs[k] = exp_max < q ? exp_max : q;  // std::min(q, exp_max), NaN kept
       }
       vexp(n, xs, ex);
       for (int64_t k = 0; k < n; ++k) xs[k] = vdt[k] - vth[k];
       surrogate<T>(method, T(alpha), xs, sg, n);
-      const T* gzt = gz ? gz + off : nullptr;
+      const T* gzt = gz ? row(gz, t, gz_ts, gz_ns, n0, n, gb) : nullptr;
       const T* ijt = Params ? ij_saved + off : nullptr;
       const T* at = Params ? a_saved + off : nullptr;
       T* gxt = gx + off;
@@ -211,18 +242,18 @@ void adex_backward(int64_t steps, int64_t M, const T* gz, T* gv, T* gi, T* ga, c
 enum { L_CMEM, L_CSYN, L_VL, L_VTH, L_VR, L_COUNT };
 
 template <typename T>
-void lif_forward(int64_t steps, int64_t M, const T* x, T* v, T* i, const T* const* params,
+void lif_forward(int64_t steps, int64_t M, const T* x, int64_t x_ts, int64_t x_ns, T* v, T* i, const T* const* params,
                  const int64_t* vector, T* z, T* vd_saved, T* ij_saved, int threads) {
   for_each_tile(M, threads, [&](int64_t n0, int64_t n) {
     TileParams<T, L_COUNT> P;
     P.load(params, vector, n0, n);
     const T *c_mem = P.p[L_CMEM], *c_syn = P.p[L_CSYN], *vl = P.p[L_VL], *vth = P.p[L_VTH], *vr = P.p[L_VR];
-    T vv[kTile], ii[kTile], vds[kTile];
+    T vv[kTile], ii[kTile], vds[kTile], xb[kTile];
     std::memcpy(vv, v + n0, n * sizeof(T));
     std::memcpy(ii, i + n0, n * sizeof(T));
     for (int64_t t = 0; t < steps; ++t) {
       const int64_t off = t * M + n0;
-      const T* xt = x + off;
+      const T* xt = row(x, t, x_ts, x_ns, n0, n, xb);
       T* zt = z + off;
       if (ij_saved) for (int64_t k = 0; k < n; ++k) ij_saved[off + k] = ii[k] + xt[k];
       for (int64_t k = 0; k < n; ++k) {
@@ -242,14 +273,14 @@ void lif_forward(int64_t steps, int64_t M, const T* x, T* v, T* i, const T* cons
 }
 
 template <typename T, bool Params>
-void lif_backward(int64_t steps, int64_t M, const T* gz, T* gv, T* gi, const T* vd_saved, const T* v0,
+void lif_backward(int64_t steps, int64_t M, const T* gz, int64_t gz_ts, int64_t gz_ns, T* gv, T* gi, const T* vd_saved, const T* v0,
                   const T* ij_saved, const T* const* params, const int64_t* vector, int method,
                   double alpha, T* gx, T* gparams, int threads) {
   for_each_tile(M, threads, [&](int64_t n0, int64_t n) {
     TileParams<T, L_COUNT> P;
     P.load(params, vector, n0, n);
     const T *c_mem = P.p[L_CMEM], *c_syn = P.p[L_CSYN], *vl = P.p[L_VL], *vth = P.p[L_VTH], *vr = P.p[L_VR];
-    T gvv[kTile], gii[kTile], xs[kTile], sg[kTile], vv[kTile];
+    T gvv[kTile], gii[kTile], xs[kTile], sg[kTile], vv[kTile], gb[kTile];
     T G[Params ? L_COUNT : 1][kTile];
     std::memcpy(gvv, gv + n0, n * sizeof(T));
     std::memcpy(gii, gi + n0, n * sizeof(T));
@@ -270,7 +301,7 @@ void lif_backward(int64_t steps, int64_t M, const T* gz, T* gv, T* gi, const T* 
           std::memcpy(vv, v0 + n0, n * sizeof(T));
         }
       }
-      const T* gzt = gz ? gz + off : nullptr;
+      const T* gzt = gz ? row(gz, t, gz_ts, gz_ns, n0, n, gb) : nullptr;
       const T* ijt = Params ? ij_saved + off : nullptr;
       T* gxt = gx + off;
       for (int64_t k = 0; k < n; ++k) {
@@ -304,18 +335,18 @@ void lif_backward(int64_t steps, int64_t M, const T* gz, T* gv, T* gi, const T* 
 enum { I_CMEM, I_CSYN, I_VL, I_COUNT };
 
 template <typename T>
-void li_forward(int64_t steps, int64_t M, const T* x, T* v, T* i, const T* const* params,
+void li_forward(int64_t steps, int64_t M, const T* x, int64_t x_ts, int64_t x_ns, T* v, T* i, const T* const* params,
                 const int64_t* vector, T* out, T* ij_saved, int threads) {
   for_each_tile(M, threads, [&](int64_t n0, int64_t n) {
     TileParams<T, I_COUNT> P;
     P.load(params, vector, n0, n);
     const T *c_mem = P.p[I_CMEM], *c_syn = P.p[I_CSYN], *vl = P.p[I_VL];
-    T vv[kTile], ii[kTile];
+    T vv[kTile], ii[kTile], xb[kTile];
     std::memcpy(vv, v + n0, n * sizeof(T));
     std::memcpy(ii, i + n0, n * sizeof(T));
     for (int64_t t = 0; t < steps; ++t) {
       const int64_t off = t * M + n0;
-      const T* xt = x + off;
+      const T* xt = row(x, t, x_ts, x_ns, n0, n, xb);
       T* ot = out + off;
       if (ij_saved) for (int64_t k = 0; k < n; ++k) ij_saved[off + k] = ii[k] + xt[k];
       for (int64_t k = 0; k < n; ++k) {
@@ -333,21 +364,21 @@ void li_forward(int64_t steps, int64_t M, const T* x, T* v, T* i, const T* const
 
 // out_saved (with Params): the forward's outputs, i.e. v after each step.
 template <typename T, bool Params>
-void li_backward(int64_t steps, int64_t M, const T* gout, T* gv, T* gi, const T* out_saved, const T* v0,
+void li_backward(int64_t steps, int64_t M, const T* gout, int64_t gz_ts, int64_t gz_ns, T* gv, T* gi, const T* out_saved, const T* v0,
                  const T* ij_saved, const T* const* params, const int64_t* vector, T* gx, T* gparams,
                  int threads) {
   for_each_tile(M, threads, [&](int64_t n0, int64_t n) {
     TileParams<T, I_COUNT> P;
     P.load(params, vector, n0, n);
     const T *c_mem = P.p[I_CMEM], *c_syn = P.p[I_CSYN], *vl = P.p[I_VL];
-    T gvv[kTile], gii[kTile];
+    T gvv[kTile], gii[kTile], gb[kTile];
     T G[Params ? I_COUNT : 1][kTile];
     std::memcpy(gvv, gv + n0, n * sizeof(T));
     std::memcpy(gii, gi + n0, n * sizeof(T));
     if (Params) for (int j = 0; j < I_COUNT; ++j) std::fill(G[j], G[j] + n, T(0));
     for (int64_t t = steps - 1; t >= 0; --t) {
       const int64_t off = t * M + n0;
-      const T* got = gout ? gout + off : nullptr;
+      const T* got = gout ? row(gout, t, gz_ts, gz_ns, n0, n, gb) : nullptr;
       const T* vprev = Params ? (t > 0 ? out_saved + off - M : v0 + n0) : nullptr;
       const T* ijt = Params ? ij_saved + off : nullptr;
       T* gxt = gx + off;
@@ -376,41 +407,56 @@ void li_backward(int64_t steps, int64_t M, const T* gout, T* gv, T* gi, const T*
 
 // ---------------------------------------------------------------- C entry points (ctypes)
 #define SNN_ENTRY_POINTS(T, suffix)                                                                  \
-  extern "C" void adex_forward_##suffix(int64_t steps, int64_t M, const T* x, T* v, T* i, T* a,     \
+  extern "C" void adex_forward_##suffix(int64_t steps, int64_t M, const T* x, int64_t xts, int64_t xns, T* v, T* i, T* a, \
                                         const T* const* p, const int64_t* vec, T* z, T* vd,         \
                                         T* ij, T* as, int threads) {                                \
-    adex_forward<T>(steps, M, x, v, i, a, p, vec, z, vd, ij, as, threads);                          \
+    adex_forward<T>(steps, M, x, xts, xns, v, i, a, p, vec, z, vd, ij, as, threads);                          \
   }                                                                                                  \
-  extern "C" void adex_backward_##suffix(int64_t steps, int64_t M, const T* gz, T* gv, T* gi, T* ga, \
+  extern "C" void adex_backward_##suffix(int64_t steps, int64_t M, const T* gz, int64_t gts, int64_t gns, T* gv, T* gi, T* ga, \
                                          const T* vd, const T* v0, const T* ij, const T* as,        \
                                          const T* const* p, const int64_t* vec, int method,         \
                                          double alpha, T* gx, T* gp, int threads) {                 \
-    if (gp) adex_backward<T, true>(steps, M, gz, gv, gi, ga, vd, v0, ij, as, p, vec, method, alpha, gx, gp, threads); \
-    else adex_backward<T, false>(steps, M, gz, gv, gi, ga, vd, v0, ij, as, p, vec, method, alpha, gx, gp, threads); \
+    if (gp) adex_backward<T, true>(steps, M, gz, gts, gns, gv, gi, ga, vd, v0, ij, as, p, vec, method, alpha, gx, gp, threads); \
+    else adex_backward<T, false>(steps, M, gz, gts, gns, gv, gi, ga, vd, v0, ij, as, p, vec, method, alpha, gx, gp, threads); \
   }                                                                                                  \
-  extern "C" void lif_forward_##suffix(int64_t steps, int64_t M, const T* x, T* v, T* i,            \
+  extern "C" void lif_forward_##suffix(int64_t steps, int64_t M, const T* x, int64_t xts, int64_t xns, T* v, T* i, \
                                        const T* const* p, const int64_t* vec, T* z, T* vd, T* ij,   \
                                        int threads) {                                               \
-    lif_forward<T>(steps, M, x, v, i, p, vec, z, vd, ij, threads);                                  \
+    lif_forward<T>(steps, M, x, xts, xns, v, i, p, vec, z, vd, ij, threads);                                  \
   }                                                                                                  \
-  extern "C" void lif_backward_##suffix(int64_t steps, int64_t M, const T* gz, T* gv, T* gi,        \
+  extern "C" void lif_backward_##suffix(int64_t steps, int64_t M, const T* gz, int64_t gts, int64_t gns, T* gv, T* gi, \
                                         const T* vd, const T* v0, const T* ij, const T* const* p,   \
                                         const int64_t* vec, int method, double alpha, T* gx, T* gp, \
                                         int threads) {                                              \
-    if (gp) lif_backward<T, true>(steps, M, gz, gv, gi, vd, v0, ij, p, vec, method, alpha, gx, gp, threads); \
-    else lif_backward<T, false>(steps, M, gz, gv, gi, vd, v0, ij, p, vec, method, alpha, gx, gp, threads); \
+    if (gp) lif_backward<T, true>(steps, M, gz, gts, gns, gv, gi, vd, v0, ij, p, vec, method, alpha, gx, gp, threads); \
+    else lif_backward<T, false>(steps, M, gz, gts, gns, gv, gi, vd, v0, ij, p, vec, method, alpha, gx, gp, threads); \
   }                                                                                                  \
-  extern "C" void li_forward_##suffix(int64_t steps, int64_t M, const T* x, T* v, T* i,             \
+  extern "C" void li_forward_##suffix(int64_t steps, int64_t M, const T* x, int64_t xts, int64_t xns, T* v, T* i, \
                                       const T* const* p, const int64_t* vec, T* out, T* ij,         \
                                       int threads) {                                                \
-    li_forward<T>(steps, M, x, v, i, p, vec, out, ij, threads);                                     \
+    li_forward<T>(steps, M, x, xts, xns, v, i, p, vec, out, ij, threads);                                     \
   }                                                                                                  \
-  extern "C" void li_backward_##suffix(int64_t steps, int64_t M, const T* gout, T* gv, T* gi,       \
+  extern "C" void li_backward_##suffix(int64_t steps, int64_t M, const T* gout, int64_t gts, int64_t gns, T* gv, T* gi, \
                                        const T* out, const T* v0, const T* ij, const T* const* p,   \
                                        const int64_t* vec, T* gx, T* gp, int threads) {             \
-    if (gp) li_backward<T, true>(steps, M, gout, gv, gi, out, v0, ij, p, vec, gx, gp, threads);     \
-    else li_backward<T, false>(steps, M, gout, gv, gi, out, v0, ij, p, vec, gx, gp, threads);       \
+    if (gp) li_backward<T, true>(steps, M, gout, gts, gns, gv, gi, out, v0, ij, p, vec, gx, gp, threads);     \
+    else li_backward<T, false>(steps, M, gout, gts, gns, gv, gi, out, v0, ij, p, vec, gx, gp, threads);       \
   }
 
 SNN_ENTRY_POINTS(float, f32)
 SNN_ENTRY_POINTS(double, f64)
+
+// Asks the kernel to back [p, p + bytes) with transparent huge pages before it is first written:
+// one fault per 2 MiB instead of 512 for the large fresh buffers of every call. Only whole
+// 2 MiB-aligned pages inside the range are advised; a no-op where madvise is unavailable.
+extern "C" void advise_huge_pages(void* p, int64_t bytes) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  const uintptr_t huge = uintptr_t(1) << 21;
+  const uintptr_t start = (reinterpret_cast<uintptr_t>(p) + huge - 1) & ~(huge - 1);
+  const uintptr_t end = (reinterpret_cast<uintptr_t>(p) + static_cast<uintptr_t>(bytes)) & ~(huge - 1);
+  if (end > start) madvise(reinterpret_cast<void*>(start), end - start, MADV_HUGEPAGE);
+#else
+  (void)p;
+  (void)bytes;
+#endif
+}
