@@ -136,6 +136,15 @@ def test_gradients_per_neuron_parameters(kind, backend, method, request):
     assert_gradients_equal(kind, backend, method, "all", (37,))
 
 
+@pytest.mark.parametrize("method", BUILTIN)
+@pytest.mark.parametrize("backend", ["python", "cpp"])
+@pytest.mark.parametrize("kind", ["adex", "lif"])
+def test_gradients_fixed_parameters(kind, backend, method, request):
+    """The backward loops without parameter gradients (the python backend's block-wise one)."""
+    needs(backend, request)
+    assert_gradients_equal(kind, backend, method, (), None)
+
+
 @pytest.mark.parametrize("backend", ["python", "cpp"])
 @pytest.mark.parametrize("kind", ["adex", "lif", "li"])
 def test_gradients_scalar_and_fixed_parameters(kind, backend, request):

@@ -9,6 +9,14 @@ states are bit-identical to the eager loop; ``tests/test_fused.py`` pins that.
 
 Parameter tuples ``P`` hold ``c_mem = dt tau_mem_inv`` and ``c_syn = -dt tau_syn_inv`` (and
 ``c_ada = dt tau_ada_inv``) computed once per call, exactly as the step functions compute them.
+
+The step bodies below are functional, the form ``torch.compile`` fuses best. Without a compiler
+(the ``python`` backend) the time goes into launching small ops, so AdEx and LIF run the loops at
+the end of this file instead: forward with the same roundings in place into preallocated buffers
+(about 24 ops per AdEx step instead of 30, no allocations), backward, when no parameter needs a
+gradient, with everything that does not depend on the incoming gradients (the entering voltage,
+the surrogate, the exponential) computed for blocks of steps at once, leaving a recursion of a
+few multiply-adds per step.
 """
 
 from __future__ import annotations
@@ -141,8 +149,142 @@ def li_backward_step(gout, gv, gi, v, P, gx_out, ij, G):
     return gv - g7, g_ij
 
 
+# ---------------------------------------------------------------- python: in-place loops
+def adex_forward_loop(x, state, P, out, vd, ij_out, a_out):
+    """All steps of :func:`adex_forward_step` with its roundings, in place; returns the final state.
+    ``vd`` (pre-reset voltages), ``ij_out``, ``a_out`` may be None (not saved)."""
+    c_mem, c_syn, c_ada, ac, a_spike, delta_T, v_leak, v_th, v_reset = P
+    v, i, a = (s.clone(memory_format=torch.contiguous_format) for s in state)
+    e, u, w, vd_scratch = (torch.empty_like(v) for _ in range(4))
+    spiking = torch.empty(v.shape, dtype=torch.bool, device=v.device)
+    for t in range(x.shape[0]):
+        i.add_(x[t])  # i_jump
+        if ij_out is not None:
+            ij_out[t].copy_(i)
+            a_out[t].copy_(a)
+        torch.sub(v, v_th, out=e).div_(delta_T).clamp_(max=EXP_ARGUMENT_MAX).exp_().mul_(delta_T)
+        torch.sub(v_leak, v, out=u).add_(e).add_(i).sub_(a).mul_(c_mem)  # dt/tau_mem (...)
+        v_decayed = vd[t] if vd is not None else vd_scratch
+        torch.add(v, u, out=v_decayed)
+        torch.sub(v, v_leak, out=w).mul_(ac).sub_(a).mul_(c_ada)
+        a.add_(w)  # a_decayed
+        i.add_(torch.mul(i, c_syn, out=u))  # i_jump + c_syn i_jump
+        torch.gt(torch.sub(v_decayed, v_th, out=e), 0, out=spiking)
+        out[t].copy_(spiking)  # z
+        # (1 - z) v_d + z v_reset and a_d + z a_spike: the products by z in {0, 1} are exact
+        torch.where(spiking, v_reset, v_decayed, out=v)
+        a.addcmul_(out[t], a_spike)
+    return v, i, a
+
+
+def lif_forward_loop(x, state, P, out, vd, ij_out):
+    """All steps of :func:`lif_forward_step`, in place (see :func:`adex_forward_loop`)."""
+    c_mem, c_syn, v_leak, v_th, v_reset = P
+    v, i = (s.clone(memory_format=torch.contiguous_format) for s in state)
+    u, vd_scratch = torch.empty_like(v), torch.empty_like(v)
+    spiking = torch.empty(v.shape, dtype=torch.bool, device=v.device)
+    for t in range(x.shape[0]):
+        i.add_(x[t])
+        if ij_out is not None:
+            ij_out[t].copy_(i)
+        torch.sub(v_leak, v, out=u).add_(i).mul_(c_mem)
+        v_decayed = vd[t] if vd is not None else vd_scratch
+        torch.add(v, u, out=v_decayed)
+        i.add_(torch.mul(i, c_syn, out=u))
+        torch.gt(torch.sub(v_decayed, v_th, out=u), 0, out=spiking)
+        out[t].copy_(spiking)
+        torch.where(spiking, v_reset, v_decayed, out=v)
+    return v, i
+
+
+def _block(T: int, neurons: int) -> int:
+    """Steps per block of the backward loops: about 2^19 values per temporary."""
+    return max(1, min(T, (1 << 19) // max(1, neurons)))
+
+
+def _entering_voltage(vd, t0, t1, v0, v_th, v_reset):
+    """The voltage entering steps t0 .. t1 - 1: v0, then each step's after its reset."""
+    v = torch.empty_like(vd[t0:t1])
+    v[0] = torch.where(vd[t0 - 1] - v_th > 0, v_reset, vd[t0 - 1]) if t0 > 0 else v0
+    torch.where(vd[t0:t1 - 1] - v_th > 0, v_reset, vd[t0:t1 - 1], out=v[1:])
+    return v
+
+
+def _input_gradient_scan(g7, gi, k_i, gx, t0):
+    """``gx[t] = g7[t] + k_i gi`` backwards over a block, ``gi`` carried: the synaptic current's
+    gradient (``g7 = c_mem g_vd``, ``k_i = 1 + c_syn``). Returns the carried ``gi``."""
+    for t in range(g7.shape[0] - 1, -1, -1):
+        gi = torch.mul(gi, k_i, out=gx[t0 + t]).add_(g7[t])
+    return gi
+
+
+def adex_backward_loop(gout, gstate, vd, v0, P, derivative, alpha):
+    """The backward of :func:`adex_forward_loop` without parameter gradients: ``(gx, (gv, gi, ga))``.
+
+    With ``A = (1 - z) + (v_reset - v_d) sigma'``, ``B = a_spike sigma'``, ``C = g_z sigma'`` and
+    ``D = 1 - c_mem + c_mem [t2 < 20] e^{t2}`` (the derivative of v_d in v), each step is
+    ``g_vd = A gv + B ga + C``, ``gv <- D g_vd + c_ada a_current ga``,
+    ``ga <- (1 - c_ada) ga - c_mem g_vd``, ``gi <- c_mem g_vd + (1 + c_syn) gi = gx[t]``:
+    :func:`adex_backward_step` regrouped, equal to it up to rounding.
+    """
+    c_mem, c_syn, c_ada, ac, a_spike, delta_T, v_leak, v_th, v_reset = P
+    T = vd.shape[0]
+    gv, gi, ga = (g.clone(memory_format=torch.contiguous_format) for g in gstate)
+    gx = torch.empty_like(vd)
+    k_av, k_a, k_i, k_v = c_ada * ac, 1 - c_ada, 1 + c_syn, 1 - c_mem
+    block = _block(T, v0.numel())
+    for t1 in range(T, 0, -block):
+        t0 = max(0, t1 - block)
+        vdb = vd[t0:t1]
+        v = _entering_voltage(vd, t0, t1, v0, v_th, v_reset)
+        t2 = v.sub_(v_th).div_(delta_T)
+        D = torch.where(t2 < EXP_ARGUMENT_MAX, t2.clamp(max=EXP_ARGUMENT_MAX).exp_(), 0.0).mul_(c_mem).add_(k_v)
+        x_spike = vdb - v_th
+        sg = derivative(x_spike, alpha)
+        A = torch.sub(v_reset, vdb).mul_(sg).add_((x_spike <= 0).to(vd.dtype))  # x_spike <= 0: 1 - z
+        B = sg * a_spike
+        C = None if gout is None else sg * gout[t0:t1]  # sg may be a user surrogate's view
+        g7 = torch.empty_like(vdb)
+        for t in range(t1 - t0 - 1, -1, -1):
+            g_vd = torch.mul(gv, A[t], out=g7[t]).addcmul_(ga, B[t])
+            if C is not None:
+                g_vd.add_(C[t])
+            torch.mul(g_vd, D[t], out=gv).addcmul_(ga, k_av)
+            ga.mul_(k_a).addcmul_(g_vd, c_mem, value=-1)
+        gi = _input_gradient_scan(g7.mul_(c_mem), gi, k_i, gx, t0)
+    return gx, (gv, gi, ga)
+
+
+def lif_backward_loop(gout, gstate, vd, v0, P, derivative, alpha):
+    """The backward of :func:`lif_forward_loop` without parameter gradients: per step
+    ``g_vd = A gv + C`` (``A``, ``C`` as for AdEx), ``gv <- (1 - c_mem) g_vd``, and the input
+    gradient scan of :func:`adex_backward_loop`."""
+    c_mem, c_syn, v_leak, v_th, v_reset = P
+    T = vd.shape[0]
+    gv, gi = (g.clone(memory_format=torch.contiguous_format) for g in gstate)
+    gx = torch.empty_like(vd)
+    k_i, k_v = 1 + c_syn, 1 - c_mem
+    block = _block(T, v0.numel())
+    for t1 in range(T, 0, -block):
+        t0 = max(0, t1 - block)
+        vdb = vd[t0:t1]
+        x_spike = vdb - v_th
+        sg = derivative(x_spike, alpha)
+        A = torch.sub(v_reset, vdb).mul_(sg).add_((x_spike <= 0).to(vd.dtype))
+        C = None if gout is None else sg * gout[t0:t1]  # sg may be a user surrogate's view
+        g7 = torch.empty_like(vdb)
+        for t in range(t1 - t0 - 1, -1, -1):
+            g_vd = torch.mul(gv, A[t], out=g7[t])
+            if C is not None:
+                g_vd.add_(C[t])
+            torch.mul(g_vd, k_v, out=gv)
+        gi = _input_gradient_scan(g7.mul_(c_mem), gi, k_i, gx, t0)
+    return gx, (gv, gi)
+
+
 class TorchLoops:
-    """Runs the step bodies above in a Python loop over time; ``compile=True`` compiles each body."""
+    """Runs the step bodies above in a Python loop over time; ``compile=True`` compiles each body,
+    ``compile=False`` (the ``python`` backend) runs the in-place loops for AdEx and LIF."""
 
     def __init__(self, compile: bool = False):
         self.compiled = compile
@@ -162,10 +304,14 @@ class TorchLoops:
         """Returns ``(outputs [T, ...], final state, saved [T, ...] tensors)``."""
         spec = NEURONS[kind]
         step = self.steps[kind][0]
-        out = torch.empty_like(x)
-        vd = torch.empty_like(x) if save and spec.spiking else None
-        extra = [torch.empty_like(x) for _ in range(spec.extra if save_extra else 0)]
+        out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+        vd = torch.empty_like(out) if save and spec.spiking else None
+        extra = [torch.empty_like(out) for _ in range(spec.extra if save_extra else 0)]
         no_extra = [None] * spec.extra
+        if not self.compiled and kind in ("adex", "lif"):
+            loop = adex_forward_loop if kind == "adex" else lif_forward_loop
+            state = loop(x, state, P, out, vd, *(extra or no_extra))
+            return out, state, ([] if vd is None else [vd]) + extra
         for t in range(x.shape[0]):
             outs = [out[t]] + ([None if vd is None else vd[t]] if spec.spiking else [])
             state = step(x[t], *state, P, *outs, *([e[t] for e in extra] or no_extra))
@@ -192,6 +338,10 @@ class TorchLoops:
             return gx, gstate, G
         derivative = surrogate_derivative(method)
         vd, extra = saved[0], saved[1:]
+        if not self.compiled and not param_grads:
+            loop = adex_backward_loop if kind == "adex" else lif_backward_loop
+            gx, gstate = loop(gout, gstate, vd, v0, P, derivative, alpha)
+            return gx, gstate, None
         no_extra = [None] * spec.extra
         for t in range(T - 1, -1, -1):
             v = self.reset(vd[t - 1], P[-2], P[-1]) if t > 0 else v0
