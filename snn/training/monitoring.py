@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
+from functools import partial
 from typing import Any
 
 import lightning as L
@@ -120,10 +121,13 @@ class SpikeStatistics(L.Callback):
         for name, metric in self.counts[stage].items():
             rates = metric.compute()  # [N], summed over processes (every rank takes part)
             metric.reset()
-            pl_module.log(f"spikes/{name}/{stage}_silent", (rates == 0).double().mean().item())
-            pl_module.log(f"spikes/{name}/{stage}_saturated", (rates >= self.saturation).double().mean().item())
+            # Identical on every rank already: sync_dist averages equal values (a no-op) and tells
+            # Lightning the epoch value is global.
+            log = partial(pl_module.log, sync_dist=True)
+            log(f"spikes/{name}/{stage}_silent", (rates == 0).double().mean().item())
+            log(f"spikes/{name}/{stage}_saturated", (rates >= self.saturation).double().mean().item())
             if stage == "train":
-                pl_module.log(f"spikes/{name}/train_rate", rates.mean().item())
+                log(f"spikes/{name}/train_rate", rates.mean().item())
             if writer is not None:
                 writer.add_histogram(f"spikes/{name}/{stage}_neuron_rates", rates.float().cpu(), trainer.global_step)
 
