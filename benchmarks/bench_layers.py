@@ -1,10 +1,13 @@
 """Forward + backward time and saved-for-backward memory of the AdEx, LIF and LI layers.
 
 Each case runs ``layer(x)`` on ``x = rand(T, B, N) * 4`` (float32, requires grad), loss
-``outputs.sum()``, backward; median wall time of repeated runs after warm-up, every implementation
-on the same tensor in the same process, so the ratios are robust to a shared, noisy machine. Saved
-bytes are counted with ``torch.autograd.graph.saved_tensors_hooks``. norse 1.1.0 (``pip install
---no-deps norse==1.1.0``) and snntorch (``Leaky``, next to LIF) are measured when installed.
+``outputs.sum()``, backward. Every implementation runs on the same tensor in the same process,
+interleaved: each round times every implementation once, in a rotating order, so a change of the
+machine's load hits all of them alike; a ratio is the median over rounds of the per-round ratio,
+a time the median over rounds (after one warm-up call each). Saved bytes are counted with
+``torch.autograd.graph.saved_tensors_hooks``. norse 1.1.0 (``pip install --no-deps norse==1.1.0``)
+and snntorch (``Leaky``, next to LIF) are measured when installed; in the T x N grid, norse only up
+to ``--grid-norse-max`` neuron-steps (it needs tens of seconds a call beyond).
 
     python benchmarks/bench_layers.py                 # the issue's case and the T x N grid
     python benchmarks/bench_layers.py --quick         # the issue's case only
@@ -94,24 +97,40 @@ def saved_bytes(layer, x):
     return total
 
 
-def median_time(layer, x, budget_s):
-    forward_backward(layer, x)  # warm-up (and compilation)
-    times = []
+def interleaved_times(layers, x, budget_s, min_rounds=3, max_rounds=100):
+    """``{name: [seconds per round]}``: rounds of one call of every layer, in a rotating order,
+    until ``budget_s`` is spent (at least ``min_rounds``)."""
+    for layer in layers.values():
+        forward_backward(layer, x)  # warm-up (and compilation)
+    names = list(layers)
+    times = {name: [] for name in names}
     start = time.perf_counter()
-    while len(times) < 3 or (time.perf_counter() - start < budget_s and len(times) < 50):
-        t0 = time.perf_counter()
-        forward_backward(layer, x)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    for r in range(max_rounds):
+        if r >= min_rounds and time.perf_counter() - start > budget_s:
+            break
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            t0 = time.perf_counter()
+            forward_backward(layers[name], x)
+            times[name].append(time.perf_counter() - t0)
+    return times
 
 
-def run_case(kind, T, B, N, backends, budget_s):
+def run_case(kind, T, B, N, backends, budget_s, norse=True):
+    """Rows ``(name, median seconds, {reference: median per-round ratio}, saved bytes per neuron
+    and step, rounds)``."""
     torch.manual_seed(0)
     x = torch.rand(T, B, N) * 4
+    layers = implementations(kind, backends)
+    if not norse:
+        layers.pop("norse", None)
+        layers.pop("snntorch Leaky", None)
+    times = interleaved_times(layers, x, budget_s)
     rows = []
-    for name, layer in implementations(kind, backends).items():
-        seconds = median_time(layer, x, budget_s)
-        rows.append((name, seconds, saved_bytes(layer, x) / (T * B * N)))
+    for name, layer in layers.items():
+        ratios = {ref: statistics.median(a / b for a, b in zip(times[ref], times[name], strict=True))
+                  for ref in ("norse", "eager") if ref in times}
+        rows.append((name, statistics.median(times[name]), ratios, saved_bytes(layer, x) / (T * B * N),
+                     len(times[name])))
     return rows
 
 
@@ -137,6 +156,8 @@ def main():
     parser.add_argument("--kinds", nargs="+", default=["adex", "lif", "li"])
     parser.add_argument("--budget", type=float, default=2.0, help="seconds of repeats per measurement")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--grid-norse-max", type=float, default=100 * 32 * 4096,
+                        help="largest T*B*N of the grid that norse (and snntorch) run on")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -147,19 +168,20 @@ def main():
         cold, warm = first_call_seconds()
         print(f"cpp kernels: first build {cold:.1f} s, cached load in a new process {warm:.2f} s\n")
 
-    cases = [] if args.grid_only else [(100, 32, 1024)]
+    cases = [] if args.grid_only else [(100, 32, 1024, True)]
     if not args.quick:
-        cases += [(T, 32, N) for T in (25, 100, 400) for N in (256, 4096)]
-    print("| layer | T | B | N | implementation | fwd+bwd ms | vs norse | saved B/neuron/step |")
-    print("|---|---|---|---|---|---|---|---|")
+        cases += [(T, 32, N, T * 32 * N <= args.grid_norse_max) for T in (25, 100, 400) for N in (256, 4096)]
+    print(f"load average at the start: {' '.join(f'{v:.1f}' for v in os.getloadavg())}\n")
+    print("| layer | T | B | N | implementation | fwd+bwd ms | vs norse | vs eager | saved B/neuron/step | rounds | load |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for kind in args.kinds:
-        for T, B, N in cases:
-            rows = run_case(kind, T, B, N, args.backends, args.budget)
-            reference = dict((name, s) for name, s, _ in rows).get("norse")
-            for name, seconds, per_step in rows:
-                ratio = f"{reference / seconds:.1f}x" if reference else "-"
-                print(f"| {kind} | {T} | {B} | {N} | {name} | {seconds * 1e3:.1f} | {ratio} | {per_step:.2f} |",
-                      flush=True)
+        for T, B, N, norse in cases:
+            rows = run_case(kind, T, B, N, args.backends, args.budget, norse)
+            load = f"{os.getloadavg()[0]:.1f}"
+            for name, seconds, ratios, per_step, rounds in rows:
+                vs = [f"{ratios[ref]:.1f}x" if ref in ratios else "-" for ref in ("norse", "eager")]
+                print(f"| {kind} | {T} | {B} | {N} | {name} | {seconds * 1e3:.1f} | {vs[0]} | {vs[1]} | "
+                      f"{per_step:.2f} | {rounds} | {load} |", flush=True)
 
 
 if __name__ == "__main__":

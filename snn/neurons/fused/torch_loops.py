@@ -28,6 +28,8 @@ import torch
 from ..surrogate import surrogate_derivative
 from .spec import EXP_ARGUMENT_MAX, NEURONS
 
+GRAIN_SIZE = 32768  # at::internal::GRAIN_SIZE: ATen's elementwise ops run serially up to this size
+
 
 def reset_voltage(vd, vth, vr):
     """The voltage after step t from its pre-reset value (the spike is ``vd - vth > 0``)."""
@@ -198,8 +200,11 @@ def lif_forward_loop(x, state, P, out, vd, ij_out):
 
 
 def _block(T: int, neurons: int) -> int:
-    """Steps per block of the backward loops: about 2^19 values per temporary."""
-    return max(1, min(T, (1 << 19) // max(1, neurons)))
+    """Steps per block of the backward loops: at most ATen's grain size (32768 values) per op, so
+    that no op of a block opens an OpenMP parallel region. On a busy machine every region can wait
+    a scheduler time slice for its second thread (milliseconds, against microseconds for the op);
+    blocks pay off where steps are small and the per-op overhead dominates."""
+    return max(1, min(T, GRAIN_SIZE // max(1, neurons)))
 
 
 def _entering_voltage(vd, t0, t1, v0, v_th, v_reset):
@@ -298,7 +303,10 @@ class TorchLoops:
 
     @staticmethod
     def _compile(fn):
-        return functools.wraps(fn)(torch.compile(fn, dynamic=False))
+        # One step is a few hundred kB at most: inductor's C++ for CPU runs it on one thread. An
+        # OpenMP region per step (its default) waits for a descheduled second thread on a shared
+        # machine: 60x slower here under load (the "recompiles" once suspected were not that).
+        return functools.wraps(fn)(torch.compile(fn, dynamic=False, options={"cpp.threads": 1}))
 
     def forward(self, kind, x, state, P, save, save_extra):
         """Returns ``(outputs [T, ...], final state, saved [T, ...] tensors)``."""
