@@ -21,6 +21,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from snn.training import (
+    DataError,
     SpikingClassifierModule,
     build_from_config,
     check_model_config,
@@ -122,7 +123,10 @@ def train(cfg: DictConfig) -> float:
     if not cfg.get("train", True):
         return evaluate(ckpt_path, datamodule, trainer)
 
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    except (FileNotFoundError, DataError) as error:  # missing or damaged data files: the message says what to do
+        raise ConfigError(str(error)) from error
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     checkpoint = trainer.checkpoint_callback
     best_path = checkpoint.best_model_path if checkpoint is not None else ""

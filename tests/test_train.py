@@ -27,6 +27,16 @@ def scalars(run_dir: Path) -> dict[str, list[float]]:
     return {tag: [e.value for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
 
 
+def test_missing_dataset_stops_the_run_with_one_clear_message(tmp_path):
+    cfg = make_cfg(tmp_path, "dataset=mnist", "dataset.download=false", "debug=fdr")
+    with pytest.raises(ValueError) as error:  # train.py's ConfigError: printed without a traceback
+        train(cfg)
+    assert type(error.value).__name__ == "ConfigError"
+    message = str(error.value)
+    assert message.startswith("MNIST not found") and str((tmp_path / "data").resolve()) in message
+    assert "t10k-images-idx3-ubyte" in message and "dataset=fashion_mnist" in message
+
+
 @pytest.mark.parametrize("model", ["adex", "lif", "adex_conv"])
 def test_fast_dev_run_of_every_model(tmp_path, model):
     value = train(make_cfg(tmp_path, f"model={model}", "dataset=synthetic", "debug=fdr", "model.T=8"))

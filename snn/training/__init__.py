@@ -10,7 +10,7 @@ from .data import (
     SyntheticDataModule,
 )
 from .failures import InterruptCheckpoint, NonFiniteLossError, NonFiniteLossGuard
-from .idx import read_idx
+from .idx import DataError, read_idx
 from .module import SpikingClassifierModule, build_from_config
 from .monitoring import (
     ConfigHyperparameters,
@@ -22,7 +22,7 @@ from .monitoring import (
 __all__ = [
     "SpikingModelSummary", "neuron_counts", "summary_table",
     "CIFAR10DataModule", "ClassificationDataModule", "FashionMNISTDataModule", "MNISTDataModule",
-    "SyntheticDataModule", "read_idx", "SpikingClassifierModule", "build_from_config",
+    "SyntheticDataModule", "DataError", "read_idx", "SpikingClassifierModule", "build_from_config",
     "RNGStateCheckpoint", "check_model_config", "load_checkpoint", "load_classifier",
     "InterruptCheckpoint", "NonFiniteLossError", "NonFiniteLossGuard",
     "ConfigHyperparameters", "NeuronParameterHistograms", "SpikeRasterPlot", "SpikeStatistics",

@@ -17,7 +17,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
-from .idx import read_idx
+from .idx import DataError, read_idx
 
 
 class ImageTensorDataset(Dataset):
@@ -26,7 +26,7 @@ class ImageTensorDataset(Dataset):
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor | None = None,
                  transform: Callable[[torch.Tensor], torch.Tensor] | None = None):
         if len(images) != len(labels):
-            raise ValueError(f"{len(images)} images but {len(labels)} labels.")
+            raise DataError(f"{len(images)} images but {len(labels)} labels.")
         self.images, self.labels, self.transform = images, labels, transform
         self.indices = torch.arange(len(images)) if indices is None else indices
 
@@ -84,9 +84,9 @@ class ClassificationDataModule(L.LightningDataModule):
 
     def _check(self, images: torch.Tensor, labels: torch.Tensor, split: str) -> None:
         if tuple(images.shape[1:]) != self.input_shape:
-            raise ValueError(f"{self.name} {split} images have shape {list(images.shape[1:])}, the config says input_shape {list(self.input_shape)}.")
+            raise DataError(f"{self.name} {split} images have shape {list(images.shape[1:])}, the config says input_shape {list(self.input_shape)}.")
         if labels.numel() and (labels.min() < 0 or labels.max() >= self.num_classes):
-            raise ValueError(f"{self.name} {split} labels span {int(labels.min())}..{int(labels.max())}, outside 0..{self.num_classes - 1} (num_classes {self.num_classes}).")
+            raise DataError(f"{self.name} {split} labels span {int(labels.min())}..{int(labels.max())}, outside 0..{self.num_classes - 1} (num_classes {self.num_classes}).")
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
@@ -205,9 +205,9 @@ class MNISTDataModule(FileDataModule):
         labels_path = self.find_file(folder, f"{prefix}-labels-idx1-ubyte")
         images, labels = read_idx(images_path), read_idx(labels_path)
         if images.dim() != 3 or images.dtype != torch.uint8:
-            raise ValueError(f"{images_path} should hold uint8 images [N, H, W], holds {images.dtype} {list(images.shape)}.")
+            raise DataError(f"{images_path} should hold uint8 images [N, H, W], holds {images.dtype} {list(images.shape)}.")
         if labels.dim() != 1 or len(labels) != len(images):
-            raise ValueError(f"{labels_path} should hold {len(images)} labels (one per image of {images_path.name}), holds shape {list(labels.shape)}.")
+            raise DataError(f"{labels_path} should hold {len(images)} labels (one per image of {images_path.name}), holds shape {list(labels.shape)}.")
         return images.unsqueeze(1), labels.long()  # [N, H, W] -> [N, 1, H, W]
 
 
@@ -231,7 +231,7 @@ class CIFAR10DataModule(FileDataModule):
     name = "CIFAR-10"
     files = ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch")
     subfolder = "cifar-10-batches-py"
-    download_hint = "There is no offline copy on this machine; train offline with dataset=fashion_mnist."
+    download_hint = "Offline, Fashion-MNIST is available as a Debian package: dataset=fashion_mnist."
 
     def __init__(self, input_shape: Sequence[int] = (3, 32, 32), num_classes: int = 10, augment: bool = True, **kwargs: Any):
         super().__init__(input_shape=input_shape, num_classes=num_classes, **kwargs)
@@ -259,9 +259,9 @@ class CIFAR10DataModule(FileDataModule):
                     batch = pickle.load(f, encoding="bytes")
                 data, batch_labels = batch[b"data"], batch[b"labels"]
             except Exception as error:
-                raise ValueError(f"{path} is not a CIFAR-10 python batch ({error!r}); delete it and fetch it again.") from None
+                raise DataError(f"{path} is not a CIFAR-10 python batch ({error!r}); delete it and fetch it again.") from None
             if data.shape != (len(batch_labels), 3 * 32 * 32):
-                raise ValueError(f"{path} holds data of shape {data.shape} for {len(batch_labels)} labels, expected [N, 3072].")
+                raise DataError(f"{path} holds data of shape {data.shape} for {len(batch_labels)} labels, expected [N, 3072].")
             images.append(torch.from_numpy(data).view(-1, 3, 32, 32))  # [N, 3072] -> [N, 3, 32, 32]
             labels.append(torch.as_tensor(batch_labels, dtype=torch.long))
         return torch.cat(images), torch.cat(labels)

@@ -19,6 +19,10 @@ IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x
 GZIP_MAGIC = b"\x1f\x8b"
 
 
+class DataError(ValueError):
+    """A dataset file that is corrupt, truncated or inconsistent with the others or the config."""
+
+
 def _read_bytes(path: Path) -> bytes:
     raw = path.read_bytes()
     if not raw.startswith(GZIP_MAGIC):
@@ -26,7 +30,7 @@ def _read_bytes(path: Path) -> bytes:
     try:
         return gzip.decompress(raw)
     except (EOFError, OSError, zlib.error) as error:
-        raise ValueError(f"{path} is a corrupt or truncated gzip file ({error}); delete it and fetch it again.") from None
+        raise DataError(f"{path} is a corrupt or truncated gzip file ({error}); delete it and fetch it again.") from None
 
 
 def read_idx(path: str | Path) -> torch.Tensor:
@@ -34,19 +38,19 @@ def read_idx(path: str | Path) -> torch.Tensor:
     path = Path(path)
     data = _read_bytes(path)
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in IDX_TYPES or data[3] == 0:
-        raise ValueError(
+        raise DataError(
             f"{path} is not an IDX file: its header {data[:4].hex(' ') or '(empty)'} should be "
             "00 00 <type> <ndim> with type in 08 09 0b 0c 0d 0e; delete it and fetch it again."
         )
     dtype, ndim = np.dtype(IDX_TYPES[data[2]]), data[3]
     header = 4 + 4 * ndim
     if len(data) < header:
-        raise ValueError(f"{path} is truncated: its header announces {ndim} dimensions but the file ends after {len(data)} bytes.")
+        raise DataError(f"{path} is truncated: its header announces {ndim} dimensions but the file ends after {len(data)} bytes.")
     shape = tuple(int(s) for s in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
     expected = int(np.prod(shape)) * dtype.itemsize
     if len(data) - header != expected:
         problem = "truncated" if len(data) - header < expected else "longer than announced"
-        raise ValueError(
+        raise DataError(
             f"{path} is {problem}: shape {list(shape)} of {dtype.name} needs {expected} bytes of data, "
             f"found {len(data) - header}; delete it and fetch it again."
         )
