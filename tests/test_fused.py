@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from snn.neurons import LI, LIF, SURROGATES, LIFAdEx, LIFAdExParameters, LIFParameters, LIParameters
-from snn.neurons.fused import BACKENDS, cpp_loops
+from snn.neurons.fused import BACKENDS, cpp_loops, torch_loops
 from snn.neurons.fused.function import resolve_backend
 
 LAYERS = {"adex": (LIFAdEx, LIFAdExParameters), "lif": (LIF, LIFParameters), "li": (LI, LIParameters)}
@@ -86,6 +86,29 @@ def test_forward_bit_identical(kind, backend, dtype, request):
     assert torch.equal(out, ref_out)
     for a, b in zip(final, ref_state, strict=True):
         assert torch.equal(a, b)
+
+
+def test_python_backend_runs_small_steps_on_one_thread_and_restores_threads(monkeypatch):
+    """Steps of at most ATen's grain size run with one intra-op thread (see serial_steps); larger
+    ones keep the caller's threads, and the caller's setting is restored afterwards."""
+    seen = []
+    original = torch_loops.TorchLoops._forward
+
+    def spy(self, *args):
+        seen.append(torch.get_num_threads())
+        return original(self, *args)
+
+    monkeypatch.setattr(torch_loops.TorchLoops, "_forward", spy)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        layer = make_layer("adex", "python", dtype=torch.float32)
+        layer(torch.rand(3, 2, 100))
+        layer(torch.rand(3, 2, torch_loops.GRAIN_SIZE))
+        assert seen == [1, 2]
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize("backend", ["python", "cpp"])

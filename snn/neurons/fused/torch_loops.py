@@ -21,6 +21,7 @@ few multiply-adds per step.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 
 import torch
@@ -29,6 +30,27 @@ from ..surrogate import surrogate_derivative
 from .spec import EXP_ARGUMENT_MAX, NEURONS
 
 GRAIN_SIZE = 32768  # at::internal::GRAIN_SIZE: ATen's elementwise ops run serially up to this size
+
+
+@contextlib.contextmanager
+def serial_steps(step_numel: int, device: torch.device):
+    """Runs the body with one intra-op thread when a step's tensors are within ATen's grain size.
+
+    ATen already runs elementwise ops of that size serially, except MKL's exp (torch.exp on CPU),
+    which opens an OpenMP region from 2048 values on. One region per step costs little on an idle
+    machine, but on a shared one each can wait a scheduler time slice for a descheduled second
+    thread: milliseconds against microseconds for the op (measured here: 10 ms per exp under a
+    load of 5 on 2 cores). Values do not depend on the thread count.
+    """
+    threads = torch.get_num_threads()
+    if device.type != "cpu" or step_numel > GRAIN_SIZE or threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def reset_voltage(vd, vth, vr):
@@ -308,8 +330,23 @@ class TorchLoops:
         # machine: 60x slower here under load (the "recompiles" once suspected were not that).
         return functools.wraps(fn)(torch.compile(fn, dynamic=False, options={"cpp.threads": 1}))
 
+    def _serial(self, like: torch.Tensor):
+        """The python backend's loops run with :func:`serial_steps` (compiled bodies are single-
+        threaded already)."""
+        return contextlib.nullcontext() if self.compiled else serial_steps(like[0].numel(), like.device)
+
     def forward(self, kind, x, state, P, save, save_extra):
         """Returns ``(outputs [T, ...], final state, saved [T, ...] tensors)``."""
+        with self._serial(x):
+            return self._forward(kind, x, state, P, save, save_extra)
+
+    def backward(self, kind, gout, gstate, saved, v0, P, method, alpha, param_grads):
+        """Returns ``(input gradient [T, ...], initial-state gradients, per-neuron parameter
+        gradients or None)``; ``gout`` may be None (no gradient reached the outputs)."""
+        with self._serial(v0.unsqueeze(0)):
+            return self._backward(kind, gout, gstate, saved, v0, P, method, alpha, param_grads)
+
+    def _forward(self, kind, x, state, P, save, save_extra):
         spec = NEURONS[kind]
         step = self.steps[kind][0]
         out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
@@ -328,9 +365,7 @@ class TorchLoops:
             saved.append(out)  # the voltage entering each step, for the parameter gradients
         return out, state, saved
 
-    def backward(self, kind, gout, gstate, saved, v0, P, method, alpha, param_grads):
-        """Returns ``(input gradient [T, ...], initial-state gradients, per-neuron parameter
-        gradients or None)``; ``gout`` may be None (no gradient reached the outputs)."""
+    def _backward(self, kind, gout, gstate, saved, v0, P, method, alpha, param_grads):
         spec = NEURONS[kind]
         step = self.steps[kind][1]
         T = gout.shape[0] if gout is not None else saved[0].shape[0]
