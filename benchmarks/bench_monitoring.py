@@ -2,8 +2,8 @@
 
     python benchmarks/bench_monitoring.py [--repeats 3] [--steps 40] [--epochs 2]
 
-Both variants build the run from conf/ (the Fashion-MNIST experiment's network: conv [16, 32],
-256 AdEx neurons, T = 24, batch 128) on synthetic 28x28 data, with the TensorBoard logger and
+Both variants build the run from conf/ (the Fashion-MNIST experiment's network: BN conv [32, 64],
+256 AdEx neurons, T = 16, batch 128) on synthetic 28x28 data, with the TensorBoard logger and
 checkpoints on; "monitored" adds spike_statistics, spike_raster (every epoch: the worst case; the
 default is every 2nd), neuron_params and hparams. The variants alternate, so drifting machine load
 hits both alike; the table shows the median fit time of each and their ratio.
@@ -31,7 +31,8 @@ MONITORS = ("spike_statistics", "spike_raster", "neuron_params", "hparams")
 
 def fit_seconds(output_dir: Path, monitored: bool, steps: int, epochs: int) -> float:
     overrides = [
-        f"paths.output_dir={output_dir}", "experiment=fashion_mnist_adex", "dataset=synthetic",
+        f"paths.output_dir={output_dir}", "model=adex", "model.T=16", "model.hidden=256", "model.conv.channels=[32,64]",
+        "model.conv.kernel_size=3", "model.dropout=0.2", "model.decoder=mean", "dataset=synthetic",
         "dataset.input_shape=[1,28,28]", "dataset.num_classes=10", f"dataset.num_train={128 * steps + 256}",
         "dataset.val_size=256", "dataset.batch_size=128", f"trainer.max_epochs={epochs}", "trainer.accelerator=cpu",
         "callbacks.progress_bar=null", "callbacks.model_summary=null", "callbacks.spike_raster.every_n_epochs=1",
