@@ -212,11 +212,32 @@ class MNISTDataModule(FileDataModule):
 
 
 class FashionMNISTDataModule(MNISTDataModule):
-    """Fashion-MNIST (same IDX files as MNIST); also found in Debian's ``/usr/share/datasets/fashion-mnist``."""
+    """Fashion-MNIST (same IDX files as MNIST); also found in Debian's ``/usr/share/datasets/fashion-mnist``.
+
+    Training images can be augmented: ``flip`` mirrors half of them left-right (clothes are
+    symmetric, digits are not: MNIST has no such option), ``crop_padding`` > 0 shifts them by up to
+    that many pixels (zero padding, then a random 28x28 crop).
+    """
 
     name = "Fashion-MNIST"
     subfolder = "FashionMNIST/raw"
     download_hint = "On Debian/Ubuntu: apt-get install dataset-fashion-mnist (files in /usr/share/datasets/fashion-mnist)."
+
+    def __init__(self, flip: bool = False, crop_padding: int = 0, **kwargs: Any):
+        super().__init__(**kwargs)
+        if not isinstance(crop_padding, int) or crop_padding < 0:
+            raise ValueError(f"crop_padding must be an int >= 0 (pixels), got {crop_padding!r}.")
+        self.flip, self.crop_padding = bool(flip), crop_padding
+
+    def train_transform(self):
+        if not (self.flip or self.crop_padding):
+            return None
+        from torchvision.transforms import v2
+
+        steps = [v2.RandomHorizontalFlip()] if self.flip else []
+        if self.crop_padding:
+            steps.append(v2.RandomCrop(self.input_shape[1:], padding=self.crop_padding))
+        return v2.Compose(steps)
 
     def fetch(self) -> None:
         from torchvision import datasets
