@@ -117,3 +117,18 @@ def test_monitors_are_switchable(tmp_path):
     assert not any("silent" in t for t in ea.Tags()["scalars"])
     with pytest.raises(KeyError):
         ea.PluginTagToContent("hparams")
+
+
+def test_spike_statistics_after_the_progress_bar_under_ddp_is_refused():
+    # The progress bar reduces epoch metrics on rank 0 alone; SpikeStatistics' own reduction must
+    # come first on every rank, or the ranks' collectives cross (tests/test_train.py runs DDP).
+    from types import SimpleNamespace
+
+    from lightning.pytorch.callbacks import TQDMProgressBar
+
+    from snn.training import SpikeStatistics
+
+    stats = SpikeStatistics()
+    trainer = SimpleNamespace(callbacks=[TQDMProgressBar(), stats], world_size=2)
+    with pytest.raises(ValueError, match="must come before the progress bar"):
+        stats.setup(trainer, None, "fit")

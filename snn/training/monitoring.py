@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from functools import partial
 from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from lightning.pytorch.utilities.seed import isolate_rng
@@ -90,6 +90,17 @@ class SpikeStatistics(L.Callback):
         self.counts: dict[str, dict[str, NeuronSpikeCounts]] = {stage: {} for stage in self.stages}
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        # Under DDP every rank must run the same collectives in the same order. At the end of a
+        # training epoch a progress bar computes (and so reduces) the epoch metrics on rank 0
+        # alone, while the other ranks reduce them later: a callback that reduces its own counts
+        # in between must run before the progress bar, or the ranks' collectives cross.
+        callbacks = trainer.callbacks
+        bars = [i for i, c in enumerate(callbacks) if isinstance(c, ProgressBar)]
+        if trainer.world_size > 1 and bars and bars[0] < callbacks.index(self):
+            raise ValueError(
+                "SpikeStatistics must come before the progress bar in the callback list under DDP "
+                "(in conf/callbacks, list spike_statistics above progress_bar)."
+            )
         if self.recorder is None:
             self.recorder = SpikeRecorder(pl_module.net.spiking_layers())
             self.recorder.enabled = False  # only during the batches of a monitored stage
@@ -118,18 +129,23 @@ class SpikeStatistics(L.Callback):
         if stage not in self.stages or trainer.sanity_checking or not self.counts[stage]:
             return
         writer = tensorboard(trainer)
+        scalars = {}
         for name, metric in self.counts[stage].items():
             rates = metric.compute()  # [N], summed over processes (every rank takes part)
             metric.reset()
-            # Identical on every rank already: sync_dist averages equal values (a no-op) and tells
-            # Lightning the epoch value is global.
-            log = partial(pl_module.log, sync_dist=True)
-            log(f"spikes/{name}/{stage}_silent", (rates == 0).double().mean().item())
-            log(f"spikes/{name}/{stage}_saturated", (rates >= self.saturation).double().mean().item())
+            scalars[f"spikes/{name}/{stage}_silent"] = (rates == 0).double().mean().item()
+            scalars[f"spikes/{name}/{stage}_saturated"] = (rates >= self.saturation).double().mean().item()
             if stage == "train":
-                log(f"spikes/{name}/train_rate", rates.mean().item())
+                scalars[f"spikes/{name}/train_rate"] = rates.mean().item()
             if writer is not None:
                 writer.add_histogram(f"spikes/{name}/{stage}_neuron_rates", rates.float().cpu(), trainer.global_step)
+        # Already global (from the summed counts), so the loggers get them directly on rank 0, like
+        # Lightning's LearningRateMonitor does. Through pl_module.log they would be reduced lazily
+        # when first read -- by the progress bar, on rank 0 alone: a collective the other ranks
+        # never join (a hang, or a gloo size mismatch).
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.log_metrics(scalars, step=trainer.global_step)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self._start(trainer, "train")
