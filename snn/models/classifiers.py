@@ -14,7 +14,6 @@ step, so it runs once on ``[B, ...]`` and its output is broadcast over T.
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -66,12 +65,7 @@ def make_neurons(
         raise ValueError(f"Unknown neuron kind {kind!r}; choose one of {sorted(NEURONS)}.")
     layer_cls, params_cls = NEURONS[kind]
     p = _neuron_parameters(params_cls, params, f"neuron kind {kind!r}", " (use model=lif for LIF neurons)" if kind == "lif" else "")
-    kwargs: dict[str, Any] = {"dt": dt, "learnable": tuple(learnable), "shape": shape}
-    if "backend" in inspect.signature(layer_cls).parameters:
-        kwargs["backend"] = backend
-    elif backend != "auto":
-        raise ValueError(f"{layer_cls.__name__} has no backend {backend!r} in this version; use backend=auto.")
-    return layer_cls(p, **kwargs)
+    return layer_cls(p, dt=dt, learnable=tuple(learnable), shape=shape, backend=backend)
 
 
 def _hidden_sizes(hidden: int | Sequence[int]) -> list[int]:
