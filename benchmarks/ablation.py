@@ -22,19 +22,21 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-# name -> overrides of experiment=fashion_mnist_adex (the recipe: super surrogate, alpha 100,
-# T 16, dt 1 ms, mean decoder, fixed time constants, no rate penalty).
+# name -> overrides of experiment=fashion_mnist_adex (the recipe: super surrogate, alpha 10,
+# T 16, dt 1 ms, mean decoder, fixed time constants, no rate penalty, mirrored training images).
 VARIANTS: dict[str, list[str]] = {
     "recipe": [],
     "LIF neurons": ["model=lif"],
-    "surrogate super, alpha=20": ["model.neuron.alpha=20"],
-    "surrogate triangle, alpha=2": ["model.neuron.method=triangle", "model.neuron.alpha=2"],
+    "surrogate super, alpha=100 (model default)": ["model.neuron.alpha=100"],
+    "surrogate super, alpha=3": ["model.neuron.alpha=3"],
+    "surrogate triangle, alpha=1": ["model.neuron.method=triangle", "model.neuron.alpha=1"],
     "T=8": ["model.T=8"],
     "T=32": ["model.T=32"],
     "dt=2 ms": ["model.dt=0.002"],
     "decoder max": ["model.decoder=max"],
     "learnable time constants": ["model.neuron.learnable=[tau_syn_inv,tau_mem_inv,tau_ada_inv]"],
     "rate penalty (weight 10, target 0.05)": ["regularizer.rate_weight=10", "regularizer.rate_target=0.05"],
+    "no mirrored images": ["dataset.flip=false"],
 }
 
 
