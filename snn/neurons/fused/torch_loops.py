@@ -1,5 +1,5 @@
 """The fused time loops in plain PyTorch: the ``python`` backend, and ``compile`` (its step bodies
-through ``torch.compile``: C++/OpenMP on CPU, Triton on CUDA, from the same source).
+through ``torch.compile``: single-threaded C++ per step on CPU, Triton on CUDA, from one source).
 
 Forward runs every step without autograd and keeps only the pre-reset voltage ``v_d`` of each step
 (plus ``i + x`` and ``a`` when parameters need gradients); backward runs the time loop in reverse
@@ -16,7 +16,8 @@ the end of this file instead: forward with the same roundings in place into prea
 (about 24 ops per AdEx step instead of 30, no allocations), backward, when no parameter needs a
 gradient, with everything that does not depend on the incoming gradients (the entering voltage,
 the surrogate, the exponential) computed for blocks of steps at once, leaving a recursion of a
-few multiply-adds per step.
+few multiply-adds per step. Steps of up to 32768 values run on one intra-op thread
+(:func:`serial_steps`): on a shared machine an OpenMP region per step costs more than the step.
 """
 
 from __future__ import annotations
