@@ -240,16 +240,12 @@ class SpikingConvClassifier(_SpikingNet):
         # Reuse ConvEncoder's argument checks and shape arithmetic; its activations are not used.
         layout = ConvEncoder(self.input_shape[0], activation="none", **conv)
         self.convs, self.pools = nn.ModuleList(), nn.ModuleList()
-        c, h, w = self.input_shape
         for i, block in enumerate(layout):
             conv_layer, norm = block[0], block[1]
             self.convs.append(nn.Sequential(conv_layer, norm))
-            c = conv_layer.out_channels
-            self.add_spiking(f"conv{i + 1}", (c, 1, 1))  # per-channel constants when learnable
+            self.add_spiking(f"conv{i + 1}", (conv_layer.out_channels, 1, 1))  # per-channel constants when learnable
             self.pools.append(block[3])
-            h, w = (h // 2, w // 2) if block.pooled else (h, w)
-        if h == 0 or w == 0:
-            raise ValueError(f"The input {list(self.input_shape)} is too small for the pooling in conv {conv}.")
+        c, h, w = layout.output_shape(self.input_shape)
         hidden = _hidden_sizes(hidden)
         if len(hidden) != 1:
             raise ValueError(f"SpikingConvClassifier has one hidden spiking layer; hidden must be an int, got {hidden}.")
