@@ -17,7 +17,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .fused import check_backend
-from .module import NeuronModule
+from .module import NeuronModule, Projection
 
 
 class LIParameters(NamedTuple):
@@ -97,7 +97,7 @@ class LI(LICell):
         self.backend = check_backend(backend)
 
 
-class LILinearCell(LICell):
+class LILinearCell(Projection, LICell):
     """One leaky-integrator step with a weight matrix: ``[B, input_size] -> (v [B, hidden_size], LIState)``.
 
     The input current is ``W x`` with ``W`` of shape ``[hidden_size, input_size]``, initialised as in
@@ -106,20 +106,13 @@ class LILinearCell(LICell):
 
     def __init__(self, input_size: int, hidden_size: int, p: LIParameters = LIParameters(),
                  dt: float = 0.001, learnable: Iterable[str] = ()):
-        for name, size in (("input_size", input_size), ("hidden_size", hidden_size)):
-            if not isinstance(size, int) or size <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {size!r}.")
+        self.check_sizes(input_size, hidden_size)
         super().__init__(p, dt, learnable, shape=(hidden_size,) if learnable else None)
         self.input_size, self.hidden_size = input_size, hidden_size
         self.input_weights = nn.Parameter(torch.randn(hidden_size, input_size) / input_size**0.5)
 
     def forward(self, input_tensor: torch.Tensor, state: LIState | None = None):
-        hidden_shape = self.check_input(input_tensor, time_major=False, hidden_size=self.hidden_size)
-        if input_tensor.shape[-1] != self.input_size:
-            raise ValueError(
-                f"LILinearCell expects {self.input_size} input features in the last dimension, "
-                f"got input of shape {list(input_tensor.shape)}."
-            )
+        hidden_shape = self.check_input(input_tensor, time_major=False)  # [B, input_size] -> [B, hidden_size]
         if state is None:
             state = self.rest_state(input_tensor.new_zeros(hidden_shape))
         self.check_state(state, hidden_shape, LIState)

@@ -220,7 +220,32 @@ def run_time_loop(
     return torch.stack(outputs), state
 
 
-class RecurrentNeuronModule(NeuronModule):
+class Projection:
+    """Mixin for a population of ``hidden_size`` neurons fed through ``[hidden_size, input_size]``
+    weights (:class:`RecurrentNeuronModule`, :class:`~snn.neurons.li.LILinearCell`): size checks and
+    inputs ``[..., input_size]`` for neurons ``[..., hidden_size]``."""
+
+    input_size: int
+    hidden_size: int
+
+    @staticmethod
+    def check_sizes(input_size: int, hidden_size: int) -> None:
+        for name, size in (("input_size", input_size), ("hidden_size", hidden_size)):
+            if not isinstance(size, int) or size <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {size!r}.")
+
+    def check_input(self, x: Any, time_major: bool, hidden_size: int | None = None) -> torch.Size:
+        """Checks ``x`` (``[T, B, input_size]`` or ``[B, input_size]``); returns ``[B, hidden_size]``."""
+        hidden_shape = super().check_input(x, time_major, hidden_size=self.hidden_size)
+        if x.shape[-1] != self.input_size:
+            raise ValueError(
+                f"{type(self).__name__} expects {self.input_size} input features in the last "
+                f"dimension, got input of shape {list(x.shape)}."
+            )
+        return hidden_shape
+
+
+class RecurrentNeuronModule(Projection, NeuronModule):
     """A population of ``hidden_size`` neurons driven by ``W_in x + W_rec z_prev``.
 
     Weights are He-initialised as in norse (``randn * sqrt(2 / hidden_size)``); ``autapses=False``
@@ -231,9 +256,7 @@ class RecurrentNeuronModule(NeuronModule):
     def __init__(self, input_size: int, hidden_size: int, p: NamedTuple, dt: float, autapses: bool,
                  learnable: Iterable[str], input_weights: torch.Tensor | None,
                  recurrent_weights: torch.Tensor | None):
-        for name, size in (("input_size", input_size), ("hidden_size", hidden_size)):
-            if not isinstance(size, int) or size <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {size!r}.")
+        self.check_sizes(input_size, hidden_size)
         super().__init__(p, dt, learnable, shape=(hidden_size,) if learnable else None)
         self.input_size, self.hidden_size, self.autapses = input_size, hidden_size, autapses
         self.input_weights = self._weights(input_weights, (hidden_size, input_size), "input_weights")
@@ -257,16 +280,6 @@ class RecurrentNeuronModule(NeuronModule):
             return self.recurrent_weights
         return self.recurrent_weights * (1.0 - torch.eye(self.hidden_size, dtype=self.recurrent_weights.dtype,
                                                          device=self.recurrent_weights.device))
-
-    def check_input(self, x: Any, time_major: bool, hidden_size: int | None = None) -> torch.Size:
-        """Checks ``x`` (``[T, B, input_size]`` or ``[B, input_size]``); returns ``[B, hidden_size]``."""
-        hidden_shape = super().check_input(x, time_major, hidden_size=self.hidden_size)
-        if x.shape[-1] != self.input_size:
-            raise ValueError(
-                f"{type(self).__name__} expects {self.input_size} input features in the last "
-                f"dimension, got input of shape {list(x.shape)}."
-            )
-        return hidden_shape
 
     def forward(self, input_tensor: torch.Tensor, state: NamedTuple | None = None):
         """Cell: ``[B, input_size] -> (z [B, hidden_size], state)``; layer: the same over ``[T, ...]``."""
