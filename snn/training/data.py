@@ -65,9 +65,8 @@ class ClassificationDataModule(L.LightningDataModule):
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
         if not isinstance(num_workers, int) or num_workers < 0:
             raise ValueError(f"num_workers must be an int >= 0, got {num_workers!r}.")
-        if isinstance(val_size, bool) or not isinstance(val_size, int | float) or val_size <= 0:
-            raise ValueError(f"val_size must be a count > 0 or a fraction in (0, 1), got {val_size!r}.")
-        if isinstance(val_size, float) and val_size >= 1:
+        if (isinstance(val_size, bool) or not isinstance(val_size, int | float) or val_size <= 0
+                or (isinstance(val_size, float) and val_size >= 1)):
             raise ValueError(f"val_size must be a count > 0 or a fraction in (0, 1), got {val_size!r}.")
         self.input_shape, self.num_classes = tuple(input_shape), int(num_classes)
         self.batch_size, self.num_workers, self.val_size, self.split_seed = batch_size, num_workers, val_size, split_seed
