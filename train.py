@@ -108,19 +108,19 @@ def train(cfg: DictConfig) -> float:
     output_dir = Path(cfg.paths.output_dir).resolve()
     if rank_zero_only.rank == 0:  # DDP's other processes share rank 0's directory
         check_fresh_output_dir(output_dir, Path(cfg.paths.data_dir).resolve())
-    ckpt_path = cfg.get("ckpt_path")
+    ckpt_path, fit = cfg.get("ckpt_path"), cfg.get("train", True)
     try:
         module, datamodule, trainer = build(cfg)
         if ckpt_path:
             checkpoint = load_checkpoint(ckpt_path)
-            if cfg.get("train", True):
+            if fit:
                 check_model_config(checkpoint, module.hparams.net, ckpt_path)
             del checkpoint
-        elif not cfg.get("train", True):
+        elif not fit:
             raise ValueError("train=false evaluates a checkpoint: add ckpt_path=<path to a .ckpt file>.")
     except (ValueError, FileNotFoundError) as error:
         raise ConfigError(str(error)) from error
-    if not cfg.get("train", True):
+    if not fit:
         return evaluate(ckpt_path, datamodule, trainer)
 
     try:
