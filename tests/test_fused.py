@@ -294,3 +294,19 @@ def test_compile_backend(kind):
         assert torch.equal(out, ref_out)
         assert all(torch.equal(a, b) for a, b in zip(final, ref_state, strict=True))
     assert_gradients_equal(kind, "compile", "super" if kind != "li" else None, "all", (37,))
+
+
+def test_cpp_kernels_give_back_mkl_thread_setting(cpp_library):
+    """The kernels ask MKL for one thread per OpenMP thread while they run (its nested regions
+    serialised them) and restore the caller's setting afterwards."""
+    import ctypes
+    import os
+
+    path = os.path.join(os.path.dirname(torch.__file__), "lib", "libtorch_cpu.so")
+    mkl = ctypes.CDLL(path) if os.path.exists(path) else None
+    if mkl is None or not hasattr(mkl, "MKL_Get_Max_Threads"):
+        pytest.skip("this torch's MKL exports no service functions")
+    before = mkl.MKL_Get_Max_Threads()
+    x, state = inputs("adex", torch.float32)
+    run(make_layer("adex", "cpp", dtype=torch.float32), x.requires_grad_(), state)[0].sum().backward()
+    assert mkl.MKL_Get_Max_Threads() == before

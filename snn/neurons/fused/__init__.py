@@ -11,6 +11,9 @@ input, the initial state and every parameter. Backends:
 ``python``   the same bodies in eager PyTorch: any device, dtype and registered surrogate
 ``eager``    the step-by-step autograd loop over the step functions (the reference)
 ``auto``     ``cpp`` on CPU when it applies and builds, else ``python``
+
+The ``cpp`` backend keeps its large buffers for reuse once nothing refers to them
+(:mod:`.buffers`); :func:`release_buffers` hands the free ones back.
 """
 
 from __future__ import annotations
@@ -31,3 +34,11 @@ def integrate(kind: str, backend: str, x, state, p, dt: float):
     from .function import run  # imported on first use: it imports the neuron modules
 
     return run(kind, backend, x, state, p, dt)
+
+
+def release_buffers() -> None:
+    """Returns the free buffers the ``cpp`` backend keeps for reuse to the allocator (see
+    :mod:`.buffers`; like ``torch.cuda.empty_cache``). Buffers still in use are not affected."""
+    from .cpp_loops import BUFFERS
+
+    BUFFERS.clear()

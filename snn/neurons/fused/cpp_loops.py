@@ -24,6 +24,7 @@ import threading
 import torch
 
 from ..surrogate import SURROGATES
+from .buffers import BufferPool
 from .spec import NEURONS
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cpu_kernels.cpp")
@@ -99,21 +100,30 @@ def _rows(t: torch.Tensor, steps: int, M: int) -> tuple[torch.Tensor, int, int]:
     return t.contiguous(), M, 1
 
 
+def _advise_huge_pages(buffer: torch.Tensor) -> None:
+    """Large fresh buffers on huge pages: one page fault per 2 MiB instead of per 4 KiB."""
+    nbytes = buffer.numel() * buffer.element_size()
+    if nbytes >= HUGE_PAGE_BYTES:
+        lib = load_library()
+        lib.advise_huge_pages.argtypes = [ctypes.c_void_p, ctypes.c_int64]
+        lib.advise_huge_pages.restype = None
+        lib.advise_huge_pages(buffer.data_ptr(), nbytes)
+
+
+# The kernels' large output, saved and gradient buffers, shared by all layers of the process.
+BUFFERS = BufferPool(on_new=_advise_huge_pages)
+
+
 class CppLoops:
     """The C++ kernels behind the interface of :class:`~snn.neurons.fused.torch_loops.TorchLoops`."""
 
     def __init__(self):
         self.lib = load_library()
-        self.lib.advise_huge_pages.argtypes = [ctypes.c_void_p, ctypes.c_int64]
-        self.lib.advise_huge_pages.restype = None
 
-    def _empty(self, shape, like: torch.Tensor) -> torch.Tensor:
-        """A fresh buffer for the kernels to fill; large ones on huge pages (fewer page faults)."""
-        out = torch.empty(shape, dtype=like.dtype, device=like.device)
-        nbytes = out.numel() * out.element_size()
-        if nbytes >= HUGE_PAGE_BYTES:
-            self.lib.advise_huge_pages(out.data_ptr(), nbytes)
-        return out
+    @staticmethod
+    def _empty(shape, like: torch.Tensor) -> torch.Tensor:
+        """A buffer for the kernels to fill (reused from earlier calls when free, see buffers.py)."""
+        return BUFFERS.empty(shape, like.dtype, like.device)
 
     def _function(self, name: str, dtype: torch.dtype):
         return getattr(self.lib, f"{name}_{'f32' if dtype == torch.float32 else 'f64'}")
