@@ -101,7 +101,7 @@ def test_graphs_alive_together_keep_their_saved_voltages(cpp_layer):
     for out, ref in zip(outs, expected, strict=True):
         assert torch.equal(out, ref)
     weights = torch.randn(40, 16, 512)
-    for x, out in reversed(list(zip(xs, outs, strict=True))):
+    for out in reversed(outs):
         (out * weights).sum().backward()
     for x in xs:
         x_ref = x.detach().clone().requires_grad_()

@@ -3,7 +3,15 @@
 import pytest
 import torch
 
-from snn.neurons import LI, LIF, LIFAdEx, LIFAdExCell, LIFAdExFeedForwardState, LIFAdExParameters, LIState
+from snn.neurons import (
+    LI,
+    LIF,
+    LIFAdEx,
+    LIFAdExCell,
+    LIFAdExFeedForwardState,
+    LIFAdExParameters,
+    LIState,
+)
 
 
 def test_fixed_parameters_are_buffers_and_learnable_ones_parameters():

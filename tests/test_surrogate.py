@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from snn.neurons import LIFAdEx, LIFAdExParameters, SURROGATES, register_surrogate, spike
+from snn.neurons import SURROGATES, LIFAdEx, LIFAdExParameters, register_surrogate, spike
 from snn.neurons import surrogate as surrogate_module
 
 BUILT_IN = ["super", "triangle", "sigmoid", "atan", "tanh", "heaviside"]
