@@ -38,12 +38,19 @@ extern "C" void vmdTanh(int n, const double* a, double* r, long long mode);
 
 namespace {
 
+#if defined(__GNUC__)
+#define SNN_INLINE __attribute__((always_inline)) inline
+#else
+#define SNN_INLINE inline
+#endif
+
 // VML_HA | VML_FTZDAZ_OFF | VML_ERRMODE_IGNORE: the mode of ATen/cpu/vml.h's vexp.
 constexpr long long kVmlMode = 0x2 | 0x140000 | 0x100;
-// Neurons per tile: 512 was 25 % faster than 256 and than 1024 here (fewer MKL calls, state and
-// parameters still in L1/L2). -DSNN_TILE=... to experiment.
+// Neurons per tile: with non-temporal stores and prefetching, 256 was 10-15 % faster than 512
+// and 1024 here (a tile's state, parameters and scratch rows stay in a 48 KiB L1) and no slower
+// than 128 or 192. -DSNN_TILE=... to experiment.
 #ifndef SNN_TILE
-#define SNN_TILE 512
+#define SNN_TILE 256
 #endif
 constexpr int64_t kTile = SNN_TILE;
 // EXP_ARGUMENT_MAX of snn/neurons/adex.py: the largest argument of the AdEx exponential.
@@ -57,7 +64,7 @@ inline void vtanh(int64_t n, const double* a, double* r) { vmdTanh(static_cast<i
 // Row t of a strided [T, M] input for the neurons n0 .. n0 + n (see the header); a broadcast value
 // is spread into buf so that the loops that read it stay vectorised.
 template <typename T>
-inline const T* row(const T* base, int64_t t, int64_t ts, int64_t ns, int64_t n0, int64_t n, T* buf) {
+SNN_INLINE const T* row(const T* base, int64_t t, int64_t ts, int64_t ns, int64_t n0, int64_t n, T* buf) {
   if (ns) return base + t * ts + n0;
   std::fill(buf, buf + n, base[t * ts]);
   return buf;
@@ -68,7 +75,7 @@ inline const T* row(const T* base, int64_t t, int64_t ts, int64_t ns, int64_t n0
 // pass over all of memory, so writing around the caches saves reading every line in before it is
 // overwritten (the forward pass ran 1.5x faster). for_each_tile fences them before returning.
 template <typename T>
-inline void store_row(T* dst, const T* src, int64_t n) {
+SNN_INLINE void store_row(T* dst, const T* src, int64_t n) {
 #if defined(SNN_X86) && defined(__AVX512F__)
   using Vec = __m512i;
   auto stream = [](T* d, const T* s) { _mm512_stream_si512(reinterpret_cast<Vec*>(d), _mm512_loadu_si512(s)); };
@@ -93,6 +100,21 @@ inline void store_row(T* dst, const T* src, int64_t n) {
   }
 #endif
   std::memcpy(dst, src, n * sizeof(T));
+}
+
+// Steps ahead at which a tile prefetches the rows it will read: each step reads rows of a few
+// KiB that lie a whole [M] row apart, a stride the hardware prefetcher does not follow across
+// pages, so every step would start by waiting on memory (2 and 4 were alike, 1 a little slower).
+constexpr int64_t kAhead = 2;
+
+// Prefetches row t of a [T, M] input (strides as in row()) for neurons n0 .. n0 + n, if it exists
+// and is not a broadcast value. Always inlined: a call in the step loop made the compiler spill
+// the tile's vector registers around it (backward ran 25 % slower).
+template <typename T>
+SNN_INLINE void prefetch_row(const T* base, int64_t t, int64_t steps, int64_t ts, int64_t ns, int64_t n0, int64_t n) {
+  if (base == nullptr || ns == 0 || t < 0 || t >= steps) return;
+  const char* bytes = reinterpret_cast<const char*>(base + t * ts + n0);
+  for (int64_t b = 0; b < n * int64_t(sizeof(T)); b += 64) __builtin_prefetch(bytes + b, 0, 3);
 }
 
 enum Surrogate { kSuper = 0, kTriangle = 1, kSigmoid = 2, kAtan = 3, kTanh = 4, kHeaviside = 5 };
@@ -184,6 +206,7 @@ void adex_forward(int64_t steps, int64_t M, const T* x, int64_t x_ts, int64_t x_
     std::memcpy(aa, a + n0, n * sizeof(T));
     for (int64_t t = 0; t < steps; ++t) {
       const int64_t off = t * M + n0;
+      prefetch_row(x, t + kAhead, steps, x_ts, x_ns, n0, n);
       const T* xt = row(x, t, x_ts, x_ns, n0, n, xb);
       for (int64_t k = 0; k < n; ++k) e[k] = std::min((vv[k] - vth[k]) / dT[k], exp_max);
       vexp(n, e, ex);
@@ -234,6 +257,12 @@ void adex_backward(int64_t steps, int64_t M, const T* gz, int64_t gz_ts, int64_t
     if (Params) for (int j = 0; j < A_COUNT; ++j) std::fill(G[j], G[j] + n, T(0));
     for (int64_t t = steps - 1; t >= 0; --t) {
       const int64_t off = t * M + n0;
+      prefetch_row(vd_saved, t - 1 - kAhead, steps, M, 1, n0, n);  // this step reads rows t and t - 1
+      prefetch_row(gz, t - kAhead, steps, gz_ts, gz_ns, n0, n);
+      if (Params) {
+        prefetch_row(ij_saved, t - kAhead, steps, M, 1, n0, n);
+        prefetch_row(a_saved, t - kAhead, steps, M, 1, n0, n);
+      }
       const T* vdt = vd_saved + off;
       if (t > 0) {  // the voltage entering step t: the previous step's after its reset
         const T* vdp = vd_saved + off - M;
@@ -310,6 +339,7 @@ void lif_forward(int64_t steps, int64_t M, const T* x, int64_t x_ts, int64_t x_n
     std::memcpy(ii, i + n0, n * sizeof(T));
     for (int64_t t = 0; t < steps; ++t) {
       const int64_t off = t * M + n0;
+      prefetch_row(x, t + kAhead, steps, x_ts, x_ns, n0, n);
       const T* xt = row(x, t, x_ts, x_ns, n0, n, xb);
       if (ij_saved) {
         for (int64_t k = 0; k < n; ++k) ijs[k] = ii[k] + xt[k];
@@ -347,6 +377,9 @@ void lif_backward(int64_t steps, int64_t M, const T* gz, int64_t gz_ts, int64_t 
     if (Params) for (int j = 0; j < L_COUNT; ++j) std::fill(G[j], G[j] + n, T(0));
     for (int64_t t = steps - 1; t >= 0; --t) {
       const int64_t off = t * M + n0;
+      prefetch_row(vd_saved, t - kAhead - (Params ? 1 : 0), steps, M, 1, n0, n);
+      prefetch_row(gz, t - kAhead, steps, gz_ts, gz_ns, n0, n);
+      if (Params) prefetch_row(ij_saved, t - kAhead, steps, M, 1, n0, n);
       const T* vdt = vd_saved + off;
       for (int64_t k = 0; k < n; ++k) xs[k] = vdt[k] - vth[k];
       surrogate<T>(method, T(alpha), xs, sg, n);
@@ -407,6 +440,7 @@ void li_forward(int64_t steps, int64_t M, const T* x, int64_t x_ts, int64_t x_ns
     std::memcpy(ii, i + n0, n * sizeof(T));
     for (int64_t t = 0; t < steps; ++t) {
       const int64_t off = t * M + n0;
+      prefetch_row(x, t + kAhead, steps, x_ts, x_ns, n0, n);
       const T* xt = row(x, t, x_ts, x_ns, n0, n, xb);
       if (ij_saved) {
         for (int64_t k = 0; k < n; ++k) ijs[k] = ii[k] + xt[k];
@@ -441,6 +475,11 @@ void li_backward(int64_t steps, int64_t M, const T* gout, int64_t gz_ts, int64_t
     if (Params) for (int j = 0; j < I_COUNT; ++j) std::fill(G[j], G[j] + n, T(0));
     for (int64_t t = steps - 1; t >= 0; --t) {
       const int64_t off = t * M + n0;
+      prefetch_row(gout, t - kAhead, steps, gz_ts, gz_ns, n0, n);
+      if (Params) {
+        prefetch_row(out_saved, t - 1 - kAhead, steps, M, 1, n0, n);
+        prefetch_row(ij_saved, t - kAhead, steps, M, 1, n0, n);
+      }
       const T* got = gout ? row(gout, t, gz_ts, gz_ns, n0, n, gb) : nullptr;
       const T* vprev = Params ? (t > 0 ? out_saved + off - M : v0 + n0) : nullptr;
       const T* ijt = Params ? ij_saved + off : nullptr;
