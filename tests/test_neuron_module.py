@@ -12,6 +12,7 @@ from snn.neurons import (
     LIFAdExParameters,
     LIState,
 )
+from snn.neurons.module import broadcasts_to
 
 
 def test_fixed_parameters_are_buffers_and_learnable_ones_parameters():
@@ -124,3 +125,15 @@ def test_input_on_other_device_than_parameters_is_explained():
     layer.v_th = torch.tensor(1.0, device="meta")
     with pytest.raises(ValueError, match="parameters are on meta but the input is on cpu"):
         layer(torch.rand(2, 1, 1))
+
+
+@pytest.mark.parametrize("shape, target", [
+    ((), (4, 3)), ((1,), (4, 3)), ((3,), (4, 3)), ((4, 1), (4, 3)), ((4, 3), (4, 3)),
+    ((2,), (4, 3)), ((4,), (4, 3)), ((1, 4, 3), (4, 3)), ((5, 4, 3), (4, 3)), ((0,), (2, 0)), ((3,), (2, 0)),
+])
+def test_broadcasts_to_agrees_with_torch(shape, target):
+    try:
+        expected = torch.broadcast_shapes(shape, target) == torch.Size(target)
+    except RuntimeError:
+        expected = False
+    assert broadcasts_to(shape, target) == expected

@@ -33,6 +33,15 @@ def _as_float_tensor(name: str, value: Any) -> torch.Tensor:
     return tensor
 
 
+
+def broadcasts_to(shape: Sequence[int], target: Sequence[int]) -> bool:
+    """Whether a tensor of ``shape`` broadcasts to ``target`` unchanged (NumPy rules: aligned from
+    the right, each size 1 or equal). Plain Python: ``torch.broadcast_shapes`` per parameter was
+    half of a small layer call's overhead."""
+    if len(shape) > len(target):
+        return False
+    return all(size in (1, goal) for size, goal in zip(reversed(shape), reversed(target), strict=False))
+
 class NeuronModule(nn.Module):
     """Holds a neuron's parameters and checks inputs and states.
 
@@ -144,11 +153,7 @@ class NeuronModule(nn.Module):
             neuron_shape = neuron_shape[:-1] + (hidden_size,)
         for name in self._tensor_fields:
             param_shape = getattr(self, name).shape
-            try:
-                fits = torch.broadcast_shapes(param_shape, neuron_shape) == neuron_shape
-            except RuntimeError:
-                fits = False
-            if not fits:
+            if not broadcasts_to(param_shape, neuron_shape):
                 raise ValueError(
                     f"{type(self).__name__}'s parameter {name!r} of shape {list(param_shape)} does not "
                     f"broadcast to the neuron shape {list(neuron_shape)} of the input {list(x.shape)}."
