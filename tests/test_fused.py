@@ -168,6 +168,16 @@ def test_gradients_fixed_parameters(kind, backend, method, request):
     assert_gradients_equal(kind, backend, method, (), None)
 
 
+@pytest.mark.parametrize("method", ["super", "sigmoid"])
+@pytest.mark.parametrize("kind", ["adex", "lif"])
+def test_python_backward_in_blocks_of_steps(kind, method, monkeypatch):
+    """The python backend's backward runs blocks of steps: blocks of 5, 5 and 2 of the 12 steps
+    (3 x 37 neurons each) must give the gradients of one block."""
+    monkeypatch.setattr(torch_loops, "BLOCK_VALUES", 5 * 3 * 37)
+    assert torch_loops._block(12, 3 * 37) == 5
+    assert_gradients_equal(kind, "python", method, (), None)
+
+
 @pytest.mark.parametrize("backend", ["python", "cpp"])
 @pytest.mark.parametrize("kind", ["adex", "lif", "li"])
 def test_gradients_scalar_and_fixed_parameters(kind, backend, request):
