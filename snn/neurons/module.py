@@ -108,11 +108,16 @@ class NeuronModule(nn.Module):
             else:
                 self.register_buffer(name, tensor.clone())
 
-    def rest_state(self, like: torch.Tensor) -> NamedTuple:
-        """The resting state shaped and typed like ``like`` (one time step): v = v_leak, the rest 0."""
-        v_leak = self.v_leak.to(device=like.device, dtype=like.dtype)
+    def rest_state(self, like: torch.Tensor, materialize: bool = True) -> NamedTuple:
+        """The resting state shaped and typed like ``like`` (one time step): v = v_leak, the rest 0.
+
+        ``materialize=False`` leaves v a broadcast of ``v_leak`` (no memory per neuron; read-only):
+        the layers start from it when no state is given, so the fused loops save no initial voltage.
+        """
+        v_leak = self.v_leak.to(device=like.device, dtype=like.dtype).expand(like.shape)
         return self.state_class(
-            **{f: v_leak.expand(like.shape).clone() if f == "v" else torch.zeros_like(like) for f in self.state_class._fields}
+            **{f: (v_leak.clone() if materialize else v_leak) if f == "v" else torch.zeros_like(like)
+               for f in self.state_class._fields}
         )
 
     def neuron_parameters(self, like: torch.Tensor) -> NamedTuple:
@@ -180,7 +185,7 @@ class NeuronModule(nn.Module):
         """
         neuron_shape = self.check_input(input_tensor, self.time_major)
         if state is None:
-            state = self.rest_state(input_tensor.new_zeros(neuron_shape))
+            state = self.rest_state(input_tensor.new_zeros(neuron_shape), materialize=False)
         self.check_state(state, neuron_shape, self.state_class)
         p = self.neuron_parameters(input_tensor)
         if not self.time_major:

@@ -59,6 +59,15 @@ def resolve_backend(backend: str, kind: str, x: torch.Tensor, method: str | None
     return backend
 
 
+def _one_value_if_uniform(v0: torch.Tensor) -> torch.Tensor:
+    """``v0`` itself, or its one value when it is a broadcast of a single value (the rest state
+    ``v_leak.expand(...)`` a layer starts from by default): the saved tensors then hold 4 bytes
+    per neuron and step and nothing per neuron. Backward expands it back."""
+    if v0.numel() > 1 and not any(v0.stride()):
+        return v0.as_strided((1,) * v0.dim(), (1,) * v0.dim())
+    return v0
+
+
 class FusedTimeLoop(torch.autograd.Function):
     """``(x [T, ...], *state, *kernel parameters) -> (outputs [T, ...], *final state)``."""
 
@@ -77,7 +86,7 @@ class FusedTimeLoop(torch.autograd.Function):
         # The initial voltage only when backward reads it (LI with fixed parameters does not).
         ctx.v0_shape = (state[0].shape, state[0].dtype, state[0].device)
         ctx.with_v0 = spec.spiking or param_grads
-        ctx.save_for_backward(*saved, *P, *([state[0]] if ctx.with_v0 else []))
+        ctx.save_for_backward(*saved, *P, *([_one_value_if_uniform(state[0])] if ctx.with_v0 else []))
         return (out, *final)
 
     @staticmethod
@@ -86,7 +95,7 @@ class FusedTimeLoop(torch.autograd.Function):
         tensors = ctx.saved_tensors
         saved, P = tensors[:ctx.n_saved], tensors[ctx.n_saved:ctx.n_saved + len(spec.params)]
         if ctx.with_v0:
-            v0 = tensors[-1]
+            v0 = tensors[-1].expand(ctx.v0_shape[0])
         else:
             shape, dtype, device = ctx.v0_shape
             v0 = torch.empty(shape, dtype=dtype, device=device)
