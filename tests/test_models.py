@@ -186,6 +186,16 @@ def test_neuron_parameters_reach_the_layers():
     assert layer.dt == 0.002 and float(net.readout.tau_mem_inv) == 20.0
 
 
+def test_readout_runs_on_the_neuron_backend_unless_it_names_its_own():
+    net = small_classifier(neuron={"kind": "lif", "backend": "eager"})
+    assert net.spiking_layers()["hidden1"].backend == "eager" and net.readout.backend == "eager"
+    net = small_classifier(neuron={"kind": "lif", "backend": "eager"}, readout={"backend": "python"})
+    assert net.readout.backend == "python"
+    assert small_classifier().readout.backend == "auto"
+    with pytest.raises(ValueError, match="valid backends"):
+        small_classifier(readout={"backend": "fastest"})
+
+
 def test_learnable_parameters_are_per_neuron_and_trained():
     net = small_classifier(SpikingConvClassifier, neuron={"kind": "adex", "learnable": ["tau_mem_inv"]},
                            readout={"learnable": ["tau_syn_inv"]})

@@ -105,7 +105,9 @@ class _SpikingNet(nn.Module):
         self.neuron = dict(neuron or {})
         readout = dict(readout or {})
         learnable = readout.pop("learnable", ())
-        self._readout_args = (_neuron_parameters(LIParameters, readout, "readout"), learnable)
+        # The readout's time loop runs on the spiking layers' backend unless it names its own.
+        backend = readout.pop("backend", None) or self.neuron.get("backend", "auto")
+        self._readout_args = (_neuron_parameters(LIParameters, readout, "readout"), learnable, backend)
 
     def add_spiking(self, name: str, shape: Sequence[int]) -> nn.Module:
         """A spiking layer ``name`` of ``self.neuron``'s kind; learnable constants per ``shape``."""
@@ -117,9 +119,9 @@ class _SpikingNet(nn.Module):
 
     def make_readout(self, in_features: int) -> None:
         """Linear projection into ``num_classes`` LI neurons."""
-        p, learnable = self._readout_args
+        p, learnable, backend = self._readout_args
         self.output = nn.Linear(in_features, self.num_classes)
-        self.readout = LI(p, dt=self.dt, learnable=tuple(learnable), shape=(self.num_classes,))
+        self.readout = LI(p, dt=self.dt, learnable=tuple(learnable), shape=(self.num_classes,), backend=backend)
 
     def spiking_layers(self) -> dict[str, nn.Module]:
         """Every spiking layer by name (in forward order): what ``SpikeRecorder`` hooks."""
@@ -159,7 +161,7 @@ class SpikingClassifier(_SpikingNet):
         conv: ``ConvEncoder`` arguments (channels, kernel_size, norm, activation, pool) or None.
         hidden: spiking population size(s).
         neuron: ``{"kind": "adex" | "lif", "learnable": [...], "backend": ..., **parameters}``.
-        readout: LI parameters plus optional ``learnable``.
+        readout: LI parameters plus optional ``learnable`` and ``backend`` (default: the neuron's).
         decoder: how logits are read from the readout voltages (``DECODERS``).
         dropout: dropout on the features entering the first spiking layer.
     """
