@@ -79,7 +79,7 @@ class NorseClassifier(nn.Module):
         neuron = {k: v for k, v in cfg.neuron.items() if k not in ("kind", "learnable", "backend")}
         fields = {k: (v if k == "method" or k == "alpha" else torch.tensor(float(v))) for k, v in neuron.items()}
         self.hidden = LIFAdEx(LIFAdExParameters(**fields), dt=model.dt)
-        readout = {k: torch.tensor(float(v)) for k, v in cfg.readout.items() if k != "learnable"}
+        readout = {k: torch.tensor(float(v)) for k, v in cfg.readout.items() if k not in ("learnable", "backend")}
         self.readout = LI(LIParameters(**readout), dt=model.dt)
 
     def forward(self, x):

@@ -1,0 +1,38 @@
+"""The benchmark scripts still run against the current configs and layers (tiny sizes; the
+measurements themselves live in benchmarks/RESULTS.md)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+HAS_NORSE = importlib.util.find_spec("norse") is not None
+
+
+@pytest.mark.parametrize("variant", ["eager", "auto", "python", "norse"])
+def test_bench_train_builds_and_steps_every_variant(variant):
+    if variant == "norse" and not HAS_NORSE:
+        pytest.skip("norse is not installed")
+    from bench_train import build
+
+    model, batch, shape, classes, T = build(variant, T=3)
+    assert T == 3 and classes == 10
+    logits = model(torch.rand(2, *shape))
+    assert logits.shape == (2, classes)
+    logits.sum().backward()
+
+
+def test_bench_layers_runs_a_case_and_counts_saved_bytes():
+    from bench_layers import run_case
+
+    rows = run_case("adex", T=20, B=4, N=32, backends=["eager", "python"], budget_s=0.0)
+    by_name = {row[0]: row for row in rows}
+    assert {"eager", "python"} <= set(by_name) and ("norse" in by_name) == HAS_NORSE
+    assert by_name["python"][3] == pytest.approx(4.0, abs=0.02)  # + a few scalar parameters
+    assert by_name["eager"][3] > by_name["python"][3]
