@@ -60,6 +60,17 @@ def test_free_memory_is_capped_and_released_on_clear():
     assert pool.free_bytes() == 0
 
 
+def test_at_most_max_tracked_storages_are_kept(monkeypatch):
+    monkeypatch.setattr(buffers, "MAX_TRACKED", 3)
+    pool = BufferPool()
+    held = [pool.empty(SHAPE, torch.float32, "cpu") for _ in range(5)]  # all in use
+    assert len(pool._storages) == 3
+    ptrs = {t.data_ptr() for t in held}
+    del held
+    again = [pool.empty(SHAPE, torch.float32, "cpu") for _ in range(3)]
+    assert {t.data_ptr() for t in again} <= ptrs  # the tracked ones are reused
+
+
 def test_new_buffers_are_passed_to_on_new_once():
     seen = []
     pool = BufferPool(on_new=lambda t: seen.append(t.data_ptr()))

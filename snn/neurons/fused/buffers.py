@@ -25,6 +25,10 @@ import torch
 DEFAULT_MAX_FREE_BYTES = 256 << 20
 # Below this size a fresh allocation comes from malloc's free lists and costs nothing to fault in.
 MIN_POOLED_BYTES = 1 << 20
+# Storages tracked at most: a caller that keeps thousands of outputs alive (say, every batch of an
+# evaluation) must not make each allocation scan thousands of entries; beyond this, buffers are
+# handed out untracked (freshly allocated, freed as usual).
+MAX_TRACKED = 64
 
 _use_count: Callable[[int], int] | None = getattr(torch._C, "_storage_Use_Count", None)
 
@@ -62,8 +66,9 @@ class BufferPool:
             storage = next((s for s in self._storages if s.nbytes() == nbytes and self._is_free(s)), None)
             if storage is None:
                 tensor = self._fresh(shape, dtype, device)
-                self._storages.append(tensor.untyped_storage())
                 self._trim()
+                if len(self._storages) < MAX_TRACKED:
+                    self._storages.append(tensor.untyped_storage())
                 return tensor
         return torch.empty(0, dtype=dtype, device=device).set_(storage, 0, shape, _contiguous_strides(shape))
 
