@@ -25,7 +25,7 @@ import torch
 
 from ..surrogate import SURROGATES
 from .buffers import BufferPool
-from .spec import NEURONS
+from .spec import NEURONS, saved_tensors
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cpu_kernels.cpp")
 # The surrogates the kernels implement natively, by their index in cpu_kernels.cpp.
@@ -156,10 +156,7 @@ class CppLoops:
         args += [_ptr(e) for e in extra] or [None] * spec.extra
         self._function(f"{kind}_forward", x.dtype)(*args, ctypes.c_int(torch.get_num_threads()))
         del keep
-        saved = ([] if vd is None else [vd]) + extra
-        if kind == "li" and save_extra:
-            saved.append(out)
-        return out, tuple(state), saved
+        return out, tuple(state), saved_tensors(kind, out, vd, extra, save_extra)
 
     def backward(self, kind, gout, gstate, saved, v0, P, method, alpha, param_grads):
         spec = NEURONS[kind]

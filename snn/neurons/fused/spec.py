@@ -6,7 +6,7 @@ from typing import NamedTuple
 
 from ..adex import EXP_ARGUMENT_MAX
 
-__all__ = ["EXP_ARGUMENT_MAX", "NEURONS", "NeuronSpec", "kernel_parameters"]
+__all__ = ["EXP_ARGUMENT_MAX", "NEURONS", "NeuronSpec", "kernel_parameters", "saved_tensors"]
 
 
 class NeuronSpec(NamedTuple):
@@ -35,3 +35,14 @@ def kernel_parameters(kind: str, p: NamedTuple, dt: float) -> tuple:
     if kind == "adex":
         derived["c_ada"] = dt * p.tau_ada_inv
     return tuple(derived[name] if name in derived else getattr(p, name) for name in NEURONS[kind].params)
+
+
+def saved_tensors(kind: str, out, vd, extra: list, save_extra: bool) -> list:
+    """What a forward keeps for backward, in the order every backend's backward reads it: the
+    pre-reset voltages ``vd`` (spiking neurons, None when nothing needs gradients), the per-step
+    extras when parameters need gradients, and for LI then also its outputs (the voltage entering
+    each step)."""
+    saved = ([] if vd is None else [vd]) + list(extra)
+    if kind == "li" and save_extra:
+        saved.append(out)
+    return saved

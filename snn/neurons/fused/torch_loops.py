@@ -28,7 +28,7 @@ import functools
 import torch
 
 from ..surrogate import surrogate_derivative
-from .spec import EXP_ARGUMENT_MAX, NEURONS
+from .spec import EXP_ARGUMENT_MAX, NEURONS, saved_tensors
 
 GRAIN_SIZE = 32768  # at::internal::GRAIN_SIZE: ATen's elementwise ops run serially up to this size
 # Values per op in the backward loops' blocks of steps (512 KiB in float32): 4 steps of the AdEx
@@ -382,14 +382,11 @@ class TorchLoops:
         if not self.compiled and kind in ("adex", "lif"):
             loop = adex_forward_loop if kind == "adex" else lif_forward_loop
             state = loop(x, state, P, out, vd, *(extra or no_extra))
-            return out, state, ([] if vd is None else [vd]) + extra
-        for t in range(x.shape[0]):
-            outs = [out[t]] + ([None if vd is None else vd[t]] if spec.spiking else [])
-            state = step(x[t], *state, P, *outs, *([e[t] for e in extra] or no_extra))
-        saved = ([] if vd is None else [vd]) + extra
-        if kind == "li" and save_extra:
-            saved.append(out)  # the voltage entering each step, for the parameter gradients
-        return out, state, saved
+        else:
+            for t in range(x.shape[0]):
+                outs = [out[t]] + ([None if vd is None else vd[t]] if spec.spiking else [])
+                state = step(x[t], *state, P, *outs, *([e[t] for e in extra] or no_extra))
+        return out, state, saved_tensors(kind, out, vd, extra, save_extra)
 
     def _backward(self, kind, gout, gstate, saved, v0, P, method, alpha, param_grads):
         spec = NEURONS[kind]
