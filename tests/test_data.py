@@ -156,6 +156,19 @@ def test_failed_download_is_reported_with_the_reason(tmp_path, monkeypatch):
     assert "name resolution" in message and "t10k-labels-idx1-ubyte" in message
 
 
+@pytest.mark.parametrize("module, name", [("MNISTDataModule", "MNIST"), ("FashionMNISTDataModule", "FashionMNIST"),
+                                          ("CIFAR10DataModule", "CIFAR10")])
+def test_download_asks_torchvision_for_both_splits(tmp_path, monkeypatch, module, name):
+    from torchvision import datasets
+
+    from snn.training import data
+
+    calls = []
+    monkeypatch.setattr(datasets, name, lambda root, train, download: calls.append((root, train, download)))
+    getattr(data, module)(data_dir=str(tmp_path)).fetch()
+    assert calls == [(str(tmp_path), True, True), (str(tmp_path), False, True)]
+
+
 def test_download_is_skipped_when_files_exist(tmp_path, monkeypatch):
     from torchvision import datasets
 

@@ -124,6 +124,7 @@ class FileDataModule(ClassificationDataModule):
     files: tuple[str, ...] = ()  # names that must all be present in one folder
     subfolder = ""  # where torchvision's download puts them, relative to data_dir
     download_hint = ""
+    torchvision_class = ""  # the torchvision.datasets class that downloads them
 
     def __init__(self, data_dir: str = "./data", download: bool = False, search_dirs: Sequence[str] = (), **kwargs: Any):
         super().__init__(**kwargs)
@@ -142,8 +143,11 @@ class FileDataModule(ClassificationDataModule):
         return None
 
     def fetch(self) -> None:
-        """Downloads the files into ``data_dir`` with torchvision."""
-        raise NotImplementedError
+        """Downloads both splits into ``data_dir`` with torchvision."""
+        from torchvision import datasets
+
+        for train in (True, False):
+            getattr(datasets, self.torchvision_class)(str(self.data_dir), train=train, download=True)
 
     def missing_message(self) -> str:
         looked = "\n".join(
@@ -187,15 +191,10 @@ class MNISTDataModule(FileDataModule):
     files = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
     subfolder = "MNIST/raw"
     download_hint = "Offline, Fashion-MNIST works the same way: dataset=fashion_mnist (Debian package dataset-fashion-mnist)."
+    torchvision_class = "MNIST"
 
     def __init__(self, input_shape: Sequence[int] = (1, 28, 28), num_classes: int = 10, **kwargs: Any):
         super().__init__(input_shape=input_shape, num_classes=num_classes, **kwargs)
-
-    def fetch(self) -> None:
-        from torchvision import datasets
-
-        for train in (True, False):
-            datasets.MNIST(str(self.data_dir), train=train, download=True)
 
     def load(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
         folder = self.folder()
@@ -221,6 +220,7 @@ class FashionMNISTDataModule(MNISTDataModule):
     name = "Fashion-MNIST"
     subfolder = "FashionMNIST/raw"
     download_hint = "On Debian/Ubuntu: apt-get install dataset-fashion-mnist (files in /usr/share/datasets/fashion-mnist)."
+    torchvision_class = "FashionMNIST"
 
     def __init__(self, flip: bool = False, crop_padding: int = 0, **kwargs: Any):
         super().__init__(**kwargs)
@@ -238,12 +238,6 @@ class FashionMNISTDataModule(MNISTDataModule):
             steps.append(v2.RandomCrop(self.input_shape[1:], padding=self.crop_padding))
         return v2.Compose(steps)
 
-    def fetch(self) -> None:
-        from torchvision import datasets
-
-        for train in (True, False):
-            datasets.FashionMNIST(str(self.data_dir), train=train, download=True)
-
 
 class CIFAR10DataModule(FileDataModule):
     """CIFAR-10 from the python batches (``cifar-10-batches-py``); random crop and flip when ``augment``."""
@@ -252,15 +246,11 @@ class CIFAR10DataModule(FileDataModule):
     files = ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch")
     subfolder = "cifar-10-batches-py"
     download_hint = "Offline, Fashion-MNIST is available as a Debian package: dataset=fashion_mnist."
+    torchvision_class = "CIFAR10"  # one archive holds both splits: the second call finds it
 
     def __init__(self, input_shape: Sequence[int] = (3, 32, 32), num_classes: int = 10, augment: bool = True, **kwargs: Any):
         super().__init__(input_shape=input_shape, num_classes=num_classes, **kwargs)
         self.augment = augment
-
-    def fetch(self) -> None:
-        from torchvision import datasets
-
-        datasets.CIFAR10(str(self.data_dir), download=True)
 
     def train_transform(self):
         if not self.augment:
