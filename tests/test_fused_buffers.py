@@ -127,3 +127,28 @@ def test_release_buffers_empties_the_pool(cpp_layer):
     assert pool.free_bytes() > 0
     release_buffers()
     assert pool.free_bytes() == 0
+
+
+def test_threads_never_get_the_same_buffer(monkeypatch):
+    import threading
+    import time
+
+    strides = buffers._contiguous_strides  # slowed down: a thread switch between picking a free
+    monkeypatch.setattr(buffers, "_contiguous_strides", lambda shape: time.sleep(0.002) or strides(shape))
+    pool = BufferPool()  # storage and making its tensor would hand it out twice
+    for _ in range(4):  # four free buffers to compete for
+        pool.empty(SHAPE, torch.float32, "cpu")
+    got, start = [], threading.Barrier(8)
+
+    def take():
+        start.wait()
+        for _ in range(5):
+            t = pool.empty(SHAPE, torch.float32, "cpu")
+            got.append(t)  # held: no other thread may get its storage
+
+    threads = [threading.Thread(target=take) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len({t.data_ptr() for t in got}) == len(got) == 40

@@ -62,15 +62,15 @@ class BufferPool:
         nbytes = shape.numel() * torch.empty((), dtype=dtype).element_size()
         if _use_count is None or torch.device(device).type != "cpu" or nbytes < MIN_POOLED_BYTES:
             return self._fresh(shape, dtype, device)
-        with self._lock:
+        with self._lock:  # the tensor is made under the lock: until then the storage looks free
             storage = next((s for s in self._storages if s.nbytes() == nbytes and self._is_free(s)), None)
-            if storage is None:
-                tensor = self._fresh(shape, dtype, device)
-                self._trim()
-                if len(self._storages) < MAX_TRACKED:
-                    self._storages.append(tensor.untyped_storage())
-                return tensor
-        return torch.empty(0, dtype=dtype, device=device).set_(storage, 0, shape, _contiguous_strides(shape))
+            if storage is not None:
+                return torch.empty(0, dtype=dtype, device=device).set_(storage, 0, shape, _contiguous_strides(shape))
+            tensor = self._fresh(shape, dtype, device)
+            self._trim()
+            if len(self._storages) < MAX_TRACKED:
+                self._storages.append(tensor.untyped_storage())
+            return tensor
 
     def _fresh(self, shape, dtype, device) -> torch.Tensor:
         tensor = torch.empty(shape, dtype=dtype, device=device)
