@@ -8,10 +8,13 @@
 //
 // Layout: x, z, saved tensors are [T, M] (M neurons, contiguous); states are [M]. A parameter k is
 // params[k] with vector[k] = 1 for one value per neuron ([M]) or 0 for a single value.
-// OpenMP threads own contiguous blocks of tiles of neurons and run all T steps over each tile,
-// so a tile's state stays in L1 and memory traffic is one read of x and one write of z and of the
-// saved pre-reset voltage per neuron and step. Tiles are handed out dynamically: on a shared machine
-// a thread that loses its core does not hold the others up at the end of the loop.
+// OpenMP threads take tiles of neurons and run all T steps over each tile, so a tile's state
+// stays in L1 and memory traffic is one read of x and one write of z and of the saved pre-reset
+// voltage per neuron and step (backward: one read of the saved voltage, one write of the input
+// gradient). Rows are written with non-temporal stores (store_row) and read rows are prefetched
+// two steps ahead (prefetch_row); the kernels run close to this machine's memory bandwidth
+// (benchmarks/RESULTS.md). Tiles are handed out dynamically: on a shared machine a thread that
+// loses its core does not hold the others up at the end of the loop.
 //
 // Inputs (x forward, the output gradient backward) may be strided views: row t of neuron block n0
 // starts at base + t * ts + n0 * ns with ns = 1 (contiguous neurons; ts = 0 for an input broadcast
