@@ -33,7 +33,6 @@ def _as_float_tensor(name: str, value: Any) -> torch.Tensor:
     return tensor
 
 
-
 def broadcasts_to(shape: Sequence[int], target: Sequence[int]) -> bool:
     """Whether a tensor of ``shape`` broadcasts to ``target`` unchanged (NumPy rules: aligned from
     the right, each size 1 or equal). Plain Python: ``torch.broadcast_shapes`` per parameter was
@@ -41,6 +40,7 @@ def broadcasts_to(shape: Sequence[int], target: Sequence[int]) -> bool:
     if len(shape) > len(target):
         return False
     return all(size in (1, goal) for size, goal in zip(reversed(shape), reversed(target), strict=False))
+
 
 class NeuronModule(nn.Module):
     """Holds a neuron's parameters and checks inputs and states.

@@ -59,7 +59,7 @@ class BufferPool:
     def empty(self, shape, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
         """An uninitialised contiguous tensor, in a reused storage when one of the right size is free."""
         shape = torch.Size(shape)
-        nbytes = shape.numel() * torch.empty((), dtype=dtype).element_size()
+        nbytes = shape.numel() * dtype.itemsize
         if _use_count is None or torch.device(device).type != "cpu" or nbytes < MIN_POOLED_BYTES:
             return self._fresh(shape, dtype, device)
         with self._lock:  # the tensor is made under the lock: until then the storage looks free

@@ -63,6 +63,8 @@ def load_library() -> ctypes.CDLL:
             path = cpp_extension.load(name=name, sources=[SOURCE], extra_cflags=CFLAGS + isa,
                                       extra_ldflags=["-fopenmp"], is_python_module=False, verbose=False)
             _library = ctypes.CDLL(path)
+            _library.advise_huge_pages.argtypes = [ctypes.c_void_p, ctypes.c_int64]
+            _library.advise_huge_pages.restype = None
         except Exception as error:  # a missing compiler or ninja, a failed build or load
             _error = f"{type(error).__name__}: {str(error).strip().splitlines()[-1] if str(error).strip() else ''}"
             raise RuntimeError(_error) from error
@@ -104,10 +106,7 @@ def _advise_huge_pages(buffer: torch.Tensor) -> None:
     """Large fresh buffers on huge pages: one page fault per 2 MiB instead of per 4 KiB."""
     nbytes = buffer.numel() * buffer.element_size()
     if nbytes >= HUGE_PAGE_BYTES:
-        lib = load_library()
-        lib.advise_huge_pages.argtypes = [ctypes.c_void_p, ctypes.c_int64]
-        lib.advise_huge_pages.restype = None
-        lib.advise_huge_pages(buffer.data_ptr(), nbytes)
+        load_library().advise_huge_pages(buffer.data_ptr(), nbytes)
 
 
 # The kernels' large output, saved and gradient buffers, shared by all layers of the process.

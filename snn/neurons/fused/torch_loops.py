@@ -194,6 +194,7 @@ def _spikes(x_spike, out):
     """``z = [x_spike > 0]`` as a float mask in ``out``."""
     return torch.gt(x_spike, 0, out=out)
 
+
 def adex_forward_loop(x, state, P, out, vd, ij_out, a_out):
     """All steps of :func:`adex_forward_step` with its roundings, in place; returns the final state.
     ``vd`` (pre-reset voltages), ``ij_out``, ``a_out`` may be None (not saved)."""
