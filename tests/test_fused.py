@@ -294,6 +294,16 @@ def test_auto_picks_cpp_on_cpu(cpp_library):
     assert resolve_backend("auto", "lif", x.to(torch.bfloat16), "super") == "python"
 
 
+def test_cpp_needs_mkl_vml_only_for_adex_and_the_sigmoid_and_tanh_surrogates(cpp_library, monkeypatch):
+    assert cpp_library.vml_available() == 1  # torch's MKL exports VML here
+    no_vml = type("Library", (), {"vml_available": staticmethod(lambda: 0)})()
+    monkeypatch.setattr(cpp_loops, "load_library", lambda: no_vml)
+    assert not cpp_loops.supports("adex", torch.float32, "super")
+    assert not cpp_loops.supports("lif", torch.float32, "sigmoid")
+    assert cpp_loops.supports("lif", torch.float32, "super") and cpp_loops.supports("li", torch.float64, None)
+    assert resolve_backend("auto", "adex", torch.zeros(2, 3), "super") == "python"
+
+
 def test_custom_surrogate_runs_in_python_and_cpp_refuses_it():
     SURROGATES["test_gauss"] = lambda x, a: a / math.sqrt(math.pi) * torch.exp(-(a * x) ** 2)
     try:

@@ -31,6 +31,9 @@ SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cpu_kernels.c
 # The surrogates the kernels implement natively, by their index in cpu_kernels.cpp.
 NATIVE_SURROGATES = {"super": 0, "triangle": 1, "sigmoid": 2, "atan": 3, "tanh": 4, "heaviside": 5}
 CFLAGS = ["-O3", "-ffp-contract=off", "-fopenmp", "-fno-math-errno"]
+# --no-as-needed: every MKL symbol the kernels use is weak (see cpu_kernels.cpp), and a linker
+# that drops libraries only weakly referenced would leave them all unresolved.
+LDFLAGS = ["-fopenmp", "-Wl,--no-as-needed"] if platform.system() == "Linux" else ["-fopenmp"]
 # torch's requirements for each capability (aten/src/ATen/native/DispatchStub.cpp): what it runs is
 # what we may use. Other capabilities and architectures build for the compiler's baseline.
 ISA_FLAGS = {
@@ -61,10 +64,11 @@ def load_library() -> ctypes.CDLL:
             # The capability in the name: a cache shared by different CPUs never mixes builds.
             name = f"snn_fused_cpu_{capability.lower() if isa else 'baseline'}"
             path = cpp_extension.load(name=name, sources=[SOURCE], extra_cflags=CFLAGS + isa,
-                                      extra_ldflags=["-fopenmp"], is_python_module=False, verbose=False)
+                                      extra_ldflags=LDFLAGS, is_python_module=False, verbose=False)
             _library = ctypes.CDLL(path)
             _library.advise_huge_pages.argtypes = [ctypes.c_void_p, ctypes.c_int64]
             _library.advise_huge_pages.restype = None
+            _library.vml_available.restype = ctypes.c_int
         except Exception as error:  # a missing compiler or ninja, a failed build or load
             _error = f"{type(error).__name__}: {str(error).strip().splitlines()[-1] if str(error).strip() else ''}"
             raise RuntimeError(_error) from error
@@ -72,14 +76,21 @@ def load_library() -> ctypes.CDLL:
 
 
 def supports(kind: str, dtype: torch.dtype, method: str | None) -> bool:
-    """Whether the kernels cover this case (before trying to build them)."""
+    """Whether the kernels cover this case. The AdEx exponential must be torch.exp's own, MKL's
+    VML (the sigmoid and tanh surrogates use it too): those cases need a torch with MKL whose VML
+    functions the built library found (they are weak symbols, so LIF and LI run without them)."""
     if dtype not in (torch.float32, torch.float64):
         return False
     if method is not None and (method not in NATIVE_SURROGATES or SURROGATES.get(method) is not _BUILTIN[method]):
         return False  # a user-registered (or overwritten) surrogate
-    # The AdEx exponential must be torch.exp's own, MKL's VML, which the sigmoid and tanh
-    # surrogates use too.
-    return (kind != "adex" and method not in ("sigmoid", "tanh")) or torch.backends.mkl.is_available()
+    if kind != "adex" and method not in ("sigmoid", "tanh"):
+        return True
+    if not torch.backends.mkl.is_available():
+        return False
+    try:
+        return bool(load_library().vml_available())
+    except RuntimeError:
+        return True  # no library at all: resolve_backend reports that (or falls back) itself
 
 
 _BUILTIN = dict(SURROGATES)  # the registry as shipped, to detect overwritten built-in names

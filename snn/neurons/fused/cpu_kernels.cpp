@@ -32,12 +32,14 @@
 #define SNN_X86 1
 #endif
 
-// MKL's service function (weak: a torch whose MKL does not export it runs without the setting).
+// MKL, as exported by libtorch_cpu. Weak: without MKL the library still loads and runs LIF and
+// LI (vml_available() tells cpp_loops.supports whether the VML functions were found); without
+// the service function the kernels run without asking MKL for one thread.
 extern "C" int MKL_Set_Num_Threads_Local(int threads) __attribute__((weak));
-extern "C" void vmsExp(int n, const float* a, float* r, long long mode);
-extern "C" void vmdExp(int n, const double* a, double* r, long long mode);
-extern "C" void vmsTanh(int n, const float* a, float* r, long long mode);
-extern "C" void vmdTanh(int n, const double* a, double* r, long long mode);
+extern "C" void vmsExp(int n, const float* a, float* r, long long mode) __attribute__((weak));
+extern "C" void vmdExp(int n, const double* a, double* r, long long mode) __attribute__((weak));
+extern "C" void vmsTanh(int n, const float* a, float* r, long long mode) __attribute__((weak));
+extern "C" void vmdTanh(int n, const double* a, double* r, long long mode) __attribute__((weak));
 
 namespace {
 
@@ -551,6 +553,9 @@ void li_backward(int64_t steps, int64_t M, const T* gout, int64_t gz_ts, int64_t
 
 SNN_ENTRY_POINTS(float, f32)
 SNN_ENTRY_POINTS(double, f64)
+
+// Whether MKL's VML functions resolved: the AdEx exponential and the sigmoid/tanh surrogates need them.
+extern "C" int vml_available() { return vmsExp && vmdExp && vmsTanh && vmdTanh ? 1 : 0; }
 
 // Asks the kernel to back [p, p + bytes) with transparent huge pages before it is first written:
 // one fault per 2 MiB instead of 512 for the large fresh buffers of every call. Only whole
