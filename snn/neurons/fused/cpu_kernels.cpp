@@ -122,6 +122,34 @@ SNN_INLINE void prefetch_row(const T* base, int64_t t, int64_t steps, int64_t ts
   for (int64_t b = 0; b < n * int64_t(sizeof(T)); b += 64) __builtin_prefetch(bytes + b, 0, 3);
 }
 
+// The spike of a pre-reset voltage, z = [v_d - v_th > 0], and the voltage after the reset,
+// (1 - z) v_d + z v_reset, with the step functions' operations (both products by z are exact).
+template <typename T>
+SNN_INLINE T spike(T vd, T vth) { return (vd - vth) > T(0) ? T(1) : T(0); }
+template <typename T>
+SNN_INLINE T after_reset(T vd, T z, T vr) { return (T(1) - z) * vd + z * vr; }
+
+// The voltage entering step t of a tile (backward): v0 at t = 0, else step t - 1's after its reset.
+template <typename T>
+SNN_INLINE void entering_voltage(const T* vd_saved, const T* v0, int64_t t, int64_t M, int64_t n0, int64_t n,
+                                 const T* vth, const T* vr, T* v) {
+  if (t == 0) {
+    std::memcpy(v, v0 + n0, n * sizeof(T));
+    return;
+  }
+  const T* vdp = vd_saved + (t - 1) * M + n0;
+  for (int64_t k = 0; k < n; ++k) v[k] = after_reset(vdp[k], spike(vdp[k], vth[k]), vr[k]);
+}
+
+// The leaky membrane of LIF and LI: v + c_mem ((v_leak - v) + i_jump).
+template <typename T>
+SNN_INLINE T leaky_membrane(T v, T c_mem, T vl, T ij) { return v + c_mem * ((vl - v) + ij); }
+
+// The gradient of i + x (the input's, and the synaptic current's before the step) from that of
+// v_d through c_mem (g7) and that of the decayed current (gi): g7 + (gi + c_syn gi).
+template <typename T>
+SNN_INLINE T input_gradient(T g7, T gi, T c_syn) { return g7 + (gi + gi * c_syn); }
+
 enum Surrogate { kSuper = 0, kTriangle = 1, kSigmoid = 2, kAtan = 3, kTanh = 4, kHeaviside = 5 };
 
 // out[k] = sigma'(x[k]; alpha), the derivatives of snn/neurons/surrogate.py (n <= kTile). The
@@ -225,9 +253,9 @@ void adex_forward(int64_t steps, int64_t M, const T* x, int64_t x_ts, int64_t x_
         const T vd = vv[k] + c_mem[k] * ((((vl[k] - vv[k]) + dT[k] * ex[k]) + ij) - aa[k]);
         const T inew = ij + c_syn[k] * ij;
         const T ad = aa[k] + c_ada[k] * (ac[k] * (vv[k] - vl[k]) - aa[k]);
-        const T zz = (vd - vth[k]) > T(0) ? T(1) : T(0);
+        const T zz = spike(vd, vth[k]);
         zt[k] = zz;
-        vv[k] = (T(1) - zz) * vd + zz * vr[k];
+        vv[k] = after_reset(vd, zz, vr[k]);
         ii[k] = inew;
         aa[k] = ad + zz * as[k];
         e[k] = vd;
@@ -269,15 +297,7 @@ void adex_backward(int64_t steps, int64_t M, const T* gz, int64_t gz_ts, int64_t
         prefetch_row(a_saved, t - kAhead, steps, M, 1, n0, n);
       }
       const T* vdt = vd_saved + off;
-      if (t > 0) {  // the voltage entering step t: the previous step's after its reset
-        const T* vdp = vd_saved + off - M;
-        for (int64_t k = 0; k < n; ++k) {
-          const T zp = (vdp[k] - vth[k]) > T(0) ? T(1) : T(0);
-          vv[k] = (T(1) - zp) * vdp[k] + zp * vr[k];
-        }
-      } else {
-        std::memcpy(vv, v0 + n0, n * sizeof(T));
-      }
+      entering_voltage(vd_saved, v0, t, M, n0, n, vth, vr, vv);
       for (int64_t k = 0; k < n; ++k) {
         const T q = (vv[k] - vth[k]) / dT[k];
         t2[k] = q;
@@ -300,7 +320,7 @@ void adex_backward(int64_t steps, int64_t M, const T* gz, int64_t gz_ts, int64_t
         const T gt2 = t2[k] < exp_max ? g7 * dT[k] * ex[k] : T(0);
         const T gt1 = gt2 / dT[k];
         const T gt11 = gan * c_ada[k];
-        const T gij = g7 + (gin + gin * c_syn[k]);
+        const T gij = input_gradient(g7, gin, c_syn[k]);
         gvv[k] = gvd - g7 + gt1 + gt11 * ac[k];
         gaa[k] = gan - g7 - gt11;
         gii[k] = gij;
@@ -352,10 +372,10 @@ void lif_forward(int64_t steps, int64_t M, const T* x, int64_t x_ts, int64_t x_n
       }
       for (int64_t k = 0; k < n; ++k) {
         const T ij = ii[k] + xt[k];
-        const T vd = vv[k] + c_mem[k] * ((vl[k] - vv[k]) + ij);
-        const T zz = (vd - vth[k]) > T(0) ? T(1) : T(0);
+        const T vd = leaky_membrane(vv[k], c_mem[k], vl[k], ij);
+        const T zz = spike(vd, vth[k]);
         ii[k] = ij + c_syn[k] * ij;
-        vv[k] = (T(1) - zz) * vd + zz * vr[k];
+        vv[k] = after_reset(vd, zz, vr[k]);
         zt[k] = zz;
         vds[k] = vd;
       }
@@ -388,17 +408,7 @@ void lif_backward(int64_t steps, int64_t M, const T* gz, int64_t gz_ts, int64_t 
       const T* vdt = vd_saved + off;
       for (int64_t k = 0; k < n; ++k) xs[k] = vdt[k] - vth[k];
       surrogate<T>(method, T(alpha), xs, sg, n);
-      if (Params) {
-        if (t > 0) {
-          const T* vdp = vd_saved + off - M;
-          for (int64_t k = 0; k < n; ++k) {
-            const T zp = (vdp[k] - vth[k]) > T(0) ? T(1) : T(0);
-            vv[k] = (T(1) - zp) * vdp[k] + zp * vr[k];
-          }
-        } else {
-          std::memcpy(vv, v0 + n0, n * sizeof(T));
-        }
-      }
+      if (Params) entering_voltage(vd_saved, v0, t, M, n0, n, vth, vr, vv);
       const T* gzt = gz ? row(gz, t, gz_ts, gz_ns, n0, n, gb) : nullptr;
       const T* ijt = Params ? ij_saved + off : nullptr;
       T gxt[kTile];
@@ -409,7 +419,7 @@ void lif_backward(int64_t steps, int64_t M, const T* gz, int64_t gz_ts, int64_t 
         const T gxs = gZ * sg[k];
         const T gvd = gvn * (T(1) - zz) + gxs;
         const T g7 = gvd * c_mem[k];
-        const T gij = g7 + (gin + gin * c_syn[k]);
+        const T gij = input_gradient(g7, gin, c_syn[k]);
         gvv[k] = gvd - g7;
         gii[k] = gij;
         gxt[k] = gij;
@@ -453,7 +463,7 @@ void li_forward(int64_t steps, int64_t M, const T* x, int64_t x_ts, int64_t x_ns
       }
       for (int64_t k = 0; k < n; ++k) {
         const T ij = ii[k] + xt[k];
-        const T vn = vv[k] + c_mem[k] * ((vl[k] - vv[k]) + ij);
+        const T vn = leaky_membrane(vv[k], c_mem[k], vl[k], ij);
         ii[k] = ij + c_syn[k] * ij;
         vv[k] = vn;
       }
@@ -493,7 +503,7 @@ void li_backward(int64_t steps, int64_t M, const T* gout, int64_t gz_ts, int64_t
         const T gvn = gvv[k] + (got ? got[k] : T(0));
         const T gin = gii[k];
         const T g7 = gvn * c_mem[k];
-        const T gij = g7 + (gin + gin * c_syn[k]);
+        const T gij = input_gradient(g7, gin, c_syn[k]);
         gvv[k] = gvn - g7;
         gii[k] = gij;
         gxt[k] = gij;
