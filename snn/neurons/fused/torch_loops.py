@@ -63,6 +63,12 @@ def reset_voltage(vd, vth, vr):
     return (1 - z) * vd + z * vr
 
 
+def input_gradient(g7, gi, c_syn):
+    """The gradient of ``i + x`` (the input's, and the synaptic current's before the step) from
+    that of v_d through c_mem (``g7``) and that of the decayed current (``gi``)."""
+    return g7 + (gi + gi * c_syn)
+
+
 # ---------------------------------------------------------------- AdEx
 def adex_forward_step(x, v, i, a, P, z_out, vd_out, ij_out, a_out):
     c_mem, c_syn, c_ada, ac, a_spike, delta_T, v_leak, v_th, v_reset = P
@@ -101,7 +107,7 @@ def adex_backward_step(gz, gv, gi, ga, vd, v, P, derivative, alpha, gx_out, ij, 
     g_t2 = torch.where(t2 < EXP_ARGUMENT_MAX, g7 * delta_T * ex, 0.0)
     g_t1 = g_t2 / delta_T
     g_t11 = ga * c_ada
-    g_ij = g7 + (gi + gi * c_syn)
+    g_ij = input_gradient(g7, gi, c_syn)
     gx_out.copy_(g_ij)
     if G is not None:
         G[0].add_(g_vd * ((v_leak - v) + delta_T * ex + ij - a))
@@ -141,7 +147,7 @@ def lif_backward_step(gz, gv, gi, vd, v, P, derivative, alpha, gx_out, ij, G):
     g_xs = g_z * derivative(x_spike, alpha)
     g_vd = gv * (1 - z) + g_xs
     g7 = g_vd * c_mem
-    g_ij = g7 + (gi + gi * c_syn)
+    g_ij = input_gradient(g7, gi, c_syn)
     gx_out.copy_(g_ij)
     if G is not None:
         G[0].add_(g_vd * ((v_leak - v) + ij))
@@ -168,7 +174,7 @@ def li_backward_step(gout, gv, gi, v, P, gx_out, ij, G):
     if gout is not None:
         gv = gv + gout
     g7 = gv * c_mem
-    g_ij = g7 + (gi + gi * c_syn)
+    g_ij = input_gradient(g7, gi, c_syn)
     gx_out.copy_(g_ij)
     if G is not None:
         G[0].add_(gv * ((v_leak - v) + ij))
