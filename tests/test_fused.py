@@ -227,7 +227,7 @@ def test_strided_inputs_and_output_gradients(kind, backend, layout, request):
     assert (grad - ref_grad).abs().max() <= 1e-10 * ref_grad.abs().max()
 
 
-def saved_bytes(layer, x):
+def saved_bytes(layer, x, state=None):
     total = 0
 
     def pack(t):
@@ -236,7 +236,7 @@ def saved_bytes(layer, x):
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out, _ = layer(x)
+        out, _ = layer(x, state)
     return total, out
 
 
@@ -265,16 +265,7 @@ def test_saved_initial_voltage_only_when_given(backend, request):
     layer = make_layer("adex", backend, dtype=torch.float32)
     x = torch.rand(T, B, N, requires_grad=True)
     from_rest, out = saved_bytes(layer, x)
-    state = layer.initial_state(x)
-    total = 0
-
-    def pack(t):
-        nonlocal total
-        total += t.numel() * t.element_size()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out_given, _ = layer(x, state)
+    total, out_given = saved_bytes(layer, x, layer.initial_state(x))
     assert torch.equal(out, out_given)
     assert total - from_rest == 4 * B * N - 4
     grads = [torch.autograd.grad((o * torch.arange(o.numel()).view_as(o).sin()).sum(), x)[0]
