@@ -348,17 +348,22 @@ void adex_backward(int64_t steps, int64_t M, const T* gz, int64_t gz_ts, int64_t
   });
 }
 
-// ---------------------------------------------------------------- LIF
+// ---------------------------------------------------------------- LIF (and LI's forward)
 // params: c_mem = dt*tau_mem_inv, c_syn = -dt*tau_syn_inv, v_leak, v_th, v_reset
 enum { L_CMEM, L_CSYN, L_VL, L_VTH, L_VR, L_COUNT };
+// LI params: c_mem, c_syn, v_leak (LIF's first three).
+enum { I_CMEM, I_CSYN, I_VL, I_COUNT };
 
-template <typename T>
-void lif_forward(int64_t steps, int64_t M, const T* x, int64_t x_ts, int64_t x_ns, T* v, T* i, const T* const* params,
-                 const int64_t* vector, T* z, T* vd_saved, T* ij_saved, int threads) {
+// LIF (Spiking: outputs z, saves v_d, resets) and LI (outputs v after each step) share the
+// leaky synapse and membrane, hence this one tile loop. LI's parameters are LIF's first three.
+template <typename T, bool Spiking>
+void leaky_forward(int64_t steps, int64_t M, const T* x, int64_t x_ts, int64_t x_ns, T* v, T* i, const T* const* params,
+                   const int64_t* vector, T* out, T* vd_saved, T* ij_saved, int threads) {
   for_each_tile(M, threads, [&](int64_t n0, int64_t n) {
-    TileParams<T, L_COUNT> P;
+    TileParams<T, Spiking ? L_COUNT : I_COUNT> P;
     P.load(params, vector, n0, n);
-    const T *c_mem = P.p[L_CMEM], *c_syn = P.p[L_CSYN], *vl = P.p[L_VL], *vth = P.p[L_VTH], *vr = P.p[L_VR];
+    const T *c_mem = P.p[L_CMEM], *c_syn = P.p[L_CSYN], *vl = P.p[L_VL];
+    const T *vth = P.p[Spiking ? L_VTH : 0], *vr = P.p[Spiking ? L_VR : 0];  // read when Spiking
     T vv[kTile], ii[kTile], vds[kTile], xb[kTile], zt[kTile], ijs[kTile];
     std::memcpy(vv, v + n0, n * sizeof(T));
     std::memcpy(ii, i + n0, n * sizeof(T));
@@ -373,14 +378,22 @@ void lif_forward(int64_t steps, int64_t M, const T* x, int64_t x_ts, int64_t x_n
       for (int64_t k = 0; k < n; ++k) {
         const T ij = ii[k] + xt[k];
         const T vd = leaky_membrane(vv[k], c_mem[k], vl[k], ij);
-        const T zz = spike(vd, vth[k]);
         ii[k] = ij + c_syn[k] * ij;
-        vv[k] = after_reset(vd, zz, vr[k]);
-        zt[k] = zz;
-        vds[k] = vd;
+        if (Spiking) {
+          const T zz = spike(vd, vth[k]);
+          vv[k] = after_reset(vd, zz, vr[k]);
+          zt[k] = zz;
+          vds[k] = vd;
+        } else {
+          vv[k] = vd;
+        }
       }
-      store_row(z + off, zt, n);
-      if (vd_saved) store_row(vd_saved + off, vds, n);
+      if (Spiking) {
+        store_row(out + off, zt, n);
+        if (vd_saved) store_row(vd_saved + off, vds, n);
+      } else {
+        store_row(out + off, vv, n);
+      }
     }
     std::memcpy(v + n0, vv, n * sizeof(T));
     std::memcpy(i + n0, ii, n * sizeof(T));
@@ -439,40 +452,8 @@ void lif_backward(int64_t steps, int64_t M, const T* gz, int64_t gz_ts, int64_t 
   });
 }
 
-// ---------------------------------------------------------------- LI
+// ---------------------------------------------------------------- LI (forward: leaky_forward)
 // params: c_mem = dt*tau_mem_inv, c_syn = -dt*tau_syn_inv, v_leak. Output: v after each step.
-enum { I_CMEM, I_CSYN, I_VL, I_COUNT };
-
-template <typename T>
-void li_forward(int64_t steps, int64_t M, const T* x, int64_t x_ts, int64_t x_ns, T* v, T* i, const T* const* params,
-                const int64_t* vector, T* out, T* ij_saved, int threads) {
-  for_each_tile(M, threads, [&](int64_t n0, int64_t n) {
-    TileParams<T, I_COUNT> P;
-    P.load(params, vector, n0, n);
-    const T *c_mem = P.p[I_CMEM], *c_syn = P.p[I_CSYN], *vl = P.p[I_VL];
-    T vv[kTile], ii[kTile], xb[kTile], ijs[kTile];
-    std::memcpy(vv, v + n0, n * sizeof(T));
-    std::memcpy(ii, i + n0, n * sizeof(T));
-    for (int64_t t = 0; t < steps; ++t) {
-      const int64_t off = t * M + n0;
-      prefetch_row(x, t + kAhead, steps, x_ts, x_ns, n0, n);
-      const T* xt = row(x, t, x_ts, x_ns, n0, n, xb);
-      if (ij_saved) {
-        for (int64_t k = 0; k < n; ++k) ijs[k] = ii[k] + xt[k];
-        store_row(ij_saved + off, ijs, n);
-      }
-      for (int64_t k = 0; k < n; ++k) {
-        const T ij = ii[k] + xt[k];
-        const T vn = leaky_membrane(vv[k], c_mem[k], vl[k], ij);
-        ii[k] = ij + c_syn[k] * ij;
-        vv[k] = vn;
-      }
-      store_row(out + off, vv, n);
-    }
-    std::memcpy(v + n0, vv, n * sizeof(T));
-    std::memcpy(i + n0, ii, n * sizeof(T));
-  });
-}
 
 // out_saved (with Params): the forward's outputs, i.e. v after each step.
 template <typename T, bool Params>
@@ -540,7 +521,7 @@ void li_backward(int64_t steps, int64_t M, const T* gout, int64_t gz_ts, int64_t
   extern "C" void lif_forward_##suffix(int64_t steps, int64_t M, const T* x, int64_t xts, int64_t xns, T* v, T* i, \
                                        const T* const* p, const int64_t* vec, T* z, T* vd, T* ij,   \
                                        int threads) {                                               \
-    lif_forward<T>(steps, M, x, xts, xns, v, i, p, vec, z, vd, ij, threads);                                  \
+    leaky_forward<T, true>(steps, M, x, xts, xns, v, i, p, vec, z, vd, ij, threads);                          \
   }                                                                                                  \
   extern "C" void lif_backward_##suffix(int64_t steps, int64_t M, const T* gz, int64_t gts, int64_t gns, T* gv, T* gi, \
                                         const T* vd, const T* v0, const T* ij, const T* const* p,   \
@@ -552,7 +533,7 @@ void li_backward(int64_t steps, int64_t M, const T* gout, int64_t gz_ts, int64_t
   extern "C" void li_forward_##suffix(int64_t steps, int64_t M, const T* x, int64_t xts, int64_t xns, T* v, T* i, \
                                       const T* const* p, const int64_t* vec, T* out, T* ij,         \
                                       int threads) {                                                \
-    li_forward<T>(steps, M, x, xts, xns, v, i, p, vec, out, ij, threads);                                     \
+    leaky_forward<T, false>(steps, M, x, xts, xns, v, i, p, vec, out, nullptr, ij, threads);                  \
   }                                                                                                  \
   extern "C" void li_backward_##suffix(int64_t steps, int64_t M, const T* gout, int64_t gts, int64_t gns, T* gv, T* gi, \
                                        const T* out, const T* v0, const T* ij, const T* const* p,   \
