@@ -6,8 +6,8 @@ import lightning as L
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from train_hooks import with_callback
 
-import train as train_script
 from snn.training import SpikingClassifierModule, load_checkpoint, load_classifier
 from train import ConfigError, train
 
@@ -31,18 +31,6 @@ class KillAtEpoch(L.Callback):
     def on_train_epoch_start(self, trainer, pl_module):
         if trainer.current_epoch == self.epoch:
             raise KeyboardInterrupt
-
-
-def with_callback(monkeypatch, callback: L.Callback) -> None:
-    """Makes train.train() add ``callback`` to the Trainer it builds."""
-    build = train_script.build
-
-    def build_with_callback(cfg):
-        module, datamodule, trainer = build(cfg)
-        trainer.callbacks.append(callback)
-        return module, datamodule, trainer
-
-    monkeypatch.setattr(train_script, "build", build_with_callback)
 
 
 def weights(path: Path) -> dict[str, torch.Tensor]:

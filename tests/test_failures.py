@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from train_hooks import with_callback
 
-import train as train_script
 from snn.training import NonFiniteLossError, load_checkpoint
 from train import ConfigError, explain_composition_error, train
 
@@ -28,17 +28,6 @@ SMALL = ["dataset=synthetic", "model.T=6", "model.hidden=16", "model.conv=null",
 def make_cfg(tmp_path, *overrides: str):
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         return compose("config", overrides=[f"paths.output_dir={tmp_path}", f"paths.data_dir={tmp_path / 'data'}", *overrides])
-
-
-def with_callback(monkeypatch, callback: L.Callback) -> None:
-    build = train_script.build
-
-    def build_with_callback(cfg):
-        module, datamodule, trainer = build(cfg)
-        trainer.callbacks.append(callback)
-        return module, datamodule, trainer
-
-    monkeypatch.setattr(train_script, "build", build_with_callback)
 
 
 class Poison(L.Callback):
