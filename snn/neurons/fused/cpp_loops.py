@@ -11,7 +11,7 @@ directory, so a cache shared by machines of different capabilities never loads a
 instructions a CPU lacks (``-march=native`` could: two AVX512 CPUs differ in their extensions).
 ``-ffp-contract=off`` keeps every multiply and add rounded separately, as in eager PyTorch; the
 AdEx exponential is MKL's ``vmsExp``/``vmdExp``, which is what ``torch.exp`` runs on CPU builds of
-torch with MKL (checked by :func:`available`), so the results are bit-identical to the step loop.
+torch with MKL (checked by :func:`supports`), so the results are bit-identical to the step loop.
 """
 
 from __future__ import annotations
