@@ -28,6 +28,7 @@ from .lif import (
     lif_step,
 )
 from .surrogate import SURROGATES, register_surrogate, spike
+from .trajectory import Trajectory, trajectory
 
 __all__ = [
     "LI", "LICell", "LILinearCell", "LIParameters", "LIState", "li_feed_forward_step", "li_step",
@@ -36,4 +37,5 @@ __all__ = [
     "LIFAdEx", "LIFAdExCell", "LIFAdExFeedForwardState", "LIFAdExParameters", "LIFAdExRecurrent",
     "LIFAdExRecurrentCell", "LIFAdExState", "lif_adex_feed_forward_step", "lif_adex_step",
     "SURROGATES", "register_surrogate", "spike",
+    "Trajectory", "trajectory",
 ]

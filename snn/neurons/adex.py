@@ -22,10 +22,9 @@ from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
 import torch
-from torch.nn import functional as F
 
 from .fused import check_backend
-from .module import NeuronModule, RecurrentNeuronModule
+from .module import NeuronModule, RecurrentNeuronModule, recurrent_current
 from .surrogate import spike
 
 # Largest argument of the exponential term. Finite inputs must never produce inf/NaN: exp(x)
@@ -83,6 +82,23 @@ class LIFAdExState(NamedTuple):
     a: torch.Tensor
 
 
+def lif_adex_subthreshold(
+    input_current: torch.Tensor,
+    state: LIFAdExFeedForwardState | LIFAdExState,
+    p: LIFAdExParameters = LIFAdExParameters(),
+    dt: float = 0.001,
+) -> LIFAdExFeedForwardState:
+    r"""The lines :math:`i_j, v_d, i', a_d` of :func:`lif_adex_feed_forward_step`: the state at the
+    end of a step before the spike and reset. :math:`v_d` is the voltage that crosses threshold."""
+    i_jump = state.i + input_current
+    exp_argument = torch.clamp((state.v - p.v_th) / p.delta_T, max=EXP_ARGUMENT_MAX)
+    dv = dt * p.tau_mem_inv * ((p.v_leak - state.v) + p.delta_T * torch.exp(exp_argument) + i_jump - state.a)
+    v_decayed = state.v + dv
+    i_decayed = i_jump + (-dt * p.tau_syn_inv) * i_jump
+    a_decayed = state.a + dt * p.tau_ada_inv * (p.adaptation_current * (state.v - p.v_leak) - state.a)
+    return LIFAdExFeedForwardState(v_decayed, i_decayed, a_decayed)
+
+
 def lif_adex_feed_forward_step(
     input_current: torch.Tensor,
     state: LIFAdExFeedForwardState,
@@ -112,12 +128,7 @@ def lif_adex_feed_forward_step(
     Returns:
         spikes ``z`` and the new :class:`LIFAdExFeedForwardState`.
     """
-    i_jump = state.i + input_current
-    exp_argument = torch.clamp((state.v - p.v_th) / p.delta_T, max=EXP_ARGUMENT_MAX)
-    dv = dt * p.tau_mem_inv * ((p.v_leak - state.v) + p.delta_T * torch.exp(exp_argument) + i_jump - state.a)
-    v_decayed = state.v + dv
-    i_decayed = i_jump + (-dt * p.tau_syn_inv) * i_jump
-    a_decayed = state.a + dt * p.tau_ada_inv * (p.adaptation_current * (state.v - p.v_leak) - state.a)
+    v_decayed, i_decayed, a_decayed = lif_adex_subthreshold(input_current, state, p, dt)
     z = spike(v_decayed - p.v_th, p.method, p.alpha)
     v_new = (1 - z) * v_decayed + z * p.v_reset
     a_new = a_decayed + z * p.adaptation_spike
@@ -134,7 +145,7 @@ def lif_adex_step(
 ) -> tuple[torch.Tensor, LIFAdExState]:
     r"""One step of a recurrent AdEx population: :func:`lif_adex_feed_forward_step` with input
     current :math:`x = W_{\text{in}} x_{\text{in}} + W_{\text{rec}} z_{\text{prev}}`."""
-    current = F.linear(input_tensor, input_weights) + F.linear(state.z, recurrent_weights)
+    current = recurrent_current(input_tensor, state.z, input_weights, recurrent_weights)
     z, s = lif_adex_feed_forward_step(current, LIFAdExFeedForwardState(state.v, state.i, state.a), p, dt)
     return z, LIFAdExState(z, s.v, s.i, s.a)
 
@@ -151,6 +162,7 @@ class LIFAdExCell(NeuronModule):
     parameters_class = LIFAdExParameters
     state_class = LIFAdExFeedForwardState
     step = staticmethod(lif_adex_feed_forward_step)
+    subthreshold = staticmethod(lif_adex_subthreshold)
     fused_kind = "adex"
 
     def __init__(self, p: LIFAdExParameters = LIFAdExParameters(), dt: float = 0.001,
@@ -183,6 +195,7 @@ class LIFAdExRecurrentCell(RecurrentNeuronModule):
     parameters_class = LIFAdExParameters
     state_class = LIFAdExState
     step = staticmethod(lif_adex_step)
+    subthreshold = staticmethod(lif_adex_subthreshold)
 
     def __init__(self, input_size: int, hidden_size: int, p: LIFAdExParameters = LIFAdExParameters(),
                  dt: float = 0.001, autapses: bool = False, learnable: Iterable[str] = (),

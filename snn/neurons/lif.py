@@ -16,10 +16,9 @@ from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
 import torch
-from torch.nn import functional as F
 
 from .fused import check_backend
-from .module import NeuronModule, RecurrentNeuronModule
+from .module import NeuronModule, RecurrentNeuronModule, recurrent_current
 from .surrogate import spike
 
 
@@ -50,6 +49,20 @@ class LIFState(NamedTuple):
     i: torch.Tensor
 
 
+def lif_subthreshold(
+    input_current: torch.Tensor,
+    state: LIFFeedForwardState | LIFState,
+    p: LIFParameters = LIFParameters(),
+    dt: float = 0.001,
+) -> LIFFeedForwardState:
+    r"""The lines :math:`i_j, v_d, i'` of :func:`lif_feed_forward_step`: the state at the end of a
+    step before the spike and reset. :math:`v_d` is the voltage that crosses threshold."""
+    i_jump = state.i + input_current
+    v_decayed = state.v + dt * p.tau_mem_inv * ((p.v_leak - state.v) + i_jump)
+    i_decayed = i_jump + (-dt * p.tau_syn_inv) * i_jump
+    return LIFFeedForwardState(v_decayed, i_decayed)
+
+
 def lif_feed_forward_step(
     input_current: torch.Tensor,
     state: LIFFeedForwardState,
@@ -67,9 +80,7 @@ def lif_feed_forward_step(
             v' &= (1 - z)\, v_d + z\, v_{\text{reset}}
         \end{align*}
     """
-    i_jump = state.i + input_current
-    v_decayed = state.v + dt * p.tau_mem_inv * ((p.v_leak - state.v) + i_jump)
-    i_decayed = i_jump + (-dt * p.tau_syn_inv) * i_jump
+    v_decayed, i_decayed = lif_subthreshold(input_current, state, p, dt)
     z = spike(v_decayed - p.v_th, p.method, p.alpha)
     v_new = (1 - z) * v_decayed + z * p.v_reset
     return z, LIFFeedForwardState(v_new, i_decayed)
@@ -84,7 +95,7 @@ def lif_step(
     dt: float = 0.001,
 ) -> tuple[torch.Tensor, LIFState]:
     r""":func:`lif_feed_forward_step` with input current :math:`W_{\text{in}} x + W_{\text{rec}} z_{\text{prev}}`."""
-    current = F.linear(input_tensor, input_weights) + F.linear(state.z, recurrent_weights)
+    current = recurrent_current(input_tensor, state.z, input_weights, recurrent_weights)
     z, s = lif_feed_forward_step(current, LIFFeedForwardState(state.v, state.i), p, dt)
     return z, LIFState(z, s.v, s.i)
 
@@ -95,6 +106,7 @@ class LIFCell(NeuronModule):
     parameters_class = LIFParameters
     state_class = LIFFeedForwardState
     step = staticmethod(lif_feed_forward_step)
+    subthreshold = staticmethod(lif_subthreshold)
     fused_kind = "lif"
 
     def __init__(self, p: LIFParameters = LIFParameters(), dt: float = 0.001,
@@ -119,6 +131,7 @@ class LIFRecurrentCell(RecurrentNeuronModule):
     parameters_class = LIFParameters
     state_class = LIFState
     step = staticmethod(lif_step)
+    subthreshold = staticmethod(lif_subthreshold)
 
     def __init__(self, input_size: int, hidden_size: int, p: LIFParameters = LIFParameters(),
                  dt: float = 0.001, autapses: bool = False, learnable: Iterable[str] = (),

@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from .surrogate import check_alpha, surrogate_derivative
 
@@ -61,6 +62,9 @@ class NeuronModule(nn.Module):
     state_class: type[NamedTuple]
     # step(input, state, p, dt) -> (output, new_state): the neuron's equations, one Euler step.
     step: Callable[..., tuple[torch.Tensor, Any]]
+    # subthreshold(current, state, p, dt) -> state before the spike and reset: the first lines of
+    # a spiking neuron's step, which its step calls (snn.neurons.trajectory reads v_d from it).
+    subthreshold: Callable[..., Any] | None = None
     # True for layers (input [T, B, ...], loop over T), False for cells (input [B, ...], one step).
     time_major: bool = False
     # The fused time loop of this neuron type in snn.neurons.fused ("adex", "lif", "li"), if any,
@@ -228,6 +232,13 @@ def run_time_loop(
         out, state = step(x_t, state)
         outputs.append(out)
     return torch.stack(outputs), state
+
+
+def recurrent_current(input_tensor: torch.Tensor, z: torch.Tensor, input_weights: torch.Tensor,
+                      recurrent_weights: torch.Tensor) -> torch.Tensor:
+    r"""The input current of a recurrent population:
+    :math:`W_{\text{in}} x + W_{\text{rec}} z_{\text{prev}}`."""
+    return F.linear(input_tensor, input_weights) + F.linear(z, recurrent_weights)
 
 
 class Projection:
