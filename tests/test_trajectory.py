@@ -57,8 +57,8 @@ def test_pre_reset_voltage_crosses_threshold_exactly_on_spike_steps(name):
 
 
 def test_adaptation_jumps_by_a_spike_on_spike_steps():
-    layer = LIFAdEx(LIFAdExParameters(adaptation_current=torch.tensor(0.0), tau_ada_inv=torch.tensor(0.0)),
-                    backend="eager").double()
+    p = LIFAdExParameters(adaptation_current=torch.tensor(0.0), tau_ada_inv=torch.tensor(0.0))
+    layer = LIFAdEx(p, backend="eager").double()
     traced = trajectory(layer, drive("adex"))
     # With no coupling and no decay, a only counts spikes: a_t = 0.02 * (spikes up to t).
     expected = 0.02 * traced.outputs.cumsum(0)

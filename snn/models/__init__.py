@@ -1,6 +1,7 @@
 """Spiking network models built from ``snn.neurons``: plain ``nn.Module``s, no training stack."""
 
 from .classifiers import DECODERS, NEURONS, SpikingClassifier, SpikingConvClassifier, make_neurons
+from .contract import SpikingModel, check_model
 from .conv import ConvBlock, ConvEncoder
 from .encoders import ENCODERS, ConstantCurrentEncoder, LatencyEncoder, PoissonEncoder, make_encoder
 from .monitor import SpikeRecorder
@@ -9,5 +10,5 @@ __all__ = [
     "DECODERS", "NEURONS", "SpikingClassifier", "SpikingConvClassifier", "make_neurons",
     "ConvBlock", "ConvEncoder",
     "ENCODERS", "ConstantCurrentEncoder", "LatencyEncoder", "PoissonEncoder", "make_encoder",
-    "SpikeRecorder",
+    "SpikeRecorder", "SpikingModel", "check_model",
 ]

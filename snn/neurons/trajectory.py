@@ -44,7 +44,8 @@ def trajectory(
     if not isinstance(layer, NeuronModule) or not layer.time_major:
         raise ValueError(
             f"trajectory() runs a neuron layer (time-major, e.g. LIFAdEx, LIFRecurrent, LI), got "
-            f"{type(layer).__name__}; for a cell, stack its inputs over time and use its layer class."
+            f"{type(layer).__name__}; for a cell, stack its inputs over time and use its layer "
+            "class."
         )
     neuron_shape = layer.check_input(input_tensor, time_major=True)
     if state is None:

@@ -14,7 +14,7 @@ from torch.nn import functional as F
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from snn.models import SpikeRecorder
+from snn.models import SpikeRecorder, check_model
 
 STAGES = ("train", "val", "test")
 
@@ -38,7 +38,7 @@ def build_from_config(spec: Any, what: str) -> Any:
 
 
 class SpikingClassifierModule(L.LightningModule):
-    """Trains a spiking classifier (any ``nn.Module`` with ``spiking_layers()``) on ``(x, y)`` batches.
+    """Trains a spiking classifier (any ``snn.models.SpikingModel``) on ``(x, y)`` batches.
 
     Args:
         net: the network, or its config (``{"_target_": "snn.models.SpikingClassifier", ...}``);
@@ -78,8 +78,7 @@ class SpikingClassifierModule(L.LightningModule):
             )
         self.save_hyperparameters(ignore=["net"] if isinstance(net, nn.Module) else None, logger=False)
         self.net = build_from_config(net, "model")
-        if not hasattr(self.net, "spiking_layers"):
-            raise ValueError(f"net must have spiking_layers() (see snn.models), got {type(self.net).__name__}.")
+        check_model(self.net)  # snn.models.SpikingModel: what training and monitoring rely on
         self.optimizer_factory = build_from_config(optimizer, "optimizer")
         self.scheduler_factory = build_from_config(scheduler, "scheduler") if scheduler else None
         # Keep the graph only when the rate penalty needs gradients through the spikes.
