@@ -274,6 +274,29 @@ def _input_gradient_scan(g7, gi, k_i, gx, t0):
     return gi
 
 
+def spike_coefficients(vd, v_th, v_reset, derivative, alpha):
+    """``(A, sigma')`` for pre-reset voltages ``vd``: ``A = (1 - z) + (v_reset - v_d) sigma'``, the
+    part of the gradient of ``v_d`` that comes from the voltage after the step (the spike's own
+    part is ``sigma' g_z``)."""
+    x_spike = vd - v_th
+    sg = derivative(x_spike, alpha)
+    not_spiking = torch.le(x_spike, 0, out=torch.empty_like(x_spike))  # 1 - z
+    return torch.sub(v_reset, vd).mul_(sg).add_(not_spiking), sg
+
+
+def adex_coefficients(vd, t0, t1, v0, P, derivative, alpha):
+    """``(A, B, D, sigma')`` of steps ``t0 .. t1 - 1`` for :func:`adex_backward_loop` (and the
+    recurrent loop): everything in the backward that does not depend on the incoming gradients."""
+    c_mem, c_syn, c_ada, ac, a_spike, delta_T, v_leak, v_th, v_reset = P
+    v = _entering_voltage(vd, t0, t1, v0, v_th, v_reset)
+    t2 = v.sub_(v_th).div_(delta_T)
+    # torch.clamp passes no gradient where the argument is at the bound itself: strict <.
+    below = torch.lt(t2, EXP_ARGUMENT_MAX, out=torch.empty_like(t2))
+    D = t2.clamp_(max=EXP_ARGUMENT_MAX).exp_().mul_(below).mul_(c_mem).add_(1 - c_mem)
+    A, sg = spike_coefficients(vd[t0:t1], v_th, v_reset, derivative, alpha)
+    return A, sg * a_spike, D, sg
+
+
 def adex_backward_loop(gout, gstate, vd, v0, P, derivative, alpha):
     """The backward of :func:`adex_forward_loop` without parameter gradients: ``(gx, (gv, gi, ga))``.
 
@@ -287,23 +310,13 @@ def adex_backward_loop(gout, gstate, vd, v0, P, derivative, alpha):
     T = vd.shape[0]
     gv, gi, ga = (g.clone(memory_format=torch.contiguous_format) for g in gstate)
     gx = torch.empty_like(vd)
-    k_av, k_a, k_i, k_v = c_ada * ac, 1 - c_ada, 1 + c_syn, 1 - c_mem
+    k_av, k_a, k_i = c_ada * ac, 1 - c_ada, 1 + c_syn
     block = _block(T, v0.numel())
     for t1 in range(T, 0, -block):
         t0 = max(0, t1 - block)
-        vdb = vd[t0:t1]
-        v = _entering_voltage(vd, t0, t1, v0, v_th, v_reset)
-        t2 = v.sub_(v_th).div_(delta_T)
-        # torch.clamp passes no gradient where the argument is at the bound itself: strict <.
-        below = torch.lt(t2, EXP_ARGUMENT_MAX, out=torch.empty_like(t2))
-        D = t2.clamp_(max=EXP_ARGUMENT_MAX).exp_().mul_(below).mul_(c_mem).add_(k_v)
-        x_spike = vdb - v_th
-        sg = derivative(x_spike, alpha)
-        not_spiking = torch.le(x_spike, 0, out=torch.empty_like(x_spike))  # 1 - z
-        A = torch.sub(v_reset, vdb).mul_(sg).add_(not_spiking)
-        B = sg * a_spike
+        A, B, D, sg = adex_coefficients(vd, t0, t1, v0, P, derivative, alpha)
         C = None if gout is None else sg * gout[t0:t1]  # sg may be a user surrogate's view
-        g7 = torch.empty_like(vdb)
+        g7 = torch.empty_like(A)
         for t in range(t1 - t0 - 1, -1, -1):
             g_vd = torch.mul(gv, A[t], out=g7[t]).addcmul_(ga, B[t])
             if C is not None:
@@ -326,13 +339,9 @@ def lif_backward_loop(gout, gstate, vd, v0, P, derivative, alpha):
     block = _block(T, v0.numel())
     for t1 in range(T, 0, -block):
         t0 = max(0, t1 - block)
-        vdb = vd[t0:t1]
-        x_spike = vdb - v_th
-        sg = derivative(x_spike, alpha)
-        not_spiking = torch.le(x_spike, 0, out=torch.empty_like(x_spike))  # 1 - z
-        A = torch.sub(v_reset, vdb).mul_(sg).add_(not_spiking)
+        A, sg = spike_coefficients(vd[t0:t1], v_th, v_reset, derivative, alpha)
         C = None if gout is None else sg * gout[t0:t1]  # sg may be a user surrogate's view
-        g7 = torch.empty_like(vdb)
+        g7 = torch.empty_like(A)
         for t in range(t1 - t0 - 1, -1, -1):
             g_vd = torch.mul(gv, A[t], out=g7[t])
             if C is not None:
