@@ -23,7 +23,7 @@ from typing import NamedTuple
 
 import torch
 
-from .fused import check_backend
+from .fused import check_backend, check_recurrent_backend
 from .module import NeuronModule, RecurrentNeuronModule, recurrent_current
 from .surrogate import spike
 
@@ -204,6 +204,19 @@ class LIFAdExRecurrentCell(RecurrentNeuronModule):
 
 
 class LIFAdExRecurrent(LIFAdExRecurrentCell):
-    """Recurrent AdEx layer: ``[T, B, input_size] -> ([T, B, hidden_size] spikes, LIFAdExState)``."""
+    """Recurrent AdEx layer: ``[T, B, input_size] -> ([T, B, hidden_size] spikes, LIFAdExState)``.
+
+    ``backend`` runs the time loop: ``"python"`` (one autograd node per call, see
+    :mod:`snn.neurons.fused.recurrent`), ``"eager"`` (the step function under autograd) or
+    ``"auto"`` (``"python"``).
+    """
 
     time_major = True
+    fused_kind = "adex"
+
+    def __init__(self, input_size: int, hidden_size: int, p: LIFAdExParameters = LIFAdExParameters(),
+                 dt: float = 0.001, autapses: bool = False, learnable: Iterable[str] = (),
+                 input_weights: torch.Tensor | None = None, recurrent_weights: torch.Tensor | None = None,
+                 backend: str = "auto"):
+        super().__init__(input_size, hidden_size, p, dt, autapses, learnable, input_weights, recurrent_weights)
+        self.backend = check_recurrent_backend(backend)

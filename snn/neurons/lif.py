@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import torch
 
-from .fused import check_backend
+from .fused import check_backend, check_recurrent_backend
 from .module import NeuronModule, RecurrentNeuronModule, recurrent_current
 from .surrogate import spike
 
@@ -140,6 +140,19 @@ class LIFRecurrentCell(RecurrentNeuronModule):
 
 
 class LIFRecurrent(LIFRecurrentCell):
-    """Recurrent LIF layer: ``[T, B, input_size] -> ([T, B, hidden_size] spikes, LIFState)``."""
+    """Recurrent LIF layer: ``[T, B, input_size] -> ([T, B, hidden_size] spikes, LIFState)``.
+
+    ``backend`` runs the time loop: ``"python"`` (one autograd node per call, see
+    :mod:`snn.neurons.fused.recurrent`), ``"eager"`` (the step function under autograd) or
+    ``"auto"`` (``"python"``).
+    """
 
     time_major = True
+    fused_kind = "lif"
+
+    def __init__(self, input_size: int, hidden_size: int, p: LIFParameters = LIFParameters(),
+                 dt: float = 0.001, autapses: bool = False, learnable: Iterable[str] = (),
+                 input_weights: torch.Tensor | None = None, recurrent_weights: torch.Tensor | None = None,
+                 backend: str = "auto"):
+        super().__init__(input_size, hidden_size, p, dt, autapses, learnable, input_weights, recurrent_weights)
+        self.backend = check_recurrent_backend(backend)

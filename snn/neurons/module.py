@@ -305,14 +305,19 @@ class RecurrentNeuronModule(Projection, NeuronModule):
     def forward(self, input_tensor: torch.Tensor, state: NamedTuple | None = None):
         """Cell: ``[B, input_size] -> (z [B, hidden_size], state)``; layer: the same over ``[T, ...]``."""
         hidden_shape = self.check_input(input_tensor, self.time_major)
-        if state is None:
-            state = self.rest_state(input_tensor.new_zeros(hidden_shape))
+        if state is None:  # v a broadcast of v_leak: the fused loops then save no initial voltage
+            state = self.rest_state(input_tensor.new_zeros(hidden_shape), materialize=False)
         self.check_state(state, hidden_shape, self.state_class)
         p = self.neuron_parameters(input_tensor)
         w_in, w_rec = self.input_weights, self.effective_recurrent_weights()
         step = type(self).step
         if not self.time_major:
             return step(input_tensor, state, w_in, w_rec, p, self.dt)
+        if self.backend != "eager" and self.fused_kind is not None:
+            from .fused.recurrent import integrate_recurrent
+
+            return integrate_recurrent(self.fused_kind, self.backend, input_tensor, state, w_in, w_rec,
+                                       p, self.dt)
         return run_time_loop(lambda x, s: step(x, s, w_in, w_rec, p, self.dt), input_tensor, state)
 
     def extra_repr(self) -> str:

@@ -12,6 +12,9 @@ input, the initial state and every parameter. Backends:
 ``eager``    the step-by-step autograd loop over the step functions (the reference)
 ``auto``     ``cpp`` on CPU when it applies and builds, else ``python``
 
+Recurrent AdEx and LIF layers (``W_rec z[t-1]`` computed inside the loop) have ``python``,
+``eager`` and ``auto`` (= ``python``): :mod:`.recurrent`.
+
 The ``cpp`` backend keeps its large buffers for reuse once nothing refers to them
 (:mod:`.buffers`); :func:`release_buffers` hands the free ones back.
 """
@@ -25,6 +28,19 @@ def check_backend(backend: str) -> str:
     """``backend`` if it names a backend, else a ValueError listing them."""
     if backend not in BACKENDS:
         raise ValueError(f"Unknown backend {backend!r}; valid backends: {', '.join(BACKENDS)}.")
+    return backend
+
+
+RECURRENT_BACKENDS = ("auto", "python", "eager")  # recurrent layers: see .recurrent
+
+
+def check_recurrent_backend(backend: str) -> str:
+    """``backend`` if recurrent layers have it, else a ValueError listing those they have."""
+    if backend not in RECURRENT_BACKENDS:
+        raise ValueError(
+            f"Recurrent layers have the backends {', '.join(RECURRENT_BACKENDS)}, got {backend!r} "
+            "('cpp' and 'compile' run feed-forward layers only)."
+        )
     return backend
 
 

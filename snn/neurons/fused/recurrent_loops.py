@@ -1,0 +1,170 @@
+r"""The time loops of recurrent AdEx and LIF populations in plain PyTorch (the ``python`` backend).
+
+A recurrent population is the feed-forward neuron driven by the input current
+
+.. math::
+    c_t = W_{\text{in}} x_t + W_{\text{rec}} z_{t-1}
+
+(:func:`~snn.neurons.adex.lif_adex_step`, :func:`~snn.neurons.lif.lif_step`). The forward runs the
+feed-forward loops of :mod:`.torch_loops` with :class:`RecurrentCurrent` in place of their input:
+it computes ``c_t`` when the loop reaches step ``t``, from the spikes the loop wrote at ``t - 1``,
+with the step function's own expression, so outputs and states are bit-identical to the eager loop.
+(One GEMM for ``W_in x`` over all steps is not: BLAS rounds ``[T B, F] x [F, N]`` differently from
+``[B, F] x [F, N]`` for some shapes.)
+
+The backward runs reverse time. The spike ``z_t`` reaches the loss through the outputs, its own
+reset and adaptation jump, and the next step's current, so with :math:`g_c` the gradient of
+:math:`c`:
+
+.. math::
+    g_{z_t} = g_{\text{out}, t} + g_{c_{t+1}} W_{\text{rec}}, \qquad
+    g_{W_\text{rec}} = \sum_t g_{c_t}^\top z_{t-1}, \qquad
+    g_{W_\text{in}} = \sum_t g_{c_t}^\top x_t, \qquad g_{x_t} = g_{c_t} W_{\text{in}}
+
+The per-step recursion is that of the feed-forward backward with ``g_z`` fed in step by step; the
+weight and input gradients are one GEMM each over all steps (:func:`weight_gradients`).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.nn import functional as F
+
+from ..surrogate import surrogate_derivative
+from .spec import NEURONS
+from .torch_loops import (
+    _block,
+    adex_backward_step,
+    adex_coefficients,
+    adex_forward_loop,
+    lif_backward_step,
+    lif_forward_loop,
+    reset_voltage,
+    spike_coefficients,
+)
+
+
+class RecurrentCurrent:
+    """Stands in for the input ``x [T, ...]`` of the feed-forward loops, which read ``x[t]`` once at
+    the start of step ``t``: ``current[t]`` is ``W_in x[t] + W_rec z[t - 1]``, with ``z[t - 1]``
+    the spikes the loop wrote into ``out[t - 1]`` (``z0`` for ``t = 0``)."""
+
+    def __init__(self, x, w_in, w_rec, z0, out):
+        self.x, self.w_in, self.w_rec, self.z0, self.out = x, w_in, w_rec, z0, out
+        self.shape = (x.shape[0],)
+
+    def __getitem__(self, t: int) -> torch.Tensor:
+        z = self.z0 if t == 0 else self.out[t - 1]
+        # The expression of snn.neurons.module.recurrent_current, which the step functions use.
+        return F.linear(self.x[t], self.w_in) + F.linear(z, self.w_rec)
+
+
+FORWARD_LOOPS = {"adex": adex_forward_loop, "lif": lif_forward_loop}
+
+
+def forward(kind, x, w_in, w_rec, z0, state, P, save, save_extra):
+    """All steps of a recurrent population: ``(spikes [T, B, N], final (v, i[, a]), saved)``.
+
+    ``saved`` is the pre-reset voltage per step when ``save`` (plus ``i + c`` and ``a`` per step
+    when ``save_extra``: parameter gradients need them), in the order :func:`backward` reads it."""
+    T, B, N = x.shape[0], z0.shape[0], w_rec.shape[0]
+    out = x.new_empty((T, B, N))
+    vd = torch.empty_like(out) if save else None
+    extra = [torch.empty_like(out) for _ in range(NEURONS[kind].extra if save_extra else 0)]
+    final = FORWARD_LOOPS[kind](RecurrentCurrent(x, w_in, w_rec, z0, out), state, P, out, vd,
+                                *(extra or [None] * NEURONS[kind].extra))
+    return out, final, ([] if vd is None else [vd]) + extra
+
+
+def backward(kind, gout, gz, gstate, saved, v0, w_rec, P, method, alpha, param_grads):
+    """Reverse time: ``(g_c [T, B, N], g_z0, gradients of the initial (v, i[, a]), per-neuron
+    parameter gradients or None)``. ``gout`` (of the spikes) and ``gz`` (of the final spikes) may
+    be None: no gradient reached them."""
+    derivative = surrogate_derivative(method)
+    vd = saved[0]
+    if gz is None:
+        gz = torch.zeros_like(vd[0])
+    gstate = [g.clone(memory_format=torch.contiguous_format) for g in gstate]
+    if param_grads:
+        gc, gstate, G = _stepwise(kind, gout, gz, gstate, saved, v0, w_rec, P, derivative, alpha)
+    else:
+        gc, gstate, G = _blockwise(kind, gout, gz, gstate, vd, v0, w_rec, P, derivative, alpha), gstate, None
+    return gc, gc[0] @ w_rec, gstate, G
+
+
+def _blockwise(kind, gout, gz, gstate, vd, v0, w_rec, P, derivative, alpha):
+    """The backward without parameter gradients, in place. As in
+    :func:`~.torch_loops.adex_backward_loop`, the coefficients that do not depend on the incoming
+    gradients are computed for blocks of steps; per step
+    ``g_vd = A gv + B ga + sigma' g_z``, ``gv <- D g_vd + c_ada a_current ga``,
+    ``ga <- (1 - c_ada) ga - c_mem g_vd``, ``g_c = gi <- c_mem g_vd + (1 + c_syn) gi``,
+    ``g_z <- g_out + g_c W_rec`` (LIF: no ``a``, ``D = 1 - c_mem``). ``gstate`` is updated to the
+    gradients of the initial state. Returns ``g_c``."""
+    adex = kind == "adex"
+    c_mem, c_syn = P[0], P[1]
+    if adex:
+        c_ada, ac = P[2], P[3]
+        k_av, k_a = c_ada * ac, 1 - c_ada
+        gv, gi, ga = gstate
+    else:
+        gv, gi = gstate
+    k_i, k_v = 1 + c_syn, 1 - c_mem
+    T = vd.shape[0]
+    gc = torch.empty_like(vd)
+    g_vd, grec = torch.empty_like(gv), gz.clone(memory_format=torch.contiguous_format)
+    block = _block(T, v0.numel())
+    for t1 in range(T, 0, -block):
+        t0 = max(0, t1 - block)
+        if adex:
+            A, B, D, sg = adex_coefficients(vd, t0, t1, v0, P, derivative, alpha)
+        else:
+            A, sg = spike_coefficients(vd[t0:t1], P[-2], P[-1], derivative, alpha)
+        for t in range(t1 - t0 - 1, -1, -1):
+            if gout is not None:
+                grec.add_(gout[t0 + t])  # g_z of this step
+            torch.mul(gv, A[t], out=g_vd).addcmul_(grec, sg[t])
+            if adex:
+                g_vd.addcmul_(ga, B[t])
+                torch.mul(g_vd, D[t], out=gv).addcmul_(ga, k_av)
+                ga.mul_(k_a).addcmul_(g_vd, c_mem, value=-1)
+            else:
+                torch.mul(g_vd, k_v, out=gv)
+            gi = torch.mul(gi, k_i, out=gc[t0 + t]).addcmul_(g_vd, c_mem)
+            torch.mm(gi, w_rec, out=grec)  # g_z of the step before, from its spikes' current
+    gstate[1].copy_(gi)
+    return gc
+
+
+def _stepwise(kind, gout, gz, gstate, saved, v0, w_rec, P, derivative, alpha):
+    """The backward with per-neuron parameter gradients: the feed-forward step backward
+    (:func:`~.torch_loops.adex_backward_step`) with ``g_z`` fed in step by step."""
+    vd, extra = saved[0], saved[1:]
+    T = vd.shape[0]
+    step = adex_backward_step if kind == "adex" else lif_backward_step
+    gc = torch.empty_like(vd)
+    G = [torch.zeros_like(vd[0]) for _ in P]
+    grec = gz
+    for t in range(T - 1, -1, -1):
+        v = reset_voltage(vd[t - 1], P[-2], P[-1]) if t > 0 else v0
+        g_z = grec if gout is None else grec + gout[t]
+        gstate = step(g_z, *gstate, vd[t], v, P, derivative, alpha, gc[t], *(e[t] for e in extra), G)
+        grec = gc[t] @ w_rec
+    return gc, list(gstate), G
+
+
+def spikes_before(vd, z0, v_th):
+    """``z_{t-1}`` for every step ``t``: ``z0``, then the spikes recomputed from ``v_d``."""
+    z = torch.empty_like(vd)
+    z[0] = z0
+    torch.gt(vd[:-1] - v_th, 0, out=z[1:])
+    return z
+
+
+def weight_gradients(gc, x, zprev, need_x, need_w_in, need_w_rec, w_in):
+    """``(g_x, g_W_in, g_W_rec)`` from the current gradients ``g_c [T, B, N]``, each one GEMM over
+    all steps (None where not needed); ``zprev`` is :func:`spikes_before` (None: not needed)."""
+    flat = gc.flatten(0, 1)  # [T, B, N] -> [T B, N]
+    gx = (flat @ w_in).view(x.shape) if need_x else None  # [T B, N] x [N, F] -> [T, B, F]
+    gw_in = flat.t() @ x.reshape(flat.shape[0], -1) if need_w_in else None  # [N, F]
+    gw_rec = flat.t() @ zprev.flatten(0, 1) if need_w_rec else None  # [N, N]
+    return gx, gw_in, gw_rec

@@ -1,0 +1,216 @@
+"""The fused recurrent loops (snn.neurons.fused.recurrent) against the eager step-by-step loop.
+
+Forward: spikes and final states bit-identical (float32 and float64). Backward: gradients of the
+input, both weight matrices, the initial state and learnable per-neuron parameters equal to autograd
+through ``lif_adex_step``/``lif_step`` within 1e-10 relative in float64, for every built-in
+surrogate. tests/test_norse_equivalence.py compares the layers (default backend) with norse.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from snn.neurons import (
+    LIFAdExParameters,
+    LIFAdExRecurrent,
+    LIFAdExState,
+    LIFParameters,
+    LIFRecurrent,
+    LIFState,
+)
+from snn.neurons.fused import recurrent_loops, torch_loops
+from snn.neurons.fused.recurrent import integrate_recurrent
+
+LAYERS = {"adex": (LIFAdExRecurrent, LIFAdExParameters, LIFAdExState),
+          "lif": (LIFRecurrent, LIFParameters, LIFState)}
+BUILTIN = ["super", "triangle", "sigmoid", "atan", "tanh", "heaviside"]
+
+
+def make_layer(kind, backend, F=3, N=37, method="super", learnable=(), autapses=False,
+               dtype=torch.float64, seed=0):
+    layer_class, params_class, _ = LAYERS[kind]
+    alpha = 7.0 if method in ("triangle", "sigmoid", "tanh") else 30.0
+    fields = [f for f in params_class._fields if f not in ("method", "alpha")]
+    g = torch.Generator().manual_seed(seed)
+    w_in = (torch.rand(N, F, generator=g) * 2 + 0.5) * 0.4 / F  # excitatory input
+    w_rec = torch.randn(N, N, generator=g) * 2 / N**0.5
+    layer = layer_class(F, N, params_class(method=method, alpha=alpha), autapses=autapses,
+                        learnable=fields if learnable == "all" else learnable, input_weights=w_in,
+                        recurrent_weights=w_rec, backend=backend).to(dtype)
+    with torch.no_grad():  # every neuron's learnable constants differ
+        for name, param in layer.named_parameters():
+            if not name.endswith("weights"):
+                param.mul_(1 + 0.2 * torch.rand(param.shape, generator=g, dtype=dtype))
+    return layer
+
+
+def inputs(kind, dtype, T=12, B=3, F=3, N=37, seed=1, state=True):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(T, B, F, generator=g, dtype=dtype) * 3
+    if not state:
+        return x, None
+    z = (torch.rand(B, N, generator=g, dtype=dtype) > 0.6).to(dtype)
+    rest = [torch.rand(B, N, generator=g, dtype=dtype) for _ in LAYERS[kind][2]._fields[1:]]
+    return x, [z, *rest]
+
+
+def weighted_loss(out, final, seed=2):
+    g = torch.Generator().manual_seed(seed)
+    loss = (out * torch.randn(out.shape, generator=g, dtype=out.dtype)).sum()
+    for s in final:
+        loss = loss + (s * torch.randn(s.shape, generator=g, dtype=s.dtype)).sum()
+    return loss
+
+
+def run_both(kind, x, state, loss=weighted_loss, backend="python", **layer_args):
+    """Eager and ``backend`` from the same weights, inputs and state: outputs, final states and the
+    gradients of ``loss`` with respect to everything that has one."""
+    results = []
+    for b in ("eager", backend):
+        layer = make_layer(kind, b, F=x.shape[-1], **layer_args)
+        xb = x.clone().requires_grad_()
+        sb = None if state is None else [s.clone().requires_grad_() for s in state]
+        out, final = layer(xb, None if sb is None else LAYERS[kind][2](*sb))
+        loss(out, final).backward()
+        grads = {"x": xb.grad, **{f"state.{f}": s.grad for f, s in zip(final._fields, sb or [], strict=False)}}
+        grads.update({name: p.grad for name, p in layer.named_parameters()})
+        results.append((out.detach(), [s.detach() for s in final], grads))
+    return results
+
+
+def assert_close_gradients(ref, got, tolerance=1e-10):
+    assert ref.keys() == got.keys()
+    for name in ref:
+        if ref[name] is None:  # no path in the eager graph (heaviside: v_th only feeds the spike)
+            assert got[name] is None or not got[name].any(), name
+            continue
+        assert got[name] is not None and got[name].shape == ref[name].shape, name
+        scale = ref[name].abs().max()
+        error = (got[name] - ref[name]).abs().max()
+        assert error <= tolerance * scale, f"{name}: error {error:.3g} at scale {scale:.3g}"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("kind", ["adex", "lif"])
+def test_forward_bit_identical(kind, dtype):
+    x, state = inputs(kind, dtype, T=40, B=4, F=5, N=300)
+    with torch.no_grad():
+        ref_out, ref_state = make_layer(kind, "eager", F=5, N=300, dtype=dtype)(x, LAYERS[kind][2](*state))
+        out, final = make_layer(kind, "python", F=5, N=300, dtype=dtype)(x, LAYERS[kind][2](*state))
+    assert 0.02 < ref_out.mean() < 0.8, "some, not all, neurons must spike"
+    assert torch.equal(out, ref_out)
+    assert all(torch.equal(a, b) for a, b in zip(final, ref_state, strict=True))
+
+
+@pytest.mark.parametrize("method", BUILTIN)
+@pytest.mark.parametrize("learnable", [(), "all"], ids=["fixed", "learnable"])
+@pytest.mark.parametrize("kind", ["adex", "lif"])
+def test_gradients_equal_eager(kind, learnable, method):
+    """Both backward loops (block-wise without parameter gradients, step-wise with), every
+    surrogate: gradients of x, W_in, W_rec, the initial state and per-neuron parameters."""
+    x, state = inputs(kind, torch.float64)
+    (ref_out, ref_final, ref), (out, final, got) = run_both(kind, x, state, method=method,
+                                                            learnable=learnable)
+    assert torch.equal(out, ref_out)
+    assert 0 < ref_out.mean() < 1
+    assert_close_gradients(ref, got)
+    if method != "heaviside":
+        assert ref["recurrent_weights"].abs().max() > 0 and ref["state.z"].abs().max() > 0
+
+
+@pytest.mark.parametrize("autapses", [False, True])
+@pytest.mark.parametrize("kind", ["adex", "lif"])
+def test_autapses_and_rest_state(kind, autapses):
+    """state=None (from rest: z0 = 0, v0 a broadcast of v_leak) with and without self-connections;
+    without them the diagonal of W_rec gets no gradient."""
+    x, _ = inputs(kind, torch.float64, T=20, state=False)
+    (ref_out, ref_final, ref), (out, final, got) = run_both(kind, x, None, autapses=autapses,
+                                                            learnable=("tau_mem_inv",))
+    assert torch.equal(out, ref_out)
+    assert all(torch.equal(a, b) for a, b in zip(final, ref_final, strict=True))
+    assert_close_gradients(ref, got)
+    assert (got["recurrent_weights"].diagonal() == 0).all() != autapses
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 1), (1, 2, 37), (9, 1, 1), (5, 2, 300)], ids=str)
+@pytest.mark.parametrize("kind", ["adex", "lif"])
+def test_odd_sizes(kind, shape):
+    """T = 1, B = 1, N = 1 and N not a multiple of any tile or block."""
+    T, B, N = shape
+    x, state = inputs(kind, torch.float64, T=T, B=B, N=N)
+    (ref_out, _, ref), (out, _, got) = run_both(kind, x, state, N=N, learnable=())
+    assert torch.equal(out, ref_out)
+    assert_close_gradients(ref, got)
+
+
+@pytest.mark.parametrize("kind", ["adex", "lif"])
+def test_backward_in_blocks_of_steps(kind, monkeypatch):
+    """Blocks of 5, 5 and 2 of the 12 steps give the gradients of one block."""
+    monkeypatch.setattr(torch_loops, "BLOCK_VALUES", 5 * 3 * 37)
+    assert recurrent_loops._block(12, 3 * 37) == 5
+    x, state = inputs(kind, torch.float64)
+    (_, _, ref), (_, _, got) = run_both(kind, x, state)
+    assert_close_gradients(ref, got)
+
+
+@pytest.mark.parametrize("kind", ["adex", "lif"])
+def test_gradient_from_final_state_only(kind):
+    """No gradient reaches the spikes (only the final state's ``v``): the node gets None for them."""
+    x, state = inputs(kind, torch.float64)
+    (_, _, ref), (_, _, got) = run_both(kind, x, state, loss=lambda out, final: final.v.square().sum())
+    assert_close_gradients(ref, got)
+    assert ref["x"].abs().max() > 0
+
+
+def test_default_backend_runs_one_node():
+    """``auto`` runs the fused node (so the norse equivalence tests of the layers cover it)."""
+    for layer_class in (LIFAdExRecurrent, LIFRecurrent):
+        layer = layer_class(2, 4)
+        assert layer.backend == "auto" and "backend='auto'" in repr(layer)
+        out, _ = layer(torch.rand(5, 3, 2, requires_grad=True))
+        assert type(out.grad_fn).__name__ == "FusedRecurrentLoopBackward"
+
+
+def saved_bytes(layer, x, state=None):
+    total = 0
+
+    def pack(t):
+        nonlocal total
+        total += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        layer(x, state)
+    return total
+
+
+@pytest.mark.parametrize("kind", ["adex", "lif"])
+def test_saved_bytes_per_neuron_and_step(kind):
+    """Per step (the difference between 100 and 50 steps, from rest): the pre-reset voltage, 4
+    bytes per neuron in float32, and the input x; the eager loop keeps several times more."""
+    B, F, N = 4, 1, 256
+    per_step = {}
+    for backend in ("python", "eager"):
+        layer = make_layer(kind, backend, F=F, N=N, dtype=torch.float32)
+        totals = [saved_bytes(layer, torch.rand(T, B, F, requires_grad=True)) for T in (50, 100)]
+        per_step[backend] = (totals[1] - totals[0]) / 50
+    assert per_step["python"] == 4 * B * N + 4 * B * F
+    assert per_step["eager"] >= 4 * per_step["python"]
+
+
+def test_bad_input_errors():
+    layer = LIFAdExRecurrent(3, 5)
+    with pytest.raises(ValueError, match="expects 3 input features"):
+        layer(torch.rand(4, 2, 7))
+    state = layer.initial_state(torch.rand(4, 2, 3))
+    with pytest.raises(ValueError, match=r"state.z must have shape \[6, 5\]"):
+        layer(torch.rand(4, 6, 3), state)  # a state of batch size 2 for a batch of 6
+    with pytest.raises(ValueError, match="Recurrent layers have the backends auto, python, eager"):
+        LIFRecurrent(3, 5, backend="cpp")
+    x = torch.rand(4, 2, 3)
+    p = LIFAdExParameters()
+    with pytest.raises(ValueError, match=r"recurrent_weights must have shape \[5, 5\].*got \[5, 4\]"):
+        integrate_recurrent("adex", "python", x, state, torch.rand(5, 3), torch.rand(5, 4), p, 1e-3)
+    with pytest.raises(ValueError, match=r"input_weights must have shape \[5, 3\].*got \[5, 2\]"):
+        integrate_recurrent("adex", "python", x, state, torch.rand(5, 2), torch.rand(5, 5), p, 1e-3)
