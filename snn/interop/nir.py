@@ -41,7 +41,9 @@ with explicit Euler at step ``dt``, the input :math:`S` being the value that arr
 We write that reading: ``tau_syn = 1 / tau_syn_inv`` and ``tau_mem = 1 / tau_mem_inv`` in seconds,
 ``r = 1`` and ``w_in = tau_syn / dt``. With these values the Euler equations above are our
 :func:`~snn.neurons.lif.lif_feed_forward_step` exactly (:math:`I_t` is our :math:`i_j`, the
-current after the input jump), so norse's importer given the same ``dt`` reproduces our spikes.
+current after the input jump), so norse's importer given the same ``dt`` reproduces our spikes
+(for ``v_leak = v_reset = 0``: norse 1.1 resets to 0 whatever ``v_reset`` says and lets its
+synapse leak towards ``v_leak`` too).
 On import the general case is honoured: the input is scaled by ``r * w_in * dt / tau_syn`` (a
 ``Scale`` layer, left out when it is 1), which is exact because the synapse is linear.
 snntorch's importer accepts only ``r = tau_mem / 1e-4`` and ``v_leak = 0``, resets to zero and
