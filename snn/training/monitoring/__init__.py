@@ -1,0 +1,33 @@
+"""TensorBoard views of a spiking network in training: each view is a callback, on or off in
+conf/callbacks/.
+
+- :mod:`.statistics`: ``SpikeStatistics`` (per layer and epoch: silent and saturated fractions,
+  per-neuron rate histograms, the training rate) and ``NeuronParameterHistograms`` (learnable
+  neuron constants);
+- :mod:`.plots`: ``SpikeRasterPlot``, a raster and voltage traces of one validation sample;
+- :mod:`.hparams`: ``ConfigHyperparameters``, the resolved config in the HPARAMS tab.
+
+Spikes come from :class:`snn.models.SpikeRecorder`, voltages and states from
+:func:`snn.neurons.trajectory`; the networks satisfy :class:`snn.models.SpikingModel`.
+"""
+
+from .hparams import ConfigHyperparameters, flatten_config
+from .plots import (
+    SpikeRasterPlot,
+    max_pool_time,
+    order_neurons,
+    pick_neurons,
+    raster_figure,
+    record,
+    trace_figure,
+)
+from .statistics import NeuronParameterHistograms, NeuronSpikeCounts, SpikeStatistics
+from .writer import tensorboard
+
+__all__ = [
+    "ConfigHyperparameters", "flatten_config",
+    "SpikeRasterPlot", "max_pool_time", "order_neurons", "pick_neurons", "raster_figure", "record",
+    "trace_figure",
+    "NeuronParameterHistograms", "NeuronSpikeCounts", "SpikeStatistics",
+    "tensorboard",
+]

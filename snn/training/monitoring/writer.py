@@ -1,0 +1,24 @@
+"""Where the monitoring callbacks write: the trainer's TensorBoard SummaryWriter, on rank 0."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.loggers import TensorBoardLogger
+
+
+def tensorboard(trainer: L.Trainer) -> Any | None:
+    """The SummaryWriter of the trainer's TensorBoard logger (None without one, or off rank 0)."""
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger) and trainer.is_global_zero:
+            return logger.experiment
+    return None
+
+
+def write_figure(writer: Any, tag: str, figure: Any, step: int) -> None:
+    """Adds a matplotlib figure as an image and closes it (pyplot keeps every open figure)."""
+    import matplotlib.pyplot as plt
+
+    writer.add_figure(tag, figure, step, close=False)
+    plt.close(figure)
