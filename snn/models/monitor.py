@@ -34,7 +34,8 @@ class SpikeRecorder:
         self.spikes: dict[str, torch.Tensor] = {}
         self.inputs: dict[str, torch.Tensor] = {}
         self.enabled = True
-        self._handles = [layer.register_forward_hook(self._hook(name)) for name, layer in layers.items()]
+        self._handles = [layer.register_forward_hook(self._hook(name))
+                         for name, layer in layers.items()]
         if inputs:
             self._handles += [layer.register_forward_pre_hook(self._input_hook(name))
                               for name, layer in layers.items()]

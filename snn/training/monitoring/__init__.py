@@ -25,9 +25,17 @@ from .statistics import NeuronParameterHistograms, NeuronSpikeCounts, SpikeStati
 from .writer import tensorboard
 
 __all__ = [
-    "ConfigHyperparameters", "flatten_config",
-    "SpikeRasterPlot", "max_pool_time", "order_neurons", "pick_neurons", "raster_figure", "record",
+    "ConfigHyperparameters",
+    "flatten_config",
+    "SpikeRasterPlot",
+    "max_pool_time",
+    "order_neurons",
+    "pick_neurons",
+    "raster_figure",
+    "record",
     "trace_figure",
-    "NeuronParameterHistograms", "NeuronSpikeCounts", "SpikeStatistics",
+    "NeuronParameterHistograms",
+    "NeuronSpikeCounts",
+    "SpikeStatistics",
     "tensorboard",
 ]

@@ -32,7 +32,8 @@ class ConfigHyperparameters(L.Callback):
 
     The config is the LightningModule's ``hparams.config`` (what train.py passes: the resolved Hydra
     config), else its hyperparameters. Every logger records it (``hparams.yaml``); TensorBoard also
-    gets the HPARAMS summary naming ``metric``, whose value it reads from that scalar's latest point.
+    gets the HPARAMS summary naming ``metric``, whose value it reads from that scalar's latest
+    point.
     """
 
     def __init__(self, metric: str = "val/acc"):

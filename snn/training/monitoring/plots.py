@@ -70,7 +70,8 @@ def max_pool_time(z: torch.Tensor, max_steps: int) -> tuple[torch.Tensor, int]:
 @torch.no_grad()
 def record(net: nn.Module, x: torch.Tensor) -> dict[str, Any]:
     """One forward pass of ``net`` on ``x [1, ...]`` (eval mode, fixed seed for encoder noise):
-    ``{"spikes": {layer: [T, 1, ...]}, "traces": {layer: Trajectory}, "readout": [T, 1, K] | None}``.
+    ``{"spikes": {layer: [T, 1, ...]}, "traces": {layer: Trajectory},
+    "readout": [T, 1, K] | None}``.
     """
     layers = net.spiking_layers()
     watched = dict(layers)
@@ -89,7 +90,11 @@ def record(net: nn.Module, x: torch.Tensor) -> dict[str, Any]:
         recorder.remove()
     readout = outputs.get("readout") if "readout" in watched and "readout" not in layers else None
     traces = {name: trajectory(layer, inputs[name]) for name, layer in layers.items()}
-    return {"spikes": {name: outputs[name] for name in layers}, "traces": traces, "readout": readout}
+    return {
+        "spikes": {name: outputs[name] for name in layers},
+        "traces": traces,
+        "readout": readout,
+    }
 
 
 def _neurons(z: torch.Tensor) -> torch.Tensor:
@@ -97,14 +102,23 @@ def _neurons(z: torch.Tensor) -> torch.Tensor:
     return z[:, 0].flatten(1).float().cpu()
 
 
-def raster_figure(spikes: Mapping[str, torch.Tensor], sort: str = "rate", max_neurons: int = 256,
-                  max_steps: int = 1000) -> Any:
+def raster_figure(
+    spikes: Mapping[str, torch.Tensor],
+    sort: str = "rate",
+    max_neurons: int = 256,
+    max_steps: int = 1000,
+) -> Any:
     """Raster and population rate of every layer's spikes ``{name: [T, 1, ...]}`` (one sample)."""
     import matplotlib.pyplot as plt
 
     rows = [ratio for _ in spikes for ratio in (3, 1)]
-    figure, axes = plt.subplots(len(rows), 1, figsize=(9, 2.4 * len(spikes)), squeeze=False,
-                                gridspec_kw={"height_ratios": rows})
+    figure, axes = plt.subplots(
+        len(rows),
+        1,
+        figsize=(9, 2.4 * len(spikes)),
+        squeeze=False,
+        gridspec_kw={"height_ratios": rows},
+    )
     for k, (name, z) in enumerate(spikes.items()):
         z = _neurons(z)
         T, N = z.shape
@@ -112,13 +126,24 @@ def raster_figure(spikes: Mapping[str, torch.Tensor], sort: str = "rate", max_ne
         shown = order[torch.linspace(0, N - 1, min(max_neurons, N)).round().long()]
         image, size = max_pool_time(z[:, shown], max_steps)  # [bins, shown]
         ax = axes[2 * k, 0]
-        ax.imshow(image.T.numpy(), aspect="auto", interpolation="nearest", cmap="Greys", vmin=0, vmax=1,
-                  extent=(-0.5, image.shape[0] * size - 0.5, len(shown) - 0.5, -0.5))
+        ax.imshow(
+            image.T.numpy(),
+            aspect="auto",
+            interpolation="nearest",
+            cmap="Greys",
+            vmin=0,
+            vmax=1,
+            extent=(-0.5, image.shape[0] * size - 0.5, len(shown) - 0.5, -0.5),
+        )
         always = int((z.sum(0) == T).sum())
         pooled = f"; {size} steps per column (max)" if size > 1 else ""
-        ax.set(xlim=(-0.5, T - 0.5), ylabel=f"neuron\n(by {sort})", xticks=[],
-               title=f"{name}: {N} neurons ({len(shown)} shown), {int(z.sum())} spikes; "
-                     f"{always} spike at every step{pooled}")
+        ax.set(
+            xlim=(-0.5, T - 0.5),
+            ylabel=f"neuron\n(by {sort})",
+            xticks=[],
+            title=f"{name}: {N} neurons ({len(shown)} shown), {int(z.sum())} spikes; "
+            f"{always} spike at every step{pooled}",
+        )
         ax = axes[2 * k + 1, 0]
         ax.plot(torch.arange(T).numpy(), z.mean(1).numpy(), lw=0.8, color="black")
         ax.set(xlim=(-0.5, T - 0.5), ylim=(0, 1.05), ylabel="fraction\nspiking")
@@ -128,21 +153,28 @@ def raster_figure(spikes: Mapping[str, torch.Tensor], sort: str = "rate", max_ne
 
 
 def _per_neuron(layer: nn.Module, name: str, like: torch.Tensor) -> torch.Tensor | None:
-    """The layer's constant ``name`` (v_th, v_reset) for every neuron of ``like [1, ...]``: ``[N]``."""
+    """The layer's constant ``name`` (v_th, v_reset) for every neuron of ``like [1, ...]``:
+    ``[N]``."""
     value = getattr(layer, name, None)
     if not isinstance(value, torch.Tensor):
         return None
     return torch.broadcast_to(value.detach(), like.shape).flatten().float().cpu()
 
 
-def trace_figure(layers: Mapping[str, nn.Module], traces: Mapping[str, Trajectory],
-                 neurons: Mapping[str, Sequence[int]], readout: torch.Tensor | None = None,
-                 label: int | None = None) -> Any:
+def trace_figure(
+    layers: Mapping[str, nn.Module],
+    traces: Mapping[str, Trajectory],
+    neurons: Mapping[str, Sequence[int]],
+    readout: torch.Tensor | None = None,
+    label: int | None = None,
+) -> Any:
     """Voltage traces of ``neurons[name]`` (flat indices) of every traced layer, their other state
     variables underneath, and the readout voltages ``[T, 1, K]`` (class ``label`` thick)."""
     import matplotlib.pyplot as plt
 
-    extra = {name: [f for f in t.states._fields if f not in ("v", "z")] for name, t in traces.items()}
+    extra = {
+        name: [f for f in t.states._fields if f not in ("v", "z")] for name, t in traces.items()
+    }
     rows = sum(1 + bool(extra[name]) for name in traces) + (readout is not None)
     figure, axes = plt.subplots(rows, 1, figsize=(9, 2.4 * rows), squeeze=False, sharex=True)
     axes = iter(axes[:, 0])
@@ -154,8 +186,12 @@ def trace_figure(layers: Mapping[str, nn.Module], traces: Mapping[str, Trajector
         ax, colors = next(axes), {}
         for j in neurons[name]:
             if not 0 <= j < v.shape[1]:
-                raise ValueError(f"Neuron {j} of layer {name!r} does not exist: it has {v.shape[1]} neurons.")
-            line = ax.plot(v[:, j].numpy(), lw=1, label=f"#{j}: rate {float(z[:, j].mean()):.2f}")[0]
+                raise ValueError(
+                    f"Neuron {j} of layer {name!r} does not exist: it has {v.shape[1]} neurons."
+                )
+            line = ax.plot(v[:, j].numpy(), lw=1, label=f"#{j}: rate {float(z[:, j].mean()):.2f}")[
+                0
+            ]
             colors[j] = line.get_color()
             t = z[:, j].nonzero().flatten()
             ax.plot(t.numpy(), v[t, j].numpy(), "v", ms=4, color=colors[j])  # at the crossing
@@ -165,24 +201,38 @@ def trace_figure(layers: Mapping[str, nn.Module], traces: Mapping[str, Trajector
             levels = {float(values[j]) for j in neurons[name]}
             for level in levels:  # one line per distinct level (learnable constants differ)
                 ax.axhline(level, ls=style, lw=0.8, color="gray", label=what)
-        ax.set(ylabel="v before reset", title=f"{name} ({type(layer).__name__}): neurons across the "
-                                              "range of rates, ▼ = spike")
+        ax.set(
+            ylabel="v before reset",
+            title=f"{name} ({type(layer).__name__}): neurons across the range of rates, "
+            "▼ = spike",
+        )
         ax.legend(loc="upper right", fontsize=7, ncol=4)
         if extra[name]:
             ax = next(axes)
             for field, style in zip(extra[name], ("-", "--", ":", "-."), strict=False):
                 values = _neurons(getattr(traced.states, field))
                 for j in neurons[name]:
-                    ax.plot(values[:, j].numpy(), style, lw=1, color=colors[j], label=f"{field} #{j}")
-            ax.set(ylabel=" / ".join(extra[name]), title=f"{name}: " + ", ".join(
-                f"{field} ({style})" for field, style in zip(extra[name], ("solid", "dashed"), strict=False)))
+                    ax.plot(
+                        values[:, j].numpy(), style, lw=1, color=colors[j], label=f"{field} #{j}"
+                    )
+            ax.set(
+                ylabel=" / ".join(extra[name]),
+                title=f"{name}: "
+                + ", ".join(
+                    f"{field} ({style})"
+                    for field, style in zip(extra[name], ("solid", "dashed"), strict=False)
+                ),
+            )
             ax.legend(loc="upper right", fontsize=7, ncol=4)
     if readout is not None:
         ax = next(axes)
         v = _neurons(readout)  # [T, K]
         for k in range(v.shape[1]):
             ax.plot(v[:, k].numpy(), lw=2.5 if k == label else 0.8, label=str(k))
-        ax.set(ylabel="v", title="LI readout" + (f" (true class {label} thick)" if label is not None else ""))
+        ax.set(
+            ylabel="v",
+            title="LI readout" + (f" (true class {label} thick)" if label is not None else ""),
+        )
         ax.legend(loc="upper right", fontsize=7, ncol=min(v.shape[1], 10))
     ax.set_xlabel("time step")
     figure.tight_layout()
@@ -199,20 +249,37 @@ class SpikeRasterPlot(L.Callback):
     Encoder noise (Poisson) is drawn from a fixed seed without touching the training random stream.
     """
 
-    def __init__(self, every_n_epochs: int = 2, sample_index: int = 0, num_traces: int = 3,
-                 neurons: Sequence[int] | Mapping[str, Sequence[int]] | None = None, sort: str = "rate",
-                 max_neurons: int = 256, max_steps: int = 1000):
+    def __init__(
+        self,
+        every_n_epochs: int = 2,
+        sample_index: int = 0,
+        num_traces: int = 3,
+        neurons: Sequence[int] | Mapping[str, Sequence[int]] | None = None,
+        sort: str = "rate",
+        max_neurons: int = 256,
+        max_steps: int = 1000,
+    ):
         super().__init__()
-        counts = (("every_n_epochs", every_n_epochs), ("num_traces", num_traces),
-                  ("max_neurons", max_neurons), ("max_steps", max_steps))
+        counts = (
+            ("every_n_epochs", every_n_epochs),
+            ("num_traces", num_traces),
+            ("max_neurons", max_neurons),
+            ("max_steps", max_steps),
+        )
         for name, value in counts:
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"SpikeRasterPlot's {name} must be a positive int, got {value!r}.")
         if not isinstance(sample_index, int) or sample_index < 0:
-            raise ValueError(f"SpikeRasterPlot's sample_index must be an int >= 0, got {sample_index!r}.")
+            raise ValueError(
+                f"SpikeRasterPlot's sample_index must be an int >= 0, got {sample_index!r}."
+            )
         if sort not in SORTS:
             raise ValueError(f"SpikeRasterPlot's sort must be one of {list(SORTS)}, got {sort!r}.")
-        self.every_n_epochs, self.sample_index, self.num_traces = every_n_epochs, sample_index, num_traces
+        self.every_n_epochs, self.sample_index, self.num_traces = (
+            every_n_epochs,
+            sample_index,
+            num_traces,
+        )
         self.neurons = neurons
         self.sort, self.max_neurons, self.max_steps = sort, max_neurons, max_steps
 
@@ -222,8 +289,10 @@ class SpikeRasterPlot(L.Callback):
         loader = loader[0] if isinstance(loader, list | tuple) else loader
         dataset = loader.dataset
         if self.sample_index >= len(dataset):
-            raise ValueError(f"SpikeRasterPlot's sample_index {self.sample_index} is beyond the "
-                             f"{len(dataset)} validation samples.")
+            raise ValueError(
+                f"SpikeRasterPlot's sample_index {self.sample_index} is beyond the "
+                f"{len(dataset)} validation samples."
+            )
         x, y = loader.collate_fn([dataset[self.sample_index]])
         return x, int(y[0])
 
@@ -234,10 +303,14 @@ class SpikeRasterPlot(L.Callback):
         if isinstance(self.neurons, Mapping):
             unknown = sorted(set(self.neurons) - set(spikes))
             if unknown:
-                raise ValueError(f"SpikeRasterPlot's neurons name unknown layers {unknown}; "
-                                 f"the spiking layers are {list(spikes)}.")
-            return {name: list(self.neurons.get(name) or pick_neurons(_neurons(z), self.num_traces))
-                    for name, z in spikes.items()}
+                raise ValueError(
+                    f"SpikeRasterPlot's neurons name unknown layers {unknown}; "
+                    f"the spiking layers are {list(spikes)}."
+                )
+            return {
+                name: list(self.neurons.get(name) or pick_neurons(_neurons(z), self.num_traces))
+                for name, z in spikes.items()
+            }
         return {name: list(self.neurons) for name in spikes}
 
     def figures(self, net: nn.Module, x: torch.Tensor, label: int | None = None) -> dict[str, Any]:
@@ -247,8 +320,13 @@ class SpikeRasterPlot(L.Callback):
         matplotlib.use("Agg")
         rec = record(net, x)
         raster = raster_figure(rec["spikes"], self.sort, self.max_neurons, self.max_steps)
-        traces = trace_figure(net.spiking_layers(), rec["traces"], self.traced_neurons(rec["spikes"]),
-                              rec["readout"], label)
+        traces = trace_figure(
+            net.spiking_layers(),
+            rec["traces"],
+            self.traced_neurons(rec["spikes"]),
+            rec["readout"],
+            label,
+        )
         return {"spikes/raster": raster, "neurons/voltage": traces}
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -39,14 +39,17 @@ class NeuronSpikeCounts(Metric):
         super().__init__()
         self.saturation = float(saturation)
         self.add_state("spikes", torch.zeros(num_neurons, dtype=torch.int64), dist_reduce_fx="sum")
-        self.add_state("saturations", torch.zeros(num_neurons, dtype=torch.int64), dist_reduce_fx="sum")
+        self.add_state(
+            "saturations", torch.zeros(num_neurons, dtype=torch.int64), dist_reduce_fx="sum"
+        )
         self.add_state("steps", torch.zeros((), dtype=torch.int64), dist_reduce_fx="sum")
         self.add_state("samples", torch.zeros((), dtype=torch.int64), dist_reduce_fx="sum")
 
     def update(self, z: torch.Tensor) -> None:
         if z.dim() < 3 or z[0, 0].numel() != self.spikes.numel():
             raise ValueError(
-                f"Expected spikes [T, B, ...] of {self.spikes.numel()} neurons, got {list(z.shape)}."
+                f"Expected spikes [T, B, ...] of {self.spikes.numel()} neurons, "
+                f"got {list(z.shape)}."
             )
         # [T, B, ...] -> [B, N] spikes per sample and neuron; float sums of 0/1 are exact here.
         per_sample = z.detach().flatten(2).sum(0).round().long()
@@ -87,7 +90,8 @@ class SpikeStatistics(L.Callback):
             )
         if not 0.0 < saturation <= 1.0:
             raise ValueError(
-                f"saturation (a fraction of a sample's time steps) must be in (0, 1], got {saturation!r}."
+                "saturation (a fraction of a sample's time steps) must be in (0, 1], "
+                f"got {saturation!r}."
             )
         self.saturation = float(saturation)
         self.recorder: SpikeRecorder | None = None
@@ -160,12 +164,14 @@ class SpikeStatistics(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self._collect(pl_module, "train")
 
-    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx,
-                                  dataloader_idx=0) -> None:
+    def on_validation_batch_start(
+        self, trainer, pl_module, batch, batch_idx, dataloader_idx=0
+    ) -> None:
         self._start(trainer, "val")
 
-    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx,
-                                dataloader_idx=0) -> None:
+    def on_validation_batch_end(
+        self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0
+    ) -> None:
         self._collect(pl_module, "val")
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
@@ -183,7 +189,8 @@ class NeuronParameterHistograms(L.Callback):
         super().__init__()
         if not isinstance(every_n_epochs, int) or every_n_epochs < 1:
             raise ValueError(
-                f"NeuronParameterHistograms' every_n_epochs must be a positive int, got {every_n_epochs!r}."
+                "NeuronParameterHistograms' every_n_epochs must be a positive int, "
+                f"got {every_n_epochs!r}."
             )
         self.every_n_epochs = every_n_epochs
 
@@ -192,17 +199,24 @@ class NeuronParameterHistograms(L.Callback):
         layers = dict(net.spiking_layers())
         if isinstance(getattr(net, "readout", None), nn.Module):
             layers["readout"] = net.readout
-        return {f"{name}/{p_name}": p for name, layer in layers.items()
-                for p_name, p in layer.named_parameters(recurse=False)}
+        return {
+            f"{name}/{p_name}": p
+            for name, layer in layers.items()
+            for p_name, p in layer.named_parameters(recurse=False)
+        }
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not self.learnable(pl_module.net):
-            rank_zero_info("NeuronParameterHistograms: no learnable neuron parameters "
-                           "(model.neuron.learnable=[...]); nothing to plot.")
+            rank_zero_info(
+                "NeuronParameterHistograms: no learnable neuron parameters "
+                "(model.neuron.learnable=[...]); nothing to plot."
+            )
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         writer = tensorboard(trainer)
         if writer is None or trainer.current_epoch % self.every_n_epochs != 0:
             return
         for tag, p in self.learnable(pl_module.net).items():
-            writer.add_histogram(f"neuron_params/{tag}", p.detach().float().cpu(), trainer.global_step)
+            writer.add_histogram(
+                f"neuron_params/{tag}", p.detach().float().cpu(), trainer.global_step
+            )
