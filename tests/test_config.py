@@ -52,6 +52,8 @@ def test_every_option_composes_and_instantiates(tmp_path, group, option):
     overrides = [f"{group}={option}"]
     if group != "dataset" and group != "experiment":
         overrides.append("dataset=synthetic")  # small input: quick to build
+    if group == "dataset" and option in ("shd", "ssc"):
+        overrides.append("model.conv=null")  # audio frames [T, channels]: no images to convolve
     if option == "gpu" and not torch.cuda.is_available():
         overrides.append("trainer.accelerator=cpu")  # still checks that the rest instantiates
     cfg = make_cfg(tmp_path, *overrides)
@@ -108,7 +110,7 @@ def test_every_neuron_parameter_is_settable_from_the_command_line(tmp_path):
         ("model.T=-1", "T must be a positive integer, got -1"),
         ("model.neuron.method=relu", r"relu.*(atan|super)"),
         ("model.decoder=last", r"Unknown decoder 'last'; choose one of \['max', 'mean'\]"),
-        ("model.encoder.kind=rank", r"Unknown encoder 'rank'; choose one of \['constant', 'latency', 'poisson'\]"),
+        ("model.encoder.kind=rank", r"Unknown encoder 'rank'; choose one of \['constant', 'events', 'latency', 'poisson'\]"),
         ("model.neuron.kind=hh", r"Unknown neuron kind 'hh'"),
         ("model.neuron.tau_mem_inv=-5", "tau_mem_inv .* must be > 0"),
         ("model.conv.norm=layer", r"Unknown norm 'layer'; choose one of \['batch', 'group', 'none'\]"),

@@ -102,6 +102,16 @@ class _SpikingNet(nn.Module):
         self.T, self.dt, self.decoder = check_steps(T), float(dt), decoder
         self.num_classes = num_classes
         self.encoder = make_encoder(T=self.T, dt=self.dt, **dict(encoder or {"kind": "constant"}))
+        # The shape of one time step: event data (encoder kind events) has T in input_shape[0].
+        self.step_shape = self.input_shape
+        if getattr(self.encoder, "steps_in_input", False):
+            if len(self.input_shape) < 2 or self.input_shape[0] != self.T:
+                raise ValueError(
+                    f"With encoder kind 'events' input_shape is [T, ...] with T = model.T = {self.T}, "
+                    f"got {list(self.input_shape)}; set model.T to the data's time bins "
+                    "(dataset.input_shape[0])."
+                )
+            self.step_shape = self.input_shape[1:]
         self.neuron = dict(neuron or {})
         readout = dict(readout or {})
         learnable = readout.pop("learnable", ())
@@ -182,13 +192,13 @@ class SpikingClassifier(_SpikingNet):
     ):
         super().__init__(input_shape, num_classes, T, dt, encoder, neuron, readout, decoder)
         if conv:
-            if len(self.input_shape) != 3:
+            if len(self.step_shape) != 3:
                 raise ValueError(f"A conv encoder needs image inputs (C, H, W), got input_shape {list(self.input_shape)}.")
-            self.conv = ConvEncoder(self.input_shape[0], **conv)
-            features = math.prod(self.conv.output_shape(self.input_shape))
+            self.conv = ConvEncoder(self.step_shape[0], **conv)
+            features = math.prod(self.conv.output_shape(self.step_shape))
         else:
             self.conv = nn.Identity()
-            features = math.prod(self.input_shape)
+            features = math.prod(self.step_shape)
         self.dropout = nn.Dropout(dropout)
         sizes = [features, *_hidden_sizes(hidden)]
         self.linear = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True))
@@ -233,21 +243,21 @@ class SpikingConvClassifier(_SpikingNet):
         dropout: float = 0.0,
     ):
         super().__init__(input_shape, num_classes, T, dt, encoder, neuron, readout, decoder)
-        if len(self.input_shape) != 3:
+        if len(self.step_shape) != 3:
             raise ValueError(f"SpikingConvClassifier needs image inputs (C, H, W), got input_shape {list(self.input_shape)}.")
         conv = dict(conv or {"channels": [16, 32]})
         unknown = sorted(set(conv) - {"channels", "kernel_size", "norm", "pool"})
         if unknown:
             raise ValueError(f"SpikingConvClassifier's conv takes channels, kernel_size, norm, pool; got unknown {unknown}.")
         # Reuse ConvEncoder's argument checks and shape arithmetic; its activations are not used.
-        layout = ConvEncoder(self.input_shape[0], activation="none", **conv)
+        layout = ConvEncoder(self.step_shape[0], activation="none", **conv)
         self.convs, self.pools = nn.ModuleList(), nn.ModuleList()
         for i, block in enumerate(layout):
             conv_layer, norm = block[0], block[1]
             self.convs.append(nn.Sequential(conv_layer, norm))
             self.add_spiking(f"conv{i + 1}", (conv_layer.out_channels, 1, 1))  # per-channel constants when learnable
             self.pools.append(block[3])
-        c, h, w = layout.output_shape(self.input_shape)
+        c, h, w = layout.output_shape(self.step_shape)
         hidden = _hidden_sizes(hidden)
         if len(hidden) != 1:
             raise ValueError(f"SpikingConvClassifier has one hidden spiking layer; hidden must be an int, got {hidden}.")

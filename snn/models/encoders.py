@@ -1,4 +1,5 @@
-"""Input encoders: a static batch ``[B, ...]`` becomes a time series ``[T, B, ...]``.
+"""Input encoders: a static batch ``[B, ...]`` becomes a time series ``[T, B, ...]``
+(``events``: a batch that already has a time axis, ``[B, T, ...]``, becomes time-major).
 
 ``static`` says whether every time step carries the same tensor; a classifier can then run its
 (non-spiking) front end once on ``[B, ...]`` and broadcast the result over time instead of T times.
@@ -88,10 +89,35 @@ class LatencyEncoder(nn.Module):
         return (t == step.unsqueeze(0)).to(x.dtype)  # [T, B, ...]
 
 
+class EventFramesEncoder(nn.Module):
+    """Inputs that already have a time axis (event frames, ``snn.data``): ``[B, T, ...]`` ->
+    ``[T, B, ...]`` (a view), times ``scale``. ``T`` must be the data's number of time bins.
+
+    Such a model's ``input_shape`` is one sample's, ``[T, ...]``: ``steps_in_input`` tells the
+    classifiers that the shape of one step is ``input_shape[1:]``.
+    """
+
+    static = False
+    steps_in_input = True
+
+    def __init__(self, T: int, scale: float = 1.0):
+        super().__init__()
+        self.T = check_steps(T)
+        self.scale = float(scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor) or x.dim() < 2 or x.shape[1] != self.T:
+            got = list(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"EventFramesEncoder expects [B, T={self.T}, ...] (model.T time bins), got {got}.")
+        x = x * self.scale if self.scale != 1.0 else x
+        return x.transpose(0, 1)  # [B, T, ...] -> [T, B, ...]
+
+
 ENCODERS: dict[str, type[nn.Module]] = {
     "constant": ConstantCurrentEncoder,
     "poisson": PoissonEncoder,
     "latency": LatencyEncoder,
+    "events": EventFramesEncoder,
 }
 
 

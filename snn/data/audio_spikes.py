@@ -1,0 +1,118 @@
+"""Spiking Heidelberg Digits (SHD) and Spiking Speech Commands (SSC): audio as spikes of 700
+cochlea channels, from the published HDF5 files.
+
+Each file holds ``spikes/times`` (one float array of spike times in seconds per sample),
+``spikes/units`` (the matching channel indices, 0..699) and ``labels``. SHD has 20 classes (digits
+0-9 in English and German) in ``shd_train.h5``/``shd_test.h5``: its validation set is carved from
+the training file (``val_size``, ``split_seed``). SSC has 35 classes and an official validation
+file, ``ssc_valid.h5``, which is used as is.
+
+Own reader rather than tonic's ``SHD``/``SSC``: reading these files is a few lines of h5py (a
+dependency already), and tonic would add GPL-3.0 code plus librosa, numba and scikit-learn to the
+install for no gain in correctness. Frames are ``[T, channels]``: ``frames.downsample=5`` sums
+every 5 channels (700 -> 140, as in SE-adLIF's setup).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from snn.training.idx import DataError
+
+from .binning import make_events
+from .datamodule import EventDataModule
+from .download import Remote
+
+CHANNELS = 700
+BASE_URL = "https://zenkelab.org/datasets/"
+CHUNK = 1024  # samples read from the file at once: SSC's training file is ~2 GB
+
+
+def read_hdf5(path: Path, channels: int = CHANNELS) -> Iterator[tuple[np.ndarray, int]]:
+    """``(events, label)`` of every sample in an SHD/SSC file; a damaged file raises DataError."""
+    import h5py  # the `train` stack does not need it: imported only when audio data is read
+
+    def bad(what: str) -> DataError:
+        return DataError(f"{path} {what}. Delete it and fetch it again (dataset.download=true).")
+
+    try:
+        f = h5py.File(path, "r")
+    except OSError as error:
+        raise bad(f"is not a readable HDF5 file ({error})") from None
+    with f:
+        try:
+            times, units, labels = f["spikes/times"], f["spikes/units"], f["labels"]
+        except KeyError as error:
+            raise bad(f"lacks {error.args[0] if error.args else 'a dataset'}: an SHD/SSC file has "
+                      "spikes/times, spikes/units and labels") from None
+        n = len(labels)
+        if len(times) != n or len(units) != n:
+            raise bad(f"holds {len(times)} spike-time and {len(units)} unit arrays for {n} labels")
+        for start in range(0, n, CHUNK):
+            try:
+                chunk = times[start:start + CHUNK], units[start:start + CHUNK], labels[start:start + CHUNK]
+            except (OSError, ValueError) as error:
+                raise bad(f"is truncated or corrupt near sample {start} ({error})") from None
+            for i, (t, u, label) in enumerate(zip(*chunk, strict=True)):
+                if len(t) != len(u):
+                    raise bad(f"sample {start + i} has {len(t)} spike times but {len(u)} units")
+                if len(u) and (u.min() < 0 or u.max() >= channels):
+                    raise bad(f"sample {start + i} has units outside 0..{channels - 1}")
+                t_us = np.round(np.asarray(t, dtype=np.float64) * 1e6)
+                if len(t_us) and not (np.isfinite(t_us).all() and t_us.min() >= 0):
+                    raise bad(f"sample {start + i} has negative or non-finite spike times")
+                yield make_events(t_us.astype(np.int64), u), int(label)
+
+
+class _HeidelbergDataModule(EventDataModule):
+    """SHD and SSC: one HDF5 file per split (see the module docstring)."""
+
+    sensor = (1, 1, CHANNELS)
+    audio = True
+    split_files: dict[str, str] = {}
+
+    def __init__(self, input_shape=(100, 140), num_classes: int = 20, **kwargs: Any):
+        super().__init__(input_shape=input_shape, num_classes=num_classes, **kwargs)
+
+    def source_files(self, folder: Path, split: str) -> list[Path]:
+        return [folder / self.split_files[split]]
+
+    def read(self, folder: Path, split: str) -> Iterator[tuple[np.ndarray, int]]:
+        return read_hdf5(folder / self.split_files[split])
+
+
+class SHDDataModule(_HeidelbergDataModule):
+    """Spiking Heidelberg Digits: 20 classes; validation carved from the training file."""
+
+    name = "SHD"
+    files = ("shd_train.h5", "shd_test.h5")
+    split_files = {"train": "shd_train.h5", "test": "shd_test.h5"}
+    subfolder = "SHD"
+    download_hint = "The files are on zenkelab.org/datasets (shd_train.h5.zip, shd_test.h5.zip)."
+    remotes = (  # checksums as in tonic 1.7.0
+        Remote(BASE_URL + "shd_train.h5.zip", "shd_train.h5.zip", "f3252aeb598ac776c1b526422d90eecb"),
+        Remote(BASE_URL + "shd_test.h5.zip", "shd_test.h5.zip", "1503a5064faa34311c398fb0a1ed0a6f"),
+    )
+
+
+class SSCDataModule(_HeidelbergDataModule):
+    """Spiking Speech Commands: 35 classes; the official validation file is the validation set."""
+
+    name = "SSC"
+    files = ("ssc_train.h5", "ssc_valid.h5", "ssc_test.h5")
+    split_files = {"train": "ssc_train.h5", "val": "ssc_valid.h5", "test": "ssc_test.h5"}
+    subfolder = "SSC"
+    official_val = True
+    download_hint = "The files are on zenkelab.org/datasets (ssc_{train,valid,test}.h5.zip)."
+    remotes = (
+        Remote(BASE_URL + "ssc_train.h5.zip", "ssc_train.h5.zip", "d102be95e7144fcc0553d1f45ba94170"),
+        Remote(BASE_URL + "ssc_valid.h5.zip", "ssc_valid.h5.zip", "b4eee3516a4a90dd0c71a6ac23a8ae43"),
+        Remote(BASE_URL + "ssc_test.h5.zip", "ssc_test.h5.zip", "a35ff1e9cffdd02a20eb850c17c37748"),
+    )
+
+    def __init__(self, num_classes: int = 35, **kwargs: Any):
+        super().__init__(num_classes=num_classes, **kwargs)
