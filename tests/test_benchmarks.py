@@ -36,3 +36,24 @@ def test_bench_layers_runs_a_case_and_counts_saved_bytes():
     assert {"eager", "python"} <= set(by_name) and ("norse" in by_name) == HAS_NORSE
     assert by_name["python"][3] == pytest.approx(4.0, abs=0.02)  # + a few scalar parameters
     assert by_name["eager"][3] > by_name["python"][3]
+
+
+def test_bench_recurrent_runs_a_case_against_eager_and_norse():
+    from bench_recurrent import matmul_floor, run_case
+
+    rows = run_case("adex", T=20, B=4, F=1, N=16, backends=["eager", "python"], budget_s=0.0, norse=HAS_NORSE)
+    by_name = {row[0]: row for row in rows}
+    assert {"eager", "python"} <= set(by_name) and ("norse" in by_name) == HAS_NORSE
+    assert all(row[5] for row in rows)  # every implementation spikes as eager does
+    assert 0 < by_name["python"][4] < 1
+    assert by_name["python"][3] < 8 < by_name["eager"][3]  # v_d, plus x and the weights at this size
+    assert matmul_floor(T=5, B=4, N=16, repeats=1) > 0
+
+
+def test_bench_event_data_runs_every_set_on_tiny_files():
+    from bench_event_data import SETS, main
+
+    rows = main(["--quick"])
+    assert [r["set"] for r in rows] == list(SETS)
+    for r in rows:
+        assert r["samples"] > 0 and r["build"] > 0 and r["load"] > 0 and r["step"] > 0

@@ -22,22 +22,40 @@ from snn.neurons import (
 from snn.neurons.fused import recurrent_loops, torch_loops
 from snn.neurons.fused.recurrent import integrate_recurrent
 
-LAYERS = {"adex": (LIFAdExRecurrent, LIFAdExParameters, LIFAdExState),
-          "lif": (LIFRecurrent, LIFParameters, LIFState)}
+LAYERS = {
+    "adex": (LIFAdExRecurrent, LIFAdExParameters, LIFAdExState),
+    "lif": (LIFRecurrent, LIFParameters, LIFState),
+}
 BUILTIN = ["super", "triangle", "sigmoid", "atan", "tanh", "heaviside"]
 
 
-def make_layer(kind, backend, F=3, N=37, method="super", learnable=(), autapses=False,
-               dtype=torch.float64, seed=0):
+def make_layer(
+    kind,
+    backend,
+    F=3,
+    N=37,
+    method="super",
+    learnable=(),
+    autapses=False,
+    dtype=torch.float64,
+    seed=0,
+):
     layer_class, params_class, _ = LAYERS[kind]
     alpha = 7.0 if method in ("triangle", "sigmoid", "tanh") else 30.0
     fields = [f for f in params_class._fields if f not in ("method", "alpha")]
     g = torch.Generator().manual_seed(seed)
     w_in = (torch.rand(N, F, generator=g) * 2 + 0.5) * 0.4 / F  # excitatory input
     w_rec = torch.randn(N, N, generator=g) * 2 / N**0.5
-    layer = layer_class(F, N, params_class(method=method, alpha=alpha), autapses=autapses,
-                        learnable=fields if learnable == "all" else learnable, input_weights=w_in,
-                        recurrent_weights=w_rec, backend=backend).to(dtype)
+    layer = layer_class(
+        F,
+        N,
+        params_class(method=method, alpha=alpha),
+        autapses=autapses,
+        learnable=fields if learnable == "all" else learnable,
+        input_weights=w_in,
+        recurrent_weights=w_rec,
+        backend=backend,
+    ).to(dtype)
     with torch.no_grad():  # every neuron's learnable constants differ
         for name, param in layer.named_parameters():
             if not name.endswith("weights"):
@@ -73,7 +91,10 @@ def run_both(kind, x, state, loss=weighted_loss, backend="python", **layer_args)
         sb = None if state is None else [s.clone().requires_grad_() for s in state]
         out, final = layer(xb, None if sb is None else LAYERS[kind][2](*sb))
         loss(out, final).backward()
-        grads = {"x": xb.grad, **{f"state.{f}": s.grad for f, s in zip(final._fields, sb or [], strict=False)}}
+        grads = {
+            "x": xb.grad,
+            **{f"state.{f}": s.grad for f, s in zip(final._fields, sb or [], strict=False)},
+        }
         grads.update({name: p.grad for name, p in layer.named_parameters()})
         results.append((out.detach(), [s.detach() for s in final], grads))
     return results
@@ -96,7 +117,9 @@ def assert_close_gradients(ref, got, tolerance=1e-10):
 def test_forward_bit_identical(kind, dtype):
     x, state = inputs(kind, dtype, T=40, B=4, F=5, N=300)
     with torch.no_grad():
-        ref_out, ref_state = make_layer(kind, "eager", F=5, N=300, dtype=dtype)(x, LAYERS[kind][2](*state))
+        ref_out, ref_state = make_layer(kind, "eager", F=5, N=300, dtype=dtype)(
+            x, LAYERS[kind][2](*state)
+        )
         out, final = make_layer(kind, "python", F=5, N=300, dtype=dtype)(x, LAYERS[kind][2](*state))
     assert 0.02 < ref_out.mean() < 0.8, "some, not all, neurons must spike"
     assert torch.equal(out, ref_out)
@@ -110,8 +133,9 @@ def test_gradients_equal_eager(kind, learnable, method):
     """Both backward loops (block-wise without parameter gradients, step-wise with), every
     surrogate: gradients of x, W_in, W_rec, the initial state and per-neuron parameters."""
     x, state = inputs(kind, torch.float64)
-    (ref_out, ref_final, ref), (out, final, got) = run_both(kind, x, state, method=method,
-                                                            learnable=learnable)
+    (ref_out, ref_final, ref), (out, final, got) = run_both(
+        kind, x, state, method=method, learnable=learnable
+    )
     assert torch.equal(out, ref_out)
     assert 0 < ref_out.mean() < 1
     assert_close_gradients(ref, got)
@@ -125,8 +149,9 @@ def test_autapses_and_rest_state(kind, autapses):
     """state=None (from rest: z0 = 0, v0 a broadcast of v_leak) with and without self-connections;
     without them the diagonal of W_rec gets no gradient."""
     x, _ = inputs(kind, torch.float64, T=20, state=False)
-    (ref_out, ref_final, ref), (out, final, got) = run_both(kind, x, None, autapses=autapses,
-                                                            learnable=("tau_mem_inv",))
+    (ref_out, ref_final, ref), (out, final, got) = run_both(
+        kind, x, None, autapses=autapses, learnable=("tau_mem_inv",)
+    )
     assert torch.equal(out, ref_out)
     assert all(torch.equal(a, b) for a, b in zip(final, ref_final, strict=True))
     assert_close_gradients(ref, got)
@@ -156,9 +181,11 @@ def test_backward_in_blocks_of_steps(kind, monkeypatch):
 
 @pytest.mark.parametrize("kind", ["adex", "lif"])
 def test_gradient_from_final_state_only(kind):
-    """No gradient reaches the spikes (only the final state's ``v``): the node gets None for them."""
+    """No gradient reaches the spikes (only the final ``v``): the node gets None for them."""
     x, state = inputs(kind, torch.float64)
-    (_, _, ref), (_, _, got) = run_both(kind, x, state, loss=lambda out, final: final.v.square().sum())
+    (_, _, ref), (_, _, got) = run_both(
+        kind, x, state, loss=lambda out, final: final.v.square().sum()
+    )
     assert_close_gradients(ref, got)
     assert ref["x"].abs().max() > 0
 
@@ -210,7 +237,9 @@ def test_bad_input_errors():
         LIFRecurrent(3, 5, backend="cpp")
     x = torch.rand(4, 2, 3)
     p = LIFAdExParameters()
-    with pytest.raises(ValueError, match=r"recurrent_weights must have shape \[5, 5\].*got \[5, 4\]"):
+    with pytest.raises(
+        ValueError, match=r"recurrent_weights must have shape \[5, 5\].*got \[5, 4\]"
+    ):
         integrate_recurrent("adex", "python", x, state, torch.rand(5, 3), torch.rand(5, 4), p, 1e-3)
     with pytest.raises(ValueError, match=r"input_weights must have shape \[5, 3\].*got \[5, 2\]"):
         integrate_recurrent("adex", "python", x, state, torch.rand(5, 2), torch.rand(5, 5), p, 1e-3)

@@ -17,10 +17,19 @@ CONF = Path(__file__).parents[1] / "conf"
 
 def make_model(backend="auto", dtype=torch.float64, **kwargs):
     torch.manual_seed(0)
-    args = {"input_shape": (30, 2, 3), "num_classes": 5, "hidden": [24, 16],
-            "neuron": {"kind": "adex", "backend": backend, "learnable": ["tau_ada_inv", "adaptation_current",
-                                                                          "adaptation_spike", "tau_mem_inv"]},
-            "tau_ada_range": (0.05, 1.0), "decoder": "mean_last", "decoder_steps": 4}
+    args = {
+        "input_shape": (30, 2, 3),
+        "num_classes": 5,
+        "hidden": [24, 16],
+        "neuron": {
+            "kind": "adex",
+            "backend": backend,
+            "learnable": ["tau_ada_inv", "adaptation_current", "adaptation_spike", "tau_mem_inv"],
+        },
+        "tau_ada_range": (0.05, 1.0),
+        "decoder": "mean_last",
+        "decoder_steps": 4,
+    }
     args.update(kwargs)
     model = SpikingSequenceClassifier(**args).to(dtype)
     with torch.no_grad():  # enough drive that every layer spikes
@@ -36,7 +45,9 @@ def sequences(B=4, T=30, dtype=torch.float64):
 def test_decoders_against_their_definitions():
     v = torch.randn(7, 3, 5, dtype=torch.float64)
     assert torch.equal(SEQUENCE_DECODERS["last"](v, 4), v[-1])
-    torch.testing.assert_close(SEQUENCE_DECODERS["mean_last"](v, 4), (v[3] + v[4] + v[5] + v[6]) / 4)
+    torch.testing.assert_close(
+        SEQUENCE_DECODERS["mean_last"](v, 4), (v[3] + v[4] + v[5] + v[6]) / 4
+    )
     probabilities = sum(torch.softmax(v[t], dim=-1) for t in range(7)) / 7
     torch.testing.assert_close(SEQUENCE_DECODERS["softmax_sum"](v, 4), probabilities.log())
 
@@ -101,8 +112,13 @@ def test_heterogeneous_adaptation_time_constants():
 
 
 def test_lif_layers_feedforward_and_dropout():
-    model = make_model(neuron={"kind": "lif", "learnable": ["tau_mem_inv"]}, tau_ada_range=None,
-                       feedforward=True, dropout=0.5, decoder="last")
+    model = make_model(
+        neuron={"kind": "lif", "learnable": ["tau_mem_inv"]},
+        tau_ada_range=None,
+        feedforward=True,
+        dropout=0.5,
+        decoder="last",
+    )
     assert [type(m) for m in model.spiking_layers().values()] == [LIFRecurrent, LIFRecurrent]
     assert len(model.between) == 1 and model.between[0].in_features == 24
     assert model.spiking["recurrent2"].input_size == 16
@@ -122,22 +138,31 @@ def test_contract_and_attributes():
     assert isinstance(model.spiking["recurrent1"], LIFAdExRecurrent)
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    ({"decoder": "max"}, r"Unknown decoder 'max'; choose one of \['last', 'mean_last', 'softmax_sum'\]"),
-    ({"decoder_steps": 31}, r"decoder_steps .* \[1, T = 30\], got 31"),
-    ({"neuron": {"kind": "lif"}}, "tau_ada_range sets AdEx adaptation time constants"),
-    ({"tau_ada_range": (1.0, 0.1)}, "0 < low <= high"),
-    ({"neuron": {"kind": "hh"}}, "Unknown neuron kind 'hh'"),
-    ({"neuron": {"backend": "cpp"}}, "Recurrent layers have the backends auto, python, eager"),
-    ({"input_shape": (30,)}, r"input_shape must be \(T, features...\)"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (
+            {"decoder": "max"},
+            r"Unknown decoder 'max'; choose one of \['last', 'mean_last', 'softmax_sum'\]",
+        ),
+        ({"decoder_steps": 31}, r"decoder_steps .* \[1, T = 30\], got 31"),
+        ({"neuron": {"kind": "lif"}}, "tau_ada_range sets AdEx adaptation time constants"),
+        ({"tau_ada_range": (1.0, 0.1)}, "0 < low <= high"),
+        ({"neuron": {"kind": "hh"}}, "Unknown neuron kind 'hh'"),
+        ({"neuron": {"backend": "cpp"}}, "Recurrent layers have the backends auto, python, eager"),
+        ({"input_shape": (30,)}, r"input_shape must be \(T, features...\)"),
+    ],
+)
 def test_bad_configuration_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
         make_model(**kwargs)
 
 
 def test_bad_input_error():
-    with pytest.raises(ValueError, match=r"expects input \[B, 30, 2, 3\] \(batch first, then time\), got \[30, 4, 6\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"expects input \[B, 30, 2, 3\] \(batch first, then time\), got \[30, 4, 6\]",
+    ):
         make_model()(torch.rand(30, 4, 6, dtype=torch.float64))
 
 
@@ -148,9 +173,17 @@ def test_config_trains_on_synthetic_sequences(model, tmp_path):
     from train import build
 
     with initialize_config_dir(str(CONF), version_base="1.3"):
-        cfg = compose("config", overrides=[f"model={model}", "dataset=synthetic", "dataset.input_shape=[20,8]",
-                                           f"paths.output_dir={tmp_path}", "model.hidden=[32]",
-                                           "model.readout.backend=python"])
+        cfg = compose(
+            "config",
+            overrides=[
+                f"model={model}",
+                "dataset=synthetic",
+                "dataset.input_shape=[20,8]",
+                f"paths.output_dir={tmp_path}",
+                "model.hidden=[32]",
+                "model.readout.backend=python",
+            ],
+        )
     torch.manual_seed(0)  # the weights
     module, datamodule, _ = build(cfg)
     net = module.net

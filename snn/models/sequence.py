@@ -98,16 +98,32 @@ class SpikingSequenceClassifier(nn.Module):
         super().__init__()
         self.input_shape = tuple(int(s) for s in input_shape)
         if len(self.input_shape) < 2 or any(s <= 0 for s in self.input_shape):
-            raise ValueError(f"input_shape must be (T, features...) of positive sizes, got {list(input_shape)}.")
+            raise ValueError(
+                f"input_shape must be (T, features...) of positive sizes, got {list(input_shape)}."
+            )
         if not isinstance(num_classes, int) or num_classes < 2:
             raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}.")
         if not isinstance(dt, int | float) or not dt > 0:
             raise ValueError(f"The time step dt must be a positive number (seconds), got {dt!r}.")
         if decoder not in SEQUENCE_DECODERS:
-            raise ValueError(f"Unknown decoder {decoder!r}; choose one of {sorted(SEQUENCE_DECODERS)}.")
-        self.T, self.dt, self.decoder, self.num_classes = self.input_shape[0], float(dt), decoder, num_classes
-        if not isinstance(decoder_steps, int) or decoder_steps < 1 or (decoder == "mean_last" and decoder_steps > self.T):
-            raise ValueError(f"decoder_steps (k of mean_last) must be an int in [1, T = {self.T}], got {decoder_steps!r}.")
+            raise ValueError(
+                f"Unknown decoder {decoder!r}; choose one of {sorted(SEQUENCE_DECODERS)}."
+            )
+        self.T, self.dt, self.decoder, self.num_classes = (
+            self.input_shape[0],
+            float(dt),
+            decoder,
+            num_classes,
+        )
+        if (
+            not isinstance(decoder_steps, int)
+            or decoder_steps < 1
+            or (decoder == "mean_last" and decoder_steps > self.T)
+        ):
+            raise ValueError(
+                f"decoder_steps (k of mean_last) must be an int in [1, T = {self.T}], "
+                f"got {decoder_steps!r}."
+            )
         self.decoder_steps = decoder_steps
         self.features = math.prod(self.input_shape[1:])
         sizes = _hidden_sizes(hidden)
@@ -119,18 +135,30 @@ class SpikingSequenceClassifier(nn.Module):
             if feedforward and n > 0:
                 self.between.append(nn.Linear(in_size, size))
                 in_size = size
-            self.spiking[f"recurrent{n + 1}"] = self._recurrent(in_size, size, dict(neuron or {}), autapses,
-                                                                tau_ada_range)
+            self.spiking[f"recurrent{n + 1}"] = self._recurrent(
+                in_size, size, dict(neuron or {}), autapses, tau_ada_range
+            )
             in_size = size
         readout = dict(readout or {})
         learnable = tuple(readout.pop("learnable", ()))
         backend = readout.pop("backend", None) or "auto"
         self.output = nn.Linear(in_size, num_classes)
-        self.readout = LI(_neuron_parameters(LIParameters, readout, "readout"), dt=self.dt,
-                          learnable=learnable, shape=(num_classes,), backend=backend)
+        self.readout = LI(
+            _neuron_parameters(LIParameters, readout, "readout"),
+            dt=self.dt,
+            learnable=learnable,
+            shape=(num_classes,),
+            backend=backend,
+        )
 
-    def _recurrent(self, input_size: int, hidden_size: int, neuron: dict[str, Any], autapses: bool,
-                   tau_ada_range: Sequence[float] | None) -> nn.Module:
+    def _recurrent(
+        self,
+        input_size: int,
+        hidden_size: int,
+        neuron: dict[str, Any],
+        autapses: bool,
+        tau_ada_range: Sequence[float] | None,
+    ) -> nn.Module:
         kind = neuron.pop("kind", "adex")
         if kind not in RECURRENT:
             raise ValueError(f"Unknown neuron kind {kind!r}; choose one of {sorted(RECURRENT)}.")
@@ -140,14 +168,26 @@ class SpikingSequenceClassifier(nn.Module):
         p = _neuron_parameters(params_cls, neuron, f"neuron kind {kind!r}")
         if tau_ada_range is not None:
             if kind != "adex":
-                raise ValueError(f"tau_ada_range sets AdEx adaptation time constants; neuron kind {kind!r} "
-                                 "has none (set tau_ada_range: null).")
+                raise ValueError(
+                    f"tau_ada_range sets AdEx adaptation time constants; neuron kind {kind!r} "
+                    "has none (set tau_ada_range: null)."
+                )
             low, high = (float(t) for t in tau_ada_range)
             if not 0 < low <= high:
-                raise ValueError(f"tau_ada_range must be (low, high) seconds with 0 < low <= high, got {tau_ada_range}.")
+                raise ValueError(
+                    "tau_ada_range must be (low, high) seconds with 0 < low <= high, "
+                    f"got {tau_ada_range}."
+                )
             p = p._replace(tau_ada_inv=1.0 / log_uniform(hidden_size, low, high))
-        return layer_cls(input_size, hidden_size, p, dt=self.dt, autapses=autapses, learnable=learnable,
-                         backend=backend)
+        return layer_cls(
+            input_size,
+            hidden_size,
+            p,
+            dt=self.dt,
+            autapses=autapses,
+            learnable=learnable,
+            backend=backend,
+        )
 
     def spiking_layers(self) -> dict[str, nn.Module]:
         """Every recurrent layer by name (in forward order): what ``SpikeRecorder`` hooks."""
@@ -157,8 +197,10 @@ class SpikingSequenceClassifier(nn.Module):
         """``x [B, T, *frame]`` -> logits ``[B, num_classes]``."""
         if not isinstance(x, torch.Tensor) or tuple(x.shape[1:]) != self.input_shape:
             got = list(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ValueError(f"{type(self).__name__} expects input [B, {', '.join(map(str, self.input_shape))}] "
-                             f"(batch first, then time), got {got}.")
+            raise ValueError(
+                f"{type(self).__name__} expects input [B, {', '.join(map(str, self.input_shape))}] "
+                f"(batch first, then time), got {got}."
+            )
         z = x.flatten(2).transpose(0, 1)  # [B, T, *frame] -> [T, B, F]
         for n, layer in enumerate(self.spiking.values()):
             if n > 0 and len(self.between):

@@ -26,57 +26,96 @@ class FusedRecurrentLoop(torch.autograd.Function):
         n_state = len(NEURONS[kind].state)
         state, P = tensors[:n_state], tensors[n_state:]
         needs = ctx.needs_input_grad[3:]  # x, W_in, W_rec, z0, *state, *P
-        param_grads = any(needs[4 + n_state:])
+        param_grads = any(needs[4 + n_state :])
         with torch.no_grad(), serial_steps(z0.numel(), z0.device):
-            out, final, saved = recurrent_loops.forward(kind, x, w_in, w_rec, z0, state, P,
-                                                        save=any(needs), save_extra=param_grads)
+            out, final, saved = recurrent_loops.forward(
+                kind, x, w_in, w_rec, z0, state, P, save=any(needs), save_extra=param_grads
+            )
         ctx.kind, ctx.method, ctx.alpha, ctx.param_grads = kind, method, alpha, param_grads
         ctx.n_saved, ctx.v0_shape = len(saved), state[0].shape
         # z0 only when W_rec's gradient reads it and it has spikes (it is 0 from rest).
         ctx.z0_spikes = bool(needs[2]) and bool(z0.any())
-        ctx.save_for_backward(x, w_in, w_rec, _one_value_if_uniform(state[0]),
-                              *([z0] if ctx.z0_spikes else []), *saved, *P)
+        ctx.save_for_backward(
+            x,
+            w_in,
+            w_rec,
+            _one_value_if_uniform(state[0]),
+            *([z0] if ctx.z0_spikes else []),
+            *saved,
+            *P,
+        )
         return (out, out[-1].clone(), *final)
 
     @staticmethod
     def backward(ctx, gout, gz, *gstate):
         x, w_in, w_rec, v0, *rest = ctx.saved_tensors
         z0 = rest.pop(0) if ctx.z0_spikes else None
-        saved, P = rest[:ctx.n_saved], rest[ctx.n_saved:]
+        saved, P = rest[: ctx.n_saved], rest[ctx.n_saved :]
         v0 = v0.expand(ctx.v0_shape)
         gstate = [torch.zeros_like(v0) if g is None else g for g in gstate]
         needs = ctx.needs_input_grad[3:]
         with torch.no_grad(), serial_steps(v0.numel(), v0.device):
             gc, gz0, gstate0, G = recurrent_loops.backward(
-                ctx.kind, gout, gz, gstate, saved, v0, w_rec, tuple(P), ctx.method, ctx.alpha,
-                ctx.param_grads)
+                ctx.kind,
+                gout,
+                gz,
+                gstate,
+                saved,
+                v0,
+                w_rec,
+                tuple(P),
+                ctx.method,
+                ctx.alpha,
+                ctx.param_grads,
+            )
         with torch.no_grad():
             vd = saved[0]
-            zprev = (recurrent_loops.spikes_before(vd, 0.0 if z0 is None else z0, P[-2])
-                     if needs[2] else None)
-            gx, gw_in, gw_rec = recurrent_loops.weight_gradients(gc, x, zprev, needs[0], needs[1],
-                                                                 needs[2], w_in)
+            zprev = (
+                recurrent_loops.spikes_before(vd, 0.0 if z0 is None else z0, P[-2])
+                if needs[2]
+                else None
+            )
+            gx, gw_in, gw_rec = recurrent_loops.weight_gradients(
+                gc, x, zprev, needs[0], needs[1], needs[2], w_in
+            )
         n_state = len(gstate0)
         gparams = [None] * len(P)
         if G is not None:
-            gparams = [g.sum_to_size(p.shape) if need else None
-                       for g, p, need in zip(G, P, needs[4 + n_state:], strict=True)]
-        gstate0 = [g if need else None for g, need in zip(gstate0, needs[4:4 + n_state], strict=True)]
+            gparams = [
+                g.sum_to_size(p.shape) if need else None
+                for g, p, need in zip(G, P, needs[4 + n_state :], strict=True)
+            ]
+        gstate0 = [
+            g if need else None for g, need in zip(gstate0, needs[4 : 4 + n_state], strict=True)
+        ]
         return (None, None, None, gx, gw_in, gw_rec, gz0 if needs[3] else None, *gstate0, *gparams)
 
 
 def check_weights(x: torch.Tensor, w_in: torch.Tensor, w_rec: torch.Tensor, n: int) -> None:
-    """A ValueError unless ``W_in`` is ``[N, F]`` for ``x [T, B, F]`` and ``W_rec`` is ``[N, N]``."""
+    """A ValueError unless ``W_in`` is ``[N, F]`` for ``x [T, B, F]`` and ``W_rec`` ``[N, N]``."""
     features = x.shape[-1]
-    for name, w, shape in (("input_weights", w_in, (n, features)), ("recurrent_weights", w_rec, (n, n))):
+    for name, w, shape in (
+        ("input_weights", w_in, (n, features)),
+        ("recurrent_weights", w_rec, (n, n)),
+    ):
         if not isinstance(w, torch.Tensor) or tuple(w.shape) != shape:
             got = list(w.shape) if isinstance(w, torch.Tensor) else type(w).__name__
-            raise ValueError(f"{name} must have shape {list(shape)} for {n} neurons and {features} "
-                             f"input features, got {got}.")
+            raise ValueError(
+                f"{name} must have shape {list(shape)} for {n} neurons and {features} "
+                f"input features, got {got}."
+            )
 
 
-def integrate_recurrent(kind: str, backend: str, x: torch.Tensor, state, w_in: torch.Tensor,
-                        w_rec: torch.Tensor, p, dt: float):
+def integrate_recurrent(
+    kind: str,
+    backend: str,
+    x: torch.Tensor,
+    state,
+    w_in: torch.Tensor,
+    w_rec: torch.Tensor,
+    p,
+    dt: float,
+):
     """Runs a recurrent ``kind`` ('adex', 'lif') population over the time dimension of
     ``x [T, B, F]`` from ``state`` (``LIFAdExState``/``LIFState``, each field ``[B, N]``):
     ``(spikes [T, B, N], final state of the type of ``state``)``, as the step function's loop."""
@@ -88,6 +127,7 @@ def integrate_recurrent(kind: str, backend: str, x: torch.Tensor, state, w_in: t
     check_weights(x, w_in, w_rec, state.z.shape[-1])
     P = kernel_parameters(kind, p, dt)
     z0, *rest = state
-    out, *final = FusedRecurrentLoop.apply(kind, p.method, float(p.alpha), x, w_in, w_rec, z0,
-                                           *rest, *P)
+    out, *final = FusedRecurrentLoop.apply(
+        kind, p.method, float(p.alpha), x, w_in, w_rec, z0, *rest, *P
+    )
     return out, type(state)(*final)

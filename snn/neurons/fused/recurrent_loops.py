@@ -71,8 +71,14 @@ def forward(kind, x, w_in, w_rec, z0, state, P, save, save_extra):
     out = x.new_empty((T, B, N))
     vd = torch.empty_like(out) if save else None
     extra = [torch.empty_like(out) for _ in range(NEURONS[kind].extra if save_extra else 0)]
-    final = FORWARD_LOOPS[kind](RecurrentCurrent(x, w_in, w_rec, z0, out), state, P, out, vd,
-                                *(extra or [None] * NEURONS[kind].extra))
+    final = FORWARD_LOOPS[kind](
+        RecurrentCurrent(x, w_in, w_rec, z0, out),
+        state,
+        P,
+        out,
+        vd,
+        *(extra or [None] * NEURONS[kind].extra),
+    )
     return out, final, ([] if vd is None else [vd]) + extra
 
 
@@ -88,7 +94,11 @@ def backward(kind, gout, gz, gstate, saved, v0, w_rec, P, method, alpha, param_g
     if param_grads:
         gc, gstate, G = _stepwise(kind, gout, gz, gstate, saved, v0, w_rec, P, derivative, alpha)
     else:
-        gc, gstate, G = _blockwise(kind, gout, gz, gstate, vd, v0, w_rec, P, derivative, alpha), gstate, None
+        gc, gstate, G = (
+            _blockwise(kind, gout, gz, gstate, vd, v0, w_rec, P, derivative, alpha),
+            gstate,
+            None,
+        )
     return gc, gc[0] @ w_rec, gstate, G
 
 
@@ -147,7 +157,9 @@ def _stepwise(kind, gout, gz, gstate, saved, v0, w_rec, P, derivative, alpha):
     for t in range(T - 1, -1, -1):
         v = reset_voltage(vd[t - 1], P[-2], P[-1]) if t > 0 else v0
         g_z = grec if gout is None else grec + gout[t]
-        gstate = step(g_z, *gstate, vd[t], v, P, derivative, alpha, gc[t], *(e[t] for e in extra), G)
+        gstate = step(
+            g_z, *gstate, vd[t], v, P, derivative, alpha, gc[t], *(e[t] for e in extra), G
+        )
         grec = gc[t] @ w_rec
     return gc, list(gstate), G
 
