@@ -41,7 +41,8 @@ def test_bench_layers_runs_a_case_and_counts_saved_bytes():
 def test_bench_recurrent_runs_a_case_against_eager_and_norse():
     from bench_recurrent import matmul_floor, run_case
 
-    rows = run_case("adex", T=20, B=4, F=1, N=16, backends=["eager", "python"], budget_s=0.0, norse=HAS_NORSE)
+    rows = run_case("adex", T=20, B=4, F=1, N=16, backends=["eager", "python"], budget_s=0.0,
+                    norse=HAS_NORSE)
     by_name = {row[0]: row for row in rows}
     assert {"eager", "python"} <= set(by_name) and ("norse" in by_name) == HAS_NORSE
     assert all(row[5] for row in rows)  # every implementation spikes as eager does
