@@ -50,3 +50,12 @@ def test_bench_recurrent_runs_a_case_against_eager_and_norse():
     assert by_name["python"][3] < 8 < by_name["eager"][3]  # v_d, plus x and the weights at this size
     assert matmul_floor(T=5, B=4, N=16, repeats=1) > 0
 
+
+
+def test_bench_event_data_runs_every_set_on_tiny_files():
+    from bench_event_data import SETS, main
+
+    rows = main(["--quick"])
+    assert [r["set"] for r in rows] == list(SETS)
+    for r in rows:
+        assert r["samples"] > 0 and r["build"] > 0 and r["load"] > 0 and r["step"] > 0

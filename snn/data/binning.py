@@ -117,11 +117,14 @@ class FrameSpec:
 
 
 def densify(cells: np.ndarray, steps: int, frame_shape: tuple[int, ...]) -> torch.Tensor:
-    """Sparse cells -> float frames ``[T, *frame_shape]``."""
-    frames = torch.zeros(steps * math.prod(frame_shape))
-    frames[torch.from_numpy(cells["index"].astype(np.int64))] = torch.from_numpy(
-        cells["count"].astype(np.float32))
-    return frames.view(steps, *frame_shape)  # [T * P * H * W] -> [T, P, H, W]
+    """Sparse cells -> float frames ``[T, *frame_shape]``.
+
+    Built in numpy: torch's fills run on its thread pool, which in the main process of a busy
+    machine cost milliseconds per sample (28 ms vs 10 us for 69k zeros, measured on 2 loaded cores).
+    """
+    frames = np.zeros(steps * math.prod(frame_shape), dtype=np.float32)
+    frames[cells["index"]] = cells["count"]
+    return torch.from_numpy(frames).view(steps, *frame_shape)  # [T * P * H * W] -> [T, P, H, W]
 
 
 def pad_collate(batch: list[tuple[torch.Tensor, int]], with_lengths: bool = False):
@@ -130,8 +133,9 @@ def pad_collate(batch: list[tuple[torch.Tensor, int]], with_lengths: bool = Fals
     which a mask is ``arange(T_max) < lengths[:, None]``."""
     lengths = torch.tensor([frames.shape[0] for frames, _ in batch], dtype=torch.long)
     first = batch[0][0]
-    x = first.new_zeros(len(batch), int(lengths.max()), *first.shape[1:])
+    x = np.zeros((len(batch), int(lengths.max()), *first.shape[1:]), dtype=np.float32)  # see densify
     for i, (frames, _) in enumerate(batch):
-        x[i, : frames.shape[0]] = frames
+        x[i, : frames.shape[0]] = frames.numpy()
+    x = torch.from_numpy(x)
     y = torch.tensor([int(label) for _, label in batch], dtype=torch.long)
     return (x, y, lengths) if with_lengths else (x, y)
