@@ -51,7 +51,6 @@ def test_bench_recurrent_runs_a_case_against_eager_and_norse():
     assert matmul_floor(T=5, B=4, N=16, repeats=1) > 0
 
 
-
 def test_bench_event_data_runs_every_set_on_tiny_files():
     from bench_event_data import SETS, main
 
