@@ -79,14 +79,20 @@ def write_dvs(folder: Path, n: int, events: int, seconds: float, rng) -> None:
             gestures = min(11, count - r)
             k = int(events * gestures)
             t = np.sort(rng.integers(0, int(seconds * 1e6 * gestures), k)).astype(np.int64)
-            bits = (rng.integers(0, 128, k) << 17 | rng.integers(0, 128, k) << 2
-                    | rng.integers(0, 2, k) << 1 | 1).astype(np.uint32)
+            bits = (
+                rng.integers(0, 128, k) << 17
+                | rng.integers(0, 128, k) << 2
+                | rng.integers(0, 2, k) << 1
+                | 1
+            ).astype(np.uint32)
             records = np.empty(k, dtype=[("data", "<u4"), ("t", "<i4")])
             records["data"], records["t"] = bits, t
             packets = []
             for start in range(0, k, 8192):  # packets of 8192 events, as jAER writes them
-                chunk = records[start:start + 8192]
-                packets.append(struct.pack("<hhiiiiii", 1, 1, 8, 4, 0, len(chunk), len(chunk), len(chunk)))
+                chunk = records[start : start + 8192]
+                packets.append(
+                    struct.pack("<hhiiiiii", 1, 1, 8, 4, 0, len(chunk), len(chunk), len(chunk))
+                )
                 packets.append(chunk.tobytes())
             header = b"#!AER-DAT3.1\r\n#!END-HEADER\r\n"
             (folder / f"{name}.aedat").write_bytes(header + b"".join(packets))
@@ -98,19 +104,39 @@ def write_dvs(folder: Path, n: int, events: int, seconds: float, rng) -> None:
         (folder / f"trials_to_{split}.txt").write_text("\n".join(names[split]) + "\n")
 
 
-WRITERS = {"nmnist": write_nmnist, "shd": lambda d, *a: write_shd(d, *a),
-           "dvs_gesture": lambda d, *a: write_dvs(d / "DvsGesture", *a)}
+WRITERS = {
+    "nmnist": write_nmnist,
+    "shd": lambda d, *a: write_shd(d, *a),
+    "dvs_gesture": lambda d, *a: write_dvs(d / "DvsGesture", *a),
+}
 
 
-def run(name: str, n: int, workers: int, batches: int, steps: int, scale: float, folder: Path,
-        extra: list[str]) -> dict:
+def run(
+    name: str,
+    n: int,
+    workers: int,
+    batches: int,
+    steps: int,
+    scale: float,
+    folder: Path,
+    extra: list[str],
+) -> dict:
     overrides, events, seconds = SETS[name]
     rng = np.random.default_rng(0)
     WRITERS[name](folder, n, max(1, int(events * scale)), seconds, rng)
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[
-            *overrides, f"paths.data_dir={folder}", "dataset.download=false",
-            f"dataset.num_workers={workers}", "dataset.val_size=2", "dataset.pin_memory=false", *extra])
+        cfg = compose(
+            config_name="config",
+            overrides=[
+                *overrides,
+                f"paths.data_dir={folder}",
+                "dataset.download=false",
+                f"dataset.num_workers={workers}",
+                "dataset.val_size=2",
+                "dataset.pin_memory=false",
+                *extra,
+            ],
+        )
     dm = instantiate(cfg.dataset, _convert_="all")
     start = time.perf_counter()
     dm.setup()
@@ -142,12 +168,21 @@ def run(name: str, n: int, workers: int, batches: int, steps: int, scale: float,
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
     step = float(np.median(times[1:]))
-    return {"set": name, "samples": total, "batch": list(x.shape), "build": total / built,
-            "load": seen / loaded, "step": len(x) / step, "device": device}
+    return {
+        "set": name,
+        "samples": total,
+        "batch": list(x.shape),
+        "build": total / built,
+        "load": seen / loaded,
+        "step": len(x) / step,
+        "device": device,
+    }
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--sets", nargs="+", default=list(SETS), choices=list(SETS))
     parser.add_argument("--samples", type=int, default=600, help="training samples per set")
     parser.add_argument("--workers", type=int, default=2, help="loader processes")
@@ -155,20 +190,38 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--steps", type=int, default=5, help="training steps timed")
     parser.add_argument("--quick", action="store_true", help="tiny files and counts: a smoke run")
     args = parser.parse_args(argv)
-    samples, scale, workers, batches, steps = args.samples, 1.0, args.workers, args.batches, args.steps
+    samples, scale, workers, batches, steps = (
+        args.samples,
+        1.0,
+        args.workers,
+        args.batches,
+        args.steps,
+    )
     extra = []
     if args.quick:
         samples, scale, workers, batches, steps = 24, 0.01, 0, 2, 1
         extra = ["dataset.batch_size=4", "model.hidden=16", "model.conv.channels=[4]"]
     rows = []
-    print(f"{'set':12} {'samples':>7} {'batch':>20} {'build/s':>9} {'load/s':>9} {'step/s':>9} device")
+    print(
+        f"{'set':12} {'samples':>7} {'batch':>20} {'build/s':>9} {'load/s':>9} {'step/s':>9} device"
+    )
     for name in args.sets:
         with tempfile.TemporaryDirectory() as tmp:
-            r = run(name, samples, workers, batches, steps, scale, Path(tmp),
-                    [e for e in extra if name != "shd" or "conv" not in e])
+            r = run(
+                name,
+                samples,
+                workers,
+                batches,
+                steps,
+                scale,
+                Path(tmp),
+                [e for e in extra if name != "shd" or "conv" not in e],
+            )
         rows.append(r)
-        print(f"{r['set']:12} {r['samples']:>7} {str(r['batch']):>20} {r['build']:>9.0f} "
-              f"{r['load']:>9.0f} {r['step']:>9.1f} {r['device']}")
+        print(
+            f"{r['set']:12} {r['samples']:>7} {str(r['batch']):>20} {r['build']:>9.0f} "
+            f"{r['load']:>9.0f} {r['step']:>9.1f} {r['device']}"
+        )
     return rows
 
 

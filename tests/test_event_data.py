@@ -39,11 +39,16 @@ ROOT = Path(__file__).parents[1]
 
 # Writers of each format (the inverse of the readers, written from the format descriptions).
 
+
 def write_nmnist(path: Path, events: list[tuple[int, int, int, int]]) -> None:
     """(x, y, p, t) events as 40-bit records: x, y, p << 7 | t[22:16], t[15:8], t[7:0]."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(b"".join(bytes([x, y, (p << 7) | (t >> 16) & 127, (t >> 8) & 255, t & 255])
-                              for x, y, p, t in events))
+    path.write_bytes(
+        b"".join(
+            bytes([x, y, (p << 7) | (t >> 16) & 127, (t >> 8) & 255, t & 255])
+            for x, y, p, t in events
+        )
+    )
 
 
 def aedat_packet(kind: int, records: bytes, count: int, size: int = 8, overflow: int = 0) -> bytes:
@@ -52,7 +57,9 @@ def aedat_packet(kind: int, records: bytes, count: int, size: int = 8, overflow:
 
 def polarity_records(events: list[tuple[int, int, int, int]], valid: bool = True) -> bytes:
     """(x, y, p, t) as AEDAT 3.1 polarity records: x << 17 | y << 2 | p << 1 | valid, int32 t."""
-    return b"".join(struct.pack("<Ii", x << 17 | y << 2 | p << 1 | int(valid), t) for x, y, p, t in events)
+    return b"".join(
+        struct.pack("<Ii", x << 17 | y << 2 | p << 1 | int(valid), t) for x, y, p, t in events
+    )
 
 
 def write_aedat(path: Path, packets: list[bytes]) -> None:
@@ -67,16 +74,22 @@ def write_h5(path: Path, samples: list[tuple[np.ndarray, np.ndarray, int]]) -> N
         units = f.create_dataset("spikes/units", (len(samples),), dtype=h5py.vlen_dtype(np.uint16))
         for i, (t, u, _) in enumerate(samples):
             times[i], units[i] = t.astype(np.float32), u.astype(np.uint16)
-        f.create_dataset("labels", data=np.array([label for _, _, label in samples], dtype=np.uint16))
+        f.create_dataset(
+            "labels", data=np.array([label for _, _, label in samples], dtype=np.uint16)
+        )
 
 
-def random_audio(rng: np.random.Generator, label: int, n: int = 60) -> tuple[np.ndarray, np.ndarray, int]:
+def random_audio(
+    rng: np.random.Generator, label: int, n: int = 60
+) -> tuple[np.ndarray, np.ndarray, int]:
     # Class-dependent channels, so the tiny task is learnable.
     units = (rng.integers(0, 140, n) + 140 * label) % 700
     return np.sort(rng.uniform(0, rng.uniform(0.03, 0.09), n)), units, label
 
 
-def make_shd(folder: Path, n_train: int = 24, n_test: int = 8, classes: int = 3, seed: int = 0) -> None:
+def make_shd(
+    folder: Path, n_train: int = 24, n_test: int = 8, classes: int = 3, seed: int = 0
+) -> None:
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
     for name, n in (("shd_train.h5", n_train), ("shd_test.h5", n_test)):
@@ -91,8 +104,13 @@ def make_nmnist(folder: Path, per_digit: int = 4, digits: int = 3, seed: int = 0
                 n = 40
                 xs, ys = rng.integers(0, 10, n) + 10 * d, rng.integers(0, 34, n)
                 ts = np.sort(rng.integers(0, 300_000, n))
-                write_nmnist(folder / split / str(d) / f"{i:05d}.bin",
-                             [(int(x), int(y), int(rng.integers(2)), int(t)) for x, y, t in zip(xs, ys, ts, strict=True)])
+                write_nmnist(
+                    folder / split / str(d) / f"{i:05d}.bin",
+                    [
+                        (int(x), int(y), int(rng.integers(2)), int(t))
+                        for x, y, t in zip(xs, ys, ts, strict=True)
+                    ],
+                )
 
 
 def make_dvs(folder: Path, seed: int = 0) -> None:
@@ -103,10 +121,23 @@ def make_dvs(folder: Path, seed: int = 0) -> None:
         events = []
         for k in range(3):  # gesture k from k s to k s + 1 s, pixels in its own band
             t = np.sort(rng.integers(k * 1_000_000, k * 1_000_000 + 900_000, 80))
-            events += [(int(rng.integers(40 * k, 40 * k + 40)), int(rng.integers(128)), int(rng.integers(2)), int(ti)) for ti in t]
+            events += [
+                (
+                    int(rng.integers(40 * k, 40 * k + 40)),
+                    int(rng.integers(128)),
+                    int(rng.integers(2)),
+                    int(ti),
+                )
+                for ti in t
+            ]
         half = len(events) // 2
-        write_aedat(folder / f"{name}.aedat", [aedat_packet(1, polarity_records(events[:half]), half),
-                                                aedat_packet(1, polarity_records(events[half:]), len(events) - half)])
+        write_aedat(
+            folder / f"{name}.aedat",
+            [
+                aedat_packet(1, polarity_records(events[:half]), half),
+                aedat_packet(1, polarity_records(events[half:]), len(events) - half),
+            ],
+        )
         rows = "".join(f"{k + 1},{k * 1_000_000},{k * 1_000_000 + 1_000_000}\n" for k in range(3))
         (folder / f"{name}_labels.csv").write_text("class,startTime_usec,endTime_usec\n" + rows)
     (folder / "trials_to_train.txt").write_text("user01_led.aedat\n")
@@ -115,11 +146,18 @@ def make_dvs(folder: Path, seed: int = 0) -> None:
 
 def compose_cfg(tmp_path: Path, *overrides: str):
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        return compose("config", overrides=[f"paths.output_dir={tmp_path / 'run'}",
-                                            f"paths.data_dir={tmp_path / 'data'}", *overrides])
+        return compose(
+            "config",
+            overrides=[
+                f"paths.output_dir={tmp_path / 'run'}",
+                f"paths.data_dir={tmp_path / 'data'}",
+                *overrides,
+            ],
+        )
 
 
 # Readers.
+
 
 def test_nmnist_reader_decodes_40_bit_events_and_overflow_markers(tmp_path):
     path = tmp_path / "s.bin"
@@ -133,9 +171,19 @@ def test_nmnist_reader_decodes_40_bit_events_and_overflow_markers(tmp_path):
 def test_aedat31_reader_decodes_polarity_packets_only(tmp_path):
     path = tmp_path / "r.aedat"
     special = aedat_packet(0, b"\0" * 16, 2)  # another event type: skipped
-    write_aedat(path, [aedat_packet(1, polarity_records([(127, 5, 1, 10), (0, 127, 0, 20)]), 2), special,
-                       aedat_packet(1, polarity_records([(9, 9, 1, 3)], valid=False)
-                                    + polarity_records([(1, 2, 0, 30)]), 2, overflow=1)])
+    write_aedat(
+        path,
+        [
+            aedat_packet(1, polarity_records([(127, 5, 1, 10), (0, 127, 0, 20)]), 2),
+            special,
+            aedat_packet(
+                1,
+                polarity_records([(9, 9, 1, 3)], valid=False) + polarity_records([(1, 2, 0, 30)]),
+                2,
+                overflow=1,
+            ),
+        ],
+    )
     events = read_aedat31(path)
     assert events["x"].tolist() == [127, 0, 1] and events["y"].tolist() == [5, 127, 2]
     assert events["p"].tolist() == [1, 0, 0]
@@ -145,7 +193,11 @@ def test_aedat31_reader_decodes_polarity_packets_only(tmp_path):
 def test_hdf5_reader_returns_microseconds_and_units(tmp_path):
     write_h5(tmp_path / "a.h5", [(np.array([0.0, 0.0015, 0.25]), np.array([0, 699, 7]), 4)])
     [(events, label)] = list(read_hdf5(tmp_path / "a.h5"))
-    assert label == 4 and events["t"].tolist() == [0, 1500, 250000] and events["x"].tolist() == [0, 699, 7]
+    assert (
+        label == 4
+        and events["t"].tolist() == [0, 1500, 250000]
+        and events["x"].tolist() == [0, 699, 7]
+    )
 
 
 @pytest.mark.parametrize("kind", ["nmnist", "aedat", "aedat_header", "h5", "h5_units", "labels"])
@@ -180,6 +232,7 @@ def test_corrupt_or_truncated_files_raise_an_error_naming_the_file(tmp_path, kin
 
 # Binning, padding, denoising.
 
+
 def dense_reference(events, spec: FrameSpec, sensor, steps: int, width_us: float) -> np.ndarray:
     """Frames by a loop over events: the definition of binning."""
     p_n, h_n, w_n = spec.frame_shape(sensor)
@@ -192,27 +245,42 @@ def dense_reference(events, spec: FrameSpec, sensor, steps: int, width_us: float
     return frames
 
 
-@pytest.mark.parametrize("spec,steps,width", [
-    (FrameSpec(bin_width=0.01, duration=0.05), 5, 10_000),
-    (FrameSpec(time_bins=4, downsample=4, polarity=False), 4, 60_001 / 4),  # span: last event + 1 us
-    (FrameSpec(bin_width=0.007, downsample=3), 9, 7_000),  # ceil(60001 / 7000): variable T
-])
+@pytest.mark.parametrize(
+    "spec,steps,width",
+    [
+        (FrameSpec(bin_width=0.01, duration=0.05), 5, 10_000),
+        (
+            FrameSpec(time_bins=4, downsample=4, polarity=False),
+            4,
+            60_001 / 4,
+        ),  # span: last event + 1 us
+        (FrameSpec(bin_width=0.007, downsample=3), 9, 7_000),  # ceil(60001 / 7000): variable T
+    ],
+)
 def test_frames_count_events_per_bin_polarity_and_pooled_pixel(spec, steps, width):
     rng = np.random.default_rng(1)
     sensor = (2, 34, 34)
-    events = make_events(np.sort(np.r_[rng.integers(0, 60_000, 300), 60_000]), rng.integers(0, 34, 301),
-                         rng.integers(0, 34, 301), rng.integers(0, 2, 301))
+    events = make_events(
+        np.sort(np.r_[rng.integers(0, 60_000, 300), 60_000]),
+        rng.integers(0, 34, 301),
+        rng.integers(0, 34, 301),
+        rng.integers(0, 2, 301),
+    )
     cells, got_steps = spec.to_sparse(events, sensor)
     assert got_steps == steps
     frames = densify(cells, got_steps, spec.frame_shape(sensor))
-    np.testing.assert_array_equal(frames.numpy(), dense_reference(events, spec, sensor, steps, width))
+    np.testing.assert_array_equal(
+        frames.numpy(), dense_reference(events, spec, sensor, steps, width)
+    )
 
 
 def test_audio_channels_are_pooled_700_to_140():
     spec = FrameSpec(time_bins=1, downsample=5)
     events = make_events([0, 1, 2, 3], [0, 4, 5, 699])
     frames = densify(*spec.to_sparse(events, (1, 1, 700)), spec.frame_shape((1, 1, 700))[2:])
-    assert frames.shape == (1, 140) and frames[0, 0] == 2 and frames[0, 1] == 1 and frames[0, 139] == 1
+    assert (
+        frames.shape == (1, 140) and frames[0, 0] == 2 and frames[0, 1] == 1 and frames[0, 139] == 1
+    )
 
 
 def test_pad_collate_pads_at_the_end_and_reports_lengths():
@@ -226,7 +294,9 @@ def test_pad_collate_pads_at_the_end_and_reports_lengths():
 def test_denoise_keeps_events_with_a_recent_neighbour():
     rng = np.random.default_rng(0)
     n = 400
-    events = make_events(np.sort(rng.integers(0, 50_000, n)), rng.integers(0, 12, n), rng.integers(0, 12, n))
+    events = make_events(
+        np.sort(rng.integers(0, 50_000, n)), rng.integers(0, 12, n), rng.integers(0, 12, n)
+    )
     filter_time = 3_000
     last = {}  # pixel -> time of its latest event so far
     keep = []
@@ -241,9 +311,17 @@ def test_denoise_keeps_events_with_a_recent_neighbour():
 
 # DataModules: caches, splits, transforms.
 
+
 def nmnist_module(tmp_path, **kwargs) -> NMNISTDataModule:
-    args = dict(data_dir=str(tmp_path / "data"), download=False, input_shape=(30, 2, 34, 34), T=30,
-                frames={"bin_width": 0.01, "duration": 0.3}, val_size=3, batch_size=4)
+    args = dict(
+        data_dir=str(tmp_path / "data"),
+        download=False,
+        input_shape=(30, 2, 34, 34),
+        T=30,
+        frames={"bin_width": 0.01, "duration": 0.3},
+        val_size=3,
+        batch_size=4,
+    )
     return NMNISTDataModule(**{**args, **kwargs})
 
 
@@ -253,7 +331,9 @@ def test_cache_is_reused_and_a_changed_setting_rebuilds_it(tmp_path, monkeypatch
     first.setup()
     x, y = first.train_set[0]
     caches = sorted(p.name for p in (tmp_path / "data" / "event_cache").iterdir())
-    assert len(caches) == 2 and not any(name.startswith(".") for name in caches)  # no temp folders left
+    assert len(caches) == 2 and not any(
+        name.startswith(".") for name in caches
+    )  # no temp folders left
 
     def no_reading(*args):
         raise AssertionError("the cache should have been used")
@@ -264,8 +344,9 @@ def test_cache_is_reused_and_a_changed_setting_rebuilds_it(tmp_path, monkeypatch
     x2, y2 = again.train_set[0]
     assert torch.equal(x, x2) and y == y2
 
-    changed = nmnist_module(tmp_path, input_shape=(15, 2, 34, 34), T=15,
-                            frames={"bin_width": 0.02, "duration": 0.3})
+    changed = nmnist_module(
+        tmp_path, input_shape=(15, 2, 34, 34), T=15, frames={"bin_width": 0.02, "duration": 0.3}
+    )
     with pytest.raises(AssertionError, match="cache should have been used"):
         changed.setup()  # a new key: the files must be read again
     monkeypatch.undo()
@@ -285,16 +366,37 @@ def test_a_replaced_data_file_invalidates_the_cache(tmp_path):
     assert again.test_set[0][0].sum() == 1 and dm.test_set[0][0].sum() == 40
 
 
+def test_a_corrupt_file_stops_the_cache_build_naming_it_and_leaves_no_entry(tmp_path):
+    make_nmnist(tmp_path / "data")
+    bad = tmp_path / "data" / "Test" / "1" / "00002.bin"
+    bad.write_bytes(bad.read_bytes()[:-1])
+    with pytest.raises(DataError, match=str(bad)):
+        nmnist_module(tmp_path).setup()
+    cache = tmp_path / "data" / "event_cache"
+    assert [p.name.startswith("n-mnist-train-") for p in cache.iterdir()] == [True]  # no test entry
+    write_nmnist(bad, [(1, 1, 0, 1)])
+    fixed = nmnist_module(tmp_path)
+    fixed.setup()
+    assert len(fixed.test_set) == 12
+
+
 def test_shd_validation_is_carved_from_training_with_a_fixed_seed_and_ssc_uses_its_file(tmp_path):
     make_shd(tmp_path / "data", n_train=20, n_test=6)
-    args = dict(data_dir=str(tmp_path / "data"), download=False, input_shape=(10, 140), T=10,
-                frames={"bin_width": 0.01, "duration": 0.1, "downsample": 5})
+    args = dict(
+        data_dir=str(tmp_path / "data"),
+        download=False,
+        input_shape=(10, 140),
+        T=10,
+        frames={"bin_width": 0.01, "duration": 0.1, "downsample": 5},
+    )
     a, b = SHDDataModule(val_size=5, **args), SHDDataModule(val_size=5, **args)
     a.setup(), b.setup()
     assert len(a.train_set) == 15 and len(a.val_set) == 5 and len(a.test_set) == 6
     assert set(a.val_set.indices).isdisjoint(a.train_set.indices)
     assert list(a.val_set.indices) == list(b.val_set.indices)  # every run validates on the same
-    assert a.val_set.samples is a.train_set.samples and a.test_set.samples is not a.train_set.samples
+    assert (
+        a.val_set.samples is a.train_set.samples and a.test_set.samples is not a.train_set.samples
+    )
     other = SHDDataModule(val_size=5, split_seed=1, **args)
     other.setup()
     assert list(other.val_set.indices) != list(a.val_set.indices)
@@ -325,9 +427,16 @@ def test_augmentations_vary_training_samples_only(tmp_path):
 
 def test_variable_length_samples_are_padded_in_batches(tmp_path):
     make_shd(tmp_path / "data", n_train=12, n_test=4)
-    dm = SHDDataModule(data_dir=str(tmp_path / "data"), download=False, input_shape=(None, 140), T=None,
-                       frames={"bin_width": 0.01, "downsample": 5}, val_size=2, batch_size=12,
-                       return_lengths=True)
+    dm = SHDDataModule(
+        data_dir=str(tmp_path / "data"),
+        download=False,
+        input_shape=(None, 140),
+        T=None,
+        frames={"bin_width": 0.01, "downsample": 5},
+        val_size=2,
+        batch_size=12,
+        return_lengths=True,
+    )
     dm.setup()
     x, y, lengths = next(iter(dm.test_dataloader()))
     assert x.shape[1] == lengths.max() and len(set(lengths.tolist())) > 1
@@ -342,9 +451,15 @@ def test_a_mismatched_input_shape_says_what_to_set(tmp_path):
 
 def test_dvs_gesture_recordings_are_cut_by_their_labels(tmp_path):
     make_dvs(tmp_path / "data" / "DvsGesture")
-    dm = DVSGestureDataModule(data_dir=str(tmp_path / "data"), download=False, input_shape=(10, 2, 32, 32), T=10,
-                              num_classes=3, frames={"bin_width": 0.1, "duration": 1.0, "downsample": 4},
-                              val_size=1)
+    dm = DVSGestureDataModule(
+        data_dir=str(tmp_path / "data"),
+        download=False,
+        input_shape=(10, 2, 32, 32),
+        T=10,
+        num_classes=3,
+        frames={"bin_width": 0.1, "duration": 1.0, "downsample": 4},
+        val_size=1,
+    )
     dm.setup()
     labels = sorted(dm.test_set.samples.labels.tolist())
     assert labels == [0, 1, 2] and len(dm.train_set) + len(dm.val_set) == 3
@@ -361,10 +476,19 @@ def test_dvs_gesture_reads_tonics_npy_layout(tmp_path):
         folder.mkdir(parents=True)
         for label in range(3):
             t_ms = np.arange(50.0) * 10 + 7000  # absolute times: read relative to the first event
-            np.save(folder / f"{label}.npy", np.stack([np.full(50, 4 * label), np.zeros(50), np.ones(50), t_ms], 1))
-    dm = DVSGestureDataModule(data_dir=str(tmp_path), download=False, input_shape=(5, 2, 32, 32), T=5,
-                              num_classes=3, frames={"bin_width": 0.1, "duration": 0.5, "downsample": 4},
-                              val_size=1)
+            np.save(
+                folder / f"{label}.npy",
+                np.stack([np.full(50, 4 * label), np.zeros(50), np.ones(50), t_ms], 1),
+            )
+    dm = DVSGestureDataModule(
+        data_dir=str(tmp_path),
+        download=False,
+        input_shape=(5, 2, 32, 32),
+        T=5,
+        num_classes=3,
+        frames={"bin_width": 0.1, "duration": 0.5, "downsample": 4},
+        val_size=1,
+    )
     dm.setup()
     frames, label = dm.test_set[2]
     assert label == 2 and frames[:, 1, 0, 2].tolist() == [10.0] * 5
@@ -376,8 +500,10 @@ def test_ddp_ranks_read_the_same_split_and_get_disjoint_shards(tmp_path):
     for dm in ranks:  # what every process runs
         dm.setup()
     assert list(ranks[0].train_set.indices) == list(ranks[1].train_set.indices)
-    shards = [list(DistributedSampler(dm.train_set, num_replicas=2, rank=r, shuffle=True, seed=3))
-              for r, dm in enumerate(ranks)]
+    shards = [
+        list(DistributedSampler(dm.train_set, num_replicas=2, rank=r, shuffle=True, seed=3))
+        for r, dm in enumerate(ranks)
+    ]
     assert set(shards[0]).isdisjoint(shards[1]) and sorted(shards[0] + shards[1]) == list(range(16))
     first = [ranks[r].train_set[shards[r][0]][0] for r in range(2)]
     assert not torch.equal(*first)
@@ -385,8 +511,11 @@ def test_ddp_ranks_read_the_same_split_and_get_disjoint_shards(tmp_path):
 
 # Files: missing, downloaded.
 
+
 def test_missing_data_set_says_where_it_looked_and_what_to_do(tmp_path):
-    cfg = compose_cfg(tmp_path, "dataset=shd", "dataset.download=false", "model.conv=null", "debug=fdr")
+    cfg = compose_cfg(
+        tmp_path, "dataset=shd", "dataset.download=false", "model.conv=null", "debug=fdr"
+    )
     with pytest.raises(ValueError) as error:
         train(cfg)
     message = str(error.value)
@@ -400,16 +529,27 @@ def test_download_checks_the_checksum_and_unpacks(tmp_path, monkeypatch):
     archives = {}
     for name in ("shd_train.h5", "shd_test.h5"):
         import zipfile
+
         buffer = io.BytesIO()
         with zipfile.ZipFile(buffer, "w") as z:
             z.write(tmp_path / "src" / name, name)
         archives[f"http://test/{name}.zip"] = buffer.getvalue()
     import hashlib
-    remotes = tuple(Remote(url, url.rsplit("/", 1)[1], hashlib.md5(data).hexdigest()) for url, data in archives.items())
+
+    remotes = tuple(
+        Remote(url, url.rsplit("/", 1)[1], hashlib.md5(data).hexdigest())
+        for url, data in archives.items()
+    )
     monkeypatch.setattr(download_module, "urlopen", lambda url: io.BytesIO(archives[url]))
     monkeypatch.setattr(SHDDataModule, "remotes", remotes)
-    args = dict(data_dir=str(tmp_path / "data"), download=True, input_shape=(10, 140), T=10,
-                frames={"bin_width": 0.01, "duration": 0.1, "downsample": 5}, val_size=2)
+    args = dict(
+        data_dir=str(tmp_path / "data"),
+        download=True,
+        input_shape=(10, 140),
+        T=10,
+        frames={"bin_width": 0.01, "duration": 0.1, "downsample": 5},
+        val_size=2,
+    )
     dm = SHDDataModule(**args)
     dm.prepare_data()
     dm.setup()
@@ -425,6 +565,7 @@ def test_download_checks_the_checksum_and_unpacks(tmp_path, monkeypatch):
 
 # The model side and train.py.
 
+
 def test_event_frames_encoder_makes_batches_time_major_and_checks_T():
     x = torch.rand(3, 5, 2, 4, 4)
     out = EventFramesEncoder(T=5, scale=2.0)(x)
@@ -433,18 +574,46 @@ def test_event_frames_encoder_makes_batches_time_major_and_checks_T():
         EventFramesEncoder(T=6)(x)
 
 
-@pytest.mark.parametrize("dataset,model,extra", [
-    ("nmnist", "adex", ["model.conv.channels=[4]", "model.hidden=16"]),
-    ("dvs_gesture", "adex_conv", ["model.conv.channels=[4]", "model.hidden=16", "dataset.num_classes=3",
-                                  "dataset.frames.duration=1.0", "dataset.frames.bin_width=0.2", "dataset.T=5"]),
-    ("shd", "lif", ["model.conv=null", "model.hidden=16"]),
-])
+@pytest.mark.parametrize(
+    "dataset,model,extra",
+    [
+        ("nmnist", "adex", ["model.conv.channels=[4]", "model.hidden=16"]),
+        (
+            "dvs_gesture",
+            "adex_conv",
+            [
+                "model.conv.channels=[4]",
+                "model.hidden=16",
+                "dataset.num_classes=3",
+                "dataset.frames.duration=1.0",
+                "dataset.frames.bin_width=0.2",
+                "dataset.T=5",
+            ],
+        ),
+        ("shd", "lif", ["model.conv=null", "model.hidden=16"]),
+    ],
+)
 def test_a_few_training_steps_through_train_py(tmp_path, dataset, model, extra):
     data = tmp_path / "data"
-    {"nmnist": make_nmnist, "shd": make_shd, "dvs_gesture": lambda d: make_dvs(d / "DvsGesture")}[dataset](data)
-    cfg = compose_cfg(tmp_path, f"dataset={dataset}", f"model={model}", "dataset.download=false",
-                      "dataset.val_size=2", "dataset.batch_size=4", "+trainer.limit_train_batches=2", "trainer.max_epochs=1",
-                      "trainer.accelerator=cpu", "logger=csv", "test=true",
-                      "dataset.num_workers=0", "+trainer.limit_val_batches=1", "+trainer.limit_test_batches=1", *extra)
+    {"nmnist": make_nmnist, "shd": make_shd, "dvs_gesture": lambda d: make_dvs(d / "DvsGesture")}[
+        dataset
+    ](data)
+    cfg = compose_cfg(
+        tmp_path,
+        f"dataset={dataset}",
+        f"model={model}",
+        "dataset.download=false",
+        "dataset.val_size=2",
+        "dataset.batch_size=4",
+        "+trainer.limit_train_batches=2",
+        "trainer.max_epochs=1",
+        "trainer.accelerator=cpu",
+        "logger=csv",
+        "test=true",
+        "dataset.num_workers=0",
+        "+trainer.limit_val_batches=1",
+        "+trainer.limit_test_batches=1",
+        *extra,
+    )
     value = train(cfg)
     assert 0.0 <= value <= 1.0

@@ -47,14 +47,20 @@ def read_hdf5(path: Path, channels: int = CHANNELS) -> Iterator[tuple[np.ndarray
         try:
             times, units, labels = f["spikes/times"], f["spikes/units"], f["labels"]
         except KeyError as error:
-            raise bad(f"lacks {error.args[0] if error.args else 'a dataset'}: an SHD/SSC file has "
-                      "spikes/times, spikes/units and labels") from None
+            raise bad(
+                f"lacks {error.args[0] if error.args else 'a dataset'}: an SHD/SSC file has "
+                "spikes/times, spikes/units and labels"
+            ) from None
         n = len(labels)
         if len(times) != n or len(units) != n:
             raise bad(f"holds {len(times)} spike-time and {len(units)} unit arrays for {n} labels")
         for start in range(0, n, CHUNK):
             try:
-                chunk = times[start:start + CHUNK], units[start:start + CHUNK], labels[start:start + CHUNK]
+                chunk = (
+                    times[start : start + CHUNK],
+                    units[start : start + CHUNK],
+                    labels[start : start + CHUNK],
+                )
             except (OSError, ValueError) as error:
                 raise bad(f"is truncated or corrupt near sample {start} ({error})") from None
             for i, (t, u, label) in enumerate(zip(*chunk, strict=True)):
@@ -94,7 +100,9 @@ class SHDDataModule(_HeidelbergDataModule):
     subfolder = "SHD"
     download_hint = "The files are on zenkelab.org/datasets (shd_train.h5.zip, shd_test.h5.zip)."
     remotes = (  # checksums as in tonic 1.7.0
-        Remote(BASE_URL + "shd_train.h5.zip", "shd_train.h5.zip", "f3252aeb598ac776c1b526422d90eecb"),
+        Remote(
+            BASE_URL + "shd_train.h5.zip", "shd_train.h5.zip", "f3252aeb598ac776c1b526422d90eecb"
+        ),
         Remote(BASE_URL + "shd_test.h5.zip", "shd_test.h5.zip", "1503a5064faa34311c398fb0a1ed0a6f"),
     )
 
@@ -109,8 +117,12 @@ class SSCDataModule(_HeidelbergDataModule):
     official_val = True
     download_hint = "The files are on zenkelab.org/datasets (ssc_{train,valid,test}.h5.zip)."
     remotes = (
-        Remote(BASE_URL + "ssc_train.h5.zip", "ssc_train.h5.zip", "d102be95e7144fcc0553d1f45ba94170"),
-        Remote(BASE_URL + "ssc_valid.h5.zip", "ssc_valid.h5.zip", "b4eee3516a4a90dd0c71a6ac23a8ae43"),
+        Remote(
+            BASE_URL + "ssc_train.h5.zip", "ssc_train.h5.zip", "d102be95e7144fcc0553d1f45ba94170"
+        ),
+        Remote(
+            BASE_URL + "ssc_valid.h5.zip", "ssc_valid.h5.zip", "b4eee3516a4a90dd0c71a6ac23a8ae43"
+        ),
         Remote(BASE_URL + "ssc_test.h5.zip", "ssc_test.h5.zip", "a35ff1e9cffdd02a20eb850c17c37748"),
     )
 

@@ -54,9 +54,12 @@ class FrameSpec:
         if (self.time_bins is None) == (self.bin_width is None):
             raise ValueError(
                 "frames: set exactly one of time_bins (a fixed number of bins) and bin_width "
-                f"(seconds per bin); got time_bins={self.time_bins!r}, bin_width={self.bin_width!r}."
+                f"(seconds per bin); got time_bins={self.time_bins!r}, "
+                f"bin_width={self.bin_width!r}."
             )
-        if self.time_bins is not None and (not isinstance(self.time_bins, int) or self.time_bins <= 0):
+        if self.time_bins is not None and (
+            not isinstance(self.time_bins, int) or self.time_bins <= 0
+        ):
             raise ValueError(f"frames.time_bins must be a positive int, got {self.time_bins!r}.")
         if self.bin_width is not None and not self.bin_width > 0:
             raise ValueError(f"frames.bin_width must be > 0 seconds, got {self.bin_width!r}.")
@@ -103,7 +106,9 @@ class FrameSpec:
         steps, width = self._edges(events)
         k = self.downsample
         k_y = 1 if sensor[1] == 1 else k  # audio's single row is not pooled
-        t = np.minimum((events["t"] / width).astype(np.int64), steps - 1)  # the last edge is inclusive
+        t = np.minimum(
+            (events["t"] / width).astype(np.int64), steps - 1
+        )  # the last edge is inclusive
         p = events["p"].astype(np.int64) if self.polarity else 0
         y = events["y"].astype(np.int64) // k_y
         x = events["x"].astype(np.int64) // k
@@ -133,7 +138,9 @@ def pad_collate(batch: list[tuple[torch.Tensor, int]], with_lengths: bool = Fals
     which a mask is ``arange(T_max) < lengths[:, None]``."""
     lengths = torch.tensor([frames.shape[0] for frames, _ in batch], dtype=torch.long)
     first = batch[0][0]
-    x = np.zeros((len(batch), int(lengths.max()), *first.shape[1:]), dtype=np.float32)  # see densify
+    x = np.zeros(
+        (len(batch), int(lengths.max()), *first.shape[1:]), dtype=np.float32
+    )  # see densify
     for i, (frames, _) in enumerate(batch):
         x[i, : frames.shape[0]] = frames.numpy()
     x = torch.from_numpy(x)

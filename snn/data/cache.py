@@ -1,4 +1,4 @@
-"""A disk cache of per-sample arrays (sparse frames or events), keyed by the settings that made them.
+"""A disk cache of per-sample arrays (sparse frames or events), keyed by the settings behind them.
 
 One cache entry is a folder ``<root>/<name>-<key>/`` where ``key`` hashes every setting that changes
 its content (the dataset files' names, sizes and modification times, the frame spec, denoising, the
@@ -46,18 +46,26 @@ class CachedSamples:
         index = np.load(folder / "index.npz")
         self.offsets, self.steps, self.labels = index["offsets"], index["steps"], index["labels"]
         size = (folder / "data.bin").stat().st_size
-        self.data = (np.memmap(folder / "data.bin", dtype=dtype, mode="r") if size
-                     else np.empty(0, dtype=dtype))  # np.memmap refuses empty files
+        self.data = (
+            np.memmap(folder / "data.bin", dtype=dtype, mode="r")
+            if size
+            else np.empty(0, dtype=dtype)
+        )  # np.memmap refuses empty files
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def records(self, i: int) -> np.ndarray:
-        return self.data[self.offsets[i]:self.offsets[i + 1]]
+        return self.data[self.offsets[i] : self.offsets[i + 1]]
 
 
-def load_or_build(root: Path, name: str, settings: dict, dtype: np.dtype,
-                  samples: Iterable[tuple[np.ndarray, int, int]]) -> CachedSamples:
+def load_or_build(
+    root: Path,
+    name: str,
+    settings: dict,
+    dtype: np.dtype,
+    samples: Iterable[tuple[np.ndarray, int, int]],
+) -> CachedSamples:
     """The entry for ``settings``; built from ``samples`` (``(records, steps, label)``, consumed
     only when the entry is missing) and written atomically first if needed."""
     folder = Path(root) / f"{name}-{settings_key(settings)}"
@@ -74,8 +82,12 @@ def load_or_build(root: Path, name: str, settings: dict, dtype: np.dtype,
                 offsets.append(offsets[-1] + len(records))
                 steps.append(n_steps)
                 labels.append(label)
-        np.savez(tmp / "index.npz", offsets=np.array(offsets, dtype=np.int64),
-                 steps=np.array(steps, dtype=np.int64), labels=np.array(labels, dtype=np.int64))
+        np.savez(
+            tmp / "index.npz",
+            offsets=np.array(offsets, dtype=np.int64),
+            steps=np.array(steps, dtype=np.int64),
+            labels=np.array(labels, dtype=np.int64),
+        )
         (tmp / "settings.json").write_text(json.dumps(settings, indent=1, default=str))
         try:
             os.rename(tmp, folder)  # atomic; fails when another process finished first

@@ -42,9 +42,16 @@ class EventFrameDataset(Dataset):
     A cache of events is binned here, after ``augment`` (training only) when given.
     """
 
-    def __init__(self, samples: CachedSamples, indices: np.ndarray, frame_shape: tuple[int, ...],
-                 spec: FrameSpec, sensor: tuple[int, int, int], events: bool,
-                 augment: EventTransforms | None = None):
+    def __init__(
+        self,
+        samples: CachedSamples,
+        indices: np.ndarray,
+        frame_shape: tuple[int, ...],
+        spec: FrameSpec,
+        sensor: tuple[int, int, int],
+        events: bool,
+        augment: EventTransforms | None = None,
+    ):
         self.samples, self.indices, self.frame_shape = samples, indices, frame_shape
         self.spec, self.sensor, self.events, self.augment = spec, sensor, events, augment
 
@@ -83,25 +90,38 @@ class EventDataModule(FileDataModule):
     official_val = False  # the data set has its own validation split
     audio = False  # frames are [T, channels] rather than [T, P, H, W]
 
-    def __init__(self, frames: Mapping[str, Any] | None = None,
-                 transforms: Mapping[str, Any] | None = None, cache_dir: str | None = None,
-                 return_lengths: bool = False, T: int | None = None, encoder: str = "events",
-                 **kwargs: Any):
+    def __init__(
+        self,
+        frames: Mapping[str, Any] | None = None,
+        transforms: Mapping[str, Any] | None = None,
+        cache_dir: str | None = None,
+        return_lengths: bool = False,
+        T: int | None = None,
+        encoder: str = "events",
+        **kwargs: Any,
+    ):
         super().__init__(**kwargs)
         if encoder != "events":
-            raise ValueError(f"{self.name} batches have a time axis: dataset.encoder must be "
-                             f"'events' (what the models' encoder.kind follows), got {encoder!r}.")
+            raise ValueError(
+                f"{self.name} batches have a time axis: dataset.encoder must be "
+                f"'events' (what the models' encoder.kind follows), got {encoder!r}."
+            )
         self.spec = FrameSpec(**dict(frames or {"time_bins": 10}))
         self.transforms = EventTransforms(**dict(transforms or {}))
-        self.cache_dir = Path(cache_dir).expanduser() if cache_dir else self.data_dir / "event_cache"
+        self.cache_dir = (
+            Path(cache_dir).expanduser() if cache_dir else self.data_dir / "event_cache"
+        )
         self.return_lengths = bool(return_lengths)
         self.frame_shape = self.spec.frame_shape(self.sensor)
         if self.audio:
             self.frame_shape = self.frame_shape[2:]  # [P=1, H=1, W] -> [channels]
         expected = (self.spec.steps, *self.frame_shape)
         if self.input_shape != expected or T != self.spec.steps:
-            steps = "T = time_bins or ceil(duration / bin_width)" if self.spec.steps else \
-                "T is null: samples differ in length (set frames.duration for a fixed T)"
+            steps = (
+                "T = time_bins or ceil(duration / bin_width)"
+                if self.spec.steps
+                else "T is null: samples differ in length (set frames.duration for a fixed T)"
+            )
             raise ValueError(
                 f"{self.name}: T {T} and input_shape {list(self.input_shape)} do not match the "
                 f"frames config, which gives {list(expected)} ({steps}); set dataset.T="
@@ -135,11 +155,15 @@ class EventDataModule(FileDataModule):
 
     def missing_message(self) -> str:
         looked = "\n".join(
-            f"  {folder.resolve()}: missing {[n for n in self.files if not self.find_file(folder, n)]}"
+            f"  {folder.resolve()}: missing "
+            f"{[n for n in self.files if not self.find_file(folder, n)]}"
             for folder in self.search_dirs
         )
-        how = ("dataset.download=true is set but the download failed (see above)." if self.download
-               else "Download is off: add dataset.download=true on a machine with internet access.")
+        how = (
+            "dataset.download=true is set but the download failed (see above)."
+            if self.download
+            else "Download is off: add dataset.download=true on a machine with internet access."
+        )
         return (
             f"{self.name} not found. Expected {list(self.files)} (files or folders) in one of:\n"
             f"{looked}\n{how} Or copy them into {self.data_dir.resolve()} (set dataset.data_dir to "
@@ -151,11 +175,15 @@ class EventDataModule(FileDataModule):
 
     # Caches, splits, loaders.
 
-    def _samples(self, folder: Path, split: str, events: bool) -> Iterator[tuple[np.ndarray, int, int]]:
+    def _samples(
+        self, folder: Path, split: str, events: bool
+    ) -> Iterator[tuple[np.ndarray, int, int]]:
         for sample, label in self.read(folder, split):
             if not 0 <= label < self.num_classes:
-                raise DataError(f"{self.name} {split}: label {label} outside 0..{self.num_classes - 1} "
-                                f"(num_classes {self.num_classes}); files in {folder}.")
+                raise DataError(
+                    f"{self.name} {split}: label {label} outside 0..{self.num_classes - 1} "
+                    f"(num_classes {self.num_classes}); files in {folder}."
+                )
             sample = self.transforms.clean(sample)
             if events:
                 yield sample, 0, label
@@ -167,15 +195,19 @@ class EventDataModule(FileDataModule):
         """The cache of ``split`` (frames, or events when ``events``), built if missing."""
         folder = self.folder()
         settings = {
-            "dataset": self.name, "split": split, "kind": "events" if events else "frames",
+            "dataset": self.name,
+            "split": split,
+            "kind": "events" if events else "frames",
             "files": file_fingerprint(self.source_files(folder, split)),
             "frames": None if events else self.spec.settings(),
-            "clean": self.transforms.deterministic_settings(), "reader": self.reader_settings(),
+            "clean": self.transforms.deterministic_settings(),
+            "reader": self.reader_settings(),
         }
         dtype = EVENT_DTYPE if events else SPARSE_DTYPE
         name = f"{self.name.lower().replace(' ', '_')}-{split}"
-        return load_or_build(self.cache_dir, name, settings, dtype,
-                             self._samples(folder, split, events))
+        return load_or_build(
+            self.cache_dir, name, settings, dtype, self._samples(folder, split, events)
+        )
 
     def prepare_data(self) -> None:
         super().prepare_data()  # finds or downloads the files
@@ -193,8 +225,9 @@ class EventDataModule(FileDataModule):
             return
         caches = self._caches()
         train, events = caches["train"], self.transforms.augments
-        make = partial(EventFrameDataset, frame_shape=self.frame_shape, spec=self.spec,
-                       sensor=self.sensor)
+        make = partial(
+            EventFrameDataset, frame_shape=self.frame_shape, spec=self.spec, sensor=self.sensor
+        )
         augment = self.transforms if events else None
         if self.official_val:
             self.train_set = make(train, np.arange(len(train)), events=events, augment=augment)
@@ -203,9 +236,13 @@ class EventDataModule(FileDataModule):
             n = len(train)
             n_val = self.val_size if isinstance(self.val_size, int) else round(self.val_size * n)
             if not 0 < n_val < n:
-                raise ValueError(f"val_size {self.val_size} leaves no training data: the {self.name} "
-                                 f"training set has {n} samples.")
-            order = torch.randperm(n, generator=torch.Generator().manual_seed(self.split_seed)).numpy()
+                raise ValueError(
+                    f"val_size {self.val_size} leaves no training data: the {self.name} "
+                    f"training set has {n} samples."
+                )
+            order = torch.randperm(
+                n, generator=torch.Generator().manual_seed(self.split_seed)
+            ).numpy()
             self.train_set = make(train, order[n_val:], events=events, augment=augment)
             self.val_set = make(train, order[:n_val], events=events)  # never augmented
         test = caches["test"]
@@ -213,8 +250,11 @@ class EventDataModule(FileDataModule):
 
     def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
         return DataLoader(
-            dataset, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
-            pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0,
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
             collate_fn=partial(pad_collate, with_lengths=self.return_lengths),
         )
-

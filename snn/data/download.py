@@ -46,14 +46,18 @@ def fetch(remote: Remote, folder: Path) -> Path:
     path = folder / remote.filename
     if path.is_file() and md5sum(path) == remote.md5:
         return path
-    with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{remote.filename}.", delete=False) as tmp:
+    with tempfile.NamedTemporaryFile(
+        dir=folder, prefix=f".{remote.filename}.", delete=False
+    ) as tmp:
         with urlopen(remote.url) as response:
             shutil.copyfileobj(response, tmp)
     got = md5sum(Path(tmp.name))
     if got != remote.md5:
         Path(tmp.name).unlink()
-        raise DataError(f"The download of {remote.url} has MD5 {got}, expected {remote.md5}: "
-                        "the transfer was cut or the file changed upstream. Try again.")
+        raise DataError(
+            f"The download of {remote.url} has MD5 {got}, expected {remote.md5}: "
+            "the transfer was cut or the file changed upstream. Try again."
+        )
     Path(tmp.name).replace(path)
     return path
 

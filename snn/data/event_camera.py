@@ -42,7 +42,9 @@ from .download import Remote
 NMNIST_SIZE = 34
 NMNIST_OVERFLOW_Y = 240
 DVS_SIZE = 128
-AEDAT_PACKET = struct.Struct("<hhiiiiii")  # type, source, size, TS offset, TS overflow, capacity, number, valid
+AEDAT_PACKET = struct.Struct(
+    "<hhiiiiii"
+)  # type, source, size, TS offset, TS overflow, capacity, number, valid
 POLARITY_EVENT = 1
 POLARITY_RECORD = np.dtype([("data", "<u4"), ("t", "<i4")])
 
@@ -51,8 +53,10 @@ def read_nmnist(path: Path) -> np.ndarray:
     """The events of one N-MNIST ``.bin`` file."""
     raw = np.fromfile(path, dtype=np.uint8)
     if len(raw) % 5:
-        raise DataError(f"{path} is truncated or not an N-MNIST file: {len(raw)} bytes is not a "
-                        "multiple of the 5-byte event. Delete it and fetch it again.")
+        raise DataError(
+            f"{path} is truncated or not an N-MNIST file: {len(raw)} bytes is not a "
+            "multiple of the 5-byte event. Delete it and fetch it again."
+        )
     raw = raw.reshape(-1, 5).astype(np.int64)  # [N * 5] -> [N, 5]
     x, y = raw[:, 0], raw[:, 1]
     p = raw[:, 2] >> 7
@@ -61,8 +65,10 @@ def read_nmnist(path: Path) -> np.ndarray:
     t = t + np.cumsum(overflow) * 2**13
     x, y, p, t = x[~overflow], y[~overflow], p[~overflow], t[~overflow]
     if len(x) and (x.max() >= NMNIST_SIZE or y.max() >= NMNIST_SIZE):
-        raise DataError(f"{path} has pixels outside the 34 x 34 sensor: corrupt or not N-MNIST. "
-                        "Delete it and fetch it again.")
+        raise DataError(
+            f"{path} has pixels outside the 34 x 34 sensor: corrupt or not N-MNIST. "
+            "Delete it and fetch it again."
+        )
     return make_events(t, x, y, p)
 
 
@@ -117,8 +123,10 @@ def read_gesture_labels(path: Path) -> list[tuple[int, int, int]]:
             raise ValueError(f"header {header}")
         segments = [(int(c) - 1, int(start), int(end)) for c, start, end in (r[:3] for r in body)]
     except (ValueError, IndexError) as error:
-        raise DataError(f"{path} is not a DVS Gesture labels file ({error}): expected the header "
-                        "class,startTime_usec,endTime_usec and one row per gesture.") from None
+        raise DataError(
+            f"{path} is not a DVS Gesture labels file ({error}): expected the header "
+            "class,startTime_usec,endTime_usec and one row per gesture."
+        ) from None
     return segments
 
 
@@ -131,12 +139,18 @@ class NMNISTDataModule(EventDataModule):
     sensor = (2, NMNIST_SIZE, NMNIST_SIZE)
     download_hint = "The files are the Train.zip and Test.zip of N-MNIST (Orchard et al., 2015)."
     remotes = (  # Mendeley Data copies; checksums as in tonic 1.7.0
-        Remote("https://data.mendeley.com/public-files/datasets/468j46mzdv/files/"
-               "39c25547-014b-4137-a934-9d29fa53c7a0/file_downloaded", "train.zip",
-               "20959b8e626244a1b502305a9e6e2031"),
-        Remote("https://data.mendeley.com/public-files/datasets/468j46mzdv/files/"
-               "05a4d654-7e03-4c15-bdfa-9bb2bcbea494/file_downloaded", "test.zip",
-               "69ca8762b2fe404d9b9bad1103e97832"),
+        Remote(
+            "https://data.mendeley.com/public-files/datasets/468j46mzdv/files/"
+            "39c25547-014b-4137-a934-9d29fa53c7a0/file_downloaded",
+            "train.zip",
+            "20959b8e626244a1b502305a9e6e2031",
+        ),
+        Remote(
+            "https://data.mendeley.com/public-files/datasets/468j46mzdv/files/"
+            "05a4d654-7e03-4c15-bdfa-9bb2bcbea494/file_downloaded",
+            "test.zip",
+            "69ca8762b2fe404d9b9bad1103e97832",
+        ),
     )
 
     def __init__(self, input_shape=(30, 2, 34, 34), num_classes: int = 10, **kwargs: Any):
@@ -166,13 +180,21 @@ class DVSGestureDataModule(EventDataModule):
     npy_folders = ("ibmGestureTrain", "ibmGestureTest")
     subfolder = "DvsGesture"
     sensor = (2, DVS_SIZE, DVS_SIZE)
-    download_hint = ("Or tonic's copy: the folders ibmGestureTrain/ and ibmGestureTest/ (what "
-                     "dataset.download=true fetches).")
+    download_hint = (
+        "Or tonic's copy: the folders ibmGestureTrain/ and ibmGestureTest/ (what "
+        "dataset.download=true fetches)."
+    )
     remotes = (  # tonic's re-cut copy on figshare (IBM's original needs a login)
-        Remote("https://figshare.com/ndownloader/files/38022171", "ibmGestureTrain.tar.gz",
-               "3a8f0d4120a166bac7591f77409cb105"),
-        Remote("https://figshare.com/ndownloader/files/38020584", "ibmGestureTest.tar.gz",
-               "56070e45dadaa85fff82e0fbfbc06de5"),
+        Remote(
+            "https://figshare.com/ndownloader/files/38022171",
+            "ibmGestureTrain.tar.gz",
+            "3a8f0d4120a166bac7591f77409cb105",
+        ),
+        Remote(
+            "https://figshare.com/ndownloader/files/38020584",
+            "ibmGestureTest.tar.gz",
+            "56070e45dadaa85fff82e0fbfbc06de5",
+        ),
     )
 
     def __init__(self, input_shape=(30, 2, 32, 32), num_classes: int = 11, **kwargs: Any):
@@ -180,8 +202,9 @@ class DVSGestureDataModule(EventDataModule):
 
     def locate(self) -> Path | None:
         for folder in self.search_dirs:
-            if all((folder / n).is_file() for n in self.files) or \
-                    all((folder / n).is_dir() for n in self.npy_folders):
+            if all((folder / n).is_file() for n in self.files) or all(
+                (folder / n).is_dir() for n in self.npy_folders
+            ):
                 return folder
         return None
 
@@ -212,7 +235,9 @@ class DVSGestureDataModule(EventDataModule):
             return
         for recording in self._recordings(folder, split):
             events = read_aedat31(recording)
-            for label, start, end in read_gesture_labels(recording.with_name(f"{recording.stem}_labels.csv")):
+            for label, start, end in read_gesture_labels(
+                recording.with_name(f"{recording.stem}_labels.csv")
+            ):
                 segment = events[(events["t"] >= start) & (events["t"] < end)].copy()
                 segment["t"] -= start
                 yield segment, label
@@ -223,10 +248,12 @@ def read_gesture_npy(path: Path) -> np.ndarray:
     try:
         array = np.load(path)
     except (ValueError, OSError, EOFError) as error:
-        raise DataError(f"{path} is not a readable .npy file ({error}). Delete it and fetch it "
-                        "again.") from None
+        raise DataError(
+            f"{path} is not a readable .npy file ({error}). Delete it and fetch it again."
+        ) from None
     if array.ndim != 2 or array.shape[1] != 4:
-        raise DataError(f"{path} holds an array of shape {list(array.shape)}, expected [N, 4] "
-                        "(x, y, p, t).")
+        raise DataError(
+            f"{path} holds an array of shape {list(array.shape)}, expected [N, 4] (x, y, p, t)."
+        )
     t = np.round(array[:, 3].astype(np.float64) * 1000).astype(np.int64)
     return make_events(t - (t.min() if len(t) else 0), array[:, 0], array[:, 1], array[:, 2])

@@ -56,7 +56,9 @@ class EventTransforms:
             if not isinstance(value, int | float) or value < 0:
                 raise ValueError(f"transforms.{name} must be a number >= 0, got {value!r}.")
         if self.drop_event >= 1:
-            raise ValueError(f"transforms.drop_event is a probability < 1, got {self.drop_event!r}.")
+            raise ValueError(
+                f"transforms.drop_event is a probability < 1, got {self.drop_event!r}."
+            )
 
     @property
     def augments(self) -> bool:
@@ -71,8 +73,9 @@ class EventTransforms:
         """The deterministic part, applied before caching."""
         return denoise(events, round(self.denoise * 1e6)) if self.denoise else events
 
-    def augment(self, events: np.ndarray, sensor: tuple[int, int, int],
-                rng: np.random.Generator) -> np.ndarray:
+    def augment(
+        self, events: np.ndarray, sensor: tuple[int, int, int], rng: np.random.Generator
+    ) -> np.ndarray:
         """The random part: jitter and drop, then events that left the sensor are removed."""
         if self.drop_event:
             events = events[rng.random(len(events)) >= self.drop_event]
@@ -84,7 +87,9 @@ class EventTransforms:
         if self.space_jitter:
             _, h, w = sensor
             x = events["x"] + np.round(rng.normal(0.0, self.space_jitter, len(events)))
-            y = events["y"] + (np.round(rng.normal(0.0, self.space_jitter, len(events))) if h > 1 else 0)
+            y = events["y"] + (
+                np.round(rng.normal(0.0, self.space_jitter, len(events))) if h > 1 else 0
+            )
             inside = (x >= 0) & (x < w) & (y >= 0) & (y < h)
             events["x"], events["y"] = np.clip(x, 0, w - 1), np.clip(y, 0, h - 1)
             events = events[inside]
