@@ -22,10 +22,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from snn.training import (
     DataError,
+    SafeCheckpointIO,
     SpikingClassifierModule,
     build_from_config,
     check_model_config,
     load_checkpoint,
+    load_module,
 )
 
 CONF_DIR = Path(__file__).parent / "conf"
@@ -64,7 +66,9 @@ def build(cfg: DictConfig) -> tuple[SpikingClassifierModule, L.LightningDataModu
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
     if not loggers:  # LearningRateMonitor refuses to run without a logger
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    # Checkpoints are written atomically and read as data only (weights_only), whatever the config says.
+    plugins = [*(instantiate(cfg.trainer.get("plugins")) or []), SafeCheckpointIO()]
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=plugins)
     return module, datamodule, trainer
 
 
@@ -84,8 +88,14 @@ def check_fresh_output_dir(output_dir: Path, data_dir: Path | None = None) -> No
 
 
 def evaluate(ckpt_path: str, datamodule: L.LightningDataModule, trainer: L.Trainer) -> float:
-    """Tests the checkpoint's model (rebuilt from the config the checkpoint carries) on ``cfg.dataset``."""
-    module = SpikingClassifierModule.load_from_checkpoint(ckpt_path, map_location="cpu", weights_only=False)
+    """Tests the checkpoint's model (rebuilt from the config the checkpoint carries) on ``cfg.dataset``.
+
+    ``load_module`` checks the file (integrity, weights_only, only our classes in its configs) before
+    the module's ``__init__`` instantiates anything from it."""
+    try:
+        module = load_module(ckpt_path, map_location="cpu")
+    except (ValueError, FileNotFoundError) as error:
+        raise ConfigError(str(error)) from error
     net = module.net
     if tuple(net.input_shape) != tuple(datamodule.input_shape) or net.num_classes != datamodule.num_classes:
         raise ConfigError(
@@ -124,7 +134,7 @@ def train(cfg: DictConfig) -> float:
         return evaluate(ckpt_path, datamodule, trainer)
 
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     except (FileNotFoundError, DataError) as error:  # missing or damaged data files: the message says what to do
         raise ConfigError(str(error)) from error
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
@@ -140,7 +150,7 @@ def train(cfg: DictConfig) -> float:
         raise ValueError(f"optimized_metric {metric_name!r} was not logged; logged metrics: {sorted(metrics)}.")
 
     if cfg.test:
-        trainer.test(module, datamodule=datamodule, ckpt_path=best_path or None)
+        trainer.test(module, datamodule=datamodule, ckpt_path=best_path or None, weights_only=True)
 
     print(f"Run directory: {output_dir}  (config in .hydra/config.yaml when started from the command line)")
     for logger in trainer.loggers:

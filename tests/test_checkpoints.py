@@ -1,5 +1,10 @@
-"""Checkpoints: best and last, rebuilding the model from one file, exact resume, evaluation, mismatches."""
+"""Checkpoints: best and last, rebuilding the model from one file, exact resume, evaluation, mismatches;
+atomic writes (a full disk keeps the previous file), no non-finite weights written, damaged files refused."""
 
+import errno
+import os
+import struct
+import zipfile
 from pathlib import Path
 
 import lightning as L
@@ -8,8 +13,17 @@ import torch
 from hydra import compose, initialize_config_dir
 from train_hooks import with_callback
 
-from snn.training import SpikingClassifierModule, load_checkpoint, load_classifier
-from train import ConfigError, train
+import snn.training.checkpoint_io as checkpoint_io
+from snn.training import (
+    CheckpointError,
+    CheckpointWriteError,
+    NonFiniteCheckpointError,
+    SafeCheckpointIO,
+    load_checkpoint,
+    load_classifier,
+    load_module,
+)
+from train import ConfigError, build, train
 
 ROOT = Path(__file__).parents[1]
 # Randomness everywhere a resume could lose it: shuffled batches, Poisson input spikes, dropout.
@@ -34,7 +48,7 @@ class KillAtEpoch(L.Callback):
 
 
 def weights(path: Path) -> dict[str, torch.Tensor]:
-    return torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+    return load_checkpoint(path)["state_dict"]
 
 
 @pytest.mark.parametrize("rng_state", [True, False])
@@ -71,7 +85,7 @@ def test_best_and_last_checkpoints_and_the_model_rebuilt_from_one_file(tmp_path)
 
     net = load_classifier(folder / "last.ckpt")
     assert not net.training and type(net).__name__ == "SpikingClassifier"
-    module = SpikingClassifierModule.load_from_checkpoint(folder / "last.ckpt", map_location="cpu", weights_only=False).eval()
+    module = load_module(folder / "last.ckpt").eval()
     x = torch.rand(4, 1, 8, 8)
     torch.testing.assert_close(net(x), module(x), rtol=0, atol=0)
 
@@ -120,3 +134,144 @@ def test_unreadable_checkpoints_give_clear_errors(tmp_path):
         load_classifier(tmp_path / "missing.ckpt")
     with pytest.raises(ConfigError, match="missing.ckpt does not exist"):
         train(make_cfg(tmp_path / "b", *RANDOM, f"ckpt_path={tmp_path / 'missing.ckpt'}"))
+
+
+# --- Writing: atomic, never a non-finite weight; reading: damaged files refused by name ---------------
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """last.ckpt of a one-epoch run, shared by the tests below (which never modify it)."""
+    run = tmp_path_factory.mktemp("trained")
+    train(make_cfg(run, *RANDOM, "trainer.max_epochs=1"))
+    return run / "checkpoints" / "last.ckpt"
+
+
+def flip_a_bit(source: Path, target: Path, member: str = "archive/data/0") -> Path:
+    """A copy of ``source`` with one bit flipped in the middle of the zip member ``member`` (a tensor)."""
+    data = bytearray(source.read_bytes())
+    with zipfile.ZipFile(source) as archive:
+        info = next(i for i in archive.infolist() if i.filename.endswith(member.removeprefix("archive")))
+    name_length, extra_length = struct.unpack("<HH", data[info.header_offset + 26 : info.header_offset + 30])
+    data[info.header_offset + 30 + name_length + extra_length + info.file_size // 2] ^= 0x10
+    target.write_bytes(data)
+    return target
+
+
+class DiskFullAfter:
+    """Stands in for ``os.fdopen`` in the checkpoint writer: from the ``n``-th checkpoint on, half the
+    bytes reach the temporary file, then the write fails with ENOSPC, as on a full disk."""
+
+    def __init__(self, n: int):
+        self.n, self.calls, self.real = n, 0, os.fdopen
+
+    def __call__(self, fd, *args, **kwargs):
+        file = self.real(fd, *args, **kwargs)
+        self.calls += 1
+        if self.calls < self.n:
+            return file
+        write = file.write
+
+        def half_then_full(data):
+            write(bytes(data)[: len(data) // 2])
+            file.flush()
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        file.write = half_then_full
+        return file
+
+
+def test_every_trainer_writes_and_reads_through_the_safe_checkpoint_io(tmp_path):
+    for overrides in ([], ["trainer=cpu"], ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=1"], ["debug=fdr"]):
+        trainer = build(make_cfg(tmp_path, "dataset=synthetic", "logger=none", *overrides))[2]
+        assert isinstance(trainer.strategy.checkpoint_io, SafeCheckpointIO), overrides
+
+
+def test_a_full_disk_keeps_the_previous_checkpoint_and_leaves_no_temporary_file(tmp_path, trained, monkeypatch):
+    folder = tmp_path / "checkpoints"
+    disk = DiskFullAfter(3)  # epoch 0 writes epoch_000.ckpt and last.ckpt; epoch 1's first write fails
+    monkeypatch.setattr(checkpoint_io.os, "fdopen", disk)
+    with pytest.raises(CheckpointWriteError) as error:
+        train(make_cfg(tmp_path, *RANDOM, "trainer.max_epochs=2"))
+    monkeypatch.undo()
+    assert disk.calls == 3
+    message = str(error.value)
+    assert message.startswith(f"Could not write the checkpoint {folder}") and "No space left on device" in message
+    assert "previous checkpoints are intact" in message and "\n" not in message and error.value.errno == errno.ENOSPC
+    assert sorted(p.name for p in folder.iterdir()) == ["epoch_000.ckpt", "last.ckpt"]  # no temporary file left
+    assert load_checkpoint(folder / "last.ckpt")["epoch"] == 0  # the previous one, whole
+
+    # The same through the writer alone: the file keeps its old bytes.
+    target = tmp_path / "copy.ckpt"
+    target.write_bytes(trained.read_bytes())
+    monkeypatch.setattr(checkpoint_io.os, "fdopen", DiskFullAfter(1))
+    with pytest.raises(CheckpointWriteError, match=f"Could not write the checkpoint {target}: No space left"):
+        SafeCheckpointIO().save_checkpoint(load_checkpoint(trained), target)
+    assert target.read_bytes() == trained.read_bytes() and sorted(tmp_path.glob(".*.tmp")) == []
+
+
+def test_a_checkpoint_with_a_non_finite_tensor_is_never_written(tmp_path, trained):
+    checkpoint = load_checkpoint(trained)
+    target = tmp_path / "last.ckpt"
+    target.write_bytes(trained.read_bytes())
+    checkpoint["state_dict"]["net.output.weight"][1, 2] = float("nan")
+    with pytest.raises(NonFiniteCheckpointError, match=rf"{target}: state_dict\['net.output.weight'\] holds 1 non-finite"):
+        SafeCheckpointIO().save_checkpoint(checkpoint, target)
+    assert target.read_bytes() == trained.read_bytes() and sorted(tmp_path.glob(".*")) == []
+
+    checkpoint = load_checkpoint(trained)
+    checkpoint["optimizer_states"][0]["state"][0]["exp_avg"].fill_(float("inf"))
+    with pytest.raises(NonFiniteCheckpointError, match=r"optimizer_states\[0\]\['state'\]\[0\]\['exp_avg'\]"):
+        SafeCheckpointIO().save_checkpoint(checkpoint, target)
+
+
+class SpoilWeightsAtEpochEnd(L.Callback):
+    """A weight turns NaN after the last step of epoch 1, just before the checkpoints are written."""
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if trainer.current_epoch == 1:
+            with torch.no_grad():
+                pl_module.net.output.weight[0, 0] = float("nan")
+
+
+def test_training_never_writes_a_non_finite_weight(tmp_path, monkeypatch):
+    with_callback(monkeypatch, SpoilWeightsAtEpochEnd())
+    # The writer refuses (or the training guard stops the run first): either way nothing is written.
+    with pytest.raises(FloatingPointError):
+        train(make_cfg(tmp_path, *RANDOM, "trainer.max_epochs=2"))
+    written = sorted((tmp_path / "checkpoints").iterdir())
+    assert [p.name for p in written] == ["epoch_000.ckpt", "last.ckpt"]
+    for path in written:
+        assert all(torch.isfinite(t).all() for t in load_checkpoint(path)["state_dict"].values())
+
+
+def test_a_damaged_checkpoint_is_refused_by_name_on_every_load_path(tmp_path, trained):
+    assert torch.load(flip_a_bit(trained, tmp_path / "flipped.ckpt"), weights_only=True)["epoch"] == 0  # torch alone: silent
+    damaged = rf"{tmp_path / 'flipped.ckpt'} is damaged: the checksum of its part 'archive/data/0' does not match"
+    flipped = tmp_path / "flipped.ckpt"
+    with pytest.raises(CheckpointError, match=damaged):
+        load_classifier(flipped)
+    with pytest.raises(CheckpointError, match=damaged):
+        SafeCheckpointIO().load_checkpoint(flipped)  # Lightning's own reads (ckpt_path=, trainer.test)
+    with pytest.raises(ConfigError, match=damaged):
+        train(make_cfg(tmp_path / "resume", *RANDOM, f"ckpt_path={flipped}"))
+    with pytest.raises(ConfigError, match=damaged):
+        train(make_cfg(tmp_path / "evaluate", "dataset=synthetic", "logger=none", "train=false", f"ckpt_path={flipped}"))
+    assert not (tmp_path / "resume" / "checkpoints").exists()
+    # A flip in the pickle itself is caught the same way, before unpickling.
+    with pytest.raises(CheckpointError, match="its part 'archive/data.pkl' does not match"):
+        load_classifier(flip_a_bit(trained, tmp_path / "pickle.ckpt", "archive/data.pkl"))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_loading_onto_cuda_without_cuda_says_so(trained):
+    with pytest.raises(ValueError, match=r"map_location='cuda' asks for a CUDA device, but this machine has none.*map_location='cpu'"):
+        load_classifier(trained, map_location="cuda")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_loading_onto_cuda(trained):
+    net = load_classifier(trained, map_location="cuda")
+    assert next(net.parameters()).is_cuda
+    x = torch.rand(3, 1, 8, 8)
+    torch.testing.assert_close(net(x.cuda()).cpu(), load_classifier(trained)(x), rtol=1e-4, atol=1e-5)

@@ -1,7 +1,15 @@
 """The training stack: LightningModule, DataModules and callbacks (needs the `train` extra)."""
 
 from .callbacks import SpikingModelSummary, neuron_counts, summary_table
-from .checkpoints import RNGStateCheckpoint, check_model_config, load_checkpoint, load_classifier
+from .checkpoint_io import CheckpointWriteError, NonFiniteCheckpointError, SafeCheckpointIO
+from .checkpoints import (
+    CheckpointError,
+    RNGStateCheckpoint,
+    check_model_config,
+    load_checkpoint,
+    load_classifier,
+    load_module,
+)
 from .data import (
     CIFAR10DataModule,
     ClassificationDataModule,
@@ -23,7 +31,8 @@ __all__ = [
     "SpikingModelSummary", "neuron_counts", "summary_table",
     "CIFAR10DataModule", "ClassificationDataModule", "FashionMNISTDataModule", "MNISTDataModule",
     "SyntheticDataModule", "DataError", "read_idx", "SpikingClassifierModule", "build_from_config",
-    "RNGStateCheckpoint", "check_model_config", "load_checkpoint", "load_classifier",
+    "RNGStateCheckpoint", "check_model_config", "load_checkpoint", "load_classifier", "load_module",
+    "CheckpointError", "CheckpointWriteError", "NonFiniteCheckpointError", "SafeCheckpointIO",
     "InterruptCheckpoint", "NonFiniteLossError", "NonFiniteLossGuard",
     "ConfigHyperparameters", "NeuronParameterHistograms", "SpikeRasterPlot", "SpikeStatistics",
 ]

@@ -1,0 +1,182 @@
+"""Loading a checkpoint never runs code from it (issue 17): not through its pickle, not through the
+configs Hydra instantiates from it, on all three load paths: ``load_classifier``, resuming
+(``ckpt_path=``) and evaluating (``train=false ckpt_path=``). Our own checkpoints, including ones
+written before these checks, load on all three."""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+from omegaconf import OmegaConf
+
+from snn.training import (
+    CheckpointError,
+    SafeCheckpointIO,
+    build_from_config,
+    load_checkpoint,
+    load_classifier,
+)
+from snn.training.checkpoints import ALLOWED_TARGETS, check_targets
+from train import ConfigError, train
+
+ROOT = Path(__file__).parents[1]
+SMALL = ["dataset=synthetic", "model.T=6", "model.hidden=16", "model.conv=null", "trainer.accelerator=cpu",
+         "logger=none", "test=false"]
+
+
+def make_cfg(tmp_path, *overrides: str):
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        return compose("config", overrides=[f"paths.output_dir={tmp_path}", f"paths.data_dir={tmp_path / 'data'}", *overrides])
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """last.ckpt of a real one-epoch run (never modified by the tests)."""
+    run = tmp_path_factory.mktemp("trained")
+    train(make_cfg(run, *SMALL, "trainer.max_epochs=1"))
+    return run / "checkpoints" / "last.ckpt"
+
+
+def load_on(path_kind: str, ckpt: Path, tmp_path: Path) -> None:
+    """Loads ``ckpt`` the way a user would on ``path_kind``."""
+    if path_kind == "load_classifier":
+        load_classifier(ckpt)
+    elif path_kind == "resume":
+        train(make_cfg(tmp_path / "resumed", *SMALL, "trainer.max_epochs=2", f"ckpt_path={ckpt}"))
+    else:
+        train(make_cfg(tmp_path / "evaluated", *SMALL, "train=false", f"ckpt_path={ckpt}"))
+
+
+PATHS = ["load_classifier", "resume", "evaluate"]
+
+
+# --- Our own checkpoints: data only ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("writer", ["ours", "before"])
+@pytest.mark.parametrize("path_kind", PATHS)
+def test_our_checkpoints_load_with_weights_only_on_every_path(tmp_path, trained, writer, path_kind):
+    assert torch.load(trained, weights_only=True)["rng_states"]["python"][0] == 3  # plain values throughout
+    ckpt = trained
+    if writer == "before":  # written the old way: Lightning's own writer, same structure
+        ckpt = tmp_path / "old.ckpt"
+        TorchCheckpointIO().save_checkpoint(load_checkpoint(trained), ckpt)
+    load_on(path_kind, ckpt, tmp_path)
+
+
+def test_hyperparameters_given_as_omegaconf_configs_are_stored_as_plain_values(tmp_path, trained):
+    checkpoint = load_checkpoint(trained)
+    checkpoint["hyper_parameters"]["net"] = OmegaConf.create(checkpoint["hyper_parameters"]["net"])
+    SafeCheckpointIO().save_checkpoint(checkpoint, tmp_path / "plain.ckpt")
+    assert type(torch.load(tmp_path / "plain.ckpt", weights_only=True)["hyper_parameters"]["net"]) is dict
+    load_classifier(tmp_path / "plain.ckpt")
+
+    # Written with torch.save as is, the file needs OmegaConf's class: refused, the message names it.
+    torch.save(checkpoint, tmp_path / "omegaconf.ckpt")
+    with pytest.raises(CheckpointError, match=r"refers to omegaconf\.dictconfig\.DictConfig, but a checkpoint may hold only "
+                                              r"tensors and plain values.*OmegaConf.to_container") as error:
+        load_classifier(tmp_path / "omegaconf.ckpt")
+    assert "\n" not in str(error.value)
+
+
+# --- Hostile checkpoints ---------------------------------------------------------------------------
+
+
+class Payload:
+    """Unpickling this calls ``function(argument)``: the classic pickle exploit."""
+
+    def __init__(self, function, argument):
+        self.function, self.argument = function, argument
+
+    def __reduce__(self):
+        return self.function, (self.argument,)
+
+
+def write_marker_code(marker: Path) -> str:
+    return f"open({str(marker)!r}, 'w').close()"
+
+
+def hostile(kind: str, trained: Path, folder: Path) -> tuple[Path, str]:
+    """A copy of a real checkpoint that would write ``folder/marker`` when loaded unsafely, and the
+    error it must be refused with."""
+    checkpoint = load_checkpoint(trained)
+    marker = folder / "marker"
+    # Targets that Hydra's own blocklist lets through (it is no trust boundary): each writes the marker.
+    hparams = checkpoint["hyper_parameters"]
+    if kind == "pickle: exec":
+        checkpoint["callbacks"]["evil"] = Payload(exec, write_marker_code(marker))
+        expected = r"refers to builtins\.exec, but a checkpoint may hold only tensors"
+    elif kind == "pickle: os.system":
+        checkpoint["rng_states"]["python"] = Payload(os.system, f"touch {marker}")
+        expected = rf"refers to {os.system.__module__}\.system, but a checkpoint"
+    elif kind == "net _target_":
+        hparams["net"] = {"_target_": "builtins.open", "_args_": [str(marker), "w"]}
+        expected = r"asks to build 'builtins.open' \(hyper_parameters\['net'\]\['_target_'\]\), but a checkpoint may only build snn.models classes"
+    elif kind == "nested _target_":
+        hparams["net"]["encoder"] = {"_target_": "pathlib.Path.touch", "_args_": [{"_target_": "pathlib.Path", "_args_": [str(marker)]}]}
+        expected = r"asks to build 'pathlib.Path.touch' \(hyper_parameters\['net'\]\['encoder'\]\['_target_'\]\)"
+    elif kind == "optimizer _target_":  # the LightningModule instantiates it when evaluating
+        hparams["optimizer"] = {"_target_": "io.open", "_args_": [str(marker), "w"], "_partial_": False}
+        expected = r"asks to build 'io.open' \(hyper_parameters\['optimizer'\]\['_target_'\]\), but a checkpoint may only build torch.optim optimizers"
+    elif kind == "interpolation":
+        hparams["net"]["T"] = "${oc.env:HOME}"
+        expected = r"carries the config interpolation '\$\{oc.env:HOME\}' at hyper_parameters\['net'\]\['T'\]"
+    path = folder / "hostile.ckpt"
+    torch.save(checkpoint, path)  # as an attacker would: torch.save runs no check
+    return path, expected
+
+
+KINDS = ["pickle: exec", "pickle: os.system", "net _target_", "nested _target_", "optimizer _target_", "interpolation"]
+
+
+@pytest.mark.parametrize("kind", KINDS[:-1])
+def test_the_hostile_checkpoints_would_run_their_payload_when_loaded_unsafely(tmp_path, trained, kind):
+    """What the refusals below prevent: each file really writes the marker when trusted."""
+    path, _ = hostile(kind, trained, tmp_path)
+    checkpoint = torch.load(path, weights_only=False)
+    if not kind.startswith("pickle"):
+        hparams = checkpoint["hyper_parameters"]
+        try:  # the payload runs first; then building the model may fail
+            build_from_config(hparams["optimizer"] if kind.startswith("optimizer") else hparams["net"], "model")
+        except Exception:
+            pass
+    assert (tmp_path / "marker").exists()
+
+
+@pytest.mark.parametrize("path_kind", PATHS)
+@pytest.mark.parametrize("kind", KINDS)
+def test_hostile_checkpoints_are_refused_on_every_path_and_run_nothing(tmp_path, trained, kind, path_kind):
+    path, expected = hostile(kind, trained, tmp_path)
+    error_type = CheckpointError if path_kind == "load_classifier" else ConfigError
+    with pytest.raises(error_type, match=rf"{path} {expected}" if kind.startswith("pickle") else expected) as error:
+        load_on(path_kind, path, tmp_path)
+    assert "\n" not in str(error.value)
+    assert not (tmp_path / "marker").exists()
+    assert not (tmp_path / "resumed" / "checkpoints").exists() and not (tmp_path / "evaluated" / "checkpoints").exists()
+
+
+def test_lightnings_own_reads_refuse_a_pickle_payload(tmp_path, trained):
+    """ckpt_path= resumes and trainer.test(ckpt_path=) read through SafeCheckpointIO, which unpickles
+    with weights_only=True even when asked otherwise."""
+    path, _ = hostile("pickle: exec", trained, tmp_path)
+    with pytest.raises(CheckpointError, match=r"refers to builtins\.exec"):
+        SafeCheckpointIO().load_checkpoint(path, weights_only=False)
+    assert not (tmp_path / "marker").exists()
+
+
+def test_the_target_allowlist_is_our_model_classes(trained):
+    assert {"snn.models.SpikingClassifier", "snn.models.SpikingConvClassifier", "snn.models.PoissonEncoder",
+            "snn.models.classifiers.SpikingClassifier"} <= ALLOWED_TARGETS["net"]
+    assert not any(t.startswith(("builtins", "os", "torch")) for t in ALLOWED_TARGETS["net"])
+    assert "torch.optim.AdamW" in ALLOWED_TARGETS["optimizer"]
+    assert "torch.optim.lr_scheduler.CosineAnnealingLR" in ALLOWED_TARGETS["scheduler"]
+    # A copy with an allowed nested _target_ is accepted (Hydra would build that class).
+    checkpoint = copy.deepcopy(load_checkpoint(trained))
+    checkpoint["hyper_parameters"]["net"]["nested"] = {"_target_": "snn.models.PoissonEncoder", "T": 4}
+    check_targets(checkpoint["hyper_parameters"], "x.ckpt")
