@@ -52,8 +52,9 @@ def test_every_option_composes_and_instantiates(tmp_path, group, option):
     overrides = [f"{group}={option}"]
     if group != "dataset" and group != "experiment":
         overrides.append("dataset=synthetic")  # small input: quick to build
-    if group == "dataset" and option in ("shd", "ssc"):
-        overrides.append("model.conv=null")  # audio frames [T, channels]: no images to convolve
+    if group == "dataset" and option in ("shd", "ssc", "store_recall", "cue_accumulation",
+                                         "sequential_mnist", "sequential_fashion_mnist"):
+        overrides.append("model.conv=null")  # frames [T, channels]: no images to convolve
     if option == "gpu" and not torch.cuda.is_available():
         overrides.append("trainer.accelerator=cpu")  # still checks that the rest instantiates
     cfg = make_cfg(tmp_path, *overrides)

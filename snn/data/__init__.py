@@ -2,6 +2,8 @@
 the `events` extra).
 
 - ``audio_spikes``: SHD and SSC (700 cochlea channels, HDF5).
+- ``memory_tasks``: STORE-RECALL and evidence accumulation, generated from a seed (no files).
+- ``sequential_images``: (permuted) sequential MNIST / Fashion-MNIST, one pixel per step.
 - ``event_camera``: N-MNIST and DVS128 Gesture (event cameras).
 - ``datamodule``: what they share (finding/downloading files, splits, caches, loaders).
 - ``binning``: events -> ``[T, ...]`` frames; ``transforms``: denoise, jitter, drop;
@@ -25,10 +27,14 @@ from .event_camera import (
     read_gesture_labels,
     read_nmnist,
 )
+from .memory_tasks import CueAccumulationDataModule, StoreRecallDataModule
+from .sequential_images import SequentialFashionMNISTDataModule, SequentialMNISTDataModule
 from .transforms import EventTransforms, denoise
 
 __all__ = [
     "SHDDataModule", "SSCDataModule", "read_hdf5", "EVENT_DTYPE", "FrameSpec", "make_events",
     "pad_collate", "EventDataModule", "DVSGestureDataModule", "NMNISTDataModule", "read_aedat31",
     "read_gesture_labels", "read_nmnist", "EventTransforms", "denoise",
+    "CueAccumulationDataModule", "StoreRecallDataModule", "SequentialFashionMNISTDataModule",
+    "SequentialMNISTDataModule",
 ]

@@ -1,0 +1,260 @@
+"""Memory tasks and sequential images (snn/data/memory_tasks.py, sequential_images.py): the task
+definitions, determinism, DDP shards, permutations, the recipes, and short training runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+from test_data import write_mnist
+from torch.utils.data import DistributedSampler
+
+from snn.data.memory_tasks import (
+    CueAccumulation,
+    StoreRecall,
+    StoreRecallDataModule,
+    poisson_groups,
+    steps,
+)
+from snn.data.sequential_images import (
+    SequentialFashionMNISTDataModule,
+    SequentialMNISTDataModule,
+    pixel_permutation,
+)
+from snn.models.encoders import LatencyEncoder
+from train import build, train
+
+CONF = Path(__file__).parents[1] / "conf"
+# A small STORE-RECALL: 6 frames of 10 ms (T = 60), 4 groups of 5 inputs.
+SMALL_STORE_RECALL = ["dataset.T=60", "dataset.input_shape=[60,20]", "dataset.task.frame_ms=10",
+                      "dataset.task.frames=6", "dataset.task.neurons_per_group=5",
+                      "dataset.task.min_delay_frames=1", "model.decoder_steps=10"]
+SMALL_CUES = ["dataset.T=80", "dataset.input_shape=[80,20]", "dataset.task.neurons_per_group=5",
+              "dataset.task.cues=3", "dataset.task.cue_ms=10", "dataset.task.cue_spacing_ms=15",
+              "dataset.task.delay_ms=20", "dataset.task.recall_ms=15", "model.decoder_steps=15"]
+
+
+def make_cfg(tmp_path, *overrides: str):
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        return compose("config", overrides=[f"paths.output_dir={tmp_path}",
+                                            f"paths.data_dir={tmp_path / 'data'}", *overrides])
+
+
+def store_recall(**task) -> StoreRecallDataModule:
+    t = StoreRecall(**task)
+    dm = StoreRecallDataModule(T=t.T, input_shape=(t.T, t.features), num_train=32, num_val=8,
+                               num_test=8, batch_size=8, task=task)
+    dm.setup()
+    return dm
+
+
+# --- Task definitions --------------------------------------------------------------------------
+
+def test_store_recall_sample_follows_the_task_definition():
+    # 1000 Hz at dt = 1 ms: a group showing its symbol spikes at every step, so x is the schedule.
+    task = StoreRecall(neurons_per_group=2, frame_ms=3, frames=7, min_delay_frames=2,
+                       rate_hz=1000.0)
+    stores = set()
+    for seed in range(40):
+        x, label = task.sample(np.random.default_rng(seed))
+        assert x.shape == (21, 8)
+        frames = x.view(7, 3, 4, 2)  # [frame, step in frame, group, neuron]
+        assert torch.all(frames == frames[:, :1, :, :1])  # constant over each frame and group
+        on = frames[:, 0, :, 0]  # [frames, groups]: STORE, RECALL, value 0, value 1
+        store = int(on[:, 0].nonzero().squeeze())
+        stores.add(store)
+        assert on[:, 0].sum() == 1 and store <= 7 - 2 - 2  # min_delay_frames before the recall
+        assert on[:, 1].tolist() == [0] * 6 + [1]  # RECALL only in the last frame
+        assert on[:-1, 2:].sum(dim=1).tolist() == [1] * 6 and on[-1, 2:].sum() == 0
+        assert label == int(on[store, 3])  # the bit shown with STORE
+    assert stores == {0, 1, 2, 3}  # every allowed STORE frame occurs: the delay varies
+
+
+def test_cue_accumulation_sample_follows_the_task_definition():
+    task = CueAccumulation(neurons_per_group=1, cues=5, cue_ms=2, cue_spacing_ms=3, delay_ms=4,
+                           recall_ms=2, rate_hz=1000.0, noise_hz=1000.0, majority_probability=0.5)
+    labels = []
+    for seed in range(40):
+        x, label = task.sample(np.random.default_rng(seed))
+        assert x.shape == (5 * 3 + 4 + 2, 4)
+        left, right, recall, noise = x.T
+        assert torch.all(noise == 1) and recall.tolist() == [0] * 19 + [1, 1]
+        cues = x[:15, :2].view(5, 3, 2)  # [cue, step, side]
+        assert torch.all(cues[:, 2] == 0) and torch.all(cues[:, 0] == cues[:, 1])  # 2 on, 1 off
+        assert torch.all(cues[:, 0].sum(dim=1) == 1)  # each cue on exactly one side
+        assert torch.all(x[15:, :2] == 0)  # silent pause and recall
+        assert label == int(cues[:, 0, 1].sum() > 2)  # the side with more cues
+        labels.append(label)
+    assert 10 < sum(labels) < 30
+
+
+def test_majority_probability_sets_how_often_cues_fall_on_the_majority_side():
+    task = CueAccumulation(neurons_per_group=1, cues=7, cue_ms=1, cue_spacing_ms=1, delay_ms=0,
+                           recall_ms=1, rate_hz=1000.0, majority_probability=0.9)
+    agree = []
+    for seed in range(300):
+        x, label = task.sample(np.random.default_rng(seed))
+        agree.append(float(x[:7, label].mean()))  # fraction of cues on the winning side
+    # P(cue on the winning side) is at least 0.9 (and a bit more: a draw can flip the majority).
+    assert 0.88 < sum(agree) / len(agree) < 0.95
+
+
+def test_poisson_groups_fire_at_their_rates():
+    rates = torch.tensor([[20.0, 0.0, 300.0]]).expand(20000, 3)
+    x = poisson_groups(rates, 2, 0.001, np.random.default_rng(0))
+    assert x.shape == (20000, 6)
+    torch.testing.assert_close(x.mean(dim=0), torch.tensor([0.02, 0.02, 0, 0, 0.3, 0.3]),
+                               atol=0.01, rtol=0)
+
+
+def test_durations_must_be_whole_steps_and_config_must_match_the_task():
+    assert steps(150, 0.001, "x") == 150 and steps(150, 0.005, "x") == 30
+    with pytest.raises(ValueError, match="not a whole number of steps"):
+        steps(2.5, 0.001, "frame_ms")
+    with pytest.raises(ValueError, match=r"set dataset.T=60 .*\[\$\{..T\}, 20\]"):
+        StoreRecallDataModule(T=50, input_shape=(50, 20), task={"frame_ms": 10, "frames": 6,
+                                                                  "neurons_per_group": 5})
+    with pytest.raises(ValueError, match="odd"):
+        CueAccumulation(cues=4)
+    with pytest.raises(ValueError, match="no room"):
+        StoreRecall(frames=3, min_delay_frames=2)
+
+
+# --- Determinism and DDP -----------------------------------------------------------------------
+
+def test_same_seed_same_samples_in_any_order_and_process():
+    task = {"frame_ms": 10, "frames": 6, "neurons_per_group": 5}
+    a, b = store_recall(**task), store_recall(**task)  # two "processes"
+    for split in ("train", "val", "test"):
+        first = [a.datasets[split][i] for i in range(8)]
+        backwards = [b.datasets[split][i] for i in reversed(range(8))][::-1]
+        for (xa, ya), (xb, yb) in zip(first, backwards, strict=True):
+            assert torch.equal(xa, xb) and ya == yb
+    # Splits differ, and another data-set seed gives other samples.
+    assert not torch.equal(a.datasets["val"][0][0], a.datasets["test"][0][0])
+    other = StoreRecallDataModule(T=60, input_shape=(60, 20), seed=1, task=task)
+    other.setup()
+    assert not torch.equal(other.datasets["val"][0][0], a.datasets["val"][0][0])
+    # Validation batches are fixed: two passes give the same tensors.
+    x1, y1 = next(iter(a.val_dataloader()))
+    x2, y2 = next(iter(a.val_dataloader()))
+    assert torch.equal(x1, x2) and torch.equal(y1, y2) and x1.shape == (8, 60, 20)
+
+
+def test_ddp_shards_hold_distinct_samples():
+    dm = store_recall(frame_ms=10, frames=6, neurons_per_group=5)
+    train_set = dm.datasets["train"]
+    shards = [list(DistributedSampler(train_set, num_replicas=2, rank=r, shuffle=True, seed=3))
+              for r in (0, 1)]
+    assert len(shards[0]) == len(shards[1]) == 16
+    assert set(shards[0]).isdisjoint(shards[1])
+    assert set(shards[0]) | set(shards[1]) == set(range(32))
+    x0 = torch.stack([train_set[i][0] for i in shards[0]])
+    x1 = torch.stack([train_set[i][0] for i in shards[1]])
+    assert not any(torch.equal(a, b) for a in x0 for b in x1)
+
+
+# --- Sequential images -------------------------------------------------------------------------
+
+def sequential(tmp_path, cls=SequentialFashionMNISTDataModule, **kwargs):
+    dm = cls(data_dir=str(tmp_path), download=False, val_size=10, batch_size=6, num_classes=10,
+             **kwargs)
+    dm.prepare_data()
+    dm.setup()
+    return dm
+
+
+@pytest.mark.parametrize("cls", [SequentialFashionMNISTDataModule, SequentialMNISTDataModule])
+def test_sequences_are_the_pixels_row_by_row(tmp_path, cls):
+    arrays = write_mnist(tmp_path)
+    dm = sequential(tmp_path, cls)
+    x, y = next(iter(dm.test_dataloader()))
+    assert x.shape == (6, 784, 1) and dm.input_shape == (784, 1)
+    images = torch.from_numpy(arrays["t10k-images-idx3-ubyte"][:6]).float() / 255
+    torch.testing.assert_close(x[..., 0], images.flatten(1))
+    assert y.tolist() == arrays["t10k-labels-idx1-ubyte"][:6].tolist()
+
+
+def test_permutation_is_fixed_by_its_seed_and_saved_in_checkpoints(tmp_path):
+    arrays = write_mnist(tmp_path)
+    dm = sequential(tmp_path, permute=True, permutation_seed=5)
+    assert torch.equal(dm.permutation, pixel_permutation(5))
+    assert not torch.equal(pixel_permutation(5), pixel_permutation(6))
+    assert sorted(dm.permutation.tolist()) == list(range(784))
+    x, _ = next(iter(dm.test_dataloader()))
+    again, _ = next(iter(dm.test_dataloader()))
+    images = torch.from_numpy(arrays["t10k-images-idx3-ubyte"][:6]).float().flatten(1) / 255
+    torch.testing.assert_close(x[..., 0], images[:, dm.permutation])
+    assert torch.equal(x, again)  # the same order for every batch
+    # The checkpoint's permutation wins over the one the seed draws.
+    restored = sequential(tmp_path, permute=True, permutation_seed=6)
+    restored.load_state_dict(dm.state_dict())
+    assert torch.equal(next(iter(restored.test_dataloader()))[0], x)
+    with pytest.raises(ValueError, match="permute"):
+        sequential(tmp_path).load_state_dict(dm.state_dict())
+
+
+def test_pixels_as_spikes_through_the_encoders(tmp_path):
+    write_mnist(tmp_path)
+    dm = sequential(tmp_path, T=2352, input_shape=(2352, 1),
+                    pixels={"kind": "latency", "steps_per_pixel": 3, "threshold": 0.1})
+    x, _ = next(iter(dm.test_dataloader()))
+    plain, _ = next(iter(sequential(tmp_path).test_dataloader()))
+    # Each pixel gets its own 3 steps, in pixel order: the latency code of that pixel alone.
+    expected = LatencyEncoder(3, threshold=0.1)(plain[..., 0])  # [3, B, 784]
+    assert torch.equal(x.view(6, 784, 3), expected.permute(1, 2, 0))
+    assert 0 < expected[0].sum() < expected.sum()  # some pixels fire late: the order matters
+    with pytest.raises(ValueError, match="dataset.T=1568"):
+        sequential(tmp_path, pixels={"steps_per_pixel": 2})
+
+
+# --- Recipes and training ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("task", ["store_recall", "cue_accumulation", "sfmnist", "psfmnist"])
+def test_adex_and_lif_recipes_are_the_same_network(tmp_path, task):
+    cfgs = {kind: make_cfg(tmp_path, f"experiment={task}_{kind}") for kind in ("adex", "lif")}
+    nets = {kind: build(cfg)[0].net for kind, cfg in cfgs.items()}
+    counts = {kind: sum(p.numel() for p in net.parameters()) for kind, net in nets.items()}
+    assert counts["adex"] == counts["lif"]
+    adex, lif = (OmegaConf.to_container(cfgs[k], resolve=True) for k in ("adex", "lif"))
+    assert adex["model"].pop("tau_ada_range") == [0.05, 2.0]
+    assert lif["model"].pop("tau_ada_range") is None
+    neurons = adex["model"].pop("neuron"), lif["model"].pop("neuron")
+    assert neurons[0]["kind"] == "adex" and neurons[1]["kind"] == "lif"
+    assert {k: v for k, v in neurons[0].items() if k in neurons[1] and k != "kind"} == \
+        {k: v for k, v in neurons[1].items() if k != "kind"}
+    for key in ("model", "dataset", "optimizer", "trainer", "scheduler", "seed"):
+        assert adex[key] == lif[key], key
+
+
+@pytest.mark.parametrize("experiment,small", [
+    ("store_recall_adex", SMALL_STORE_RECALL), ("store_recall_lif", SMALL_STORE_RECALL),
+    ("cue_accumulation_adex", SMALL_CUES), ("cue_accumulation_lif", SMALL_CUES)])
+def test_memory_recipes_run_a_few_steps(tmp_path, experiment, small):
+    cfg = make_cfg(tmp_path, f"experiment={experiment}", "debug=fdr", "model.hidden=[12]", *small)
+    assert 0.0 <= train(cfg) <= 1.0
+
+
+@pytest.mark.parametrize("experiment", ["sfmnist_adex", "psfmnist_lif"])
+def test_sequential_image_recipes_run_a_few_steps(tmp_path, experiment):
+    write_mnist(tmp_path / "data")
+    cfg = make_cfg(tmp_path, f"experiment={experiment}", "debug=fdr", "model.hidden=[8]",
+                   "dataset.download=false", "dataset.val_size=10", "dataset.batch_size=4")
+    assert 0.0 <= train(cfg) <= 1.0
+
+
+def test_small_store_recall_network_trains_above_chance(tmp_path):
+    # 4 frames of 20 ms: STORE in frame 0 or 1, RECALL in frame 3 (>= 1 distractor frame).
+    cfg = make_cfg(tmp_path, "experiment=store_recall_adex", "dataset.T=80",
+                   "dataset.input_shape=[80,40]", "dataset.task.frame_ms=20",
+                   "dataset.task.frames=4", "dataset.task.min_delay_frames=1",
+                   "dataset.task.neurons_per_group=10", "model.decoder_steps=20",
+                   "model.hidden=[32]", "dataset.num_train=1024", "dataset.num_val=256",
+                   "dataset.num_test=256", "dataset.batch_size=32", "trainer.max_epochs=3",
+                   "trainer.accelerator=cpu", "logger=none", "callbacks.spike_raster=null",
+                   "test=false", "optimizer.lr=1e-2")
+    assert train(cfg) > 0.75  # two balanced classes: chance is 0.5
