@@ -274,7 +274,7 @@ def test_saved_initial_voltage_only_when_given(backend, request):
 
 
 def test_unknown_backend_lists_valid_ones():
-    with pytest.raises(ValueError, match="valid backends: auto, cpp, compile, python, eager"):
+    with pytest.raises(ValueError, match="valid backends: auto, cpp, triton, compile, python, eager"):
         LIFAdEx(backend="fast")
 
 
@@ -310,7 +310,7 @@ def test_custom_surrogate_runs_in_python_and_cpp_refuses_it():
 
 
 def test_backend_names_are_exposed():
-    assert set(BACKENDS) == {"auto", "cpp", "compile", "python", "eager"}
+    assert set(BACKENDS) == {"auto", "cpp", "triton", "compile", "python", "eager"}
     assert "backend='auto'" in repr(LIFAdEx())
 
 

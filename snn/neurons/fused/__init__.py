@@ -6,11 +6,14 @@ voltage follow from it); backward runs the reverse-time loop with hand-derived g
 input, the initial state and every parameter. Backends:
 
 ``cpp``      OpenMP C++ (:mod:`.cpp_loops`), CPU, float32/float64, built-in surrogates
+``triton``   Triton kernels (:mod:`.triton_loops`), CUDA (on CPU only under ``TRITON_INTERPRET=1``,
+             for tests), float16/bfloat16/float32/float64, built-in surrogates
 ``compile``  the step bodies of :mod:`.torch_loops` through ``torch.compile`` (inductor: C++ on CPU,
              Triton on CUDA)
 ``python``   the same bodies in eager PyTorch: any device, dtype and registered surrogate
 ``eager``    the step-by-step autograd loop over the step functions (the reference)
-``auto``     ``cpp`` on CPU when it applies and builds, else ``python``
+``auto``     ``cpp`` on CPU when it applies and builds, ``triton`` on CUDA when triton imports and
+             the surrogate is built in, else ``python``
 
 Recurrent AdEx and LIF layers (``W_rec z[t-1]`` computed inside the loop) have ``python``,
 ``eager`` and ``auto`` (= ``python``): :mod:`.recurrent`.
@@ -21,7 +24,7 @@ The ``cpp`` backend keeps its large buffers for reuse once nothing refers to the
 
 from __future__ import annotations
 
-BACKENDS = ("auto", "cpp", "compile", "python", "eager")
+BACKENDS = ("auto", "cpp", "triton", "compile", "python", "eager")
 
 
 def check_backend(backend: str) -> str:
@@ -39,7 +42,7 @@ def check_recurrent_backend(backend: str) -> str:
     if backend not in RECURRENT_BACKENDS:
         raise ValueError(
             f"Recurrent layers have the backends {', '.join(RECURRENT_BACKENDS)}, got {backend!r} "
-            "('cpp' and 'compile' run feed-forward layers only)."
+            "('cpp', 'triton' and 'compile' run feed-forward layers only)."
         )
     return backend
 

@@ -20,6 +20,10 @@ def loops(backend: str):
     if backend not in _loops:
         if backend == "cpp":
             _loops[backend] = cpp_loops.CppLoops()
+        elif backend == "triton":
+            from .triton_loops import TritonLoops  # imports triton: only when asked for
+
+            _loops[backend] = TritonLoops()
         else:
             _loops[backend] = TorchLoops(compile=backend == "compile")
     return _loops[backend]
@@ -36,6 +40,10 @@ def resolve_backend(backend: str, kind: str, x: torch.Tensor, method: str | None
     check_backend(backend)
     if method is not None and method not in SURROGATES:
         raise ValueError(f"Unknown surrogate method {method!r}.")
+    if backend == "triton" or backend == "auto" and x.device.type == "cuda":
+        from .triton_loops import choose  # imports no triton itself
+
+        return choose(backend, kind, x, method)
     cpp_ok = x.device.type == "cpu" and cpp_loops.supports(kind, x.dtype, method)
     if backend == "auto":
         if not cpp_ok:

@@ -1,0 +1,374 @@
+"""The ``triton`` backend: one Triton kernel per direction that runs all T steps of a block of
+neurons (:mod:`.triton_kernels`), behind the interface of
+:class:`~snn.neurons.fused.torch_loops.TorchLoops`.
+
+Runs on CUDA GPUs, compiled; on the CPU only when ``TRITON_INTERPRET=1`` is set, through Triton's
+interpreter (numpy, slow), which is how the tests pin it to the eager loop without a GPU. The
+two are separate loads of :mod:`.triton_kernels` (see :func:`kernels`).
+Inputs may be float16, bfloat16, float32 or float64; state and accumulation are float32 for the
+first three and float64 for float64. The layer's final state is returned in the input's dtype,
+and what forward saves for backward (pre-reset voltages, and with learnable parameters ``i + x``,
+``a`` or LI's voltages) stays in the compute dtype, so backward recomputes each spike exactly as
+forward decided it. The built-in surrogates run natively; a user-registered one makes
+:func:`choose` fall back to ``python`` with one warning.
+
+Nothing here imports triton until a kernel is needed: ``snn.neurons`` depends on torch alone.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import warnings
+
+import torch
+
+from .. import surrogate
+from ..surrogate import SURROGATES
+from .spec import EXP_ARGUMENT_MAX, NEURONS, saved_tensors
+
+# The surrogates the kernels implement, by the index of triton_kernels._surrogate (the numbering
+# of cpu_kernels.cpp), with the functions they reproduce: an overwritten name is not native.
+NATIVE_SURROGATES = {"super": 0, "triangle": 1, "sigmoid": 2, "atan": 3, "tanh": 4, "heaviside": 5}
+_BUILTIN = {
+    "super": surrogate.superspike,
+    "triangle": surrogate.triangle,
+    "sigmoid": surrogate.sigmoid,
+    "atan": surrogate.atan,
+    "tanh": surrogate.tanh,
+    "heaviside": surrogate.no_gradient,
+}
+DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+# Neurons per program and warps per program on a GPU: one neuron per thread, so that many
+# programs are resident per SM to hide each step's memory latency (not tuned on a GPU yet).
+BLOCK = 128
+NUM_WARPS = 4
+# Neurons per program under the interpreter: one numpy op covers a whole block.
+INTERPRETER_BLOCK = 1024
+
+KERNELS_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "triton_kernels.py")
+
+_lock = threading.Lock()
+_kernels: dict[bool, object] = {}
+_warned_surrogate = False
+
+
+def interpreter_requested() -> bool:
+    """Whether ``TRITON_INTERPRET`` asks for Triton's interpreter (as triton.knobs reads it)."""
+    return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "on", "yes")
+
+
+def triton_available() -> str | None:
+    """None if triton imports, else why not (one sentence)."""
+    try:
+        import triton  # noqa: F401
+    except Exception as error:  # ImportError, or a broken install failing in its own import
+        return f"triton cannot be imported ({type(error).__name__}: {error}); pip install triton"
+    return None
+
+
+def kernels(interpreted: bool):
+    """:mod:`.triton_kernels` compiled for the GPU or run by Triton's interpreter, loaded on first
+    use. ``triton.jit`` makes that choice when it decorates a function, so each is its own module
+    object, loaded from the same file with the interpreter knob set for the duration: a process
+    can run CPU tensors interpreted and CUDA tensors compiled, and nothing else sees the knob."""
+    with _lock:
+        if interpreted not in _kernels:
+            import importlib.util
+            import sys
+
+            import triton
+
+            name = f"{__package__}.triton_kernels" + ("_interpreted" if interpreted else "")
+            spec = importlib.util.spec_from_file_location(name, KERNELS_SOURCE)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module  # inspect.getsource (the JIT, the interpreter) looks here
+            with triton.knobs.runtime.scope():
+                triton.knobs.runtime.interpret = interpreted
+                spec.loader.exec_module(module)
+            _kernels[interpreted] = module
+        return _kernels[interpreted]
+
+
+def native(method: str | None) -> bool:
+    """Whether the kernels implement ``method`` (None: LI, no spikes)."""
+    return method is None or (
+        method in NATIVE_SURROGATES and SURROGATES.get(method) is _BUILTIN[method]
+    )
+
+
+def _why_not(x: torch.Tensor) -> str | None:
+    """Why the kernels cannot run on ``x``'s device and dtype, or None."""
+    if x.dtype not in DTYPES:
+        return f"they run float16, bfloat16, float32 and float64 inputs, got {x.dtype}"
+    if x.device.type not in ("cuda", "cpu"):
+        return f"they run on CUDA GPUs, got a tensor on {x.device}"
+    reason = triton_available()
+    if reason is not None:
+        return reason
+    if x.device.type == "cpu" and not interpreter_requested():
+        return (
+            "on the CPU they run only under Triton's interpreter, slowly, for tests: set the "
+            "environment variable TRITON_INTERPRET=1"
+        )
+    return None
+
+
+def choose(backend: str, kind: str, x: torch.Tensor, method: str | None) -> str:
+    """The backend that runs ``backend`` ('auto' on CUDA, or 'triton'): ``triton`` when the
+    kernels cover the case, else ``python`` for ``auto``; an explicit ``triton`` that cannot run
+    raises a ValueError, and falls back to ``python`` with one warning for a user-registered
+    surrogate."""
+    global _warned_surrogate
+    reason = _why_not(x)
+    if backend == "auto":
+        return "triton" if reason is None and native(method) else "python"
+    if reason is not None:
+        raise ValueError(
+            f"backend='triton' cannot run this {kind} layer: {reason}. "
+            "Use backend='auto' or 'python'."
+        )
+    if not native(method):
+        if not _warned_surrogate:
+            _warned_surrogate = True
+            warnings.warn(
+                f"snn: the Triton kernels implement the built-in surrogates "
+                f"{sorted(NATIVE_SURROGATES)}, not {method!r}; using the 'python' backend.",
+                stacklevel=5,
+            )
+        return "python"
+    return backend
+
+
+def _rows(t: torch.Tensor, steps: int, M: int) -> tuple[torch.Tensor, int, int]:
+    """``t [T, ...]`` as ``(tensor, time stride, neuron stride)`` of a ``[T, M]`` view, the neuron
+    stride 0 or 1: no copy for contiguous steps, an input broadcast over time or one value per
+    step (the gradient of ``outputs.sum()``); a contiguous copy otherwise."""
+    try:
+        rows = t.view(steps, M)
+    except RuntimeError:
+        rows = t.contiguous().view(steps, M)
+    if M > 1 and rows.stride(1) not in (0, 1):
+        rows = rows.contiguous()
+    return rows, rows.stride(0), rows.stride(1) if M > 1 else 1
+
+
+def _parameters(P, neuron_shape, cdt, device) -> tuple[torch.Tensor, int, int]:
+    """The kernel parameters (tensors or numbers) as one ``[K, 1]`` (all single values) or
+    ``[K, M]`` tensor of the compute dtype: ``(tensor, parameter stride, neuron stride)``."""
+    M = neuron_shape.numel()
+    P = [
+        torch.as_tensor(p.detach() if isinstance(p, torch.Tensor) else p, device=device) for p in P
+    ]
+    if all(p.numel() == 1 for p in P):
+        stacked = torch.stack([p.reshape(()) for p in P]).to(cdt).reshape(len(P), 1)
+        return stacked, 1, 0
+    stacked = torch.stack([p.expand(neuron_shape).reshape(M) for p in P]).to(cdt)
+    return stacked, M, 1
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+class TritonLoops:
+    """The Triton kernels behind the interface of :class:`~.torch_loops.TorchLoops`."""
+
+    def __init__(self, block: int | None = None):
+        self.block = (
+            block  # neurons per program; None: BLOCK on a GPU, INTERPRETER_BLOCK on the CPU
+        )
+
+    def _launch(self, name: str, like: torch.Tensor, M: int, *args, **constants):
+        """Runs kernel ``name`` over the M neurons (compiled on CUDA, interpreted on the CPU)."""
+        import triton.language as tl
+
+        interpreted = like.device.type == "cpu"
+        k = kernels(interpreted)
+        block = self.block or (INTERPRETER_BLOCK if interpreted else BLOCK)
+        for key, value in constants.items():
+            if isinstance(value, torch.dtype):
+                constants[key] = tl.float64 if value == torch.float64 else tl.float32
+        if name.startswith("adex"):  # libdevice's exp where compiled (see triton_kernels)
+            constants.update(PRECISE=not k.INTERPRETED, EXP_MAX=EXP_ARGUMENT_MAX)
+        grid = ((M + block - 1) // block,)
+        getattr(k, name)[grid](
+            *args, BLOCK=block, num_warps=NUM_WARPS, enable_fp_fusion=False, **constants
+        )
+
+    def forward(self, kind, x, state, P, save, save_extra):
+        """Returns ``(outputs [T, ...], final state, saved [T, ...] tensors)``."""
+        spec = NEURONS[kind]
+        steps, neuron_shape = x.shape[0], x.shape[1:]
+        M = neuron_shape.numel()
+        cdt = _compute_dtype(x.dtype)
+        out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+        final = tuple(torch.empty(neuron_shape, dtype=x.dtype, device=x.device) for _ in spec.state)
+        # LI with learnable parameters saves its voltages (the next step's entering one) too.
+        save_vd = save and spec.spiking or kind == "li" and save_extra
+        vd = torch.empty(x.shape, dtype=cdt, device=x.device) if save_vd else None
+        extra = [
+            torch.empty(x.shape, dtype=cdt, device=x.device)
+            for _ in range(spec.extra if save_extra else 0)
+        ]
+        if M == 0 or steps == 0:
+            final = tuple(s.detach().clone() for s in state)  # nothing to run
+        else:
+            xr, x_ts, x_ns = _rows(x, steps, M)
+            state = [s.detach().contiguous() for s in state]
+            params, P_ks, P_ns = _parameters(P, neuron_shape, cdt, x.device)
+            dummy = out  # a valid pointer for arguments a disabled branch never touches
+            common = dict(CDT=cdt, SAVE_VD=vd is not None, SAVE_EXTRA=bool(extra))
+            if kind == "adex":
+                ij_s, a_s = extra if extra else (dummy, dummy)
+                self._launch(
+                    "adex_forward",
+                    x,
+                    M,
+                    xr,
+                    x_ts,
+                    x_ns,
+                    *state,
+                    *final,
+                    out,
+                    dummy if vd is None else vd,
+                    ij_s,
+                    a_s,
+                    params,
+                    P_ks,
+                    P_ns,
+                    steps,
+                    M,
+                    **common,
+                )
+            else:
+                self._launch(
+                    "leaky_forward",
+                    x,
+                    M,
+                    xr,
+                    x_ts,
+                    x_ns,
+                    *state,
+                    *final,
+                    out,
+                    dummy if vd is None else vd,
+                    extra[0] if extra else dummy,
+                    params,
+                    P_ks,
+                    P_ns,
+                    steps,
+                    M,
+                    SPIKING=spec.spiking,
+                    **common,
+                )
+        if kind == "li":
+            saved = saved_tensors(kind, vd, None, extra, save_extra)
+        else:
+            saved = saved_tensors(kind, out, vd, extra, save_extra)
+        return out, final, saved
+
+    def backward(self, kind, gout, gstate, saved, v0, P, method, alpha, param_grads):
+        """Returns ``(input gradient [T, ...], initial-state gradients, per-neuron parameter
+        gradients [M] in the compute dtype, or None)``; ``gout`` may be None."""
+        spec = NEURONS[kind]
+        neuron_shape = v0.shape
+        M = neuron_shape.numel()
+        steps = gout.shape[0] if gout is not None else saved[0].shape[0]
+        cdt = _compute_dtype(v0.dtype)
+        gx = torch.empty((steps,) + tuple(neuron_shape), dtype=v0.dtype, device=v0.device)
+        g0 = tuple(torch.empty(neuron_shape, dtype=v0.dtype, device=v0.device) for _ in spec.state)
+        G = torch.zeros((len(P), M), dtype=cdt, device=v0.device) if param_grads else None
+        if M == 0 or steps == 0:
+            g0 = tuple(g.detach().clone() for g in gstate)
+        else:
+            if gout is not None:
+                gr, g_ts, g_ns = _rows(gout, steps, M)
+            else:
+                gr, g_ts, g_ns = gx, 0, 0  # never read (HAS_GOUT=False)
+            gstate = [g.detach().contiguous() for g in gstate]
+            params, P_ks, P_ns = _parameters(P, neuron_shape, cdt, v0.device)
+            v0 = v0.detach().contiguous()
+            G_arg = gx if G is None else G
+            common = dict(CDT=cdt, HAS_GOUT=gout is not None, PARAMS=param_grads)
+            if kind == "li":
+                ij_s, vs = saved if param_grads else (gx, gx)
+                self._launch(
+                    "li_backward",
+                    v0,
+                    M,
+                    gr,
+                    g_ts,
+                    g_ns,
+                    *gstate,
+                    *g0,
+                    vs,
+                    v0,
+                    ij_s,
+                    params,
+                    P_ks,
+                    P_ns,
+                    gx,
+                    G_arg,
+                    steps,
+                    M,
+                    **common,
+                )
+            else:
+                consts = torch.tensor(
+                    [alpha, 0.5 * math.pi * alpha, 0.5 * alpha], dtype=cdt, device=v0.device
+                )
+                vd, extra = saved[0], saved[1:]
+                if kind == "adex":
+                    ij_s, a_s = extra if param_grads else (vd, vd)
+                    self._launch(
+                        "adex_backward",
+                        v0,
+                        M,
+                        gr,
+                        g_ts,
+                        g_ns,
+                        *gstate,
+                        *g0,
+                        vd,
+                        v0,
+                        ij_s,
+                        a_s,
+                        params,
+                        P_ks,
+                        P_ns,
+                        consts,
+                        gx,
+                        G_arg,
+                        steps,
+                        M,
+                        METHOD=NATIVE_SURROGATES[method],
+                        **common,
+                    )
+                else:
+                    ij_s = extra[0] if param_grads else vd
+                    self._launch(
+                        "lif_backward",
+                        v0,
+                        M,
+                        gr,
+                        g_ts,
+                        g_ns,
+                        *gstate,
+                        *g0,
+                        vd,
+                        v0,
+                        ij_s,
+                        params,
+                        P_ks,
+                        P_ns,
+                        consts,
+                        gx,
+                        G_arg,
+                        steps,
+                        M,
+                        METHOD=NATIVE_SURROGATES[method],
+                        **common,
+                    )
+        return gx, g0, None if G is None else [g.view(neuron_shape) for g in G]
