@@ -58,3 +58,17 @@ def test_bench_event_data_runs_every_set_on_tiny_files():
     assert [r["set"] for r in rows] == list(SETS)
     for r in rows:
         assert r["samples"] > 0 and r["build"] > 0 and r["load"] > 0 and r["step"] > 0
+
+
+def test_bench_gpu_parses_its_arguments_and_needs_a_gpu(capsys):
+    """bench_gpu.py cannot run here (no GPU): it imports, --help works, and without CUDA it exits
+    with a message that says so."""
+    import bench_gpu
+
+    with pytest.raises(SystemExit) as help_exit:
+        bench_gpu.main(["--help"])
+    assert help_exit.value.code == 0 and "--sizes" in capsys.readouterr().out
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: the benchmark would run")
+    with pytest.raises(SystemExit, match="needs a CUDA GPU"):
+        bench_gpu.main(["--quick", "--cases", "lif"])
