@@ -16,6 +16,9 @@ from snn.neurons import LI, LIF, SURROGATES, LIFAdEx, LIFAdExParameters, LIFPara
 from snn.neurons.fused import BACKENDS, cpp_loops, torch_loops
 from snn.neurons.fused.function import resolve_backend
 
+# triton runs on the CPU only under its interpreter: tests/test_triton.py runs it there.
+CPU_BACKENDS = [b for b in BACKENDS if b != "triton"]
+
 LAYERS = {"adex": (LIFAdEx, LIFAdExParameters), "lif": (LIF, LIFParameters), "li": (LI, LIParameters)}
 BUILTIN = ["super", "triangle", "sigmoid", "atan", "tanh", "heaviside"]
 
@@ -347,3 +350,181 @@ def test_cpp_kernels_give_back_mkl_thread_setting(cpp_library):
     x, state = inputs("adex", torch.float32)
     run(make_layer("adex", "cpp", dtype=torch.float32), x.requires_grad_(), state)[0].sum().backward()
     assert mkl.MKL_Get_Max_Threads() == before
+
+
+# ---------------------------------------------------------------- what reaches the kernels (issue 10)
+MISMATCHED_STATES = {  # input dtype, state dtype, state device
+    "float64 input, float32 state": (torch.float64, torch.float32, "cpu"),  # segfaulted in cpp
+    "float32 input, float16 state": (torch.float32, torch.float16, "cpu"),  # corrupted the heap
+    "float32 input, float64 state": (torch.float32, torch.float64, "cpu"),  # garbage (LI off by 3e30)
+    "state on another device": (torch.float32, torch.float32, "meta"),  # segfaulted
+}
+
+
+@pytest.mark.parametrize("case", list(MISMATCHED_STATES))
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("kind", ["adex", "lif", "li"])
+def test_state_of_another_dtype_or_device_is_the_same_clear_error_on_every_backend(kind, backend, case):
+    x_dtype, state_dtype, device = MISMATCHED_STATES[case]
+    layer = make_layer(kind, backend, dtype=torch.float32)
+    x = torch.rand(6, 3, 5, dtype=x_dtype)
+    state = layer.state_class(*(torch.zeros(3, 5, dtype=state_dtype, device=device) for _ in layer.state_class._fields))
+    message = (rf"state\.v is {state_dtype} on {device} but the input is {x_dtype} on cpu; pass state=None "
+               r"to start from rest, or convert the state to the input x: \w+\(\*\(s\.to\(x\) for s in state\)\)")
+    with pytest.raises(ValueError, match=message):
+        layer(x, state)
+    # One field off is named, and the conversion the message suggests works.
+    fields = [torch.zeros(3, 5, dtype=x_dtype) for _ in layer.state_class._fields]
+    fields[1] = fields[1].to(state_dtype).to(device)
+    with pytest.raises(ValueError, match=rf"state\.i is {state_dtype} on {device}"):
+        layer(x, layer.state_class(*fields))
+    if device == "cpu":
+        out, _ = layer(x, layer.state_class(*(s.to(x) for s in fields)))
+        assert out.dtype == x_dtype
+
+
+@pytest.mark.parametrize("given", [False, True], ids=["from rest", "given state"])
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("kind", ["adex", "lif", "li"])
+def test_no_time_steps_give_no_outputs_and_the_initial_state(kind, backend, given):
+    """T = 0 on every backend: outputs [0, B, N] and the initial state (as new tensors; gradients
+    pass straight through). Before: an empty result on cpp, an IndexError on python, a RuntimeError
+    on eager."""
+    layer = make_layer(kind, backend, dtype=torch.float64)
+    x = torch.rand(0, 3, 5, dtype=torch.float64, requires_grad=True)
+    state = None
+    if given:
+        state = layer.state_class(*(torch.rand(3, 5, dtype=torch.float64, requires_grad=True)
+                                    for _ in layer.state_class._fields))
+    out, final = layer(x, state)
+    assert out.shape == (0, 3, 5) and out.dtype == torch.float64
+    assert type(final) is layer.state_class
+    expected = state if given else layer.initial_state(x)
+    for a, b in zip(final, expected, strict=True):
+        assert torch.equal(a, b) and a is not b and a.is_contiguous()
+    if given:
+        grads = torch.autograd.grad(sum((s * (k + 1)).sum() for k, s in enumerate(final)), state)
+        assert all(torch.equal(g, torch.full_like(g, k + 1.0)) for k, g in enumerate(grads))
+
+
+@pytest.mark.parametrize("backend", ["cpp", "python", "compile"])
+@pytest.mark.parametrize("kind", ["adex", "lif", "li"])
+def test_integrate_with_no_time_steps(kind, backend, request):
+    """snn.neurons.fused.integrate itself (no layer in front) with T = 0, backward included."""
+    from snn.neurons.fused import integrate
+
+    needs(backend, request)
+    layer = make_layer(kind, "eager")
+    x = torch.rand(0, 2, 4, dtype=torch.float64, requires_grad=True)
+    state = layer.state_class(*(torch.rand(2, 4, dtype=torch.float64, requires_grad=True)
+                                for _ in layer.state_class._fields))
+    out, final = integrate(kind, backend, x, state, layer.neuron_parameters(x), layer.dt)
+    assert out.shape == (0, 2, 4)
+    assert all(torch.equal(a, b) for a, b in zip(final, state, strict=True))
+    grads = torch.autograd.grad(sum(s.sum() for s in final) + out.sum(), (x, *state))
+    assert grads[0].shape == (0, 2, 4) and all(torch.equal(g, torch.ones_like(g)) for g in grads[1:])
+
+
+@pytest.mark.parametrize("backend", ["cpp", "python"])
+def test_integrate_checks_direct_callers_state_and_casts_their_parameters(backend, request):
+    from snn.neurons import LIFFeedForwardState
+    from snn.neurons.fused import integrate
+
+    needs(backend, request)
+    x = torch.rand(6, 3, 5) * 3
+    with pytest.raises(ValueError, match=r"state\.i is torch\.float16 on cpu but the input is torch\.float32"):
+        integrate("lif", backend, x, LIFFeedForwardState(torch.zeros(3, 5), torch.zeros(3, 5).half()),
+                  LIFParameters(), 1e-3)
+    with pytest.raises(ValueError, match=r"state\.v must be a dense tensor of shape \[3, 5\]"):
+        integrate("lif", backend, x, LIFFeedForwardState(torch.zeros(5), torch.zeros(3, 5)), LIFParameters(), 1e-3)
+    with pytest.raises(ValueError, match="'v_th' of shape \\[4\\] does not broadcast"):
+        integrate("lif", backend, x, LIFFeedForwardState(torch.zeros(3, 5), torch.zeros(3, 5)),
+                  LIFParameters(v_th=torch.ones(4)), 1e-3)
+    # Numbers and float64 parameters with a float32 input: computed in float32, as a layer does.
+    p = LIFParameters(tau_mem_inv=100.0, v_th=torch.tensor(0.5, dtype=torch.float64))
+    state = LIFFeedForwardState(torch.zeros(3, 5), torch.zeros(3, 5))
+    out, final = integrate("lif", backend, x, state, p, 1e-3)
+    ref_out, ref_final = LIF(p, backend="eager")(x, state)
+    assert torch.equal(out, ref_out) and all(torch.equal(a, b) for a, b in zip(final, ref_final, strict=True))
+
+
+def test_cpp_kernels_refuse_what_they_cannot_read(cpp_library):
+    """The last check before C++: the backend's forward and backward, called directly, refuse
+    every tensor whose memory the kernels would misread, and copy strided ones."""
+    loops = cpp_loops.CppLoops()
+    x, (v, i) = torch.rand(4, 2, 3) * 3, (torch.zeros(2, 3), torch.zeros(2, 3))
+    P = [torch.tensor(c) for c in (0.1, -0.2, 0.0, 1.0, 0.0)]
+    out, final, saved = loops.forward("lif", x, (v, i), P, save=True, save_extra=False)
+    bad_forward = {
+        "a float16 state": dict(state=(v.half(), i)),
+        "a state on another device": dict(state=(v, i.to("meta"))),
+        "a state of another size": dict(state=(v[:1], i)),
+        "a float16 input": dict(x=x.half()),
+        "an input on another device": dict(x=x.to("meta")),
+        "a sparse input": dict(x=x.to_sparse()),
+        "a float64 parameter": dict(P=[P[0].double(), *P[1:]]),
+        "a parameter of another size": dict(P=[torch.ones(4), *P[1:]]),
+        "a parameter on another device": dict(P=[P[0].to("meta"), *P[1:]]),
+        "a missing parameter": dict(P=P[:4]),
+        "an input without memory": dict(x=torch._efficientzerotensor(4, 2, 3)),  # data_ptr() == 0
+        "a parameter without memory": dict(P=[torch._efficientzerotensor(()), *P[1:]]),
+    }
+    for what, change in bad_forward.items():
+        args = {"x": x, "state": (v, i), "P": P, **change}
+        with pytest.raises(ValueError, match=r"snn's C\+\+ kernels"):
+            loops.forward("lif", args["x"], args["state"], args["P"], save=True, save_extra=False)
+            pytest.fail(f"{what} was accepted")
+    # Strided views, broadcasts and lazy negations are read as the values they show.
+    xs = (torch.rand(3, 2, 4) * 3).permute(2, 1, 0)
+    strided = loops.forward("lif", xs, (v.t().contiguous().t(), i[:1].expand(2, 3)), [p.expand(2, 3) for p in P],
+                            True, False)
+    contiguous = loops.forward("lif", xs.contiguous(), (v, i), P, True, False)
+    assert torch.equal(strided[0], contiguous[0]) and 0 < strided[0].mean() < 1
+    if hasattr(torch, "_neg_view"):
+        negated = loops.forward("lif", torch._neg_view(-x), (v, i), P, True, False)
+        assert torch.equal(negated[0], out)
+    g = torch.ones_like(out)
+    bad_backward = {
+        "a float16 saved voltage": dict(saved=[saved[0].half()]),
+        "a saved voltage of another size": dict(saved=[saved[0][:2]]),
+        "an initial voltage of another size": dict(v0=v[:1]),
+        "an output gradient without time": dict(gout=torch.tensor(1.0)),
+        "an output gradient on another device": dict(gout=g.to("meta")),
+        "a float16 state gradient": dict(gstate=[v.half(), i]),
+    }
+    for what, change in bad_backward.items():
+        args = {"gout": g, "gstate": [v, i], "saved": saved, "v0": v, **change}
+        with pytest.raises(ValueError, match=r"snn's C\+\+ kernels"):
+            loops.backward("lif", args["gout"], args["gstate"], args["saved"], args["v0"], P, "super", 2.0, False)
+            pytest.fail(f"{what} was accepted")
+
+
+@pytest.mark.parametrize("backend", ["python", "cpp"])
+def test_saved_tensor_hooks_cannot_hand_the_kernels_another_dtype(backend, request):
+    """Saved tensors come back through autograd's hooks: one that stores them in float16 (to save
+    memory) and forgets to convert back gets a clear error, not a misread buffer."""
+    needs(backend, request)
+    layer = make_layer("lif", backend, dtype=torch.float32)
+    x = (torch.rand(5, 2, 3) * 3).requires_grad_()
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: t.half(), lambda t: t):
+        out, _ = layer(x)
+    with pytest.raises(ValueError, match="got a torch.float16 tensor on cpu back: a saved_tensors_hooks unpack hook"):
+        out.sum().backward()
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: t.half(), lambda t: t.float()):
+        out, _ = layer(x)
+    out.sum().backward()  # converted back: fine (float16-rounded voltages)
+    assert x.grad.shape == x.shape
+
+
+@pytest.mark.parametrize("backend", ["auto", "python", "eager"])
+@pytest.mark.parametrize("name", ["LIFRecurrent", "LIFAdExRecurrent"])
+def test_recurrent_layers_with_no_time_steps_or_a_mismatched_state(name, backend):
+    import snn.neurons
+
+    layer = getattr(snn.neurons, name)(3, 4, backend=backend)
+    out, final = layer(torch.rand(0, 2, 3))
+    assert out.shape == (0, 2, 4)
+    assert all(torch.equal(a, b) for a, b in zip(final, layer.initial_state(torch.rand(1, 2, 3)), strict=True))
+    state = layer.state_class(*(torch.zeros(2, 4, dtype=torch.float64) for _ in layer.state_class._fields))
+    with pytest.raises(ValueError, match=r"state\.z is torch\.float64 on cpu but the input is torch\.float32"):
+        layer(torch.rand(5, 2, 3), state)

@@ -41,15 +41,18 @@ class LIFAdExParameters(NamedTuple):
     Parameters:
         adaptation_current: :math:`a_{\\text{current}}`, sub-threshold coupling of a to v
         adaptation_spike: :math:`a_{\\text{spike}}`, jump of a at every spike
-        delta_T: :math:`\\Delta_T`, sharpness of the exponential upswing
-        tau_ada_inv: inverse adaptation time constant (1/s)
-        tau_syn_inv: inverse synaptic time constant (1/s)
-        tau_mem_inv: inverse membrane time constant (1/s)
+        delta_T: :math:`\\Delta_T`, sharpness of the exponential upswing (> 0)
+        tau_ada_inv: inverse adaptation time constant (1/s, >= 0)
+        tau_syn_inv: inverse synaptic time constant (1/s, >= 0)
+        tau_mem_inv: inverse membrane time constant (1/s, >= 0)
         v_leak: leak (resting) potential
         v_th: threshold potential
         v_reset: reset potential
         method: surrogate gradient name (see :mod:`snn.neurons.surrogate`)
         alpha: steepness of the surrogate
+
+    The modules refuse values outside these ranges when they are built; the step functions take
+    whatever they are given (they are the hot path).
     """
 
     adaptation_current: torch.Tensor = torch.as_tensor(4.0, dtype=torch.float64)

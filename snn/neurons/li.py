@@ -21,7 +21,10 @@ from .module import NeuronModule, Projection
 
 
 class LIParameters(NamedTuple):
-    """Parameters of a leaky integrator (norse's defaults); each may be a scalar or a tensor."""
+    """Parameters of a leaky integrator (norse's defaults); each may be a scalar or a tensor.
+
+    The modules refuse a negative ``tau_syn_inv`` or ``tau_mem_inv`` (1/s) when they are built; the
+    step functions take whatever they are given (they are the hot path)."""
 
     tau_syn_inv: torch.Tensor = torch.as_tensor(1.0 / 5e-3, dtype=torch.float64)
     tau_mem_inv: torch.Tensor = torch.as_tensor(1.0 / 1e-2, dtype=torch.float64)
@@ -101,7 +104,8 @@ class LILinearCell(Projection, LICell):
     """One leaky-integrator step with a weight matrix: ``[B, input_size] -> (v [B, hidden_size], LIState)``.
 
     The input current is ``W x`` with ``W`` of shape ``[hidden_size, input_size]``, initialised as in
-    norse: ``randn / sqrt(input_size)``.
+    norse: ``randn / sqrt(input_size)``. ``W`` sets the dtype, as in ``nn.Linear`` (``.double()``
+    for float64 input).
     """
 
     def __init__(self, input_size: int, hidden_size: int, p: LIParameters = LIParameters(),
@@ -113,7 +117,8 @@ class LILinearCell(Projection, LICell):
 
     def forward(self, input_tensor: torch.Tensor, state: LIState | None = None):
         hidden_shape = self.check_input(input_tensor, time_major=False)  # [B, input_size] -> [B, hidden_size]
+        self.check_weights(input_tensor)
         if state is None:
             state = self.rest_state(input_tensor.new_zeros(hidden_shape))
-        self.check_state(state, hidden_shape, LIState)
+        self.check_state(state, hidden_shape, LIState, like=input_tensor)
         return li_step(input_tensor, state, self.input_weights, self.neuron_parameters(input_tensor), self.dt)

@@ -23,7 +23,10 @@ from .surrogate import spike
 
 
 class LIFParameters(NamedTuple):
-    """Parameters of a LIF neuron (norse's defaults); every field but ``method`` may be a tensor."""
+    """Parameters of a LIF neuron (norse's defaults); every field but ``method`` may be a tensor.
+
+    The modules refuse a negative ``tau_syn_inv`` or ``tau_mem_inv`` (1/s) when they are built; the
+    step functions take whatever they are given (they are the hot path)."""
 
     tau_syn_inv: torch.Tensor = torch.as_tensor(1.0 / 5e-3, dtype=torch.float64)
     tau_mem_inv: torch.Tensor = torch.as_tensor(1.0 / 1e-2, dtype=torch.float64)

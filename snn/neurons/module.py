@@ -2,6 +2,15 @@
 
 The neuron equations live in the step functions of :mod:`snn.neurons.adex`, :mod:`~snn.neurons.lif`
 and :mod:`~snn.neurons.li`; the modules here only own the constants and create the initial state.
+
+The modules check the constants once, when they are built (:data:`PARAMETER_RANGES`); the step
+functions are the hot path and check nothing, so a step function called directly with, say, a
+negative ``tau_mem_inv`` computes a growing voltage, as the equations say.
+
+Dtypes: the neuron constants follow the input (a float64 input computes in float64 whatever the
+module holds). The weight matrices of the recurrent modules and of
+:class:`~snn.neurons.li.LILinearCell` are like ``nn.Linear``'s: the input must have their dtype
+(``module.double()`` for float64 input).
 """
 
 from __future__ import annotations
@@ -34,6 +43,52 @@ def _as_float_tensor(name: str, value: Any) -> torch.Tensor:
     return tensor
 
 
+# The valid range of each constant that has one: (lowest value, whether it is allowed). An inverse
+# time constant of 0 means no decay, a negative one a neuron that grows exponentially instead of
+# decaying; delta_T divides the voltage in AdEx's exponential (0 gives NaN, a negative value makes
+# the term explode below threshold). Other constants, v_reset >= v_th included, are legal in norse
+# and give finite (if odd) results, so they are not restricted.
+PARAMETER_RANGES = {
+    "tau_mem_inv": (0.0, True),
+    "tau_syn_inv": (0.0, True),
+    "tau_ada_inv": (0.0, True),
+    "delta_T": (0.0, False),
+}
+
+
+def check_range(owner: str, name: str, tensor: torch.Tensor) -> None:
+    """Raises a ValueError naming ``owner.name``, its value and its valid range when ``tensor`` (any
+    shape) has a value outside :data:`PARAMETER_RANGES`."""
+    if name not in PARAMETER_RANGES or tensor.numel() == 0 or tensor.device.type == "meta":
+        return
+    lowest, inclusive = PARAMETER_RANGES[name]
+    smallest = tensor.min().item()
+    if smallest > lowest or (inclusive and smallest == lowest):
+        return
+    valid = f">= {lowest:g}" if inclusive else f"> {lowest:g}"
+    got = repr(smallest) if tensor.numel() == 1 else f"a tensor whose smallest value is {smallest!r}"
+    if name.endswith("_inv"):
+        valid += " (an inverse time constant in 1/s; 0 means no decay)"
+    raise ValueError(f"{owner}.{name} must be {valid}, got {got}.")
+
+
+class _ClampAtZero(torch.autograd.Function):
+    """``x.clamp(min=0)`` (same forward, same gradient where ``x >= 0``) whose backward also passes
+    the gradient where ``x < 0`` if it is negative, i.e. if gradient descent would raise ``x`` back
+    towards the valid range. ``torch.clamp`` gives such an ``x`` zero gradient forever, so a
+    learnable time constant that an optimizer step pushed below zero would stay stuck at 0."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        return x.clamp(min=0.0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        return torch.where((x >= 0) | (grad < 0), grad, torch.zeros_like(grad))
+
+
 def broadcasts_to(shape: Sequence[int], target: Sequence[int]) -> bool:
     """Whether a tensor of ``shape`` broadcasts to ``target`` unchanged (NumPy rules: aligned from
     the right, each size 1 or equal). Plain Python: ``torch.broadcast_shapes`` per parameter was
@@ -54,8 +109,16 @@ class NeuronModule(nn.Module):
     Fixed constants keep full (float64) precision and are cast to the input's dtype at every call,
     so float32 and float64 inputs both see the parameter as written.
 
+    Every constant is checked against :data:`PARAMETER_RANGES` at construction (learnable ones by
+    their initial value): a ValueError names the field, its value and the valid range.
+
     Learnable inverse time constants (fields ending in ``_inv``) are clamped at zero when used, so an
     optimizer step can never make a time constant negative (the neuron would then grow, not decay).
+    The clamp lets a value that overshot below zero recover: its gradient still passes wherever it
+    points back into the valid range (:class:`_ClampAtZero`).
+
+    ``p`` returns the parameters as the NamedTuple, as norse's modules expose them
+    (``cell.p.v_leak``).
     """
 
     parameters_class: type[NamedTuple]
@@ -104,6 +167,7 @@ class NeuronModule(nn.Module):
         self._tensor_fields = tensor_fields
         for name in tensor_fields:
             tensor = _as_float_tensor(name, getattr(p, name))
+            check_range(self.parameters_class.__name__, name, tensor)
             if name in learnable:
                 if self.shape is not None:
                     tensor = tensor.expand(self.shape)
@@ -124,6 +188,15 @@ class NeuronModule(nn.Module):
                for f in self.state_class._fields}
         )
 
+    @property
+    def p(self) -> NamedTuple:
+        """The parameters as the NamedTuple, as in norse (``cell.p.v_leak``): the module's current
+        tensors themselves (buffers, and the ``nn.Parameter`` of each learnable field, unclamped),
+        plus ``method`` and ``alpha``. Read-only: change a value through its tensor
+        (``cell.v_th.fill_(0.8)``) or build a new module."""
+        return self.parameters_class(**{name: getattr(self, name) for name in self._tensor_fields},
+                                     **self.surrogate)
+
     def neuron_parameters(self, like: torch.Tensor) -> NamedTuple:
         """The parameter NamedTuple with every tensor in the dtype of ``like`` (the input)."""
         values = {}
@@ -135,7 +208,7 @@ class NeuronModule(nn.Module):
                     f"{like.device}; move the module with .to({str(like.device)!r})."
                 )
             if name in self.learnable and name.endswith("_inv"):
-                tensor = tensor.clamp(min=0.0)
+                tensor = _ClampAtZero.apply(tensor)
             values[name] = tensor.to(like.dtype)
         return self.parameters_class(**values, **self.surrogate)
 
@@ -150,6 +223,9 @@ class NeuronModule(nn.Module):
             raise ValueError(f"{type(self).__name__} expects a tensor of shape {expected}, got {type(x).__name__}.")
         if not x.is_floating_point():
             raise ValueError(f"{type(self).__name__} expects a floating-point input, got {x.dtype}.")
+        if x.layout != torch.strided:
+            raise ValueError(f"{type(self).__name__} expects a dense input, got a {x.layout} tensor; "
+                             "convert it with .to_dense().")
         minimum = (2 if time_major else 1) + (len(self.shape) if self.shape else 0)
         if x.dim() < minimum:
             per_neuron = f" with neuron shape {list(self.shape)}" if self.shape else ""
@@ -160,8 +236,18 @@ class NeuronModule(nn.Module):
         neuron_shape = x.shape[1:] if time_major else x.shape
         if hidden_size is not None:
             neuron_shape = neuron_shape[:-1] + (hidden_size,)
+        on_cpu = x.is_cpu
         for name in self._tensor_fields:
-            param_shape = getattr(self, name).shape
+            param = getattr(self, name)
+            param_shape = param.shape
+            if param.layout != torch.strided:  # a buffer replaced after construction, say
+                raise ValueError(f"{type(self).__name__}'s parameter {name!r} is a {param.layout} tensor; "
+                                 "neuron parameters are dense tensors (use .to_dense()).")
+            if not (on_cpu and param.is_cpu) and param.device != x.device:  # before v_leak makes the rest state
+                raise ValueError(
+                    f"{type(self).__name__}'s parameters are on {param.device} but the input is on "
+                    f"{x.device}; move the module with .to({str(x.device)!r})."
+                )
             if not broadcasts_to(param_shape, neuron_shape):
                 raise ValueError(
                     f"{type(self).__name__}'s parameter {name!r} of shape {list(param_shape)} does not "
@@ -169,7 +255,12 @@ class NeuronModule(nn.Module):
                 )
         return neuron_shape
 
-    def check_state(self, state: Any, neuron_shape: torch.Size, state_class: type[NamedTuple]) -> None:
+    def check_state(self, state: Any, neuron_shape: torch.Size, state_class: type[NamedTuple],
+                    like: torch.Tensor) -> None:
+        """Checks ``state`` is a ``state_class`` of dense tensors of the neuron shape and, given the
+        input ``like``, of its dtype and on its device: every backend then sees the same arguments
+        (the eager step would promote a float64 state, the fused loops compute in the input's
+        dtype). A ValueError names the field and the fix."""
         if not isinstance(state, state_class):
             raise ValueError(
                 f"{type(self).__name__} expects state=None or a {state_class.__name__}, got {type(state).__name__}."
@@ -181,6 +272,16 @@ class NeuronModule(nn.Module):
                     f"{type(self).__name__}: state.{name} must have shape {list(neuron_shape)} "
                     f"(the input without its time dimension), got {got}."
                 )
+            if value.layout != torch.strided:
+                raise ValueError(f"{type(self).__name__}: state.{name} must be a dense tensor, got a "
+                                 f"{value.layout} tensor; convert it with .to_dense().")
+            if value.dtype != like.dtype or (not (value.is_cpu and like.is_cpu)
+                                             and value.device != like.device):
+                raise ValueError(
+                    f"{type(self).__name__}: state.{name} is {value.dtype} on {value.device} but the input "
+                    f"is {like.dtype} on {like.device}; pass state=None to start from rest, or convert "
+                    f"the state to the input x: {state_class.__name__}(*(s.to(x) for s in state))."
+                )
 
     def forward(self, input_tensor: torch.Tensor, state: NamedTuple | None = None):
         """Cell: ``[B, ...] -> (output, state)``. Layer: ``[T, B, ...] -> (outputs [T, B, ...], final state)``.
@@ -190,10 +291,12 @@ class NeuronModule(nn.Module):
         neuron_shape = self.check_input(input_tensor, self.time_major)
         if state is None:
             state = self.rest_state(input_tensor.new_zeros(neuron_shape), materialize=False)
-        self.check_state(state, neuron_shape, self.state_class)
+        self.check_state(state, neuron_shape, self.state_class, like=input_tensor)
         p = self.neuron_parameters(input_tensor)
         if not self.time_major:
             return type(self).step(input_tensor, state, p, self.dt)
+        if input_tensor.shape[0] == 0:  # no steps, on every backend: no outputs and the initial state
+            return run_time_loop(type(self).step, input_tensor, state)
         return self.integrate(input_tensor, state, p)
 
     def integrate(self, input_tensor: torch.Tensor, state: NamedTuple, p: NamedTuple):
@@ -226,7 +329,13 @@ class NeuronModule(nn.Module):
 def run_time_loop(
     step: Callable[[torch.Tensor, Any], tuple[torch.Tensor, Any]], x: torch.Tensor, state: Any
 ) -> tuple[torch.Tensor, Any]:
-    """Applies ``step`` to each ``x[t]``: ``[T, B, ...] -> ([T, B, ...] outputs, final state)``."""
+    """Applies ``step`` to each ``x[t]``: ``[T, B, ...] -> ([T, B, ...] outputs, final state)``.
+
+    With T = 0: no outputs (``[0, *neuron shape]``) and the initial state, as new tensors (the rest
+    state a layer starts from may be a read-only broadcast)."""
+    if x.shape[0] == 0:
+        return (x.new_empty((0, *state[0].shape)),
+                type(state)(*(s.clone(memory_format=torch.contiguous_format) for s in state)))
     outputs = []
     for x_t in x.unbind(0):
         out, state = step(x_t, state)
@@ -241,6 +350,12 @@ def recurrent_current(input_tensor: torch.Tensor, z: torch.Tensor, input_weights
     return F.linear(input_tensor, input_weights) + F.linear(z, recurrent_weights)
 
 
+# The dtypes autocast converts between, and the nn.Module method that converts to each dtype.
+AUTOCAST_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+DTYPE_METHODS = {torch.float64: "double()", torch.float32: "float()", torch.float16: "half()",
+                 torch.bfloat16: "bfloat16()"}
+
+
 class Projection:
     """Mixin for a population of ``hidden_size`` neurons fed through ``[hidden_size, input_size]``
     weights (:class:`RecurrentNeuronModule`, :class:`~snn.neurons.li.LILinearCell`): size checks and
@@ -248,6 +363,8 @@ class Projection:
 
     input_size: int
     hidden_size: int
+    # The weight matrices that multiply the input or the spikes; they set the dtype (check_weights).
+    weight_names: tuple[str, ...] = ("input_weights",)
 
     @staticmethod
     def check_sizes(input_size: int, hidden_size: int) -> None:
@@ -265,14 +382,38 @@ class Projection:
             )
         return hidden_shape
 
+    def check_weights(self, x: torch.Tensor) -> None:
+        """The rule of ``nn.Linear``: the weights set the dtype and the input must match it (and
+        their device), except under autocast, which casts both. One sentence instead of torch's
+        ``expected m1 and m2 to have the same dtype`` from inside the step."""
+        device = x.device.type
+        autocast = torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device)
+        for name in self.weight_names:
+            w = getattr(self, name)
+            if w.device != x.device:
+                raise ValueError(
+                    f"{type(self).__name__}'s {name} are on {w.device} but the input is on "
+                    f"{x.device}; move the module with .to({str(x.device)!r})."
+                )
+            cast = autocast and x.dtype in AUTOCAST_DTYPES and w.dtype in AUTOCAST_DTYPES
+            if w.dtype != x.dtype and not cast:
+                convert = DTYPE_METHODS.get(x.dtype, f"to({x.dtype})")
+                raise ValueError(
+                    f"{type(self).__name__}'s {name} are {w.dtype} but the input is {x.dtype}: "
+                    f"convert the module (module.{convert}) or the input (x.to({w.dtype}))."
+                )
+
 
 class RecurrentNeuronModule(Projection, NeuronModule):
     """A population of ``hidden_size`` neurons driven by ``W_in x + W_rec z_prev``.
 
     Weights are He-initialised as in norse (``randn * sqrt(2 / hidden_size)``); ``autapses=False``
     (the default, as in norse) removes self-connections, also from user-given recurrent weights.
-    Learnable parameters get one value per neuron.
+    Learnable parameters get one value per neuron. The weights set the dtype, as in ``nn.Linear``
+    (``module.double()`` for float64 input); the neuron constants follow it.
     """
+
+    weight_names = ("input_weights", "recurrent_weights")
 
     def __init__(self, input_size: int, hidden_size: int, p: NamedTuple, dt: float, autapses: bool,
                  learnable: Iterable[str], input_weights: torch.Tensor | None,
@@ -305,19 +446,29 @@ class RecurrentNeuronModule(Projection, NeuronModule):
     def forward(self, input_tensor: torch.Tensor, state: NamedTuple | None = None):
         """Cell: ``[B, input_size] -> (z [B, hidden_size], state)``; layer: the same over ``[T, ...]``."""
         hidden_shape = self.check_input(input_tensor, self.time_major)
+        self.check_weights(input_tensor)
         if state is None:  # v a broadcast of v_leak: the fused loops then save no initial voltage
             state = self.rest_state(input_tensor.new_zeros(hidden_shape), materialize=False)
-        self.check_state(state, hidden_shape, self.state_class)
+        self.check_state(state, hidden_shape, self.state_class, like=input_tensor)
         p = self.neuron_parameters(input_tensor)
         w_in, w_rec = self.input_weights, self.effective_recurrent_weights()
         step = type(self).step
         if not self.time_major:
             return step(input_tensor, state, w_in, w_rec, p, self.dt)
-        if self.backend != "eager" and self.fused_kind is not None:
+        if self.backend != "eager" and self.fused_kind is not None and input_tensor.shape[0] > 0:
             from .fused.recurrent import integrate_recurrent
 
-            return integrate_recurrent(self.fused_kind, self.backend, input_tensor, state, w_in, w_rec,
-                                       p, self.dt)
+            kind, backend = self.fused_kind, self.backend
+            if input_tensor.dim() == 3:
+                return integrate_recurrent(kind, backend, input_tensor, state, w_in, w_rec, p, self.dt)
+            # Any other batch shape, as the eager loop and norse take it (e.g. [T, input_size]): the
+            # fused loop runs on [T, B, input_size] with the batch dimensions flattened into B.
+            batch = math.prod(hidden_shape[:-1])
+            x = input_tensor.reshape(input_tensor.shape[0], batch, self.input_size)
+            flat = type(state)(*(s.reshape(batch, self.hidden_size) for s in state))
+            out, final = integrate_recurrent(kind, backend, x, flat, w_in, w_rec, p, self.dt)
+            return (out.reshape(*input_tensor.shape[:-1], self.hidden_size),
+                    type(final)(*(s.reshape(hidden_shape) for s in final)))
         return run_time_loop(lambda x, s: step(x, s, w_in, w_rec, p, self.dt), input_tensor, state)
 
     def extra_repr(self) -> str:

@@ -545,6 +545,9 @@ void li_backward(int64_t steps, int64_t M, const T* gout, int64_t gz_ts, int64_t
 SNN_ENTRY_POINTS(float, f32)
 SNN_ENTRY_POINTS(double, f64)
 
+// The entry points' version (cpp_loops.KERNELS_VERSION): a library that answers another is not used.
+extern "C" int snn_kernels_version() { return 1; }
+
 // Whether MKL's VML functions resolved: the AdEx exponential and the sigmoid/tanh surrogates need them.
 extern "C" int vml_available() { return vmsExp && vmdExp && vmsTanh && vmdTanh ? 1 : 0; }
 

@@ -7,6 +7,7 @@ import warnings
 
 import torch
 
+from ..module import broadcasts_to
 from ..surrogate import SURROGATES
 from . import check_backend, cpp_loops
 from .spec import NEURONS, kernel_parameters
@@ -53,9 +54,7 @@ def resolve_backend(backend: str, kind: str, x: torch.Tensor, method: str | None
         except RuntimeError as error:
             if not _warned:
                 _warned = True
-                warnings.warn(f"snn: the C++ neuron kernels could not be built ({error}); using the "
-                              "'python' backend (pip install 'snn[fast]' and a C++ compiler fix this).",
-                              stacklevel=4)
+                warnings.warn(f"snn: {error}; using the 'python' backend.", stacklevel=4)
             return "python"
         return "cpp"
     if backend == "cpp" and not cpp_ok:
@@ -95,12 +94,22 @@ class FusedTimeLoop(torch.autograd.Function):
         ctx.v0_shape = (state[0].shape, state[0].dtype, state[0].device)
         ctx.with_v0 = spec.spiking or param_grads
         ctx.save_for_backward(*saved, *P, *([_one_value_if_uniform(state[0])] if ctx.with_v0 else []))
+        ctx.saved_dtypes = [t.dtype for t in saved]  # float32 for a half input on triton, else x's
         return (out, *final)
 
     @staticmethod
     def backward(ctx, gout, *gstate):
         spec = NEURONS[ctx.kind]
         tensors = ctx.saved_tensors
+        _, x_dtype, device = ctx.v0_shape
+        dtypes = ctx.saved_dtypes + [x_dtype] * (len(tensors) - len(ctx.saved_dtypes))
+        on_cpu = device.type == "cpu"
+        for t, dtype in zip(tensors, dtypes, strict=True):  # back through any saved-tensor hooks:
+            if t.dtype != dtype or not (on_cpu and t.is_cpu) and t.device != device:  # as saved, or an error
+                raise ValueError(
+                    f"The fused {ctx.kind} loop saved {dtype} tensors on {device} for backward and got a "
+                    f"{t.dtype} tensor on {t.device} back: a saved_tensors_hooks unpack hook must return "
+                    "each tensor in the dtype and on the device it was packed in.")
         saved, P = tensors[:ctx.n_saved], tensors[ctx.n_saved:ctx.n_saved + len(spec.params)]
         if ctx.with_v0:
             v0 = tensors[-1].expand(ctx.v0_shape[0])
@@ -121,10 +130,65 @@ class FusedTimeLoop(torch.autograd.Function):
         return (None, None, None, None, gx if needs[0] else None, *gstate0, *gparams)
 
 
+def check_arguments(kind: str, x, state) -> torch.Size:
+    """Checks what every backend needs, so that all of them accept or refuse the same arguments
+    (the layers check first, with their own names; these are for direct callers of
+    :func:`snn.neurons.fused.integrate`): ``x`` a dense floating-point ``[T, ...]`` tensor, ``state``
+    a NamedTuple of the neuron's fields, each shaped like one step of ``x``, of its dtype and on its
+    device. Returns the neuron shape."""
+    spec = NEURONS.get(kind)
+    if spec is None:
+        raise ValueError(f"Unknown neuron kind {kind!r}; valid kinds: {', '.join(NEURONS)}.")
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.layout != torch.strided or x.dim() < 1:
+        got = f"a {x.dtype} tensor of shape {list(x.shape)} ({x.layout})" if isinstance(x, torch.Tensor) else (
+            f"a {type(x).__name__}")
+        raise ValueError(f"The fused {kind} loop expects a dense floating-point input [T, ...], got {got}.")
+    fields = getattr(state, "_fields", None)
+    if fields is None or tuple(fields) != spec.state:
+        raise ValueError(f"The fused {kind} loop expects a state NamedTuple with the fields {spec.state}, "
+                         f"got {type(state).__name__}.")
+    neuron_shape = x.shape[1:]
+    for name, value in zip(fields, state, strict=True):
+        if not isinstance(value, torch.Tensor) or value.layout != torch.strided or value.shape != neuron_shape:
+            got = f"{list(value.shape)} ({value.layout})" if isinstance(value, torch.Tensor) else type(value).__name__
+            raise ValueError(f"state.{name} must be a dense tensor of shape {list(neuron_shape)} (the "
+                             f"input without its time dimension), got {got}.")
+        if value.dtype != x.dtype or not (value.is_cpu and x.is_cpu) and value.device != x.device:
+            raise ValueError(f"state.{name} is {value.dtype} on {value.device} but the input is {x.dtype} on "
+                             f"{x.device}; convert the state with .to(x).")
+    return neuron_shape
+
+
+def as_kernel_parameters(kind: str, P: tuple, x: torch.Tensor, neuron_shape: torch.Size) -> tuple:
+    """The kernel parameters as tensors of the input's dtype (numbers become tensors), each one
+    value or broadcasting to the neuron shape, on the input's device (else a ValueError)."""
+    converted = []
+    dtype, on_cpu = x.dtype, x.is_cpu
+    for name, value in zip(NEURONS[kind].params, P, strict=True):
+        if (isinstance(value, torch.Tensor) and value.dtype == dtype and value.layout == torch.strided
+                and (on_cpu and value.is_cpu or value.device == x.device)
+                and (value.dim() == 0 or broadcasts_to(value.shape, neuron_shape))):
+            converted.append(value)  # what layers pass: nothing to do
+            continue
+        if not isinstance(value, torch.Tensor):
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                raise ValueError(f"Neuron parameter {name!r} must be a number or a tensor, got {type(value).__name__}.")
+            value = torch.tensor(float(value), dtype=x.dtype, device=x.device)
+        if value.device != x.device or value.layout != torch.strided or value.is_complex():
+            raise ValueError(f"Neuron parameter {name!r} is a {value.dtype} tensor on {value.device} "
+                             f"({value.layout}); the input is {x.dtype} on {x.device}: move it with .to(x.device).")
+        if not broadcasts_to(value.shape, neuron_shape):
+            raise ValueError(f"Neuron parameter {name!r} of shape {list(value.shape)} does not broadcast to the "
+                             f"neuron shape {list(neuron_shape)}.")
+        converted.append(value if value.dtype == x.dtype else value.to(x.dtype))
+    return tuple(converted)
+
+
 def run(kind: str, backend: str, x: torch.Tensor, state, p, dt: float):
     """:func:`snn.neurons.fused.integrate`."""
+    neuron_shape = check_arguments(kind, x, state)
     method, alpha = getattr(p, "method", None), getattr(p, "alpha", 0.0)
     backend = resolve_backend(backend, kind, x, method)
-    P = kernel_parameters(kind, p, dt)
+    P = as_kernel_parameters(kind, kernel_parameters(kind, p, dt), x, neuron_shape)
     out, *final = FusedTimeLoop.apply(kind, backend, method, float(alpha), x, *state, *P)
     return out, type(state)(*final)

@@ -1,0 +1,286 @@
+"""Bad neuron constants and mismatched dtypes are refused with one sentence; a learnable time
+constant that overshot below zero recovers (issue 10, item 8)."""
+
+import pytest
+import torch
+
+from snn.neurons import (
+    LI,
+    LIF,
+    LICell,
+    LIFAdEx,
+    LIFAdExCell,
+    LIFAdExParameters,
+    LIFAdExRecurrent,
+    LIFAdExRecurrentCell,
+    LIFCell,
+    LIFParameters,
+    LIFRecurrent,
+    LIFRecurrentCell,
+    LILinearCell,
+    LIParameters,
+    LIState,
+    li_step,
+    lif_adex_step,
+    lif_step,
+)
+from snn.neurons.fused import cpp_loops
+
+F64 = torch.float64
+
+# Every module class with the arguments it needs before p: (class, parameters class, args).
+MODULES = [
+    (LIFAdExCell, LIFAdExParameters, ()),
+    (LIFAdEx, LIFAdExParameters, ()),
+    (LIFAdExRecurrentCell, LIFAdExParameters, (3, 4)),
+    (LIFAdExRecurrent, LIFAdExParameters, (3, 4)),
+    (LIFCell, LIFParameters, ()),
+    (LIF, LIFParameters, ()),
+    (LIFRecurrentCell, LIFParameters, (3, 4)),
+    (LIFRecurrent, LIFParameters, (3, 4)),
+    (LICell, LIParameters, ()),
+    (LI, LIParameters, ()),
+    (LILinearCell, LIParameters, (3, 4)),
+]
+WEIGHTED = [pytest.param(cls, args, id=cls.__name__) for cls, _, args in MODULES if args]
+
+
+# --- dtype of the modules with weight matrices ----------------------------------------------------
+
+
+def weighted_input(cls, dtype):
+    shape = (
+        (6, 2, 3) if cls in (LIFAdExRecurrent, LIFRecurrent) else (2, 3)
+    )  # [T, B, in] or [B, in]
+    return torch.rand(shape, generator=torch.Generator().manual_seed(0), dtype=dtype) * 4
+
+
+@pytest.mark.parametrize("cls, args", WEIGHTED)
+def test_float64_input_to_a_double_module_computes_in_float64(cls, args):
+    """A .double() recurrent module or LILinearCell takes float64 input and gives float64 results
+    equal to its step function run by hand in float64."""
+    torch.manual_seed(0)
+    module = cls(*args).double()
+    x = weighted_input(cls, F64)
+    out, state = module(x)
+    assert out.dtype == F64 and all(s.dtype == F64 for s in state)
+    # The same computation by hand: step function, float64 weights and constants, from rest.
+    p = module.neuron_parameters(x)
+    if cls is LILinearCell:
+        expected, _ = li_step(
+            x,
+            LIState(torch.zeros(2, 4, dtype=F64), torch.zeros(2, 4, dtype=F64)),
+            module.input_weights,
+            p,
+            module.dt,
+        )
+        assert torch.equal(out, expected)
+        return
+    step = lif_adex_step if "AdEx" in cls.__name__ else lif_step
+    s = module.rest_state(torch.zeros(2, 4, dtype=F64))
+    steps = x.unbind(0) if module.time_major else [x]
+    outs = []
+    for x_t in steps:
+        z, s = step(
+            x_t, s, module.input_weights, module.effective_recurrent_weights(), p, module.dt
+        )
+        outs.append(z)
+    assert torch.equal(out, torch.stack(outs) if module.time_major else outs[0])
+    assert all(torch.equal(a, b) for a, b in zip(state, s, strict=True))
+
+
+@pytest.mark.parametrize("cls, args", WEIGHTED)
+@pytest.mark.parametrize(
+    "module_dtype, input_dtype, method",
+    [
+        pytest.param(torch.float32, F64, "double", id="float32-module-float64-input"),
+        pytest.param(F64, torch.float32, "float", id="float64-module-float32-input"),
+        pytest.param(torch.float32, torch.float16, "half", id="float32-module-float16-input"),
+    ],
+)
+def test_input_dtype_other_than_the_weights_is_one_sentence(
+    cls, args, module_dtype, input_dtype, method
+):
+    """The weights set the dtype, as in nn.Linear; a mismatch names the module, both dtypes and the
+    two ways out (not torch's 'double != float' from inside the step)."""
+    module = cls(*args).to(module_dtype)
+    x = weighted_input(cls, input_dtype)
+    message = (
+        rf"^{cls.__name__}'s input_weights are {module_dtype} but the input is {input_dtype}: "
+        rf"convert the module \(module\.{method}\(\)\) or the input \(x\.to\({module_dtype}\)\)\.$"
+    )
+    with pytest.raises(ValueError, match=message):
+        module(x)
+
+
+def test_mixed_weight_dtypes_name_the_weights():
+    module = LIFRecurrentCell(3, 4, recurrent_weights=torch.zeros(4, 4, dtype=F64))
+    with pytest.raises(
+        ValueError,
+        match="LIFRecurrentCell's recurrent_weights are torch.float64 but the input is "
+        "torch.float32",
+    ):
+        module(torch.rand(2, 3))
+
+
+def test_weights_on_another_device_are_one_sentence():
+    module = LIFAdExRecurrentCell(3, 4)
+    module.input_weights = torch.nn.Parameter(torch.zeros(4, 3, device="meta"))
+    with pytest.raises(
+        ValueError,
+        match=r"input_weights are on meta but the input is on cpu; move the module with "
+        r"\.to\('cpu'\)",
+    ):
+        module(torch.rand(2, 3))
+
+
+@pytest.mark.parametrize("cls, args", WEIGHTED)
+def test_autocast_casts_weights_itself(cls, args):
+    """Under autocast a float32 module takes the bfloat16 activations autocast produces: the check
+    must not refuse what autocast converts."""
+    module = cls(*args)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, _ = module(weighted_input(cls, torch.bfloat16))
+    assert out.dtype in (torch.bfloat16, torch.float32)
+
+
+# --- ranges of the constants ----------------------------------------------------------------------
+
+BAD_VALUES = [
+    (
+        "tau_mem_inv",
+        -1.0,
+        r">= 0 \(an inverse time constant in 1/s; 0 means no decay\), got -1\.0\.",
+    ),
+    (
+        "tau_syn_inv",
+        -200.0,
+        r">= 0 \(an inverse time constant in 1/s; 0 means no decay\), got -200\.0\.",
+    ),
+    ("tau_ada_inv", -0.5, r">= 0 .*got -0\.5\."),
+    ("delta_T", 0.0, r"> 0, got 0\.0\."),
+    ("delta_T", -0.5, r"> 0, got -0\.5\."),
+]
+
+
+@pytest.mark.parametrize("learnable", [False, True])
+@pytest.mark.parametrize(
+    "cls, params_class, args, name, value, message",
+    [
+        pytest.param(cls, params_class, args, *bad, id=f"{cls.__name__}-{bad[0]}={bad[1]}")
+        for cls, params_class, args in MODULES
+        for bad in BAD_VALUES
+        if bad[0] in params_class._fields
+    ],
+)
+def test_out_of_range_constants_are_refused_at_construction(
+    cls, params_class, args, name, value, message, learnable
+):
+    """A negative inverse time constant (the neuron would grow) and delta_T <= 0 (division by
+    zero, an exploding exponential) are refused, fixed or learnable, naming field, value and
+    range."""
+    p = params_class(**{name: value})
+    with pytest.raises(ValueError, match=rf"^{params_class.__name__}\.{name} must be {message}$"):
+        cls(*args, p=p, learnable=(name,) if learnable else ())
+
+
+def test_per_neuron_tensor_names_its_smallest_value():
+    p = LIFAdExParameters(tau_mem_inv=torch.tensor([100.0, -3.0, 50.0]))
+    with pytest.raises(
+        ValueError, match=r"tau_mem_inv must be >= 0 .*got a tensor whose smallest value is -3\.0\."
+    ):
+        LIFAdEx(p)
+
+
+def test_boundary_values_are_accepted_and_stay_finite():
+    """0 is a valid inverse time constant (no decay); v_reset above v_th is odd but finite, as in
+    norse."""
+    p = LIFAdExParameters(
+        tau_mem_inv=0.0, tau_syn_inv=0.0, tau_ada_inv=0.0, v_reset=2.0, delta_T=1e-3
+    )
+    z, state = LIFAdEx(p, backend="eager")(torch.rand(50, 2, 3) * 4)
+    assert all(torch.isfinite(s).all() for s in state)
+    z, state = LIFAdEx(LIFAdExParameters(v_reset=2.0), backend="eager")(torch.rand(50, 2, 3) * 4)
+    assert all(torch.isfinite(s).all() for s in state)
+
+
+# --- learnable time constants recover -------------------------------------------------------------
+
+
+def test_learnable_time_constant_pushed_below_zero_recovers():
+    """An optimizer step that overshot to tau_mem_inv < 0 used to freeze the parameter (the clamp
+    at 0 has zero gradient there). When the loss wants a larger value, the gradient passes and the
+    parameter climbs back; when it wants a smaller one, the parameter stays where it is."""
+    x = torch.full((20, 1, 1), 1.0)
+    layer = LI(learnable=("tau_mem_inv",), backend="eager")
+    with torch.no_grad():
+        layer.tau_mem_inv.fill_(-5.0)
+    optimizer = torch.optim.SGD(layer.parameters(), lr=10.0)
+    for _ in range(3):  # -v: faster charging (larger tau_mem_inv) lowers the loss
+        optimizer.zero_grad()
+        v, _ = layer(x)
+        (-v.sum()).backward()
+        assert layer.tau_mem_inv.grad.item() < 0
+        optimizer.step()
+    assert layer.tau_mem_inv.item() > 0
+    with torch.no_grad():
+        layer.tau_mem_inv.fill_(-5.0)
+    optimizer.zero_grad()
+    v, _ = layer(x)  # +v: the loss wants a smaller value, which the clamp cannot give
+    v.sum().backward()
+    assert layer.tau_mem_inv.grad.item() == 0.0
+
+
+@pytest.mark.parametrize("backend", ["python", "cpp"])
+@pytest.mark.parametrize("cls", [LIFAdEx, LIF, LI])
+def test_negative_learnable_values_fused_equals_eager(cls, backend):
+    """The clamp sits in neuron_parameters, before the fused and eager paths split: forward and
+    every gradient stay bit-identical with some per-neuron time constants below zero."""
+    if backend == "cpp":
+        try:
+            cpp_loops.load_library()
+        except RuntimeError as error:
+            pytest.skip(f"C++ kernels unavailable: {error}")
+    fields = tuple(f for f in cls.parameters_class._fields if f.endswith("_inv"))
+    results = []
+    for path in ("eager", backend):
+        layer = cls(learnable=fields, shape=(5,), backend=path).double()
+        with torch.no_grad():
+            for name in fields:
+                getattr(layer, name).copy_(
+                    getattr(layer, name) * torch.tensor([1.0, -0.5, 0.0, 2.0, -1e-3])
+                )
+        x = (
+            torch.rand(30, 2, 5, generator=torch.Generator().manual_seed(1), dtype=F64) * 6 - 1
+        ).requires_grad_()
+        out, state = layer(x)
+        w = torch.randn(out.shape, generator=torch.Generator().manual_seed(2), dtype=F64)
+        ((out * w).sum() + sum(s.sum() for s in state)).backward()
+        results.append(
+            (
+                out.detach(),
+                [s.detach() for s in state],
+                x.grad,
+                [getattr(layer, name).grad for name in fields],
+            )
+        )
+    (out_e, state_e, gx_e, gp_e), (out_f, state_f, gx_f, gp_f) = results
+    assert torch.equal(out_e, out_f)
+    assert all(torch.equal(a, b) for a, b in zip(state_e, state_f, strict=True))
+    torch.testing.assert_close(gx_f, gx_e, rtol=1e-10, atol=1e-12)
+    for name, a, b in zip(fields, gp_f, gp_e, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12, msg=name)
+
+
+def test_linear_cell_and_trajectory_refuse_a_state_of_another_dtype():
+    """LILinearCell and trajectory() check the state against the input like every other module:
+    a float32 state with float64 input is a clear error, not a silent promotion."""
+    from snn.neurons import LIF, LIFFeedForwardState, LILinearCell, LIState
+    from snn.neurons.trajectory import trajectory
+
+    cell = LILinearCell(3, 4).double()
+    with pytest.raises(ValueError, match="state.v is torch.float32"):
+        cell(torch.rand(2, 3, dtype=torch.float64), LIState(torch.zeros(2, 4), torch.zeros(2, 4)))
+    with pytest.raises(ValueError, match="state.v is torch.float32"):
+        trajectory(LIF(), torch.rand(5, 2, 4, dtype=torch.float64),
+                   LIFFeedForwardState(torch.zeros(2, 4), torch.zeros(2, 4)))
