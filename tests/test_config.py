@@ -118,11 +118,24 @@ def test_every_neuron_parameter_is_settable_from_the_command_line(tmp_path):
         ("model.neuron.kind=lif", r"no field\(s\) \['adaptation_current'.*model=lif"),
         ("regularizer.rate_target=2", "rate_target in \\[0, 1\\]"),
         ("scheduler_interval=batch", "scheduler_interval must be 'epoch' or 'step'"),
+        ("optimizer.lr=abc", "optimizer.lr must be a positive number, got 'abc'"),
+        ("optimizer.lr=-1", "optimizer.lr must be a positive number, got -1"),
+        ("optimizer.weight_decay=-0.5", "Invalid optimizer config: Invalid weight_decay value: -0.5"),
+        ("scheduler._target_=torch.optim.lr_scheduler.StepLR", "Invalid scheduler config: .*unexpected keyword argument .T_max."),
+        ("dataset.val_size=512", "dataset.val_size=512 holds out 512 of the 512 samples of the synthetic training set"),
     ],
 )
 def test_bad_values_fail_early_with_clear_errors(tmp_path, override, message):
     with pytest.raises(ValueError, match=message):
         build(make_cfg(tmp_path, "dataset=synthetic", override))
+
+
+@pytest.mark.parametrize("accelerator,synced", [("cpu", False), ("auto", torch.cuda.is_available())])
+def test_ddp_syncs_batch_norm_where_it_works(tmp_path, accelerator, synced, caplog):
+    _, _, trainer = build(make_cfg(tmp_path, "dataset=synthetic", "trainer=ddp", f"trainer.accelerator={accelerator}",
+                                   "trainer.devices=2"))
+    assert (trainer.strategy._layer_sync is not None) is synced
+    assert ("trainer.sync_batchnorm is off: SyncBatchNorm runs on GPUs only" in caplog.text) is not synced
 
 
 def test_misspelled_keys_are_rejected_by_hydra(tmp_path):

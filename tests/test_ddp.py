@@ -37,9 +37,12 @@ def scalars(run: Path) -> dict[str, list[float]]:
 
 
 def run(tmp_path: Path, run_dir: Path, devices: int, batch_size: int) -> str:
-    command = [sys.executable, "train.py", *COMMON, "trainer=ddp", f"trainer.devices={devices}", "trainer.sync_batchnorm=false",
-               f"dataset.batch_size={batch_size}", f"hydra.run.dir={run_dir}", f"paths.data_dir={tmp_path}"]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    return train_py(*COMMON, "trainer=ddp", f"trainer.devices={devices}", f"dataset.batch_size={batch_size}",
+                    f"hydra.run.dir={run_dir}", f"paths.data_dir={tmp_path}")
+
+
+def train_py(*args: str) -> str:
+    result = subprocess.run([sys.executable, "train.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
     return result.stdout + result.stderr
 
@@ -75,3 +78,12 @@ def test_two_cpu_processes_match_one_process_and_write_one_set_of_outputs(tmp_pa
 
     steps = [load_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] for run in (single, ddp)]
     assert steps == [3 * 6, 3 * 6]  # the same number of (global) optimizer steps
+
+
+@pytest.mark.slow
+def test_cpu_ddp_as_a_user_types_it(tmp_path):
+    """The default model normalises its conv features with batch norm; trainer=ddp syncs the batch
+    statistics across processes, which torch does on GPUs only: on the CPU it is turned off."""
+    output = train_py("trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "dataset=synthetic", "debug=fdr",
+                      "model.T=4", f"hydra.run.dir={tmp_path / 'run'}", f"paths.data_dir={tmp_path}")
+    assert "Starting with 2 processes" in output and "trainer.sync_batchnorm is off" in output

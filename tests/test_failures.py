@@ -1,6 +1,8 @@
-"""Failure handling: NaN/inf loss, bad config, corrupt data, Ctrl-C, and runs never overwriting runs."""
+"""Failure handling: NaN/inf loss, gradients and weights, bad config, corrupt data, Ctrl-C and SIGTERM,
+and runs never overwriting runs."""
 
 import gzip
+import multiprocessing
 import os
 import re
 import signal
@@ -15,10 +17,12 @@ import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 from train_hooks import with_callback
 
-from snn.training import NonFiniteLossError, load_checkpoint
-from train import ConfigError, explain_composition_error, train
+import train as train_script
+from snn.training import NonFiniteError, load_checkpoint
+from train import ConfigError, check_epochs_left, claim_run_dir, explain_composition_error, train
 
 ROOT = Path(__file__).parents[1]
 SMALL = ["dataset=synthetic", "model.T=6", "model.hidden=16", "model.conv=null", "trainer.max_epochs=2",
@@ -43,6 +47,30 @@ class Poison(L.Callback):
                 pl_module.net.output.weight.fill_(self.value)
 
 
+class PoisonGradient(L.Callback):
+    """Sets one gradient entry of the output layer to NaN after the backward pass of batch ``batch``."""
+
+    def __init__(self, batch: int):
+        self.batch, self.weights = batch, None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.batch_idx = batch_idx
+
+    def on_after_backward(self, trainer, pl_module):
+        if trainer.current_epoch == 0 and self.batch_idx == self.batch:
+            pl_module.net.output.weight.grad[0, 0] = float("nan")
+            self.weights = {k: v.clone() for k, v in pl_module.state_dict().items()}
+
+
+def finite_tensors(path: Path) -> bool:
+    """Whether every floating-point tensor a checkpoint file stores (weights, buffers, optimizer states) is finite."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    tensors = list(checkpoint["state_dict"].values())
+    for optimizer in checkpoint.get("optimizer_states", []):
+        tensors += [v for state in optimizer["state"].values() for v in state.values() if isinstance(v, torch.Tensor)]
+    return all(torch.isfinite(t).all() for t in tensors if t.is_floating_point())
+
+
 class CtrlC(L.Callback):
     def __init__(self, epoch: int, batch: int):
         self.epoch, self.batch = epoch, batch
@@ -59,7 +87,7 @@ class CtrlC(L.Callback):
 def test_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, value):
     with_callback(monkeypatch, Poison(epoch=1, batch=2, value=value))
     last = tmp_path / "checkpoints" / "last.ckpt"
-    with pytest.raises(NonFiniteLossError) as error:
+    with pytest.raises(NonFiniteError) as error:
         train(make_cfg(tmp_path, *SMALL, "model.encoder.scale=3.0"))
     message = str(error.value)
     assert "Training loss became" in message and "at epoch 1, global step 8 (batch 2 of the epoch)" in message
@@ -72,8 +100,47 @@ def test_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_p
 
 def test_non_finite_loss_before_any_checkpoint_says_so(tmp_path, monkeypatch):
     with_callback(monkeypatch, Poison(epoch=0, batch=0, value=float("nan")))
-    with pytest.raises(NonFiniteLossError, match="at epoch 0, global step 0 .*No checkpoint had been written yet"):
+    with pytest.raises(NonFiniteError, match="at epoch 0, global step 0 .*No checkpoint had been written yet"):
         train(make_cfg(tmp_path, *SMALL))
+
+
+def test_non_finite_gradient_stops_training_before_the_optimizer_step(tmp_path, monkeypatch):
+    poison = PoisonGradient(batch=2)
+    with_callback(monkeypatch, poison)
+    with pytest.raises(NonFiniteError) as error:
+        train(make_cfg(tmp_path, *SMALL))
+    assert str(error.value).startswith("Gradients became non-finite at epoch 0, global step 2 (batch 2 of the epoch): "
+                                       "net.output.weight (1 of 64 values); training stopped before the optimizer step.")
+    assert "No checkpoint had been written yet" in str(error.value)
+
+
+def test_a_huge_learning_rate_never_writes_a_non_finite_checkpoint(tmp_path):
+    """optimizer.lr=1e6: the weights blow up while the loss stays finite (the neurons turn NaN input
+    into silence), and the batch-norm statistics overflow first. Training stops at the first
+    non-finite tensor, naming the step and the last checkpoint, which is finite like every file written."""
+    small_with_batch_norm = [o for o in SMALL if o != "model.conv=null"] + ["model.conv.channels=[4]"]
+    cfg = make_cfg(tmp_path, *small_with_batch_norm, "trainer.max_epochs=4", "optimizer.lr=1e6")
+    with pytest.raises(NonFiniteError) as error:
+        train(cfg)
+    message = str(error.value)
+    assert re.search(r"became non-finite (in the training step )?at epoch \d, global step \d+ \(batch \d of the epoch\)", message), message
+    checkpoints = sorted((tmp_path / "checkpoints").glob("*.ckpt"))
+    kept = re.search(r"The last good checkpoint is kept: (\S+)\. ", message)
+    if kept:  # epoch 0 survives on this seed: the checkpoint named is the newest one written
+        assert Path(kept.group(1)) == max(checkpoints, key=lambda p: p.stat().st_mtime)
+    else:
+        assert "No checkpoint had been written yet" in message and not checkpoints
+    assert all(finite_tensors(path) for path in checkpoints)
+
+
+def test_main_exits_non_zero_with_the_message(tmp_path, monkeypatch):
+    def stop(cfg):
+        raise NonFiniteError("Training loss became nan at epoch 3, global step 40 (batch 4 of the epoch); ...")
+
+    monkeypatch.setattr(train_script, "train", stop)
+    with pytest.raises(SystemExit) as exit_:
+        train_script.main.__wrapped__(make_cfg(tmp_path))
+    assert exit_.value.code == "Training stopped: Training loss became nan at epoch 3, global step 40 (batch 4 of the epoch); ..."
 
 
 # --- bad config: one paragraph, valid choices, before any data is read ------------------------------
@@ -82,7 +149,7 @@ def test_non_finite_loss_before_any_checkpoint_says_so(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     "overrides,message",
     [
-        (["dataset=imagenet"], "Unknown dataset 'imagenet'; choose one of cifar10, fashion_mnist, mnist, synthetic (the files in conf/dataset/)."),
+        (["dataset=imagenet"], f"Unknown dataset 'imagenet'; choose one of {', '.join(sorted(p.stem for p in (ROOT / 'conf' / 'dataset').glob('*.yaml')))} (the files in conf/dataset/)."),
         (["model=hh"], "Unknown model 'hh'; choose one of adex, adex_conv, lif"),
         (["model.neuron.tau_mem=3"], "Unknown config key 'model.neuron.tau_mem'. Valid keys at 'model.neuron': kind, tau_syn_inv, tau_mem_inv,"),
         (["trainer.max_epoch=3", "model.T=4"], "Unknown config key 'trainer.max_epoch'. Valid keys at 'trainer': _target_, default_root_dir, accelerator, devices, precision, min_epochs, max_epochs,"),
@@ -105,6 +172,13 @@ def test_a_composable_command_line_is_left_to_hydra():
         ("model.T=-4", "The number of time steps T must be a positive integer, got -4"),
         ("model.neuron.method=relu", r"relu.*atan.*super"),
         ("+model.neuron.tau_mem=3", r"no field\(s\) \['tau_mem'\]; valid: \[.*'tau_syn_inv', 'tau_mem_inv'"),
+        ("optimized_metric=val/foo", "optimized_metric=val/foo is not a metric logged during training; choose one of "
+                                     "val/acc, val/loss, train/acc, train/loss, loss, spikes/hidden1/val_rate, spikes/hidden1/rate."),
+        ("optimized_metric=test/acc", r"test/acc is not a metric logged during training \(test metrics are logged only after training\)"),
+        ("callbacks.model_checkpoint.monitor=val/accuracy", "callbacks.model_checkpoint.monitor=val/accuracy is not a metric"),
+        ("optimizer.lr=abc", "optimizer.lr must be a positive number, got 'abc'."),
+        ("optimizer.lr=-1", "optimizer.lr must be a positive number, got -1."),
+        ("+optimizer.betas=[0.9,2.0]", "Invalid optimizer config: Invalid beta parameter at index 1: 2.0"),
     ],
 )
 def test_bad_values_fail_before_the_data_is_read(tmp_path, override, message):
@@ -118,7 +192,7 @@ def test_bad_values_fail_before_the_data_is_read(tmp_path, override, message):
 @pytest.mark.parametrize(
     "args,message",
     [
-        (["dataset=imagenet"], "Config error: Unknown dataset 'imagenet'; choose one of cifar10, fashion_mnist, mnist, synthetic"),
+        (["dataset=imagenet"], "Config error: Unknown dataset 'imagenet'; choose one of cifar10, cue_accumulation,"),
         (["model.T=-4"], "Config error: Invalid model config: The number of time steps T must be a positive integer, got -4."),
     ],
 )
@@ -131,18 +205,55 @@ def test_command_line_config_errors_are_one_paragraph(tmp_path, args, message):
     assert "Traceback" not in result.stderr and "not found" not in result.stderr
 
 
+def test_resuming_a_finished_checkpoint_asks_for_more_epochs(tmp_path):
+    train(make_cfg(tmp_path / "run", *SMALL, "trainer.max_epochs=1"))
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    with pytest.raises(ConfigError, match=f"The checkpoint {last} already finished epoch 0 \\(1 epochs\\), and "
+                                          r"trainer.max_epochs=1 leaves nothing to train: raise trainer.max_epochs \(above 1\)."):
+        train(make_cfg(tmp_path / "resumed", *SMALL, "trainer.max_epochs=1", f"ckpt_path={last}"))
+    assert not (tmp_path / "resumed" / "checkpoints").exists()
+
+
+def test_a_checkpoint_taken_after_an_epochs_last_batch_counts_that_epoch_as_finished():
+    # Ctrl-C/SIGTERM between the last batch and the validation of epoch 1: Lightning resumes with epoch 2.
+    fit_loop = {"epoch_progress": {"current": {"started": 2, "processed": 1}}, "epoch_loop.batch_progress": {"is_last_batch": True}}
+    checkpoint = {"loops": {"fit_loop": fit_loop}, "global_step": 12}
+    with pytest.raises(ValueError, match=r"already finished epoch 1 \(2 epochs\), and trainer.max_epochs=2"):
+        check_epochs_left(checkpoint, OmegaConf.create({"max_epochs": 2}), "interrupted.ckpt")
+    check_epochs_left(checkpoint, OmegaConf.create({"max_epochs": 3}), "interrupted.ckpt")
+    fit_loop["epoch_loop.batch_progress"]["is_last_batch"] = False  # mid-epoch: epoch 1 is still to finish
+    check_epochs_left(checkpoint, OmegaConf.create({"max_epochs": 2}), "interrupted.ckpt")
+
+
 # --- corrupt data -----------------------------------------------------------------------------------
 
 
-def test_truncated_data_file_is_named(tmp_path):
-    data = tmp_path / "data"
-    data.mkdir()
+def write_mnist(data: Path, n_train: int = 40, n_test: int = 10) -> None:
+    """A small MNIST in ``data``: random images, labels 0..9 in turn."""
+    data.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
-    for prefix, n in (("train", 40), ("t10k", 10)):
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
         images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
         labels = (np.arange(n) % 10).astype(np.uint8)
         (data / f"{prefix}-images-idx3-ubyte.gz").write_bytes(gzip.compress(struct.pack(">BBBBIII", 0, 0, 8, 3, n, 28, 28) + images.tobytes()))
         (data / f"{prefix}-labels-idx1-ubyte").write_bytes(struct.pack(">BBBBI", 0, 0, 8, 1, n) + labels.tobytes())
+
+
+def test_a_validation_split_larger_than_the_data_names_both_sizes(tmp_path):
+    # Synthetic data: the sizes are in the config, so building the DataModule fails.
+    with pytest.raises(ConfigError, match=r"dataset.val_size=600 holds out 600 of the 512 samples of the synthetic "
+                                          r"training set for validation, which leaves no training data: choose a count from 1 to 511"):
+        train(make_cfg(tmp_path / "synthetic", *SMALL, "dataset.val_size=600"))
+    # Files: the sizes are known once they are read.
+    write_mnist(tmp_path / "data")
+    with pytest.raises(ConfigError, match="dataset.val_size=5000 holds out 5000 of the 40 samples of the MNIST training set"):
+        train(make_cfg(tmp_path / "mnist", "dataset=mnist", f"dataset.data_dir={tmp_path / 'data'}", "model.T=4",
+                       "model.hidden=8", "model.conv=null", "trainer.accelerator=cpu", "logger=none", "test=false"))
+
+
+def test_truncated_data_file_is_named(tmp_path):
+    data = tmp_path / "data"
+    write_mnist(data)
     bad = data / "t10k-labels-idx1-ubyte"
     bad.write_bytes(bad.read_bytes()[:-3])  # a download cut short
     with pytest.raises(ValueError, match=f"{bad} is truncated"):
@@ -172,7 +283,10 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_sigint_to_a_running_training_saves_a_checkpoint(tmp_path):
+@pytest.mark.parametrize("signum,returncode,said", [(signal.SIGINT, 1, "Interrupted at epoch"),
+                                                    (signal.SIGTERM, 143, "Terminated (SIGTERM) at epoch")])
+def test_a_signal_to_a_running_training_saves_a_checkpoint_that_resumes(tmp_path, signum, returncode, said):
+    """Ctrl-C, and SIGTERM (kill, a container stop, a scheduler) as well: a non-zero exit and interrupted.ckpt."""
     run = tmp_path / "run"
     command = [sys.executable, str(ROOT / "train.py"), *SMALL, "trainer.max_epochs=500", f"hydra.run.dir={run}",
                f"paths.data_dir={tmp_path}", "callbacks.progress_bar=null"]
@@ -180,16 +294,62 @@ def test_sigint_to_a_running_training_saves_a_checkpoint(tmp_path):
     deadline = time.monotonic() + 120
     while not (run / "checkpoints" / "last.ckpt").exists() and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.2)
-    time.sleep(0.5)
-    os.kill(process.pid, signal.SIGINT)
+    time.sleep(0.5)  # mid-epoch
+    os.kill(process.pid, signum)
     output, _ = process.communicate(timeout=120)
-    assert process.returncode == 1, output[-3000:]
-    assert "Interrupted at epoch" in output
-    checkpoint = load_checkpoint(run / "checkpoints" / "interrupted.ckpt")
+    assert process.returncode == returncode, output[-3000:]
+    assert said in output
+    interrupted = run / "checkpoints" / "interrupted.ckpt"
+    checkpoint = load_checkpoint(interrupted)
     assert 6 <= checkpoint["global_step"] < 500 * 6
+    # The rest of the interrupted epoch (none when the signal came after its last batch) and one more.
+    epochs = checkpoint["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"] + 2
+    train(make_cfg(tmp_path / "resumed", *SMALL, f"trainer.max_epochs={epochs}", f"ckpt_path={interrupted}"))
+    resumed = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.ckpt")
+    assert (resumed["epoch"], resumed["global_step"]) == (epochs - 1, epochs * 6)
 
 
 # --- runs never overwrite runs ----------------------------------------------------------------------
+
+
+def _claim(run_dir: Path, barrier, results, done) -> None:
+    barrier.wait()  # both processes claim at the same moment
+    try:
+        claim_run_dir(run_dir)
+        results.put("claimed")
+    except ConfigError as error:
+        results.put(str(error))
+    done.wait()  # the winner holds its claim until both have answered
+
+
+def test_two_runs_claiming_one_directory_at_once_exactly_one_wins(tmp_path):
+    run_dir = tmp_path / "run"
+    context = multiprocessing.get_context("fork")
+    barrier, results, done = context.Barrier(2), context.Queue(), context.Event()
+    processes = [context.Process(target=_claim, args=(run_dir, barrier, results, done)) for _ in range(2)]
+    for process in processes:
+        process.start()
+    answers = sorted((results.get(timeout=60) for _ in processes), key=lambda a: a != "claimed")
+    done.set()
+    for process in processes:
+        process.join(timeout=60)
+    assert answers[0] == "claimed", answers
+    # The winner writes its process id into the lock file just after taking the lock.
+    assert re.match(f"The run directory {run_dir} is in use by another run right now \\((process \\d+ on .+|another process)\\); ", answers[1])
+    assert "two runs never share a directory. Choose another hydra.run.dir" in answers[1]
+
+
+def test_a_crashed_runs_claim_does_not_outlive_it(tmp_path):
+    def crash():
+        claim_run_dir(tmp_path)
+        os._exit(1)  # no cleanup: the lock file stays, the OS drops the lock
+
+    process = multiprocessing.get_context("fork").Process(target=crash)
+    process.start()
+    process.join(timeout=60)
+    assert (tmp_path / ".run.lock").exists()
+    claim_run_dir(tmp_path)  # the directory holds no outputs: it is free again
+    train_script.release_run_dir(tmp_path)
 
 
 def test_a_run_directory_with_outputs_is_never_reused(tmp_path):
@@ -198,6 +358,22 @@ def test_a_run_directory_with_outputs_is_never_reused(tmp_path):
     with pytest.raises(ConfigError, match=f"{tmp_path} already holds another run's outputs \\(checkpoints\\); nothing is overwritten"):
         train(make_cfg(tmp_path, *SMALL, "trainer.max_epochs=1"))
     assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")} == before
+
+
+@pytest.mark.slow
+def test_two_runs_started_together_on_one_directory_never_mix(tmp_path):
+    run = tmp_path / "run"
+    commands = [[sys.executable, str(ROOT / "train.py"), "debug=fdr", "dataset=synthetic", "logger=none", f"seed={seed}",
+                 f"hydra.run.dir={run}", f"paths.data_dir={tmp_path}"] for seed in (1, 2)]
+    processes = [subprocess.Popen(c, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for c in commands]
+    errors = [process.communicate(timeout=180)[1] for process in processes]
+    codes = [process.returncode for process in processes]
+    assert sorted(codes) == [0, 1], errors
+    winner, loser = (0, 1) if codes[0] == 0 else (1, 0)
+    refusal = errors[loser].strip().splitlines()[-1]
+    assert refusal.startswith(f"Config error: The run directory {run} ") and "Traceback" not in errors[loser]
+    assert "is in use by another run right now" in refusal or "already holds another run's outputs" in refusal
+    assert OmegaConf.load(run / ".hydra" / "config.yaml").seed == winner + 1  # the loser wrote nothing there
 
 
 @pytest.mark.slow

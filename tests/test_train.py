@@ -4,13 +4,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from train_hooks import with_callback
 
 from snn.training import SpikingClassifierModule
-from train import train
+from train import fit_metrics, train
 
 ROOT = Path(__file__).parents[1]
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -41,6 +43,33 @@ def test_missing_dataset_stops_the_run_with_one_clear_message(tmp_path):
 def test_fast_dev_run_of_every_model(tmp_path, model):
     value = train(make_cfg(tmp_path, f"model={model}", "dataset=synthetic", "debug=fdr", "model.T=8"))
     assert 0.0 <= value <= 1.0
+
+
+class FitMetrics(L.Callback):
+    def on_fit_end(self, trainer, pl_module):
+        # LearningRateMonitor adds lr-AdamW: a learning rate, not a metric to optimise.
+        self.logged = {m for m in trainer.callback_metrics if not m.startswith("lr-")}
+        self.declared = set(fit_metrics(pl_module))
+
+
+@pytest.mark.parametrize("rate_weight", [0.0, 0.1])
+def test_fit_metrics_are_the_metrics_logged_while_fitting(tmp_path, monkeypatch, rate_weight):
+    # What optimized_metric is checked against before training starts.
+    metrics = FitMetrics()
+    with_callback(monkeypatch, metrics)
+    train(make_cfg(tmp_path, "dataset=synthetic", "debug=fdr", "model.T=4", "model.hidden=[8,8]", f"regularizer.rate_weight={rate_weight}"))
+    assert metrics.logged == metrics.declared and "spikes/hidden2/val_rate" in metrics.logged
+
+
+def test_trains_in_float64(tmp_path):
+    """trainer.precision=64-true: the fused kernels, batch norm, the model summary and the raster plot run in float64."""
+    value = train(make_cfg(tmp_path, "dataset=synthetic", "model.T=6", "model.conv.channels=[4]", "model.hidden=16",
+                           "model.neuron.backend=cpp", "trainer.precision=64-true", "trainer.max_epochs=1",
+                           "trainer.accelerator=cpu", "callbacks.spike_raster.every_n_epochs=1"))
+    assert 0.0 <= value <= 1.0
+    weights = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+    assert {w.dtype for w in weights.values() if w.is_floating_point()} == {torch.float64}
+    assert "test/acc" in scalars(tmp_path)
 
 
 def test_learns_a_separable_task_logs_everything_and_checkpoints_rebuild_the_model(tmp_path):

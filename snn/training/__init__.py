@@ -17,7 +17,7 @@ from .data import (
     MNISTDataModule,
     SyntheticDataModule,
 )
-from .failures import InterruptCheckpoint, NonFiniteLossError, NonFiniteLossGuard
+from .failures import InterruptCheckpoint, NonFiniteError, NonFiniteGuard
 from .idx import DataError, read_idx
 from .module import SpikingClassifierModule, build_from_config
 from .monitoring import (
@@ -33,6 +33,6 @@ __all__ = [
     "SyntheticDataModule", "DataError", "read_idx", "SpikingClassifierModule", "build_from_config",
     "RNGStateCheckpoint", "check_model_config", "load_checkpoint", "load_classifier", "load_module",
     "CheckpointError", "CheckpointWriteError", "NonFiniteCheckpointError", "SafeCheckpointIO",
-    "InterruptCheckpoint", "NonFiniteLossError", "NonFiniteLossGuard",
+    "InterruptCheckpoint", "NonFiniteError", "NonFiniteGuard",
     "ConfigHyperparameters", "NeuronParameterHistograms", "SpikeRasterPlot", "SpikeStatistics",
 ]

@@ -19,12 +19,13 @@ def _params(module: nn.Module) -> int:
 def neuron_counts(net: nn.Module) -> dict[str, int]:
     """Neurons per spiking layer of ``net``, from one forward pass on a zero input (weights untouched)."""
     was_training = net.training
-    device = next((p.device for p in net.parameters()), torch.device("cpu"))
+    param = next(net.parameters(), None)
+    device, dtype = (param.device, param.dtype) if param is not None else (torch.device("cpu"), torch.get_default_dtype())
     recorder = SpikeRecorder(net.spiking_layers())
     try:
         net.eval()
         with torch.no_grad():
-            net(torch.zeros(1, *net.input_shape, device=device))
+            net(torch.zeros(1, *net.input_shape, device=device, dtype=dtype))  # e.g. float64 under precision=64-true
         return recorder.neurons()
     finally:
         recorder.remove()

@@ -45,6 +45,19 @@ def collate_to_float(batch: list) -> tuple[torch.Tensor, torch.Tensor]:
     return (x.float().div_(255) if x.dtype == torch.uint8 else x.float()), y.long()
 
 
+def validation_count(val_size: int | float, num_train: int, name: str) -> int:
+    """How many of ``num_train`` training samples ``val_size`` (a count or a fraction) holds out for
+    validation; a DataError naming both sizes unless both splits keep at least one sample."""
+    n_val = val_size if isinstance(val_size, int) else round(val_size * num_train)
+    if not 0 < n_val < num_train:
+        left = "no training data" if n_val >= num_train else "no validation data"
+        raise DataError(
+            f"dataset.val_size={val_size} holds out {n_val} of the {num_train} samples of the {name} training set "
+            f"for validation, which leaves {left}: choose a count from 1 to {num_train - 1}, or a fraction in (0, 1)."
+        )
+    return n_val
+
+
 class ClassificationDataModule(L.LightningDataModule):
     """Shared by all datasets: the train/val split and the loaders. Subclasses implement ``load``."""
 
@@ -92,9 +105,7 @@ class ClassificationDataModule(L.LightningDataModule):
             return
         images, labels = self.load(train=True)
         self._check(images, labels, "train")
-        n_val = self.val_size if isinstance(self.val_size, int) else round(self.val_size * len(images))
-        if not 0 < n_val < len(images):
-            raise ValueError(f"val_size {self.val_size} leaves no training data: the {self.name} training set has {len(images)} samples.")
+        n_val = validation_count(self.val_size, len(images), self.name)
         order = torch.randperm(len(images), generator=torch.Generator().manual_seed(self.split_seed))
         self.train_set = ImageTensorDataset(images, labels, order[n_val:], self.train_transform())
         self.val_set = ImageTensorDataset(images, labels, order[:n_val])
@@ -293,6 +304,7 @@ class SyntheticDataModule(ClassificationDataModule):
         if num_train <= 0 or num_test <= 0 or noise < 0:
             raise ValueError(f"Need num_train > 0, num_test > 0, noise >= 0; got {num_train}, {num_test}, {noise}.")
         self.num_train, self.num_test, self.noise, self.seed = num_train, num_test, noise, seed
+        validation_count(self.val_size, num_train, self.name)  # the sizes are known: fail before training starts
 
     def load(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
         generator = torch.Generator().manual_seed(self.seed)

@@ -1,17 +1,22 @@
-"""What happens when a run goes wrong: a non-finite loss stops it before the weights are spoiled, and
-Ctrl-C leaves a checkpoint to resume from."""
+"""What happens when a run goes wrong: a NaN or inf stops it before it reaches the weights or a
+checkpoint, and Ctrl-C or SIGTERM leaves a checkpoint to resume from."""
 
 from __future__ import annotations
 
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 
+ADVICE = "Lower optimizer.lr, set trainer.gradient_clip_val, or check the data."
 
-class NonFiniteLossError(FloatingPointError):
-    """The training loss became NaN or infinite."""
+
+class NonFiniteError(FloatingPointError):
+    """The training loss, a gradient, a weight or an optimizer state became NaN or infinite."""
 
 
 def _last_good_checkpoint(trainer: L.Trainer) -> str:
@@ -21,41 +26,134 @@ def _last_good_checkpoint(trainer: L.Trainer) -> str:
     return str(max(paths, key=lambda p: p.stat().st_mtime).resolve()) if paths else ""
 
 
-class NonFiniteLossGuard(L.Callback):
-    """Stops training when the loss of a training step is NaN or inf, before its backward pass.
+def all_finite(tensors: Iterable[torch.Tensor]) -> torch.Tensor | None:
+    """A boolean tensor, true when every floating-point tensor is free of NaN and inf (None: none given).
 
-    Raises ``NonFiniteLossError`` naming the epoch and step and the last checkpoint written; as the
-    optimizer never sees the bad step, the weights and every checkpoint stay as they were. In
-    multi-process runs the ranks agree on the decision (one small all-reduce per step), so all stop.
+    One max-abs norm per tensor, all computed by one ``_foreach_norm`` per device and dtype, reduced
+    on the device: reading the result is the only host sync. (A max rather than a sum of norms: huge
+    but finite values never overflow into a false alarm.)
+    """
+    groups: dict[tuple[torch.device, torch.dtype], list[torch.Tensor]] = defaultdict(list)
+    for t in tensors:
+        if t.is_floating_point() and t.numel():
+            groups[(t.device, t.dtype)].append(t.detach())
+    flags = [torch.stack(torch._foreach_norm(group, math.inf)).amax().isfinite() for group in groups.values()]
+    if not flags:
+        return None
+    return torch.stack([f.to(flags[0].device) for f in flags]).all()
+
+
+def _optimizer_states(trainer: L.Trainer) -> Iterator[torch.Tensor]:
+    for optimizer in trainer.optimizers:
+        for state in optimizer.state.values():
+            yield from (v for v in state.values() if isinstance(v, torch.Tensor))
+
+
+def _named_state(trainer: L.Trainer, pl_module: L.LightningModule) -> Iterator[tuple[str, torch.Tensor]]:
+    """What a checkpoint stores as tensors: the module's parameters and buffers, the optimizer states."""
+    yield from pl_module.state_dict(keep_vars=True).items()
+    for i, optimizer in enumerate(trainer.optimizers):
+        names = {id(p): n for n, p in pl_module.named_parameters()}
+        for param, state in optimizer.state.items():
+            for key, value in state.items():
+                if isinstance(value, torch.Tensor):
+                    yield f"optimizer {i} {key} of {names.get(id(param), '?')}", value
+
+
+def _describe_bad(named: Iterable[tuple[str, torch.Tensor]], limit: int = 3) -> str:
+    """'name (k of n values)' for the first ``limit`` non-finite tensors (only on the failure path)."""
+    bad = [(n, t) for n, t in named if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    shown = [f"{n} ({int((~torch.isfinite(t)).sum())} of {t.numel()} values)" for n, t in bad[:limit]]
+    more = f" and {len(bad) - limit} more" if len(bad) > limit else ""
+    return ", ".join(shown) + more if shown else "on another process"
+
+
+class NonFiniteGuard(L.Callback):
+    """Stops training at the first NaN or inf, before it reaches the weights or any checkpoint.
+
+    Two checks per training step, each one fused reduction and one host sync (and, with several
+    processes, one all-reduce, so that all ranks stop together):
+
+    - before the optimizer step: the loss and the gradients (the gradients are left to the
+      GradScaler under 16-bit mixed precision, which skips steps with inf gradients by design);
+    - after the step (``on_train_batch_end``, before validation and before any ModelCheckpoint can
+      write): the parameters, buffers (e.g. batch-norm statistics) and optimizer states, all that a
+      checkpoint stores.
+
+    Raises ``NonFiniteError`` naming the epoch, the global step and the batch, what went bad and the
+    last checkpoint written, which is good: every checkpoint is written after a passed check.
     """
 
     def __init__(self):
         super().__init__()
         self.batch_idx = -1
+        self.step = 0
+        self._loss_finite: torch.Tensor | None = None
+        self._loss: torch.Tensor | None = None
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
-        self.batch_idx = batch_idx
+        self.batch_idx, self.step = batch_idx, trainer.global_step
 
     def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: torch.Tensor) -> None:
-        bad = not bool(torch.isfinite(loss.detach()).all())
+        finite = torch.isfinite(loss.detach()).all()  # no sync: read with the gradients' flag
+        self._loss_finite = finite if self._loss_finite is None else self._loss_finite & finite
+        self._loss = loss.detach()
+
+    def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer) -> None:
+        loss_finite, self._loss_finite = self._loss_finite, None
+        checks = [] if loss_finite is None else [loss_finite]
+        if getattr(trainer.precision_plugin, "scaler", None) is None:
+            grads = all_finite(p.grad for p in pl_module.parameters() if p.grad is not None)
+            if grads is not None:
+                checks.append(grads.to(checks[0].device) if checks else grads)
+        if not checks:
+            return
+        bad = not bool(torch.stack(checks).all())
         if not trainer.strategy.reduce_boolean_decision(bad, all=False):
             return
-        last = _last_good_checkpoint(trainer)
-        kept = f"The last good checkpoint is kept: {last}" if last else "No checkpoint had been written yet."
-        value = loss.detach().float().cpu().item() if loss.numel() == 1 and bad else "non-finite on another process"
-        raise NonFiniteLossError(
-            f"Training loss became {value} at epoch {trainer.current_epoch}, global step {trainer.global_step} "
-            f"(batch {self.batch_idx} of the epoch); training stopped "
-            f"before the optimizer step. {kept}. Lower optimizer.lr, set trainer.gradient_clip_val, or check the data."
+        where = self._where(trainer)
+        if loss_finite is not None and not bool(loss_finite) and self._loss is not None:
+            value = self._loss.float().cpu().item() if self._loss.numel() == 1 else "non-finite"
+            what = f"Training loss became {value} {where}"
+        elif bad:
+            grads = ((n, p.grad) for n, p in pl_module.named_parameters() if p.grad is not None)
+            what = f"Gradients became non-finite {where}: {_describe_bad(grads)}"
+        else:
+            what = f"The loss or the gradients became non-finite on another process {where}"
+        self._stop(trainer, f"{what}; training stopped before the optimizer step")
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
+        state = [*pl_module.state_dict(keep_vars=True).values(), *_optimizer_states(trainer)]
+        finite = all_finite(state)
+        bad = finite is not None and not bool(finite)
+        if not trainer.strategy.reduce_boolean_decision(bad, all=False):
+            return
+        what = _describe_bad(_named_state(trainer, pl_module)) if bad else "on another process"
+        self._stop(
+            trainer,
+            f"The model's state became non-finite in the training step {self._where(trainer)}: {what}; "
+            "training stopped before any checkpoint could store it",
         )
+
+    def _where(self, trainer: L.Trainer) -> str:
+        return f"at epoch {trainer.current_epoch}, global step {self.step} (batch {self.batch_idx} of the epoch)"
+
+    def _stop(self, trainer: L.Trainer, message: str) -> None:
+        last = _last_good_checkpoint(trainer)
+        kept = f"The last good checkpoint is kept: {last}" if last else "No checkpoint had been written yet"
+        raise NonFiniteError(f"{message}. {kept}. {ADVICE}")
 
 
 class InterruptCheckpoint(L.Callback):
-    """On Ctrl-C (KeyboardInterrupt, SIGINT), saves ``<dirpath>/interrupted.ckpt`` before Lightning exits.
+    """On Ctrl-C (SIGINT) or SIGTERM (``kill``, a container stop, a scheduler's preemption), saves
+    ``<dirpath>/interrupted.ckpt`` before Lightning stops.
 
+    SIGTERM is Lightning's to catch: it sets ``trainer.received_sigterm`` and stops the loops at the
+    next batch with a ``SIGTERMException`` (a SystemExit), which train.py turns into exit code 143.
     Resume with ``python train.py ckpt_path=<dirpath>/interrupted.ckpt`` (same config). A checkpoint
     taken mid-epoch resumes mid-epoch: it repeats the interrupted run closely but not bit for bit
     (the data order of the interrupted epoch starts over); end-of-epoch checkpoints resume exactly.
+    A state that is not finite (interrupted between an optimizer step and its check) is not saved.
     """
 
     def __init__(self, dirpath: str | Path, filename: str = "interrupted.ckpt"):
@@ -63,10 +161,17 @@ class InterruptCheckpoint(L.Callback):
         self.path = Path(dirpath) / filename
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        if not isinstance(exception, KeyboardInterrupt) or trainer.state.fn != "fit":
+        sigterm = isinstance(exception, SystemExit) and trainer.received_sigterm
+        if not (isinstance(exception, KeyboardInterrupt) or sigterm) or trainer.state.fn != "fit":
+            return
+        what = "Terminated (SIGTERM)" if sigterm else "Interrupted"
+        finite = all_finite([*pl_module.state_dict(keep_vars=True).values(), *_optimizer_states(trainer)])
+        if finite is not None and not trainer.strategy.reduce_boolean_decision(bool(finite), all=True):
+            rank_zero_info(f"{what} at epoch {trainer.current_epoch}, step {trainer.global_step}: the model's state "
+                           f"is not finite, so {self.path.name} was not saved.")
             return
         trainer.save_checkpoint(self.path)
         rank_zero_info(
-            f"Interrupted at epoch {trainer.current_epoch}, step {trainer.global_step}: saved {self.path.resolve()}; "
+            f"{what} at epoch {trainer.current_epoch}, step {trainer.global_step}: saved {self.path.resolve()}; "
             f"resume with: python train.py <same overrides> ckpt_path={self.path.resolve()}"
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -81,6 +82,7 @@ class SpikingClassifierModule(L.LightningModule):
         check_model(self.net)  # snn.models.SpikingModel: what training and monitoring rely on
         self.optimizer_factory = build_from_config(optimizer, "optimizer")
         self.scheduler_factory = build_from_config(scheduler, "scheduler") if scheduler else None
+        self._check_optimizer()
         # Keep the graph only when the rate penalty needs gradients through the spikes.
         self.recorder = SpikeRecorder(self.net.spiking_layers(), detach=rate_weight == 0)
         num_classes = self.net.num_classes
@@ -128,6 +130,23 @@ class SpikingClassifierModule(L.LightningModule):
 
     def test_step(self, batch, batch_idx: int) -> None:
         self._step(batch, "test")
+
+    def _check_optimizer(self) -> None:
+        """Builds the optimizer and scheduler once and drops them, so that a bad value
+        (``optimizer.lr=abc``, ``lr=-1``, a wrong argument) fails with the module, not when fitting starts."""
+        lr = getattr(self.optimizer_factory, "keywords", {}).get("lr")
+        if lr is not None and not isinstance(lr, torch.Tensor) and (
+                isinstance(lr, bool) or not isinstance(lr, int | float) or not math.isfinite(lr) or lr <= 0):
+            raise ValueError(f"optimizer.lr must be a positive number, got {lr!r}.")
+        try:
+            optimizer = self.optimizer_factory(params=self.parameters())
+        except (TypeError, ValueError, KeyError) as error:
+            raise ValueError(f"Invalid optimizer config: {error}") from error
+        if self.scheduler_factory is not None:
+            try:
+                self.scheduler_factory(optimizer=optimizer)
+            except (TypeError, ValueError, KeyError) as error:
+                raise ValueError(f"Invalid scheduler config: {error}") from error
 
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(params=self.parameters())

@@ -336,5 +336,5 @@ class SpikeRasterPlot(L.Callback):
         if writer is None:
             return
         x, label = self.sample(trainer)
-        for tag, figure in self.figures(pl_module.net, x.to(pl_module.device), label).items():
+        for tag, figure in self.figures(pl_module.net, x.to(pl_module.device, pl_module.dtype), label).items():
             write_figure(writer, tag, figure, trainer.global_step)
