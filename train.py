@@ -27,7 +27,9 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from snn.training import (
+    CheckpointWriteError,
     DataError,
+    NonFiniteCheckpointError,
     NonFiniteError,
     SafeCheckpointIO,
     SpikingClassifierModule,
@@ -345,6 +347,8 @@ def main(cfg: DictConfig) -> float:
         sys.exit(f"Config error: {error}")
     except NonFiniteError as error:  # the message names the step and the last good checkpoint
         sys.exit(f"Training stopped: {error}")
+    except (CheckpointWriteError, NonFiniteCheckpointError) as error:  # one sentence: file and cause
+        sys.exit(f"Checkpoint not written: {error}")
 
 
 def explain_composition_error(overrides: list[str]) -> str | None:

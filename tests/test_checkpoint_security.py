@@ -18,11 +18,12 @@ from omegaconf import OmegaConf
 from snn.training import (
     CheckpointError,
     SafeCheckpointIO,
+    SpikingClassifierModule,
     build_from_config,
     load_checkpoint,
     load_classifier,
 )
-from snn.training.checkpoints import ALLOWED_TARGETS, check_targets
+from snn.training.safe_load import ALLOWED_TARGETS, check_targets
 from train import ConfigError, train
 
 ROOT = Path(__file__).parents[1]
@@ -47,13 +48,15 @@ def load_on(path_kind: str, ckpt: Path, tmp_path: Path) -> None:
     """Loads ``ckpt`` the way a user would on ``path_kind``."""
     if path_kind == "load_classifier":
         load_classifier(ckpt)
+    elif path_kind == "load_from_checkpoint":
+        SpikingClassifierModule.load_from_checkpoint(ckpt)
     elif path_kind == "resume":
         train(make_cfg(tmp_path / "resumed", *SMALL, "trainer.max_epochs=2", f"ckpt_path={ckpt}"))
     else:
         train(make_cfg(tmp_path / "evaluated", *SMALL, "train=false", f"ckpt_path={ckpt}"))
 
 
-PATHS = ["load_classifier", "resume", "evaluate"]
+PATHS = ["load_classifier", "load_from_checkpoint", "resume", "evaluate"]
 
 
 # --- Our own checkpoints: data only ----------------------------------------------------------------
@@ -153,7 +156,7 @@ def test_the_hostile_checkpoints_would_run_their_payload_when_loaded_unsafely(tm
 @pytest.mark.parametrize("kind", KINDS)
 def test_hostile_checkpoints_are_refused_on_every_path_and_run_nothing(tmp_path, trained, kind, path_kind):
     path, expected = hostile(kind, trained, tmp_path)
-    error_type = CheckpointError if path_kind == "load_classifier" else ConfigError
+    error_type = CheckpointError if path_kind.startswith("load_") else ConfigError
     with pytest.raises(error_type, match=rf"{path} {expected}" if kind.startswith("pickle") else expected) as error:
         load_on(path_kind, path, tmp_path)
     assert "\n" not in str(error.value)

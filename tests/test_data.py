@@ -260,6 +260,28 @@ def test_cifar10_corrupt_batch_and_missing_files(tmp_path):
         CIFAR10DataModule(data_dir=str(tmp_path / "empty"), download=False).prepare_data()
 
 
+class _WritesMarker:
+    """A pickle payload: unpickling it calls pathlib.Path.touch on a marker file."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_cifar10_batches_are_read_as_data_and_a_code_payload_is_refused(tmp_path):
+    """A downloaded CIFAR-10 batch is unpickled with an allowlist (numpy arrays only): a file that
+    names any other function is refused by name and nothing in it runs."""
+    write_cifar(tmp_path / "cifar-10-batches-py")
+    marker = tmp_path / "marker"
+    batch = {b"data": np.zeros((6, 3072), dtype=np.uint8), b"labels": [0] * 6, b"x": _WritesMarker(marker)}
+    (tmp_path / "cifar-10-batches-py" / "data_batch_2").write_bytes(pickle.dumps(batch))
+    with pytest.raises(ValueError, match=r"data_batch_2 is not a CIFAR-10 python batch.*Path"):
+        CIFAR10DataModule(data_dir=str(tmp_path), download=False).setup("fit")
+    assert not marker.exists()
+
+
 # --- synthetic ------------------------------------------------------------------------------------
 
 

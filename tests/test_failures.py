@@ -143,6 +143,21 @@ def test_main_exits_non_zero_with_the_message(tmp_path, monkeypatch):
     assert exit_.value.code == "Training stopped: Training loss became nan at epoch 3, global step 40 (batch 4 of the epoch); ..."
 
 
+def test_main_reports_a_checkpoint_that_could_not_be_written_in_one_sentence(tmp_path, monkeypatch):
+    """A full disk (CheckpointWriteError) ends the run with its one sentence, not a traceback."""
+    from snn.training import CheckpointWriteError
+
+    sentence = "Could not write /x/last.ckpt: No space left on device (errno 28); the previous checkpoints are intact."
+
+    def full_disk(cfg):
+        raise CheckpointWriteError(sentence)
+
+    monkeypatch.setattr(train_script, "train", full_disk)
+    with pytest.raises(SystemExit) as exit_:
+        train_script.main.__wrapped__(make_cfg(tmp_path))
+    assert exit_.value.code == f"Checkpoint not written: {sentence}"
+
+
 # --- bad config: one paragraph, valid choices, before any data is read ------------------------------
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from .checkpoints import read_checkpoint
+from .safe_load import read_checkpoint
 
 
 class CheckpointWriteError(OSError):

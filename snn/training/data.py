@@ -250,6 +250,20 @@ class FashionMNISTDataModule(MNISTDataModule):
         return v2.Compose(steps)
 
 
+class CifarBatchUnpickler(pickle.Unpickler):
+    """Reads a CIFAR-10 python batch (a dict of a uint8 numpy array and a list of labels) and
+    refuses every other global: a plain ``pickle.load`` of a downloaded file would call whatever
+    the file names. Only numpy's array reconstruction is allowed."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype")}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"it asks for {module}.{name}, which a CIFAR-10 batch never holds")
+        return super().find_class(module, name)
+
+
 class CIFAR10DataModule(FileDataModule):
     """CIFAR-10 from the python batches (``cifar-10-batches-py``); random crop and flip when ``augment``."""
 
@@ -277,7 +291,7 @@ class CIFAR10DataModule(FileDataModule):
             path = self.find_file(folder, name)
             try:
                 with open(path, "rb") as f:
-                    batch = pickle.load(f, encoding="bytes")
+                    batch = CifarBatchUnpickler(f, encoding="bytes").load()
                 data, batch_labels = batch[b"data"], batch[b"labels"]
             except Exception as error:
                 raise DataError(f"{path} is not a CIFAR-10 python batch ({error!r}); delete it and fetch it again.") from None

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -16,6 +18,8 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from snn.models import SpikeRecorder, check_model
+
+from .safe_load import check_targets, load_checkpoint
 
 STAGES = ("train", "val", "test")
 
@@ -92,6 +96,32 @@ class SpikingClassifierModule(L.LightningModule):
         self.val_rates = nn.ModuleDict({name: MeanMetric() for name in self.recorder.names})
         self.test_rates = nn.ModuleDict({name: MeanMetric() for name in self.recorder.names})
         self.example_input_array = torch.zeros(2, *self.net.input_shape)
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: str | Path, map_location: Any = "cpu",
+                             hparams_file: Any = None, strict: bool | None = None,
+                             weights_only: bool | None = None, **overrides: Any) -> SpikingClassifierModule:
+        """The module of a checkpoint, read as data: :func:`~snn.training.safe_load.load_checkpoint`
+        checks the file's integrity, unpickles it with ``weights_only=True`` and refuses any
+        ``_target_`` outside our own classes *before* ``__init__`` instantiates the configs.
+        Lightning's own version unpickles first and builds whatever the file names.
+        ``weights_only=False`` is not honoured; ``hparams_file`` is not supported (the checkpoint
+        carries its configs); ``overrides`` replace hyperparameters (checked as well)."""
+        if hparams_file is not None:
+            raise ValueError("hparams_file is not supported: the checkpoint carries the configs that built it.")
+        checkpoint = load_checkpoint(checkpoint_path, map_location)
+        hyper_parameters = {**checkpoint["hyper_parameters"], **overrides}
+        check_targets(hyper_parameters, checkpoint_path)
+        accepted = inspect.signature(cls.__init__).parameters
+        module = cls(**{k: v for k, v in hyper_parameters.items() if k in accepted})
+        module.on_load_checkpoint(checkpoint)
+        try:
+            module.load_state_dict(checkpoint["state_dict"], strict=True if strict is None else strict)
+        except RuntimeError as error:
+            raise ValueError(
+                f"The weights in {checkpoint_path} do not fit the model its config builds: {error}"
+            ) from None
+        return module.to(map_location if isinstance(map_location, str | torch.device) else "cpu")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)

@@ -1,0 +1,176 @@
+"""Reading a checkpoint file as data: integrity first, then ``weights_only`` unpickling, then the
+configs it carries checked before anything is built from them.
+
+A checkpoint is data, never code: every read checks the zip's checksums first, unpickles with
+``weights_only=True`` (tensors and plain Python values only; nothing in the file is called), and
+the configs it carries may only build our own classes (``snn.models`` networks, ``torch.optim``
+optimizers and schedulers) before Hydra instantiates anything from them. This module knows nothing
+of the LightningModule, so the module itself can load through it (``load_from_checkpoint``).
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+import snn.models
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that is refused: missing parts, damaged, or asking for more than data."""
+
+
+def _public_classes(module: Any, base: type | tuple[type, ...]) -> frozenset[str]:
+    """The import paths (``module.Name`` and the defining ``module.sub.Name``) of ``module``'s public
+    classes derived from ``base``: what a checkpoint's ``_target_`` may name."""
+    paths = set()
+    for name in getattr(module, "__all__", [n for n in dir(module) if not n.startswith("_")]):
+        obj = getattr(module, name, None)
+        if isinstance(obj, type) and issubclass(obj, base):
+            paths |= {f"{module.__name__}.{name}", f"{obj.__module__}.{obj.__qualname__}"}
+    return frozenset(paths)
+
+
+# What each instantiated hyperparameter of a checkpoint may build (its _target_ and every nested one).
+ALLOWED_TARGETS: dict[str, frozenset[str]] = {
+    "net": _public_classes(snn.models, nn.Module),
+    "optimizer": _public_classes(torch.optim, torch.optim.Optimizer),
+    "scheduler": _public_classes(
+        torch.optim.lr_scheduler, (torch.optim.lr_scheduler.LRScheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+    ),
+}
+
+
+def check_targets(hyper_parameters: Mapping[str, Any], path: str | Path) -> None:
+    """Refuses (CheckpointError) a checkpoint whose net, optimizer or scheduler config names any
+    ``_target_`` outside ``ALLOWED_TARGETS``, or carries an OmegaConf interpolation (``${...}``,
+    which would run resolvers): Hydra instantiates these configs, so they decide what code runs."""
+
+    def walk(node: Any, where: str, allowed: frozenset[str], section: str) -> None:
+        if isinstance(node, Mapping):
+            target = node.get("_target_", None)
+            if "_target_" in node and (not isinstance(target, str) or target not in allowed):
+                kinds = {"net": "snn.models classes", "optimizer": "torch.optim optimizers",
+                         "scheduler": "torch.optim.lr_scheduler schedulers"}[section]
+                raise CheckpointError(
+                    f"{path} asks to build {target!r} ({where}['_target_']), but a checkpoint may only build "
+                    f"{kinds}; it was refused and nothing from it was built or run."
+                )
+            for key, value in node.items():
+                walk(value, f"{where}[{key!r}]", allowed, section)
+        elif isinstance(node, list | tuple):
+            for i, value in enumerate(node):
+                walk(value, f"{where}[{i}]", allowed, section)
+        elif isinstance(node, str) and "${" in node:
+            raise CheckpointError(
+                f"{path} carries the config interpolation {node!r} at {where}, which would run a resolver when "
+                "the model is built; checkpoints store resolved values, so it was refused."
+            )
+
+    for section, allowed in ALLOWED_TARGETS.items():
+        walk(hyper_parameters.get(section), f"hyper_parameters[{section!r}]", allowed, section)
+
+
+def check_map_location(map_location: Any) -> None:
+    """A ValueError in one sentence when ``map_location`` names a device this machine does not have."""
+    if not isinstance(map_location, str | torch.device):
+        return  # a dict or a function: torch.load applies it
+    try:
+        device = torch.device(map_location)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"map_location={map_location!r} is not a device (e.g. 'cpu', 'cuda', 'cuda:1').") from None
+    backend = getattr(torch, device.type, None) if device.type in ("cuda", "mps", "xpu") else None
+    if backend is None:
+        return
+    if not backend.is_available():
+        raise ValueError(
+            f"map_location={map_location!r} asks for a {device.type.upper()} device, but this machine has none "
+            f"(torch.{device.type}.is_available() is False); load with map_location='cpu'."
+        )
+    count = backend.device_count() if hasattr(backend, "device_count") else 1
+    if device.index is not None and device.index >= count:
+        raise ValueError(f"map_location={map_location!r}: this machine has {count} {device.type} device(s).")
+
+
+def verify_integrity(path: Path) -> None:
+    """Refuses (CheckpointError) a file that is not a complete zip archive (every ``torch.save`` file
+    since torch 1.6 is one) or whose stored CRC-32 checksums do not match its contents. torch.load
+    checks neither; this reads the file once."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as error:
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint (corrupt or truncated?): not a complete zip archive ({error})."
+        ) from None
+    if damaged is not None:
+        raise CheckpointError(
+            f"{path} is damaged: the checksum of its part {damaged!r} does not match its contents (a flipped bit or "
+            "a bad copy); nothing was loaded, copy the file again or use another checkpoint."
+        )
+
+
+def _refused(error: pickle.UnpicklingError) -> str:
+    """What a weights_only unpickling refused, from torch's message: the type or function it names,
+    else torch's reason."""
+    message = str(error)
+    found = re.search(r"GLOBAL ([\w.]+)", message) or re.search(r"<class '([\w.]+)'>", message)
+    if found:
+        name = found.group(1)
+        return f"refers to {name if '.' in name else f'builtins.{name}'}"  # torch drops 'builtins.'
+    reasons = [line.strip() for line in message.split("WeightsUnpickler error:")[-1].splitlines() if line.strip()]
+    return f"holds something else ({reasons[0].rstrip('.')})" if reasons else "holds something else"
+
+
+def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
+    """The object ``torch.save`` wrote to ``path``, after checking the file's integrity, unpickled with
+    ``weights_only=True``: tensors and plain values only, nothing in the file is run. Errors
+    (FileNotFoundError, CheckpointError, ValueError for a device) are one sentence naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Checkpoint {path} does not exist.")
+    check_map_location(map_location)
+    verify_integrity(path)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        if "Weights only load failed" not in str(error):
+            raise CheckpointError(f"{path} is not a readable checkpoint (corrupt or truncated?): {error}") from None
+        raise CheckpointError(
+            f"{path} {_refused(error)}, but a checkpoint may hold only tensors and plain values (dicts, lists, "
+            "tuples, strings, numbers, None), so it was refused and nothing in it was run; "
+            "if you wrote the file yourself, load it once with torch.load(path, weights_only=False) where you trust "
+            "it and save it again with that object replaced by plain values (OmegaConf.to_container for configs)."
+        ) from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile) as error:
+        if "on a CUDA device" in str(error):
+            raise ValueError(
+                f"{path} holds tensors saved on a CUDA device and this machine has no CUDA; load it with "
+                "map_location='cpu'."
+            ) from None
+        raise CheckpointError(f"{path} is not a readable checkpoint (corrupt or truncated?): {error}") from None
+
+
+def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
+    """The checkpoint dictionary in ``path``, read safely (``read_checkpoint``), with a clear error for a
+    missing, damaged or foreign file and for a model config that would build anything but our classes."""
+    path = Path(path)
+    checkpoint = read_checkpoint(path, map_location)
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise CheckpointError(f"{path} is not a Lightning checkpoint (no state_dict).")
+    hyper_parameters = checkpoint.get("hyper_parameters", {})
+    net = hyper_parameters.get("net") if isinstance(hyper_parameters, Mapping) else None
+    if not isinstance(net, Mapping) or "_target_" not in net:
+        raise CheckpointError(
+            f"{path} does not record the model config (hyper_parameters['net'] with a _target_): "
+            "it was not written by SpikingClassifierModule built from a config."
+        )
+    check_targets(hyper_parameters, path)
+    return checkpoint
