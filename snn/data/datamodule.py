@@ -28,7 +28,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from snn.training.data import FileDataModule
-from snn.training.idx import DataError
+from snn.training.errors import DataError
 
 from .binning import EVENT_DTYPE, SPARSE_DTYPE, FrameSpec, densify, pad_collate
 from .cache import CachedSamples, file_fingerprint, load_or_build

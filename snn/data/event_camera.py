@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from snn.training.idx import DataError
+from snn.training.errors import DataError
 
 from .binning import make_events
 from .datamodule import EventDataModule

@@ -1,6 +1,5 @@
 """The training stack: LightningModule, DataModules and callbacks (needs the `train` extra)."""
 
-from .callbacks import SpikingModelSummary, neuron_counts, summary_table
 from .checkpoint_io import CheckpointWriteError, NonFiniteCheckpointError, SafeCheckpointIO
 from .checkpoints import (
     CheckpointError,
@@ -17,15 +16,18 @@ from .data import (
     MNISTDataModule,
     SyntheticDataModule,
 )
+from .errors import DataError
 from .failures import InterruptCheckpoint, NonFiniteError, NonFiniteGuard
-from .idx import DataError, read_idx
-from .module import SpikingClassifierModule, build_from_config
+from .idx import read_idx
+from .instantiation import build_from_config
+from .module import SpikingClassifierModule
 from .monitoring import (
     ConfigHyperparameters,
     NeuronParameterHistograms,
     SpikeRasterPlot,
     SpikeStatistics,
 )
+from .summary import SpikingModelSummary, neuron_counts, summary_table
 
 __all__ = [
     "SpikingModelSummary", "neuron_counts", "summary_table",

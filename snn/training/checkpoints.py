@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .module import SpikingClassifierModule, build_from_config
+from .instantiation import build_from_config
+from .module import SpikingClassifierModule
 from .safe_load import CheckpointError, load_checkpoint, read_checkpoint  # noqa: F401 (re-exported)
 
 

@@ -17,7 +17,8 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
-from .idx import DataError, read_idx
+from .errors import DataError
+from .idx import read_idx
 
 
 class ImageTensorDataset(Dataset):

@@ -14,13 +14,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .errors import DataError
+
 # IDX type code -> numpy dtype (big-endian)
 IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 GZIP_MAGIC = b"\x1f\x8b"
-
-
-class DataError(ValueError):
-    """A dataset file that is corrupt, truncated or inconsistent with the others or the config."""
 
 
 def _read_bytes(path: Path) -> bytes:

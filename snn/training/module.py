@@ -10,8 +10,6 @@ from typing import Any
 
 import lightning as L
 import torch
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
 from torch import nn
 from torch.nn import functional as F
 from torchmetrics import MeanMetric
@@ -19,27 +17,10 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from snn.models import SpikeRecorder, check_model
 
+from .instantiation import build_from_config
 from .safe_load import check_targets, load_checkpoint
 
 STAGES = ("train", "val", "test")
-
-
-def build_from_config(spec: Any, what: str) -> Any:
-    """``instantiate(spec)`` for a mapping with ``_target_``; anything else is returned as is.
-
-    A ValueError raised by the target (a bad config value) comes out as a ValueError naming the
-    config, not wrapped in Hydra's InstantiationException.
-    """
-    if not isinstance(spec, Mapping):
-        return spec
-    if "_target_" not in spec:
-        raise ValueError(f"The {what} config needs a _target_ (e.g. torch.optim.Adam), got keys {sorted(spec)}.")
-    try:
-        return instantiate(spec, _convert_="all")
-    except InstantiationException as error:
-        if isinstance(error.__cause__, ValueError):
-            raise ValueError(f"Invalid {what} config: {error.__cause__}") from error.__cause__
-        raise
 
 
 class SpikingClassifierModule(L.LightningModule):
