@@ -281,6 +281,30 @@ def test_unknown_backend_lists_valid_ones():
         LIFAdEx(backend="fast")
 
 
+def test_backend_is_checked_when_set_not_on_every_call(monkeypatch):
+    """A layer's backend is checked when it is built or assigned; its calls do not check again
+    (integrate, for direct callers, checks its argument)."""
+    from snn.neurons import LIFRecurrent, constants
+    from snn.neurons.fused import integrate
+
+    layer = LIF(backend="python")
+    with pytest.raises(ValueError, match="valid backends"):
+        layer.backend = "fast"
+    assert layer.backend == "python"
+    with pytest.raises(ValueError, match="Recurrent layers have the backends"):
+        LIFRecurrent(3, 4).backend = "cpp"
+    calls = []
+    real_check = constants.check_backend
+    monkeypatch.setattr("snn.neurons.fused.function.check_backend",
+                        lambda b: calls.append(b) or real_check(b))
+    layer(torch.ones(3, 2, 4))
+    assert calls == []
+    with pytest.raises(ValueError, match="valid backends"):
+        integrate("lif", "fast", torch.ones(3, 2), LIF().initial_state(torch.ones(3, 2)),
+                  LIFParameters(), 1e-3)
+    assert calls == ["fast"]
+
+
 def test_auto_picks_cpp_on_cpu(cpp_library):
     x = torch.zeros(2, 3)
     assert resolve_backend("auto", "adex", x, "super") == "cpp"

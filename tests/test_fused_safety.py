@@ -43,7 +43,7 @@ from snn.neurons import (
     LIState,
 )
 from snn.neurons.fused import integrate
-from snn.neurons.fused.spec import NEURONS
+from snn.neurons.fused.spec import NEURON_SPECS
 
 SEED = 20251127
 CASES = 300
@@ -297,7 +297,7 @@ def draw_case(rng: random.Random, index: int) -> dict:
         case["state"] = None
     else:
         state = {}
-        for name in NEURONS[kind].state:
+        for name in NEURON_SPECS[kind].state:
             shape = neuron_shape if rng.random() < 0.9 else rng.choice([[B + 1, *extra, N], [N], [*neuron_shape, 1]])
             state[name] = (shape, str(draw_dtype(rng, dtype, 0.8)),
                            case["device"] if rng.random() < 0.9 else rng.choice(["cpu", "meta"]),
@@ -440,7 +440,7 @@ def run_kernels(rng: random.Random, g: torch.Generator, kind: str) -> str | None
     of tensors: a ValueError or a result."""
     from snn.neurons.fused.cpp_loops import CppLoops
 
-    spec = NEURONS[kind]
+    spec = NEURON_SPECS[kind]
     loops = CppLoops()
     T, N = rng.choice([0, 1, 3]), rng.choice([0, 1, 5, 300])
     dtype = draw_dtype(rng, torch.float32, 0.5)

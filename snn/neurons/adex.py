@@ -23,16 +23,9 @@ from typing import NamedTuple
 
 import torch
 
-from .fused import check_backend, check_recurrent_backend
+from .constants import EXP_ARGUMENT_MAX
 from .module import NeuronModule, RecurrentNeuronModule, recurrent_current
 from .surrogate import spike
-
-# Largest argument of the exponential term. Finite inputs must never produce inf/NaN: exp(x)
-# overflows float32 above x = 88, and an infinite v_d would make (1 - z) * v_d NaN at the reset.
-# The voltage that enters exp is the state *after* the previous reset, which is at most
-# max(v_th, v_reset) in normal operation, so the clamp only binds for an unusual initial state
-# (v > v_th + 20 delta_T); results equal norse's whenever it does not bind.
-EXP_ARGUMENT_MAX = 20.0
 
 
 class LIFAdExParameters(NamedTuple):
@@ -188,7 +181,7 @@ class LIFAdEx(LIFAdExCell):
     def __init__(self, p: LIFAdExParameters = LIFAdExParameters(), dt: float = 0.001, learnable: Iterable[str] = (),
                  shape: Sequence[int] | None = None, backend: str = "auto"):
         super().__init__(p, dt, learnable, shape)
-        self.backend = check_backend(backend)
+        self.backend = backend  # checked by NeuronModule.backend
 
 
 class LIFAdExRecurrentCell(RecurrentNeuronModule):
@@ -222,4 +215,4 @@ class LIFAdExRecurrent(LIFAdExRecurrentCell):
                  input_weights: torch.Tensor | None = None, recurrent_weights: torch.Tensor | None = None,
                  backend: str = "auto"):
         super().__init__(input_size, hidden_size, p, dt, autapses, learnable, input_weights, recurrent_weights)
-        self.backend = check_recurrent_backend(backend)
+        self.backend = backend  # checked by NeuronModule.backend

@@ -16,7 +16,6 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .fused import check_backend
 from .module import NeuronModule, Projection
 
 
@@ -97,7 +96,7 @@ class LI(LICell):
     def __init__(self, p: LIParameters = LIParameters(), dt: float = 0.001, learnable: Iterable[str] = (),
                  shape: Sequence[int] | None = None, backend: str = "auto"):
         super().__init__(p, dt, learnable, shape)
-        self.backend = check_backend(backend)
+        self.backend = backend  # checked by NeuronModule.backend
 
 
 class LILinearCell(Projection, LICell):

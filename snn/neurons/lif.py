@@ -17,7 +17,6 @@ from typing import NamedTuple
 
 import torch
 
-from .fused import check_backend, check_recurrent_backend
 from .module import NeuronModule, RecurrentNeuronModule, recurrent_current
 from .surrogate import spike
 
@@ -125,7 +124,7 @@ class LIF(LIFCell):
     def __init__(self, p: LIFParameters = LIFParameters(), dt: float = 0.001, learnable: Iterable[str] = (),
                  shape: Sequence[int] | None = None, backend: str = "auto"):
         super().__init__(p, dt, learnable, shape)
-        self.backend = check_backend(backend)
+        self.backend = backend  # checked by NeuronModule.backend
 
 
 class LIFRecurrentCell(RecurrentNeuronModule):
@@ -158,4 +157,4 @@ class LIFRecurrent(LIFRecurrentCell):
                  input_weights: torch.Tensor | None = None, recurrent_weights: torch.Tensor | None = None,
                  backend: str = "auto"):
         super().__init__(input_size, hidden_size, p, dt, autapses, learnable, input_weights, recurrent_weights)
-        self.backend = check_recurrent_backend(backend)
+        self.backend = backend  # checked by NeuronModule.backend

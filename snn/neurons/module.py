@@ -23,6 +23,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .constants import broadcasts_to, check_backend, check_recurrent_backend
+from .fused.function import run as run_fused
+from .fused.recurrent import run_recurrent
 from .surrogate import check_alpha, surrogate_derivative
 
 # Fields of a parameter NamedTuple that are not tensors: the surrogate's name and steepness.
@@ -89,15 +92,6 @@ class _ClampAtZero(torch.autograd.Function):
         return torch.where((x >= 0) | (grad < 0), grad, torch.zeros_like(grad))
 
 
-def broadcasts_to(shape: Sequence[int], target: Sequence[int]) -> bool:
-    """Whether a tensor of ``shape`` broadcasts to ``target`` unchanged (NumPy rules: aligned from
-    the right, each size 1 or equal). Plain Python: ``torch.broadcast_shapes`` per parameter was
-    half of a small layer call's overhead."""
-    if len(shape) > len(target):
-        return False
-    return all(size in (1, goal) for size, goal in zip(reversed(shape), reversed(target), strict=False))
-
-
 class NeuronModule(nn.Module):
     """Holds a neuron's parameters and checks inputs and states.
 
@@ -131,9 +125,20 @@ class NeuronModule(nn.Module):
     # True for layers (input [T, B, ...], loop over T), False for cells (input [B, ...], one step).
     time_major: bool = False
     # The fused time loop of this neuron type in snn.neurons.fused ("adex", "lif", "li"), if any,
-    # and the backend that runs the loop (layers take it as a constructor argument).
+    # and the backend that runs the loop (layers take it as a constructor argument; the property
+    # `backend` checks it when it is set, so the calls need not).
     fused_kind: str | None = None
-    backend: str = "eager"
+    _backend: str = "eager"
+    check_backend = staticmethod(check_backend)
+
+    @property
+    def backend(self) -> str:
+        """The backend that runs the time loop (see :mod:`snn.neurons.fused`)."""
+        return self._backend
+
+    @backend.setter
+    def backend(self, backend: str) -> None:
+        self._backend = self.check_backend(backend)
 
     def __init__(
         self,
@@ -303,9 +308,7 @@ class NeuronModule(nn.Module):
         """Runs the step function over the time dimension of a checked input, step by step
         (``backend="eager"``) or in one fused loop (see :mod:`snn.neurons.fused`)."""
         if self.backend != "eager" and self.fused_kind is not None:
-            from .fused import integrate
-
-            return integrate(self.fused_kind, self.backend, input_tensor, state, p, self.dt)
+            return run_fused(self.fused_kind, self.backend, input_tensor, state, p, self.dt)
         step = type(self).step
         return run_time_loop(lambda x, s: step(x, s, p, self.dt), input_tensor, state)
 
@@ -414,6 +417,7 @@ class RecurrentNeuronModule(Projection, NeuronModule):
     """
 
     weight_names = ("input_weights", "recurrent_weights")
+    check_backend = staticmethod(check_recurrent_backend)
 
     def __init__(self, input_size: int, hidden_size: int, p: NamedTuple, dt: float, autapses: bool,
                  learnable: Iterable[str], input_weights: torch.Tensor | None,
@@ -456,17 +460,15 @@ class RecurrentNeuronModule(Projection, NeuronModule):
         if not self.time_major:
             return step(input_tensor, state, w_in, w_rec, p, self.dt)
         if self.backend != "eager" and self.fused_kind is not None and input_tensor.shape[0] > 0:
-            from .fused.recurrent import integrate_recurrent
-
-            kind, backend = self.fused_kind, self.backend
+            kind = self.fused_kind  # every recurrent backend but eager is python
             if input_tensor.dim() == 3:
-                return integrate_recurrent(kind, backend, input_tensor, state, w_in, w_rec, p, self.dt)
+                return run_recurrent(kind, input_tensor, state, w_in, w_rec, p, self.dt)
             # Any other batch shape, as the eager loop and norse take it (e.g. [T, input_size]): the
             # fused loop runs on [T, B, input_size] with the batch dimensions flattened into B.
             batch = math.prod(hidden_shape[:-1])
             x = input_tensor.reshape(input_tensor.shape[0], batch, self.input_size)
             flat = type(state)(*(s.reshape(batch, self.hidden_size) for s in state))
-            out, final = integrate_recurrent(kind, backend, x, flat, w_in, w_rec, p, self.dt)
+            out, final = run_recurrent(kind, x, flat, w_in, w_rec, p, self.dt)
             return (out.reshape(*input_tensor.shape[:-1], self.hidden_size),
                     type(final)(*(s.reshape(hidden_shape) for s in final)))
         return run_time_loop(lambda x, s: step(x, s, w_in, w_rec, p, self.dt), input_tensor, state)

@@ -7,7 +7,8 @@ smooth *surrogate* :math:`\sigma'(x; \alpha)` whose steepness is :math:`\alpha`.
 Surrogates live in a registry that maps a name to the surrogate derivative
 ``derivative(x, alpha) -> tensor``. Forward is always the exact Heaviside step; only the backward
 pass differs. The fused kernels of :mod:`snn.neurons` implement the built-in names natively;
-user-registered surrogates run on the eager backend.
+user-registered surrogates run on the ``python`` backend (``auto`` chooses it for them; ``cpp``
+refuses them and ``triton`` falls back to ``python`` with a warning).
 
 Built-in surrogates (every one honours ``alpha``):
 

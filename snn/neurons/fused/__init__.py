@@ -24,40 +24,15 @@ The ``cpp`` backend keeps its large buffers for reuse once nothing refers to the
 
 from __future__ import annotations
 
-BACKENDS = ("auto", "cpp", "triton", "compile", "python", "eager")
+from ..constants import BACKENDS, RECURRENT_BACKENDS, check_backend, check_recurrent_backend
+from .cpp_loops import BUFFERS
+from .function import integrate
 
-
-def check_backend(backend: str) -> str:
-    """``backend`` if it names a backend, else a ValueError listing them."""
-    if backend not in BACKENDS:
-        raise ValueError(f"Unknown backend {backend!r}; valid backends: {', '.join(BACKENDS)}.")
-    return backend
-
-
-RECURRENT_BACKENDS = ("auto", "python", "eager")  # recurrent layers: see .recurrent
-
-
-def check_recurrent_backend(backend: str) -> str:
-    """``backend`` if recurrent layers have it, else a ValueError listing those they have."""
-    if backend not in RECURRENT_BACKENDS:
-        raise ValueError(
-            f"Recurrent layers have the backends {', '.join(RECURRENT_BACKENDS)}, got {backend!r} "
-            "('cpp', 'triton' and 'compile' run feed-forward layers only)."
-        )
-    return backend
-
-
-def integrate(kind: str, backend: str, x, state, p, dt: float):
-    """Runs layer ``kind`` ('adex', 'lif', 'li') over the time dimension of ``x`` with a fused
-    ``backend``: ``(outputs [T, ...], final state of the type of ``state``)``."""
-    from .function import run  # imported on first use: it imports the neuron modules
-
-    return run(kind, backend, x, state, p, dt)
+__all__ = ["BACKENDS", "RECURRENT_BACKENDS", "check_backend", "check_recurrent_backend",
+           "integrate", "release_buffers"]
 
 
 def release_buffers() -> None:
     """Returns the free buffers the ``cpp`` backend keeps for reuse to the allocator (see
     :mod:`.buffers`; like ``torch.cuda.empty_cache``). Buffers still in use are not affected."""
-    from .cpp_loops import BUFFERS
-
     BUFFERS.clear()

@@ -41,10 +41,10 @@ from typing import NamedTuple
 
 import torch
 
-from ..module import broadcasts_to
+from ..constants import broadcasts_to
 from ..surrogate import SURROGATES
 from .buffers import BufferPool
-from .spec import NEURONS, saved_tensors
+from .spec import NEURON_SPECS, saved_tensors
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cpu_kernels.cpp")
 # The surrogates the kernels implement natively, by their index in cpu_kernels.cpp.
@@ -79,11 +79,19 @@ class _LoadError(RuntimeError):
     """A failure to build or load the kernels, said in a sentence (the warning of ``auto`` quotes it)."""
 
 
+def _cpp_extension():
+    """``torch.utils.cpp_extension``, imported when a build needs it, not with this module: it takes
+    about 0.1 s to import and warns on machines without CUDA, a cost for every process that uses
+    ``snn.neurons`` whether it runs the ``cpp`` backend or not."""
+    from torch.utils import cpp_extension
+
+    return cpp_extension
+
+
 def _build_directory(name: str) -> str:
     """The directory ``cpp_extension.load`` builds ``name`` in (``TORCH_EXTENSIONS_DIR/name`` or
     the default cache's), created if missing."""
-    from torch.utils import cpp_extension
-
+    cpp_extension = _cpp_extension()
     locate = getattr(cpp_extension, "_get_build_directory", None)
     if locate is not None:
         return locate(name, verbose=False)
@@ -165,8 +173,7 @@ class LibraryLocation(NamedTuple):
 
 def library_location() -> LibraryLocation:
     """Where this machine's library is built and recorded (``TORCH_EXTENSIONS_DIR`` applies)."""
-    from torch.utils import cpp_extension
-
+    cpp_extension = _cpp_extension()
     capability = torch.backends.cpu.get_cpu_capability()
     isa = ISA_FLAGS.get(capability, []) if platform.machine().lower() in ("x86_64", "amd64") else []
     cflags = [*CFLAGS, *isa]
@@ -183,8 +190,7 @@ def library_location() -> LibraryLocation:
 def _build_and_load() -> str:
     """Builds the library if needed, after checking any cached one against its build record, and
     loads it; returns its path. Raises RuntimeError with a sentence saying what went wrong."""
-    from torch.utils import cpp_extension
-
+    cpp_extension = _cpp_extension()
     name, cflags, key, directory, library, record = library_location()
 
     def build() -> str:  # copies of the flag lists: cpp_extension.load appends torch's to them
@@ -230,7 +236,7 @@ def _build_and_load() -> str:
 def _directory_lock(directory: str):
     """An OS-level lock on the build directory (released by the kernel if its holder dies); none
     where the directory is read-only."""
-    from filelock import FileLock
+    from filelock import FileLock  # only a build needs it: snn.neurons imports torch alone
 
     lock = FileLock(os.path.join(directory, LOCK_NAME))
     try:
@@ -388,7 +394,7 @@ BUFFERS = BufferPool(on_new=_advise_huge_pages)
 # What each argument is called in a refusal, made once: formatting strings per call costs more
 # than the checks themselves.
 _WHAT = {kind: (tuple(f"state.{name}" for name in spec.state),
-                tuple(f"the gradient of state.{name}" for name in spec.state)) for kind, spec in NEURONS.items()}
+                tuple(f"the gradient of state.{name}" for name in spec.state)) for kind, spec in NEURON_SPECS.items()}
 _SAVED_WHAT = tuple(f"saved tensor {k}" for k in range(8))
 
 
@@ -438,7 +444,7 @@ class CppLoops:
 
     @staticmethod
     def _counts(kind, state, P, what: str = "state"):
-        spec = NEURONS[kind]
+        spec = NEURON_SPECS[kind]
         if len(state) != len(spec.state) or len(P) != len(spec.params):
             raise ValueError(f"snn's C++ kernels for {kind!r} take {len(spec.state)} {what} tensors and "
                              f"{len(spec.params)} parameters, got {len(state)} and {len(P)}.")

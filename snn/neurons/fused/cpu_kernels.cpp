@@ -51,9 +51,9 @@ namespace {
 
 // VML_HA | VML_FTZDAZ_OFF | VML_ERRMODE_IGNORE: the mode of ATen/cpu/vml.h's vexp.
 constexpr long long kVmlMode = 0x2 | 0x140000 | 0x100;
-// Neurons per tile: with non-temporal stores and prefetching, 256 was 10-15 % faster than 512
-// and 1024 here (a tile's state, parameters and scratch rows stay in a 48 KiB L1) and no slower
-// than 128 or 192. -DSNN_TILE=... to experiment.
+// Neurons per tile: small enough that a tile's state, parameters and scratch rows stay in a
+// 48 KiB L1, large enough to amortise the per-row work (the sizes tried: benchmarks/RESULTS.md,
+// "Why the kernels look the way they do"). -DSNN_TILE=... to experiment.
 #ifndef SNN_TILE
 #define SNN_TILE 256
 #endif
@@ -78,7 +78,7 @@ SNN_INLINE const T* row(const T* base, int64_t t, int64_t ts, int64_t ns, int64_
 // Writes a finished row of a tile (computed in a local buffer) to its [T, M] tensor. On x86 the
 // stores are non-temporal when the destination is aligned: the row is read again only by a later
 // pass over all of memory, so writing around the caches saves reading every line in before it is
-// overwritten (the forward pass ran 1.5x faster). for_each_tile fences them before returning.
+// overwritten. for_each_tile fences them before returning.
 template <typename T>
 SNN_INLINE void store_row(T* dst, const T* src, int64_t n) {
 #if defined(SNN_X86) && defined(__AVX512F__)
@@ -109,12 +109,12 @@ SNN_INLINE void store_row(T* dst, const T* src, int64_t n) {
 
 // Steps ahead at which a tile prefetches the rows it will read: each step reads rows of a few
 // KiB that lie a whole [M] row apart, a stride the hardware prefetcher does not follow across
-// pages, so every step would start by waiting on memory (2 and 4 were alike, 1 a little slower).
+// pages, so every step would start by waiting on memory (distances tried: RESULTS.md).
 constexpr int64_t kAhead = 2;
 
 // Prefetches row t of a [T, M] input (strides as in row()) for neurons n0 .. n0 + n, if it exists
 // and is not a broadcast value. Always inlined: a call in the step loop made the compiler spill
-// the tile's vector registers around it (backward ran 25 % slower).
+// the tile's vector registers around it.
 template <typename T>
 SNN_INLINE void prefetch_row(const T* base, int64_t t, int64_t steps, int64_t ts, int64_t ns, int64_t n0, int64_t n) {
   if (base == nullptr || ns == 0 || t < 0 || t >= steps) return;
@@ -198,8 +198,7 @@ struct TileParams {
 
 // Runs body(n0, n) over the tiles of M neurons; every tile is independent of the others.
 // MKL's vector functions open an OpenMP region of their own on every call; nested inside ours it
-// costs more than the exponential of a tile and serialises the threads (2 threads ran no faster
-// than 1). Each of our threads therefore asks MKL for one thread while it runs tiles, and gives
+// costs more than the exponential of a tile and serialises the threads. Each of our threads therefore asks MKL for one thread while it runs tiles, and gives
 // the setting back afterwards (MKL_Set_Num_Threads_Local(0) would drop a caller's own setting).
 template <typename F>
 void for_each_tile(int64_t M, int threads, F body) {

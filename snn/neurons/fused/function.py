@@ -1,16 +1,15 @@
 """The autograd node of the fused loops and the choice of backend (see the package docstring)."""
 
-
 from __future__ import annotations
 
 import warnings
 
 import torch
 
-from ..module import broadcasts_to
+from ..constants import broadcasts_to, check_backend
 from ..surrogate import SURROGATES
-from . import check_backend, cpp_loops
-from .spec import NEURONS, kernel_parameters
+from . import cpp_loops, triton_loops
+from .spec import NEURON_SPECS, kernel_parameters
 from .torch_loops import TorchLoops
 
 _loops: dict[str, object] = {}
@@ -22,9 +21,7 @@ def loops(backend: str):
         if backend == "cpp":
             _loops[backend] = cpp_loops.CppLoops()
         elif backend == "triton":
-            from .triton_loops import TritonLoops  # imports triton: only when asked for
-
-            _loops[backend] = TritonLoops()
+            _loops[backend] = triton_loops.TritonLoops()  # imports triton when it first launches
         else:
             _loops[backend] = TorchLoops(compile=backend == "compile")
     return _loops[backend]
@@ -36,15 +33,13 @@ _warned = False
 def resolve_backend(backend: str, kind: str, x: torch.Tensor, method: str | None) -> str:
     """The concrete backend that runs ``backend`` for this input: ``auto`` picks ``cpp`` on CPU
     when the kernels cover the case and build (one warning if they cannot be built), else
-    ``python``; an explicit choice the case does not support raises a ValueError."""
+    ``python``; an explicit choice the case does not support raises a ValueError. ``backend`` is
+    one of :data:`~snn.neurons.constants.BACKENDS` (checked by the layer or :func:`integrate`)."""
     global _warned
-    check_backend(backend)
     if method is not None and method not in SURROGATES:
         raise ValueError(f"Unknown surrogate method {method!r}.")
     if backend == "triton" or backend == "auto" and x.device.type == "cuda":
-        from .triton_loops import choose  # imports no triton itself
-
-        return choose(backend, kind, x, method)
+        return triton_loops.choose(backend, kind, x, method)  # imports no triton
     cpp_ok = x.device.type == "cpu" and cpp_loops.supports(kind, x.dtype, method)
     if backend == "auto":
         if not cpp_ok:
@@ -80,7 +75,7 @@ class FusedTimeLoop(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, kind, backend, method, alpha, x, *tensors):
-        spec = NEURONS[kind]
+        spec = NEURON_SPECS[kind]
         n_state = len(spec.state)
         state, P = tensors[:n_state], tensors[n_state:]
         needs = ctx.needs_input_grad[4:]
@@ -99,7 +94,7 @@ class FusedTimeLoop(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, gout, *gstate):
-        spec = NEURONS[ctx.kind]
+        spec = NEURON_SPECS[ctx.kind]
         tensors = ctx.saved_tensors
         _, x_dtype, device = ctx.v0_shape
         dtypes = ctx.saved_dtypes + [x_dtype] * (len(tensors) - len(ctx.saved_dtypes))
@@ -136,9 +131,9 @@ def check_arguments(kind: str, x, state) -> torch.Size:
     :func:`snn.neurons.fused.integrate`): ``x`` a dense floating-point ``[T, ...]`` tensor, ``state``
     a NamedTuple of the neuron's fields, each shaped like one step of ``x``, of its dtype and on its
     device. Returns the neuron shape."""
-    spec = NEURONS.get(kind)
+    spec = NEURON_SPECS.get(kind)
     if spec is None:
-        raise ValueError(f"Unknown neuron kind {kind!r}; valid kinds: {', '.join(NEURONS)}.")
+        raise ValueError(f"Unknown neuron kind {kind!r}; valid kinds: {', '.join(NEURON_SPECS)}.")
     if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.layout != torch.strided or x.dim() < 1:
         got = f"a {x.dtype} tensor of shape {list(x.shape)} ({x.layout})" if isinstance(x, torch.Tensor) else (
             f"a {type(x).__name__}")
@@ -164,7 +159,7 @@ def as_kernel_parameters(kind: str, P: tuple, x: torch.Tensor, neuron_shape: tor
     value or broadcasting to the neuron shape, on the input's device (else a ValueError)."""
     converted = []
     dtype, on_cpu = x.dtype, x.is_cpu
-    for name, value in zip(NEURONS[kind].params, P, strict=True):
+    for name, value in zip(NEURON_SPECS[kind].params, P, strict=True):
         if (isinstance(value, torch.Tensor) and value.dtype == dtype and value.layout == torch.strided
                 and (on_cpu and value.is_cpu or value.device == x.device)
                 and (value.dim() == 0 or broadcasts_to(value.shape, neuron_shape))):
@@ -184,8 +179,14 @@ def as_kernel_parameters(kind: str, P: tuple, x: torch.Tensor, neuron_shape: tor
     return tuple(converted)
 
 
+def integrate(kind: str, backend: str, x, state, p, dt: float):
+    """Runs layer ``kind`` ('adex', 'lif', 'li') over the time dimension of ``x`` with a fused
+    ``backend``: ``(outputs [T, ...], final state of the type of ``state``)``."""
+    return run(kind, check_backend(backend), x, state, p, dt)
+
+
 def run(kind: str, backend: str, x: torch.Tensor, state, p, dt: float):
-    """:func:`snn.neurons.fused.integrate`."""
+    """:func:`integrate` for a ``backend`` checked already (the layers check theirs when it is set)."""
     neuron_shape = check_arguments(kind, x, state)
     method, alpha = getattr(p, "method", None), getattr(p, "alpha", 0.0)
     backend = resolve_backend(backend, kind, x, method)

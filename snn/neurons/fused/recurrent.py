@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import torch
 
-from . import check_recurrent_backend, recurrent_loops
+from ..constants import check_recurrent_backend
+from . import recurrent_loops
 from .function import _one_value_if_uniform
-from .spec import NEURONS, kernel_parameters
+from .spec import NEURON_SPECS, kernel_parameters
 from .torch_loops import serial_steps
 
 
@@ -23,7 +24,7 @@ class FusedRecurrentLoop(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, kind, method, alpha, x, w_in, w_rec, z0, *tensors):
-        n_state = len(NEURONS[kind].state)
+        n_state = len(NEURON_SPECS[kind].state)
         state, P = tensors[:n_state], tensors[n_state:]
         needs = ctx.needs_input_grad[3:]  # x, W_in, W_rec, z0, *state, *P
         param_grads = any(needs[4 + n_state :])
@@ -122,6 +123,13 @@ def integrate_recurrent(
     check_recurrent_backend(backend)
     if backend == "eager":
         raise ValueError("integrate_recurrent runs the fused loops; the eager loop is the layer's.")
+    return run_recurrent(kind, x, state, w_in, w_rec, p, dt)
+
+
+def run_recurrent(kind: str, x: torch.Tensor, state, w_in: torch.Tensor, w_rec: torch.Tensor,
+                  p, dt: float):
+    """:func:`integrate_recurrent` on the ``python`` backend (the one fused recurrent backend; the
+    layers check theirs when it is set)."""
     if x.dim() != 3:
         raise ValueError(f"Recurrent layers take inputs [T, B, input_size], got {list(x.shape)}.")
     check_weights(x, w_in, w_rec, state.z.shape[-1])

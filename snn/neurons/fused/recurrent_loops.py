@@ -31,7 +31,7 @@ import torch
 from torch.nn import functional as F
 
 from ..surrogate import surrogate_derivative
-from .spec import NEURONS
+from .spec import NEURON_SPECS
 from .torch_loops import (
     _block,
     adex_backward_step,
@@ -70,14 +70,14 @@ def forward(kind, x, w_in, w_rec, z0, state, P, save, save_extra):
     T, B, N = x.shape[0], z0.shape[0], w_rec.shape[0]
     out = x.new_empty((T, B, N))
     vd = torch.empty_like(out) if save else None
-    extra = [torch.empty_like(out) for _ in range(NEURONS[kind].extra if save_extra else 0)]
+    extra = [torch.empty_like(out) for _ in range(NEURON_SPECS[kind].extra if save_extra else 0)]
     final = FORWARD_LOOPS[kind](
         RecurrentCurrent(x, w_in, w_rec, z0, out),
         state,
         P,
         out,
         vd,
-        *(extra or [None] * NEURONS[kind].extra),
+        *(extra or [None] * NEURON_SPECS[kind].extra),
     )
     return out, final, ([] if vd is None else [vd]) + extra
 

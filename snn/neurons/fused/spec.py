@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from ..adex import EXP_ARGUMENT_MAX
-
-__all__ = ["EXP_ARGUMENT_MAX", "NEURONS", "NeuronSpec", "kernel_parameters", "saved_tensors"]
+__all__ = ["NEURON_SPECS", "NeuronSpec", "kernel_parameters", "saved_tensors"]
 
 
 class NeuronSpec(NamedTuple):
@@ -16,7 +14,7 @@ class NeuronSpec(NamedTuple):
     extra: int  # tensors per step saved in addition when parameters need gradients
 
 
-NEURONS = {
+NEURON_SPECS = {
     "adex": NeuronSpec(("v", "i", "a"), ("c_mem", "c_syn", "c_ada", "adaptation_current",
                                          "adaptation_spike", "delta_T", "v_leak", "v_th", "v_reset"),
                        spiking=True, extra=2),  # i + x and a
@@ -34,7 +32,7 @@ def kernel_parameters(kind: str, p: NamedTuple, dt: float) -> tuple:
     derived = {"c_mem": dt * p.tau_mem_inv, "c_syn": -dt * p.tau_syn_inv}
     if kind == "adex":
         derived["c_ada"] = dt * p.tau_ada_inv
-    return tuple(derived[name] if name in derived else getattr(p, name) for name in NEURONS[kind].params)
+    return tuple(derived[name] if name in derived else getattr(p, name) for name in NEURON_SPECS[kind].params)
 
 
 def saved_tensors(kind: str, out, vd, extra: list, save_extra: bool) -> list:

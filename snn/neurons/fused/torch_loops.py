@@ -27,12 +27,14 @@ import functools
 
 import torch
 
+from ..constants import EXP_ARGUMENT_MAX
 from ..surrogate import surrogate_derivative
-from .spec import EXP_ARGUMENT_MAX, NEURONS, saved_tensors
+from .spec import NEURON_SPECS, saved_tensors
 
 GRAIN_SIZE = 32768  # at::internal::GRAIN_SIZE: ATen's elementwise ops run serially up to this size
-# Values per op in the backward loops' blocks of steps (512 KiB in float32): 4 steps of the AdEx
-# reference case (32 x 1024) ran 1.1x faster than 1 step and 1.7x faster than 32 steps.
+# Values per op in the backward loops' blocks of steps (512 KiB in float32): enough steps per op
+# to amortise Python's cost per op, few enough that a block's tensors stay in L2 (the sizes
+# tried: benchmarks/RESULTS.md, "Why the kernels look the way they do").
 BLOCK_VALUES = 131072
 
 
@@ -43,8 +45,8 @@ def serial_steps(step_numel: int, device: torch.device):
     ATen already runs elementwise ops of that size serially, except MKL's exp (torch.exp on CPU),
     which opens an OpenMP region from 2048 values on. One region per step costs little on an idle
     machine, but on a shared one each can wait a scheduler time slice for a descheduled second
-    thread: milliseconds against microseconds for the op (measured here: 10 ms per exp under a
-    load of 5 on 2 cores). Values do not depend on the thread count.
+    thread: milliseconds against microseconds for the op (benchmarks/RESULTS.md). Values do not
+    depend on the thread count.
     """
     threads = torch.get_num_threads()
     if device.type != "cpu" or step_numel > GRAIN_SIZE or threads == 1:
@@ -185,8 +187,8 @@ def li_backward_step(gout, gv, gi, v, P, gx_out, ij, G):
 
 # ---------------------------------------------------------------- python: in-place loops
 # Spikes are float masks written by torch.gt(..., out=float tensor) and resets are arithmetic:
-# on CPU, comparisons into bool tensors, bool-to-float copies and torch.where each cost 5-25x a
-# multiply of the same size here (116 us for a 32768-value where against 4 us for a mul).
+# on CPU, comparisons into bool tensors, bool-to-float copies and torch.where each cost several
+# times a multiply of the same size (benchmarks/RESULTS.md).
 
 
 def _reset(v, v_decayed, z, v_reset, scratch):
@@ -369,7 +371,7 @@ class TorchLoops:
     def _compile(fn):
         # One step is a few hundred kB at most: inductor's C++ for CPU runs it on one thread. An
         # OpenMP region per step (its default) waits for a descheduled second thread on a shared
-        # machine: 60x slower here under load (the "recompiles" once suspected were not that).
+        # machine, many times slower under load (benchmarks/RESULTS.md).
         return functools.wraps(fn)(torch.compile(fn, dynamic=False, options={"cpp.threads": 1}))
 
     def _serial(self, like: torch.Tensor):
@@ -389,7 +391,7 @@ class TorchLoops:
             return self._backward(kind, gout, gstate, saved, v0, P, method, alpha, param_grads)
 
     def _forward(self, kind, x, state, P, save, save_extra):
-        spec = NEURONS[kind]
+        spec = NEURON_SPECS[kind]
         step = self.steps[kind][0]
         out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
         vd = torch.empty_like(out) if save and spec.spiking else None
@@ -405,7 +407,7 @@ class TorchLoops:
         return out, state, saved_tensors(kind, out, vd, extra, save_extra)
 
     def _backward(self, kind, gout, gstate, saved, v0, P, method, alpha, param_grads):
-        spec = NEURONS[kind]
+        spec = NEURON_SPECS[kind]
         step = self.steps[kind][1]
         T = gout.shape[0] if gout is not None else saved[0].shape[0]
         gx = v0.new_empty((T,) + tuple(v0.shape))

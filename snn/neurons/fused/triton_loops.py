@@ -12,13 +12,16 @@ and what forward saves for backward (pre-reset voltages, and with learnable para
 forward decided it. The built-in surrogates run natively; a user-registered one makes
 :func:`choose` fall back to ``python`` with one warning.
 
-Nothing here imports triton until a kernel is needed: ``snn.neurons`` depends on torch alone.
+Nothing here imports triton until a kernel is needed (the imports inside functions): triton is an
+optional dependency, ``snn.neurons`` depends on torch alone, and importing triton takes seconds.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
+import sys
 import threading
 import warnings
 
@@ -26,7 +29,8 @@ import torch
 
 from .. import surrogate
 from ..surrogate import SURROGATES
-from .spec import EXP_ARGUMENT_MAX, NEURONS, saved_tensors
+from ..constants import EXP_ARGUMENT_MAX
+from .spec import NEURON_SPECS, saved_tensors
 
 # The surrogates the kernels implement, by the index of triton_kernels._surrogate (the numbering
 # of cpu_kernels.cpp), with the functions they reproduce: an overwritten name is not native.
@@ -62,7 +66,7 @@ def interpreter_requested() -> bool:
 def triton_available() -> str | None:
     """None if triton imports, else why not (one sentence)."""
     try:
-        import triton  # noqa: F401
+        import triton  # noqa: F401  (lazy: see the module docstring)
     except Exception as error:  # ImportError, or a broken install failing in its own import
         return f"triton cannot be imported ({type(error).__name__}: {error}); pip install triton"
     return None
@@ -75,10 +79,7 @@ def kernels(interpreted: bool):
     can run CPU tensors interpreted and CUDA tensors compiled, and nothing else sees the knob."""
     with _lock:
         if interpreted not in _kernels:
-            import importlib.util
-            import sys
-
-            import triton
+            import triton  # lazy: see the module docstring
 
             name = f"{__package__}.triton_kernels" + ("_interpreted" if interpreted else "")
             spec = importlib.util.spec_from_file_location(name, KERNELS_SOURCE)
@@ -182,7 +183,7 @@ class TritonLoops:
 
     def _launch(self, name: str, like: torch.Tensor, M: int, *args, **constants):
         """Runs kernel ``name`` over the M neurons (compiled on CUDA, interpreted on the CPU)."""
-        import triton.language as tl
+        import triton.language as tl  # lazy: see the module docstring
 
         interpreted = like.device.type == "cpu"
         k = kernels(interpreted)
@@ -199,7 +200,7 @@ class TritonLoops:
 
     def forward(self, kind, x, state, P, save, save_extra):
         """Returns ``(outputs [T, ...], final state, saved [T, ...] tensors)``."""
-        spec = NEURONS[kind]
+        spec = NEURON_SPECS[kind]
         steps, neuron_shape = x.shape[0], x.shape[1:]
         M = neuron_shape.numel()
         cdt = _compute_dtype(x.dtype)
@@ -272,7 +273,7 @@ class TritonLoops:
     def backward(self, kind, gout, gstate, saved, v0, P, method, alpha, param_grads):
         """Returns ``(input gradient [T, ...], initial-state gradients, per-neuron parameter
         gradients [M] in the compute dtype, or None)``; ``gout`` may be None."""
-        spec = NEURONS[kind]
+        spec = NEURON_SPECS[kind]
         neuron_shape = v0.shape
         M = neuron_shape.numel()
         steps = gout.shape[0] if gout is not None else saved[0].shape[0]

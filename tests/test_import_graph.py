@@ -1,0 +1,110 @@
+"""The imports inside ``snn`` run one way: no module imports, directly or through others, a module
+that imports it back (docs: /work/shared/STYLE.md, "Inside a package, imports run one way too").
+
+The graph is read from the source with ``ast``, so it also sees the imports inside functions that
+a cycle hides behind (they run later, but the modules still depend on each other both ways).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = "snn"
+
+
+def module_names(root: Path, package: str) -> dict[str, Path]:
+    """``{dotted module name: file}`` for every ``.py`` file of ``package`` (``__init__.py`` is the
+    package itself)."""
+    modules = {}
+    for path in sorted((root / package).rglob("*.py")):
+        parts = list(path.relative_to(root).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        modules[".".join(parts)] = path
+    return modules
+
+
+def imported_modules(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
+    """The modules of ``modules`` that module ``name`` imports anywhere in its source: ``import a.b``
+    imports ``a.b``; ``from a import b`` imports the submodule ``a.b`` if there is one, else ``a``;
+    relative imports resolve against the module's package."""
+    is_package = path.name == "__init__.py"
+    package_parts = name.split(".") if is_package else name.split(".")[:-1]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base_parts = package_parts[: len(package_parts) - (node.level - 1)]
+                base = ".".join(base_parts + ([node.module] if node.module else []))
+            else:
+                base = node.module or ""
+            targets = []
+            for alias in node.names:
+                submodule = f"{base}.{alias.name}"
+                targets.append(submodule if submodule in modules else base)
+        else:
+            continue
+        for target in targets:
+            # `import a.b.c` runs a, a.b and a.b.c; the innermost one of ours is the dependency.
+            while target and target not in modules:
+                target = target.rpartition(".")[0]
+            if target and target != name:
+                found.add(target)
+    return found
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One cycle ``[m0, m1, ..., m0]`` of ``graph`` (module -> modules it imports), or None."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: finished
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            if nxt not in state:
+                cycle = visit(nxt)
+                if cycle:
+                    return cycle
+        path.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state:
+            cycle = visit(node)
+            if cycle:
+                return cycle
+    return None
+
+
+def import_graph(root: Path = ROOT, package: str = PACKAGE) -> dict[str, set[str]]:
+    modules = module_names(root, package)
+    return {name: imported_modules(name, path, modules) for name, path in modules.items()}
+
+
+def test_snn_import_graph_has_no_cycle():
+    cycle = find_cycle(import_graph())
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_the_check_finds_a_cycle_hidden_in_a_function(tmp_path):
+    """The check itself: a cycle closed by an import inside a function, and relative imports."""
+    pkg = tmp_path / "pkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("from .sub import helper\n")
+    (pkg / "sub" / "__init__.py").write_text("def helper():\n    from ..b import x\n")
+    (pkg / "b.py").write_text("from . import a\nx = 1\n")
+    graph = import_graph(tmp_path, "pkg")
+    assert graph["pkg.a"] == {"pkg.sub"} and graph["pkg.sub"] == {"pkg.b"}
+    assert graph["pkg.b"] == {"pkg.a"}
+    assert find_cycle(graph) == ["pkg.a", "pkg.sub", "pkg.b", "pkg.a"]
+    (pkg / "b.py").write_text("x = 1\n")
+    assert find_cycle(import_graph(tmp_path, "pkg")) is None
