@@ -19,7 +19,7 @@ from snn.neurons import (
     LIFRecurrent,
     LIFState,
 )
-from snn.neurons.fused import recurrent_loops, torch_loops
+from snn.neurons.fused import torch_loops
 from snn.neurons.fused.recurrent import integrate_recurrent
 
 LAYERS = {
@@ -173,7 +173,7 @@ def test_odd_sizes(kind, shape):
 def test_backward_in_blocks_of_steps(kind, monkeypatch):
     """Blocks of 5, 5 and 2 of the 12 steps give the gradients of one block."""
     monkeypatch.setattr(torch_loops, "BLOCK_VALUES", 5 * 3 * 37)
-    assert recurrent_loops._block(12, 3 * 37) == 5
+    assert torch_loops._block(12, 3 * 37) == 5
     x, state = inputs(kind, torch.float64)
     (_, _, ref), (_, _, got) = run_both(kind, x, state)
     assert_close_gradients(ref, got)

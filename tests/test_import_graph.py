@@ -27,9 +27,9 @@ def module_names(root: Path, package: str) -> dict[str, Path]:
 
 
 def imported_modules(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
-    """The modules of ``modules`` that module ``name`` imports anywhere in its source: ``import a.b``
-    imports ``a.b``; ``from a import b`` imports the submodule ``a.b`` if there is one, else ``a``;
-    relative imports resolve against the module's package."""
+    """The modules of ``modules`` that module ``name`` imports anywhere in its source:
+    ``import a.b`` imports ``a.b``; ``from a import b`` the submodule ``a.b`` if there is one, else
+    ``a``; relative imports resolve against the module's package."""
     is_package = path.name == "__init__.py"
     package_parts = name.split(".") if is_package else name.split(".")[:-1]
     found = set()

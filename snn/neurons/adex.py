@@ -23,7 +23,7 @@ from typing import NamedTuple
 
 import torch
 
-from .constants import EXP_ARGUMENT_MAX
+from .equations import adex_subthreshold, after_reset
 from .module import NeuronModule, RecurrentNeuronModule, recurrent_current
 from .surrogate import spike
 
@@ -85,13 +85,12 @@ def lif_adex_subthreshold(
     dt: float = 0.001,
 ) -> LIFAdExFeedForwardState:
     r"""The lines :math:`i_j, v_d, i', a_d` of :func:`lif_adex_feed_forward_step`: the state at the
-    end of a step before the spike and reset. :math:`v_d` is the voltage that crosses threshold."""
-    i_jump = state.i + input_current
-    exp_argument = torch.clamp((state.v - p.v_th) / p.delta_T, max=EXP_ARGUMENT_MAX)
-    dv = dt * p.tau_mem_inv * ((p.v_leak - state.v) + p.delta_T * torch.exp(exp_argument) + i_jump - state.a)
-    v_decayed = state.v + dv
-    i_decayed = i_jump + (-dt * p.tau_syn_inv) * i_jump
-    a_decayed = state.a + dt * p.tau_ada_inv * (p.adaptation_current * (state.v - p.v_leak) - state.a)
+    end of a step before the spike and reset. :math:`v_d` is the voltage that crosses threshold.
+    Written in :func:`snn.neurons.equations.adex_subthreshold`, which the ``compile`` backend runs
+    too."""
+    _, v_decayed, i_decayed, a_decayed = adex_subthreshold(
+        input_current, state.v, state.i, state.a, dt * p.tau_mem_inv, -dt * p.tau_syn_inv,
+        dt * p.tau_ada_inv, p.adaptation_current, p.delta_T, p.v_leak, p.v_th)
     return LIFAdExFeedForwardState(v_decayed, i_decayed, a_decayed)
 
 
@@ -126,7 +125,7 @@ def lif_adex_feed_forward_step(
     """
     v_decayed, i_decayed, a_decayed = lif_adex_subthreshold(input_current, state, p, dt)
     z = spike(v_decayed - p.v_th, p.method, p.alpha)
-    v_new = (1 - z) * v_decayed + z * p.v_reset
+    v_new = after_reset(z, v_decayed, p.v_reset)
     a_new = a_decayed + z * p.adaptation_spike
     return z, LIFAdExFeedForwardState(v_new, i_decayed, a_new)
 

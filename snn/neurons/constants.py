@@ -48,4 +48,5 @@ def broadcasts_to(shape: Sequence[int], target: Sequence[int]) -> bool:
     half of a small layer call's overhead."""
     if len(shape) > len(target):
         return False
-    return all(size in (1, goal) for size, goal in zip(reversed(shape), reversed(target), strict=False))
+    pairs = zip(reversed(shape), reversed(target), strict=False)
+    return all(size in (1, goal) for size, goal in pairs)

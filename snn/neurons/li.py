@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .equations import leaky_subthreshold
 from .module import NeuronModule, Projection
 
 
@@ -54,9 +55,8 @@ def li_feed_forward_step(
 
     Returns the new voltage :math:`v'` (the output) and the new :class:`LIState`.
     """
-    i_jump = state.i + input_current
-    v_new = state.v + dt * p.tau_mem_inv * ((p.v_leak - state.v) + i_jump)
-    i_decayed = i_jump + (-dt * p.tau_syn_inv) * i_jump
+    _, v_new, i_decayed = leaky_subthreshold(
+        input_current, state.v, state.i, dt * p.tau_mem_inv, -dt * p.tau_syn_inv, p.v_leak)
     return v_new, LIState(v_new, i_decayed)
 
 

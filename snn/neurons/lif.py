@@ -17,6 +17,7 @@ from typing import NamedTuple
 
 import torch
 
+from .equations import after_reset, leaky_subthreshold
 from .module import NeuronModule, RecurrentNeuronModule, recurrent_current
 from .surrogate import spike
 
@@ -59,9 +60,8 @@ def lif_subthreshold(
 ) -> LIFFeedForwardState:
     r"""The lines :math:`i_j, v_d, i'` of :func:`lif_feed_forward_step`: the state at the end of a
     step before the spike and reset. :math:`v_d` is the voltage that crosses threshold."""
-    i_jump = state.i + input_current
-    v_decayed = state.v + dt * p.tau_mem_inv * ((p.v_leak - state.v) + i_jump)
-    i_decayed = i_jump + (-dt * p.tau_syn_inv) * i_jump
+    _, v_decayed, i_decayed = leaky_subthreshold(
+        input_current, state.v, state.i, dt * p.tau_mem_inv, -dt * p.tau_syn_inv, p.v_leak)
     return LIFFeedForwardState(v_decayed, i_decayed)
 
 
@@ -84,7 +84,7 @@ def lif_feed_forward_step(
     """
     v_decayed, i_decayed = lif_subthreshold(input_current, state, p, dt)
     z = spike(v_decayed - p.v_th, p.method, p.alpha)
-    v_new = (1 - z) * v_decayed + z * p.v_reset
+    v_new = after_reset(z, v_decayed, p.v_reset)
     return z, LIFFeedForwardState(v_new, i_decayed)
 
 

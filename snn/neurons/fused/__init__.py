@@ -20,6 +20,31 @@ Recurrent AdEx and LIF layers (``W_rec z[t-1]`` computed inside the loop) have `
 
 The ``cpp`` backend keeps its large buffers for reuse once nothing refers to them
 (:mod:`.buffers`); :func:`release_buffers` hands the free ones back.
+
+Adding a neuron type
+--------------------
+1. **A step function** ``step(input, state, p, dt) -> (output, new_state)`` in its own module
+   (like :mod:`snn.neurons.adex`), the equations in its docstring; its arithmetic goes into
+   :mod:`snn.neurons.equations`, written in the kernel constants (``c_mem = dt tau_mem_inv``,
+   ...), and the step function calls it. A cell and a layer subclass
+   :class:`~snn.neurons.module.NeuronModule` with ``fused_kind`` set to the new kind.
+2. **A spec row** in :data:`.spec.NEURON_SPECS`: the state fields, the kernel parameters in the
+   order of the kernels' arguments, whether it spikes, and the tensors per step that parameter
+   gradients need; derived constants go into :func:`.spec.kernel_parameters`.
+3. **Its kernels**, one copy per language, with the same names for the same quantities in every
+   language (``g_vd``, ``g_drive``, ``g_c_mem``, ...; see
+   :func:`.torch_loops.adex_backward_step`):
+
+   - Python (:mod:`.torch_loops`): a forward step body that calls the equations and a backward
+     step, registered in ``TorchLoops.steps``. They are the ``compile`` backend and the
+     ``python`` one; an in-place loop for ``python`` (as AdEx and LIF have) is an option for
+     speed, not a requirement.
+   - C++ (``cpu_kernels.cpp``, entry points called from :mod:`.cpp_loops`; ``supports`` says which
+     kinds it runs) and Triton (``triton_kernels.py``, :mod:`.triton_loops`): optional, ``auto``
+     falls back to ``python`` for a kind they do not run.
+4. **Tests**: add the kind to ``tests/test_fused.py`` (and ``tests/test_triton.py``): outputs and
+   states bit-identical to the eager loop over the step function, gradients equal to autograd
+   through it in float64.
 """
 
 from __future__ import annotations

@@ -394,7 +394,8 @@ BUFFERS = BufferPool(on_new=_advise_huge_pages)
 # What each argument is called in a refusal, made once: formatting strings per call costs more
 # than the checks themselves.
 _WHAT = {kind: (tuple(f"state.{name}" for name in spec.state),
-                tuple(f"the gradient of state.{name}" for name in spec.state)) for kind, spec in NEURON_SPECS.items()}
+                tuple(f"the gradient of state.{name}" for name in spec.state))
+         for kind, spec in NEURON_SPECS.items()}
 _SAVED_WHAT = tuple(f"saved tensor {k}" for k in range(8))
 
 

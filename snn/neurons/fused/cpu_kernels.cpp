@@ -146,9 +146,10 @@ template <typename T>
 SNN_INLINE T leaky_membrane(T v, T c_mem, T vl, T ij) { return v + c_mem * ((vl - v) + ij); }
 
 // The gradient of i + x (the input's, and the synaptic current's before the step) from that of
-// v_d through c_mem (g7) and that of the decayed current (gi): g7 + (gi + c_syn gi).
+// the membrane drive (g_drive = c_mem g_vd) and that of the decayed current (gi). The names of
+// the backward loops below are those of torch_loops.py's step backward functions.
 template <typename T>
-SNN_INLINE T input_gradient(T g7, T gi, T c_syn) { return g7 + (gi + gi * c_syn); }
+SNN_INLINE T input_gradient(T g_drive, T gi, T c_syn) { return g_drive + (gi + gi * c_syn); }
 
 enum Surrogate { kSuper = 0, kTriangle = 1, kSigmoid = 2, kAtan = 3, kTanh = 4, kHeaviside = 5 };
 
@@ -198,7 +199,8 @@ struct TileParams {
 
 // Runs body(n0, n) over the tiles of M neurons; every tile is independent of the others.
 // MKL's vector functions open an OpenMP region of their own on every call; nested inside ours it
-// costs more than the exponential of a tile and serialises the threads. Each of our threads therefore asks MKL for one thread while it runs tiles, and gives
+// costs more than the exponential of a tile and serialises the threads. Each of our threads
+// therefore asks MKL for one thread while it runs tiles, and gives
 // the setting back afterwards (MKL_Set_Num_Threads_Local(0) would drop a caller's own setting).
 template <typename F>
 void for_each_tile(int64_t M, int threads, F body) {
@@ -281,8 +283,14 @@ void adex_backward(int64_t steps, int64_t M, const T* gz, int64_t gz_ts, int64_t
     P.load(params, vector, n0, n);
     const T *c_mem = P.p[A_CMEM], *c_syn = P.p[A_CSYN], *c_ada = P.p[A_CADA], *ac = P.p[A_AC],
             *as = P.p[A_AS], *dT = P.p[A_DT], *vl = P.p[A_VL], *vth = P.p[A_VTH], *vr = P.p[A_VR];
-    T gvv[kTile], gii[kTile], gaa[kTile], vv[kTile], t2[kTile], ex[kTile], xs[kTile], sg[kTile], gb[kTile];
+    T gvv[kTile], gii[kTile], gaa[kTile], vv[kTile], exp_arg[kTile], ex[kTile], xs[kTile],
+        sg[kTile], gb[kTile];
+    // The per-neuron parameter gradients, named as in torch_loops.adex_backward_step.
     T G[Params ? A_COUNT : 1][kTile];
+    T *g_c_mem = G[0], *g_c_syn = G[Params ? A_CSYN : 0], *g_c_ada = G[Params ? A_CADA : 0],
+      *g_ac = G[Params ? A_AC : 0], *g_a_spike = G[Params ? A_AS : 0],
+      *g_delta_T = G[Params ? A_DT : 0], *g_v_leak = G[Params ? A_VL : 0],
+      *g_v_th = G[Params ? A_VTH : 0], *g_v_reset = G[Params ? A_VR : 0];
     std::memcpy(gvv, gv + n0, n * sizeof(T));
     std::memcpy(gii, gi + n0, n * sizeof(T));
     std::memcpy(gaa, ga + n0, n * sizeof(T));
@@ -299,7 +307,7 @@ void adex_backward(int64_t steps, int64_t M, const T* gz, int64_t gz_ts, int64_t
       entering_voltage(vd_saved, v0, t, M, n0, n, vth, vr, vv);
       for (int64_t k = 0; k < n; ++k) {
         const T q = (vv[k] - vth[k]) / dT[k];
-        t2[k] = q;
+        exp_arg[k] = q;
         xs[k] = exp_max < q ? exp_max : q;  // std::min(q, exp_max), NaN kept
       }
       vexp(n, xs, ex);
@@ -311,31 +319,30 @@ void adex_backward(int64_t steps, int64_t M, const T* gz, int64_t gz_ts, int64_t
       T gxt[kTile];
       for (int64_t k = 0; k < n; ++k) {
         const T zz = xs[k] > T(0) ? T(1) : T(0);
-        const T gvn = gvv[k], gin = gii[k], gan = gaa[k];
-        const T gZ = (gzt ? gzt[k] : T(0)) - gvn * vdt[k] + gvn * vr[k] + gan * as[k];
-        const T gxs = gZ * sg[k];
-        const T gvd = gvn * (T(1) - zz) + gxs;
-        const T g7 = gvd * c_mem[k];
-        const T gt2 = t2[k] < exp_max ? g7 * dT[k] * ex[k] : T(0);
-        const T gt1 = gt2 / dT[k];
-        const T gt11 = gan * c_ada[k];
-        const T gij = input_gradient(g7, gin, c_syn[k]);
-        gvv[k] = gvd - g7 + gt1 + gt11 * ac[k];
-        gaa[k] = gan - g7 - gt11;
-        gii[k] = gij;
-        gxt[k] = gij;
+        const T gv = gvv[k], gi = gii[k], ga = gaa[k];
+        const T g_z = (gzt ? gzt[k] : T(0)) - gv * vdt[k] + gv * vr[k] + ga * as[k];
+        const T g_xs = g_z * sg[k];
+        const T g_vd = gv * (T(1) - zz) + g_xs;
+        const T g_drive = g_vd * c_mem[k];
+        const T g_exp_arg = exp_arg[k] < exp_max ? g_drive * dT[k] * ex[k] : T(0);
+        const T g_v_exp = g_exp_arg / dT[k];
+        const T g_ada_drive = ga * c_ada[k];
+        const T g_ij = input_gradient(g_drive, gi, c_syn[k]);
+        gvv[k] = g_vd - g_drive + g_v_exp + g_ada_drive * ac[k];
+        gaa[k] = ga - g_drive - g_ada_drive;
+        gii[k] = g_ij;
+        gxt[k] = g_ij;
         if (Params) {
           const T v = vv[k], ij = ijt[k], a = at[k];
-          const T t1 = v - vth[k];
-          G[A_CMEM][k] += gvd * ((((vl[k] - v) + dT[k] * ex[k]) + ij) - a);
-          G[A_CSYN][k] += gin * ij;
-          G[A_CADA][k] += gan * (ac[k] * (v - vl[k]) - a);
-          G[A_AC][k] += gt11 * (v - vl[k]);
-          G[A_AS][k] += gan * zz;
-          G[A_DT][k] += g7 * ex[k] - gt2 * (t1 / dT[k]) / dT[k];
-          G[A_VL][k] += g7 - gt11 * ac[k];
-          G[A_VTH][k] += -gxs - gt1;
-          G[A_VR][k] += gvn * zz;
+          g_c_mem[k] += g_vd * ((((vl[k] - v) + dT[k] * ex[k]) + ij) - a);
+          g_c_syn[k] += gi * ij;
+          g_c_ada[k] += ga * (ac[k] * (v - vl[k]) - a);
+          g_ac[k] += g_ada_drive * (v - vl[k]);
+          g_a_spike[k] += ga * zz;
+          g_delta_T[k] += g_drive * ex[k] - g_exp_arg * exp_arg[k] / dT[k];
+          g_v_leak[k] += g_drive - g_ada_drive * ac[k];
+          g_v_th[k] += -g_xs - g_v_exp;
+          g_v_reset[k] += gv * zz;
         }
       }
       store_row(gx + off, gxt, n);
@@ -408,7 +415,9 @@ void lif_backward(int64_t steps, int64_t M, const T* gz, int64_t gz_ts, int64_t 
     P.load(params, vector, n0, n);
     const T *c_mem = P.p[L_CMEM], *c_syn = P.p[L_CSYN], *vl = P.p[L_VL], *vth = P.p[L_VTH], *vr = P.p[L_VR];
     T gvv[kTile], gii[kTile], xs[kTile], sg[kTile], vv[kTile], gb[kTile];
-    T G[Params ? L_COUNT : 1][kTile];
+    T G[Params ? L_COUNT : 1][kTile];  // named as in torch_loops.lif_backward_step:
+    T *g_c_mem = G[0], *g_c_syn = G[Params ? L_CSYN : 0], *g_v_leak = G[Params ? L_VL : 0],
+      *g_v_th = G[Params ? L_VTH : 0], *g_v_reset = G[Params ? L_VR : 0];
     std::memcpy(gvv, gv + n0, n * sizeof(T));
     std::memcpy(gii, gi + n0, n * sizeof(T));
     if (Params) for (int j = 0; j < L_COUNT; ++j) std::fill(G[j], G[j] + n, T(0));
@@ -426,21 +435,21 @@ void lif_backward(int64_t steps, int64_t M, const T* gz, int64_t gz_ts, int64_t 
       T gxt[kTile];
       for (int64_t k = 0; k < n; ++k) {
         const T zz = xs[k] > T(0) ? T(1) : T(0);
-        const T gvn = gvv[k], gin = gii[k];
-        const T gZ = (gzt ? gzt[k] : T(0)) - gvn * vdt[k] + gvn * vr[k];
-        const T gxs = gZ * sg[k];
-        const T gvd = gvn * (T(1) - zz) + gxs;
-        const T g7 = gvd * c_mem[k];
-        const T gij = input_gradient(g7, gin, c_syn[k]);
-        gvv[k] = gvd - g7;
-        gii[k] = gij;
-        gxt[k] = gij;
+        const T gv = gvv[k], gi = gii[k];
+        const T g_z = (gzt ? gzt[k] : T(0)) - gv * vdt[k] + gv * vr[k];
+        const T g_xs = g_z * sg[k];
+        const T g_vd = gv * (T(1) - zz) + g_xs;
+        const T g_drive = g_vd * c_mem[k];
+        const T g_ij = input_gradient(g_drive, gi, c_syn[k]);
+        gvv[k] = g_vd - g_drive;
+        gii[k] = g_ij;
+        gxt[k] = g_ij;
         if (Params) {
-          G[L_CMEM][k] += gvd * ((vl[k] - vv[k]) + ijt[k]);
-          G[L_CSYN][k] += gin * ijt[k];
-          G[L_VL][k] += g7;
-          G[L_VTH][k] += -gxs;
-          G[L_VR][k] += gvn * zz;
+          g_c_mem[k] += g_vd * ((vl[k] - vv[k]) + ijt[k]);
+          g_c_syn[k] += gi * ijt[k];
+          g_v_leak[k] += g_drive;
+          g_v_th[k] += -g_xs;
+          g_v_reset[k] += gv * zz;
         }
       }
       store_row(gx + off, gxt, n);
@@ -464,7 +473,8 @@ void li_backward(int64_t steps, int64_t M, const T* gout, int64_t gz_ts, int64_t
     P.load(params, vector, n0, n);
     const T *c_mem = P.p[I_CMEM], *c_syn = P.p[I_CSYN], *vl = P.p[I_VL];
     T gvv[kTile], gii[kTile], gb[kTile];
-    T G[Params ? I_COUNT : 1][kTile];
+    T G[Params ? I_COUNT : 1][kTile];  // named as in torch_loops.li_backward_step:
+    T *g_c_mem = G[0], *g_c_syn = G[Params ? I_CSYN : 0], *g_v_leak = G[Params ? I_VL : 0];
     std::memcpy(gvv, gv + n0, n * sizeof(T));
     std::memcpy(gii, gi + n0, n * sizeof(T));
     if (Params) for (int j = 0; j < I_COUNT; ++j) std::fill(G[j], G[j] + n, T(0));
@@ -480,17 +490,17 @@ void li_backward(int64_t steps, int64_t M, const T* gout, int64_t gz_ts, int64_t
       const T* ijt = Params ? ij_saved + off : nullptr;
       T gxt[kTile];
       for (int64_t k = 0; k < n; ++k) {
-        const T gvn = gvv[k] + (got ? got[k] : T(0));
-        const T gin = gii[k];
-        const T g7 = gvn * c_mem[k];
-        const T gij = input_gradient(g7, gin, c_syn[k]);
-        gvv[k] = gvn - g7;
-        gii[k] = gij;
-        gxt[k] = gij;
+        const T gv = gvv[k] + (got ? got[k] : T(0));
+        const T gi = gii[k];
+        const T g_drive = gv * c_mem[k];
+        const T g_ij = input_gradient(g_drive, gi, c_syn[k]);
+        gvv[k] = gv - g_drive;
+        gii[k] = g_ij;
+        gxt[k] = g_ij;
         if (Params) {
-          G[I_CMEM][k] += gvn * ((vl[k] - vprev[k]) + ijt[k]);
-          G[I_CSYN][k] += gin * ijt[k];
-          G[I_VL][k] += g7;
+          g_c_mem[k] += gv * ((vl[k] - vprev[k]) + ijt[k]);
+          g_c_syn[k] += gi * ijt[k];
+          g_v_leak[k] += g_drive;
         }
       }
       store_row(gx + off, gxt, n);

@@ -186,7 +186,8 @@ def integrate(kind: str, backend: str, x, state, p, dt: float):
 
 
 def run(kind: str, backend: str, x: torch.Tensor, state, p, dt: float):
-    """:func:`integrate` for a ``backend`` checked already (the layers check theirs when it is set)."""
+    """:func:`integrate` for a ``backend`` checked already (a layer checks its own when it is
+    set)."""
     neuron_shape = check_arguments(kind, x, state)
     method, alpha = getattr(p, "method", None), getattr(p, "alpha", 0.0)
     backend = resolve_backend(backend, kind, x, method)

@@ -33,14 +33,12 @@ from torch.nn import functional as F
 from ..surrogate import surrogate_derivative
 from .spec import NEURON_SPECS
 from .torch_loops import (
-    _block,
     adex_backward_step,
-    adex_coefficients,
     adex_forward_loop,
+    backward_loop,
     lif_backward_step,
     lif_forward_loop,
     reset_voltage,
-    spike_coefficients,
 )
 
 
@@ -90,59 +88,13 @@ def backward(kind, gout, gz, gstate, saved, v0, w_rec, P, method, alpha, param_g
     vd = saved[0]
     if gz is None:
         gz = torch.zeros_like(vd[0])
-    gstate = [g.clone(memory_format=torch.contiguous_format) for g in gstate]
     if param_grads:
+        gstate = [g.clone(memory_format=torch.contiguous_format) for g in gstate]
         gc, gstate, G = _stepwise(kind, gout, gz, gstate, saved, v0, w_rec, P, derivative, alpha)
-    else:
-        gc, gstate, G = (
-            _blockwise(kind, gout, gz, gstate, vd, v0, w_rec, P, derivative, alpha),
-            gstate,
-            None,
-        )
-    return gc, gc[0] @ w_rec, gstate, G
-
-
-def _blockwise(kind, gout, gz, gstate, vd, v0, w_rec, P, derivative, alpha):
-    """The backward without parameter gradients, in place. As in
-    :func:`~.torch_loops.adex_backward_loop`, the coefficients that do not depend on the incoming
-    gradients are computed for blocks of steps; per step
-    ``g_vd = A gv + B ga + sigma' g_z``, ``gv <- D g_vd + c_ada a_current ga``,
-    ``ga <- (1 - c_ada) ga - c_mem g_vd``, ``g_c = gi <- c_mem g_vd + (1 + c_syn) gi``,
-    ``g_z <- g_out + g_c W_rec`` (LIF: no ``a``, ``D = 1 - c_mem``). ``gstate`` is updated to the
-    gradients of the initial state. Returns ``g_c``."""
-    adex = kind == "adex"
-    c_mem, c_syn = P[0], P[1]
-    if adex:
-        c_ada, ac = P[2], P[3]
-        k_av, k_a = c_ada * ac, 1 - c_ada
-        gv, gi, ga = gstate
-    else:
-        gv, gi = gstate
-    k_i, k_v = 1 + c_syn, 1 - c_mem
-    T = vd.shape[0]
-    gc = torch.empty_like(vd)
-    g_vd, grec = torch.empty_like(gv), gz.clone(memory_format=torch.contiguous_format)
-    block = _block(T, v0.numel())
-    for t1 in range(T, 0, -block):
-        t0 = max(0, t1 - block)
-        if adex:
-            A, B, D, sg = adex_coefficients(vd, t0, t1, v0, P, derivative, alpha)
-        else:
-            A, sg = spike_coefficients(vd[t0:t1], P[-2], P[-1], derivative, alpha)
-        for t in range(t1 - t0 - 1, -1, -1):
-            if gout is not None:
-                grec.add_(gout[t0 + t])  # g_z of this step
-            torch.mul(gv, A[t], out=g_vd).addcmul_(grec, sg[t])
-            if adex:
-                g_vd.addcmul_(ga, B[t])
-                torch.mul(g_vd, D[t], out=gv).addcmul_(ga, k_av)
-                ga.mul_(k_a).addcmul_(g_vd, c_mem, value=-1)
-            else:
-                torch.mul(g_vd, k_v, out=gv)
-            gi = torch.mul(gi, k_i, out=gc[t0 + t]).addcmul_(g_vd, c_mem)
-            torch.mm(gi, w_rec, out=grec)  # g_z of the step before, from its spikes' current
-    gstate[1].copy_(gi)
-    return gc
+    else:  # the feed-forward loop with g_z fed back through W_rec
+        gc, gstate = backward_loop(kind, gout, gstate, vd, v0, P, derivative, alpha, w_rec, gz)
+        G = None
+    return gc, gc[0] @ w_rec, list(gstate), G
 
 
 def _stepwise(kind, gout, gz, gstate, saved, v0, w_rec, P, derivative, alpha):

@@ -32,7 +32,8 @@ def kernel_parameters(kind: str, p: NamedTuple, dt: float) -> tuple:
     derived = {"c_mem": dt * p.tau_mem_inv, "c_syn": -dt * p.tau_syn_inv}
     if kind == "adex":
         derived["c_ada"] = dt * p.tau_ada_inv
-    return tuple(derived[name] if name in derived else getattr(p, name) for name in NEURON_SPECS[kind].params)
+    names = NEURON_SPECS[kind].params
+    return tuple(derived[name] if name in derived else getattr(p, name) for name in names)
 
 
 def saved_tensors(kind: str, out, vd, extra: list, save_extra: bool) -> list:

@@ -3,21 +3,27 @@ through ``torch.compile``: single-threaded C++ per step on CPU, Triton on CUDA, 
 
 Forward runs every step without autograd and keeps only the pre-reset voltage ``v_d`` of each step
 (plus ``i + x`` and ``a`` when parameters need gradients); backward runs the time loop in reverse
-with the hand-derived gradients of the step functions. The forward bodies repeat the operations of
-:func:`~snn.neurons.adex.lif_adex_feed_forward_step` (and LIF/LI) one for one, so outputs and
+with the hand-derived gradients of the step functions. The forward step bodies call the equations
+the step functions call (:mod:`snn.neurons.equations`), with the same constants, so outputs and
 states are bit-identical to the eager loop; ``tests/test_fused.py`` pins that.
 
 Parameter tuples ``P`` hold ``c_mem = dt tau_mem_inv`` and ``c_syn = -dt tau_syn_inv`` (and
 ``c_ada = dt tau_ada_inv``) computed once per call, exactly as the step functions compute them.
 
-The step bodies below are functional, the form ``torch.compile`` fuses best. Without a compiler
+Two forms, and why. The step bodies (``*_forward_step``, ``*_backward_step``) are functional, the
+form ``torch.compile`` fuses best and the one that adds parameter gradients. Without a compiler
 (the ``python`` backend) the time goes into launching small ops, so AdEx and LIF run the loops at
-the end of this file instead: forward with the same roundings in place into preallocated buffers
-(about 24 ops per AdEx step instead of 30, no allocations), backward, when no parameter needs a
-gradient, with everything that does not depend on the incoming gradients (the entering voltage,
-the surrogate, the exponential) computed for blocks of steps at once, leaving a recursion of a
-few multiply-adds per step. Steps of up to 32768 values run on one intra-op thread
-(:func:`serial_steps`): on a shared machine an OpenMP region per step costs more than the step.
+the end of this file instead: forward with the same operations and roundings in place into
+preallocated buffers (about 24 ops per AdEx step instead of 30, no allocations), and backward,
+when no parameter needs a gradient, regrouped (:func:`backward_loop`) so that everything that does
+not depend on the incoming gradients (the entering voltage, the surrogate, the exponential) is
+computed for blocks of steps at once, leaving a recursion of a few multiply-adds per step. The
+in-place forward loop is thus a second Python statement of the forward equations, kept because the
+functional bodies run the ``python`` backend measurably slower (benchmarks/RESULTS.md, "Why the
+kernels look the way they do"); the equality tests pin both to the step functions. Recurrent
+populations run the same loops (:mod:`.recurrent_loops`). Steps of up to 32768 values run on one
+intra-op thread (:func:`serial_steps`): on a shared machine an OpenMP region per step costs more
+than the step.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import functools
 import torch
 
 from ..constants import EXP_ARGUMENT_MAX
+from ..equations import adex_subthreshold, after_reset, leaky_subthreshold
 from ..surrogate import surrogate_derivative
 from .spec import NEURON_SPECS, saved_tensors
 
@@ -61,82 +68,87 @@ def serial_steps(step_numel: int, device: torch.device):
 
 def reset_voltage(vd, vth, vr):
     """The voltage after step t from its pre-reset value (the spike is ``vd - vth > 0``)."""
-    z = (vd - vth > 0).to(vd.dtype)
-    return (1 - z) * vd + z * vr
+    return after_reset((vd - vth > 0).to(vd.dtype), vd, vr)
 
 
-def input_gradient(g7, gi, c_syn):
+def input_gradient(g_drive, gi, c_syn):
     """The gradient of ``i + x`` (the input's, and the synaptic current's before the step) from
-    that of v_d through c_mem (``g7``) and that of the decayed current (``gi``)."""
-    return g7 + (gi + gi * c_syn)
+    that of the membrane drive (``g_drive = c_mem g_vd``) and that of the decayed current
+    (``gi``)."""
+    return g_drive + (gi + gi * c_syn)
 
 
 # ---------------------------------------------------------------- AdEx
 def adex_forward_step(x, v, i, a, P, z_out, vd_out, ij_out, a_out):
+    """One step of the AdEx equations (:func:`~snn.neurons.equations.adex_subthreshold`, as the
+    step function runs them) writing the spikes and what backward needs to the ``*_out`` tensors;
+    returns the new ``(v, i, a)``."""
     c_mem, c_syn, c_ada, ac, a_spike, delta_T, v_leak, v_th, v_reset = P
-    i_jump = i + x
+    i_jump, v_decayed, i_decayed, a_decayed = adex_subthreshold(
+        x, v, i, a, c_mem, c_syn, c_ada, ac, delta_T, v_leak, v_th)
     if ij_out is not None:
         ij_out.copy_(i_jump)
         a_out.copy_(a)
-    exp_argument = torch.clamp((v - v_th) / delta_T, max=EXP_ARGUMENT_MAX)
-    v_decayed = v + c_mem * ((v_leak - v) + delta_T * torch.exp(exp_argument) + i_jump - a)
-    i_decayed = i_jump + c_syn * i_jump
-    a_decayed = a + c_ada * (ac * (v - v_leak) - a)
     z = (v_decayed - v_th > 0).to(x.dtype)
     z_out.copy_(z)
     if vd_out is not None:
         vd_out.copy_(v_decayed)
-    return (1 - z) * v_decayed + z * v_reset, i_decayed, a_decayed + z * a_spike
+    return after_reset(z, v_decayed, v_reset), i_decayed, a_decayed + z * a_spike
 
 
 def adex_backward_step(gz, gv, gi, ga, vd, v, P, derivative, alpha, gx_out, ij, a, G):
     """Gradients through one step; ``gv, gi, ga`` are those of the state after it. Returns those
     of the state before it and writes the input gradient to ``gx_out``. With ``G`` (a list of
-    per-neuron accumulators) it adds the step's parameter gradients."""
+    per-neuron accumulators, in the order of the kernel parameters) it adds the step's parameter
+    gradients.
+
+    The names are those of ``cpu_kernels.cpp`` and ``triton_kernels.py``: ``g_drive`` is the
+    gradient of the membrane drive ``(v_leak - v) + delta_T e + i_j - a`` (``c_mem g_vd``),
+    ``g_exp_arg`` that of the exponent ``(v - v_th) / delta_T``, ``g_v_exp`` that of ``v`` through
+    the exponent, ``g_ada_drive`` that of the adaptation drive ``a_current (v - v_leak) - a``."""
     c_mem, c_syn, c_ada, ac, a_spike, delta_T, v_leak, v_th, v_reset = P
     x_spike = vd - v_th
     z = (x_spike > 0).to(vd.dtype)
-    t1 = v - v_th
-    t2 = t1 / delta_T
-    ex = torch.exp(torch.clamp(t2, max=EXP_ARGUMENT_MAX))
+    exp_arg = (v - v_th) / delta_T
+    ex = torch.exp(torch.clamp(exp_arg, max=EXP_ARGUMENT_MAX))
     g_z = -gv * vd + gv * v_reset + ga * a_spike
     if gz is not None:
         g_z = gz + g_z
     g_xs = g_z * derivative(x_spike, alpha)
     g_vd = gv * (1 - z) + g_xs
-    g7 = g_vd * c_mem
+    g_drive = g_vd * c_mem
     # torch.clamp passes no gradient where the argument is at the bound itself: strict <.
-    g_t2 = torch.where(t2 < EXP_ARGUMENT_MAX, g7 * delta_T * ex, 0.0)
-    g_t1 = g_t2 / delta_T
-    g_t11 = ga * c_ada
-    g_ij = input_gradient(g7, gi, c_syn)
+    g_exp_arg = torch.where(exp_arg < EXP_ARGUMENT_MAX, g_drive * delta_T * ex, 0.0)
+    g_v_exp = g_exp_arg / delta_T
+    g_ada_drive = ga * c_ada
+    g_ij = input_gradient(g_drive, gi, c_syn)
     gx_out.copy_(g_ij)
     if G is not None:
-        G[0].add_(g_vd * ((v_leak - v) + delta_T * ex + ij - a))
-        G[1].add_(gi * ij)
-        G[2].add_(ga * (ac * (v - v_leak) - a))
-        G[3].add_(g_t11 * (v - v_leak))
-        G[4].add_(ga * z)
-        G[5].add_(g7 * ex - g_t2 * (t1 / delta_T) / delta_T)
-        G[6].add_(g7 - g_t11 * ac)
-        G[7].add_(-g_xs - g_t1)
-        G[8].add_(gv * z)
-    return g_vd - g7 + g_t1 + g_t11 * ac, g_ij, ga - g7 - g_t11
+        g_c_mem, g_c_syn, g_c_ada, g_ac, g_a_spike, g_delta_T, g_v_leak, g_v_th, g_v_reset = G
+        g_c_mem.add_(g_vd * ((v_leak - v) + delta_T * ex + ij - a))
+        g_c_syn.add_(gi * ij)
+        g_c_ada.add_(ga * (ac * (v - v_leak) - a))
+        g_ac.add_(g_ada_drive * (v - v_leak))
+        g_a_spike.add_(ga * z)
+        g_delta_T.add_(g_drive * ex - g_exp_arg * exp_arg / delta_T)
+        g_v_leak.add_(g_drive - g_ada_drive * ac)
+        g_v_th.add_(-g_xs - g_v_exp)
+        g_v_reset.add_(gv * z)
+    return g_vd - g_drive + g_v_exp + g_ada_drive * ac, g_ij, ga - g_drive - g_ada_drive
 
 
 # ---------------------------------------------------------------- LIF
 def lif_forward_step(x, v, i, P, z_out, vd_out, ij_out):
+    """:func:`adex_forward_step` for LIF (:func:`~snn.neurons.equations.leaky_subthreshold`)."""
     c_mem, c_syn, v_leak, v_th, v_reset = P
-    i_jump = i + x
+    i_jump, v_decayed, i_decayed = leaky_subthreshold(x, v, i, c_mem, c_syn, v_leak)
     if ij_out is not None:
         ij_out.copy_(i_jump)
-    v_decayed = v + c_mem * ((v_leak - v) + i_jump)
-    i_decayed = i_jump + c_syn * i_jump
     z = (v_decayed - v_th > 0).to(x.dtype)
     z_out.copy_(z)
     if vd_out is not None:
         vd_out.copy_(v_decayed)
-    return (1 - z) * v_decayed + z * v_reset, i_decayed
+    return after_reset(z, v_decayed, v_reset), i_decayed
 
 
 def lif_backward_step(gz, gv, gi, vd, v, P, derivative, alpha, gx_out, ij, G):
@@ -148,41 +160,42 @@ def lif_backward_step(gz, gv, gi, vd, v, P, derivative, alpha, gx_out, ij, G):
         g_z = gz + g_z
     g_xs = g_z * derivative(x_spike, alpha)
     g_vd = gv * (1 - z) + g_xs
-    g7 = g_vd * c_mem
-    g_ij = input_gradient(g7, gi, c_syn)
+    g_drive = g_vd * c_mem
+    g_ij = input_gradient(g_drive, gi, c_syn)
     gx_out.copy_(g_ij)
     if G is not None:
-        G[0].add_(g_vd * ((v_leak - v) + ij))
-        G[1].add_(gi * ij)
-        G[2].add_(g7)
-        G[3].add_(-g_xs)
-        G[4].add_(gv * z)
-    return g_vd - g7, g_ij
+        g_c_mem, g_c_syn, g_v_leak, g_v_th, g_v_reset = G
+        g_c_mem.add_(g_vd * ((v_leak - v) + ij))
+        g_c_syn.add_(gi * ij)
+        g_v_leak.add_(g_drive)
+        g_v_th.add_(-g_xs)
+        g_v_reset.add_(gv * z)
+    return g_vd - g_drive, g_ij
 
 
 # ---------------------------------------------------------------- LI
 def li_forward_step(x, v, i, P, out, ij_out):
-    c_mem, c_syn, v_leak = P
-    i_jump = i + x
+    """:func:`adex_forward_step` for LI: the output is the voltage."""
+    i_jump, v_new, i_decayed = leaky_subthreshold(x, v, i, *P)
     if ij_out is not None:
         ij_out.copy_(i_jump)
-    v_new = v + c_mem * ((v_leak - v) + i_jump)
     out.copy_(v_new)
-    return v_new, i_jump + c_syn * i_jump
+    return v_new, i_decayed
 
 
 def li_backward_step(gout, gv, gi, v, P, gx_out, ij, G):
     c_mem, c_syn, v_leak = P
     if gout is not None:
         gv = gv + gout
-    g7 = gv * c_mem
-    g_ij = input_gradient(g7, gi, c_syn)
+    g_drive = gv * c_mem
+    g_ij = input_gradient(g_drive, gi, c_syn)
     gx_out.copy_(g_ij)
     if G is not None:
-        G[0].add_(gv * ((v_leak - v) + ij))
-        G[1].add_(gi * ij)
-        G[2].add_(g7)
-    return gv - g7, g_ij
+        g_c_mem, g_c_syn, g_v_leak = G
+        g_c_mem.add_(gv * ((v_leak - v) + ij))
+        g_c_syn.add_(gi * ij)
+        g_v_leak.add_(g_drive)
+    return gv - g_drive, g_ij
 
 
 # ---------------------------------------------------------------- python: in-place loops
@@ -268,14 +281,6 @@ def _entering_voltage(vd, t0, t1, v0, v_th, v_reset):
     return v
 
 
-def _input_gradient_scan(g7, gi, k_i, gx, t0):
-    """``gx[t] = g7[t] + k_i gi`` backwards over a block, ``gi`` carried: the synaptic current's
-    gradient (``g7 = c_mem g_vd``, ``k_i = 1 + c_syn``). Returns the carried ``gi``."""
-    for t in range(g7.shape[0] - 1, -1, -1):
-        gi = torch.mul(gi, k_i, out=gx[t0 + t]).add_(g7[t])
-    return gi
-
-
 def spike_coefficients(vd, v_th, v_reset, derivative, alpha):
     """``(A, sigma')`` for pre-reset voltages ``vd``: ``A = (1 - z) + (v_reset - v_d) sigma'``, the
     part of the gradient of ``v_d`` that comes from the voltage after the step (the spike's own
@@ -287,70 +292,79 @@ def spike_coefficients(vd, v_th, v_reset, derivative, alpha):
 
 
 def adex_coefficients(vd, t0, t1, v0, P, derivative, alpha):
-    """``(A, B, D, sigma')`` of steps ``t0 .. t1 - 1`` for :func:`adex_backward_loop` (and the
-    recurrent loop): everything in the backward that does not depend on the incoming gradients."""
+    """``(A, B, D, sigma')`` of steps ``t0 .. t1 - 1`` for :func:`backward_loop`: everything in the
+    backward that does not depend on the incoming gradients."""
     c_mem, c_syn, c_ada, ac, a_spike, delta_T, v_leak, v_th, v_reset = P
     v = _entering_voltage(vd, t0, t1, v0, v_th, v_reset)
-    t2 = v.sub_(v_th).div_(delta_T)
+    exp_arg = v.sub_(v_th).div_(delta_T)
     # torch.clamp passes no gradient where the argument is at the bound itself: strict <.
-    below = torch.lt(t2, EXP_ARGUMENT_MAX, out=torch.empty_like(t2))
-    D = t2.clamp_(max=EXP_ARGUMENT_MAX).exp_().mul_(below).mul_(c_mem).add_(1 - c_mem)
+    below = torch.lt(exp_arg, EXP_ARGUMENT_MAX, out=torch.empty_like(exp_arg))
+    D = exp_arg.clamp_(max=EXP_ARGUMENT_MAX).exp_().mul_(below).mul_(c_mem).add_(1 - c_mem)
     A, sg = spike_coefficients(vd[t0:t1], v_th, v_reset, derivative, alpha)
     return A, sg * a_spike, D, sg
 
 
-def adex_backward_loop(gout, gstate, vd, v0, P, derivative, alpha):
-    """The backward of :func:`adex_forward_loop` without parameter gradients: ``(gx, (gv, gi, ga))``.
+def backward_loop(kind, gout, gstate, vd, v0, P, derivative, alpha, w_rec=None, gz=None):
+    """The backward of :func:`adex_forward_loop` or :func:`lif_forward_loop` (``kind`` 'adex' or
+    'lif') without parameter gradients: ``(gx, gradients of the initial (v, i[, a]))``.
 
-    With ``A = (1 - z) + (v_reset - v_d) sigma'``, ``B = a_spike sigma'``, ``C = g_z sigma'`` and
-    ``D = 1 - c_mem + c_mem [t2 < 20] e^{t2}`` (the derivative of v_d in v), each step is
-    ``g_vd = A gv + B ga + C``, ``gv <- D g_vd + c_ada a_current ga``,
-    ``ga <- (1 - c_ada) ga - c_mem g_vd``, ``gi <- c_mem g_vd + (1 + c_syn) gi = gx[t]``:
-    :func:`adex_backward_step` regrouped, equal to it up to rounding.
+    With ``A = (1 - z) + (v_reset - v_d) sigma'``, ``B = a_spike sigma'`` and
+    ``D = 1 - c_mem + c_mem [exp_arg < 20] e^{exp_arg}`` (the derivative of v_d in v), computed for
+    blocks of steps at once, each step is ``g_vd = A gv + B ga + sigma' g_z``,
+    ``gv <- D g_vd + c_ada a_current ga``, ``ga <- (1 - c_ada) ga - c_mem g_vd``,
+    ``gi <- c_mem g_vd + (1 + c_syn) gi = gx[t]``: :func:`adex_backward_step` regrouped, equal to
+    it up to rounding. LIF: no ``a``, ``D = 1 - c_mem``.
+
+    ``g_z`` is the gradient of the outputs ``gout[t]`` (None: none reached them). Recurrent
+    populations (:mod:`.recurrent_loops`) pass ``w_rec``: there ``x`` is the current ``c``, ``gx``
+    its gradient ``g_c``, and the spikes of a step feed the next step's current, so
+    ``g_z <- gout[t] + g_c[t + 1] W_rec``, starting from ``gz``, the final spikes' gradient.
     """
-    c_mem, c_syn, c_ada, ac, a_spike, delta_T, v_leak, v_th, v_reset = P
-    T = vd.shape[0]
-    gv, gi, ga = (g.clone(memory_format=torch.contiguous_format) for g in gstate)
-    gx = torch.empty_like(vd)
-    k_av, k_a, k_i = c_ada * ac, 1 - c_ada, 1 + c_syn
-    block = _block(T, v0.numel())
-    for t1 in range(T, 0, -block):
-        t0 = max(0, t1 - block)
-        A, B, D, sg = adex_coefficients(vd, t0, t1, v0, P, derivative, alpha)
-        C = None if gout is None else sg * gout[t0:t1]  # sg may be a user surrogate's view
-        g7 = torch.empty_like(A)
-        for t in range(t1 - t0 - 1, -1, -1):
-            g_vd = torch.mul(gv, A[t], out=g7[t]).addcmul_(ga, B[t])
-            if C is not None:
-                g_vd.add_(C[t])
-            torch.mul(g_vd, D[t], out=gv).addcmul_(ga, k_av)
-            ga.mul_(k_a).addcmul_(g_vd, c_mem, value=-1)
-        gi = _input_gradient_scan(g7.mul_(c_mem), gi, k_i, gx, t0)
-    return gx, (gv, gi, ga)
-
-
-def lif_backward_loop(gout, gstate, vd, v0, P, derivative, alpha):
-    """The backward of :func:`lif_forward_loop` without parameter gradients: per step
-    ``g_vd = A gv + C`` (``A``, ``C`` as for AdEx), ``gv <- (1 - c_mem) g_vd``, and the input
-    gradient scan of :func:`adex_backward_loop`."""
-    c_mem, c_syn, v_leak, v_th, v_reset = P
-    T = vd.shape[0]
-    gv, gi = (g.clone(memory_format=torch.contiguous_format) for g in gstate)
-    gx = torch.empty_like(vd)
+    adex = kind == "adex"
+    c_mem, c_syn, v_th, v_reset = P[0], P[1], P[-2], P[-1]
+    gstate = [g.clone(memory_format=torch.contiguous_format) for g in gstate]
+    gv, gi = gstate[0], gstate[1]
+    if adex:
+        ga, c_ada, ac = gstate[2], P[2], P[3]
+        k_av, k_a = c_ada * ac, 1 - c_ada
     k_i, k_v = 1 + c_syn, 1 - c_mem
+    T = vd.shape[0]
+    gx = torch.empty_like(vd)
+    g_rec = None if w_rec is None else gz.clone(memory_format=torch.contiguous_format)
     block = _block(T, v0.numel())
     for t1 in range(T, 0, -block):
         t0 = max(0, t1 - block)
-        A, sg = spike_coefficients(vd[t0:t1], v_th, v_reset, derivative, alpha)
-        C = None if gout is None else sg * gout[t0:t1]  # sg may be a user surrogate's view
-        g7 = torch.empty_like(A)
+        if adex:
+            A, B, D, sg = adex_coefficients(vd, t0, t1, v0, P, derivative, alpha)
+        else:
+            A, sg = spike_coefficients(vd[t0:t1], v_th, v_reset, derivative, alpha)
+        # sigma' g_z for the whole block where g_z does not depend on the steps after it.
+        C = None if gout is None or g_rec is not None else sg * gout[t0:t1]  # sg: maybe a view
+        g_vds = torch.empty_like(A)
         for t in range(t1 - t0 - 1, -1, -1):
-            g_vd = torch.mul(gv, A[t], out=g7[t])
+            g_vd = torch.mul(gv, A[t], out=g_vds[t])
+            if g_rec is not None:
+                if gout is not None:
+                    g_rec.add_(gout[t0 + t])  # g_z of this step
+                g_vd.addcmul_(g_rec, sg[t])
+            if adex:
+                g_vd.addcmul_(ga, B[t])
             if C is not None:
                 g_vd.add_(C[t])
-            torch.mul(g_vd, k_v, out=gv)
-        gi = _input_gradient_scan(g7.mul_(c_mem), gi, k_i, gx, t0)
-    return gx, (gv, gi)
+            if adex:
+                torch.mul(g_vd, D[t], out=gv).addcmul_(ga, k_av)
+                ga.mul_(k_a).addcmul_(g_vd, c_mem, value=-1)
+            else:
+                torch.mul(g_vd, k_v, out=gv)
+            if g_rec is not None:  # the next g_z needs this step's g_c = gi now
+                gi = torch.mul(gi, k_i, out=gx[t0 + t]).addcmul_(g_vd, c_mem)
+                torch.mm(gi, w_rec, out=g_rec)  # g_z of the step before, from its spikes' current
+        if g_rec is None:  # feed-forward: g_drive = c_mem g_vd for the whole block, then gi's scan
+            g_drive = g_vds.mul_(c_mem)
+            for t in range(t1 - t0 - 1, -1, -1):
+                gi = torch.mul(gi, k_i, out=gx[t0 + t]).add_(g_drive[t])
+    gstate[1] = gi
+    return gx, tuple(gstate)
 
 
 class TorchLoops:
@@ -423,8 +437,7 @@ class TorchLoops:
         derivative = surrogate_derivative(method)
         vd, extra = saved[0], saved[1:]
         if not self.compiled and not param_grads:
-            loop = adex_backward_loop if kind == "adex" else lif_backward_loop
-            gx, gstate = loop(gout, gstate, vd, v0, P, derivative, alpha)
+            gx, gstate = backward_loop(kind, gout, gstate, vd, v0, P, derivative, alpha)
             return gx, gstate, None
         no_extra = [None] * spec.extra
         for t in range(T - 1, -1, -1):

@@ -211,8 +211,10 @@ def adex_backward(
     gv = tl.load(gv_in + offs, mask=m, other=0.0).to(CDT)
     gi = tl.load(gi_in + offs, mask=m, other=0.0).to(CDT)
     ga = tl.load(ga_in + offs, mask=m, other=0.0).to(CDT)
-    zero = tl.full([BLOCK], 0.0, CDT)
-    G0, G1, G2, G3, G4, G5, G6, G7, G8 = zero, zero, zero, zero, zero, zero, zero, zero, zero
+    # The per-neuron parameter gradients, named as in torch_loops.adex_backward_step.
+    g_c_mem = tl.full([BLOCK], 0.0, CDT)
+    g_c_syn, g_c_ada, g_ac, g_a_spike = g_c_mem, g_c_mem, g_c_mem, g_c_mem
+    g_delta_T, g_v_leak, g_v_th, g_v_reset = g_c_mem, g_c_mem, g_c_mem, g_c_mem
     for s in range(T):
         t = T - 1 - s
         row = t * M64 + offs
@@ -220,49 +222,48 @@ def adex_backward(
         v = _entering_voltage(vd, v0, t, M64, offs, m, v_th, v_reset, CDT)
         x_spike = vdt - v_th
         zz = _spikes(x_spike, CDT)
-        t1 = v - v_th
-        t2 = t1 / delta_T
-        ex = _exp(tl.where(t2 > EXP_MAX, EXP_MAX, t2), PRECISE)
+        exp_arg = (v - v_th) / delta_T
+        ex = _exp(tl.where(exp_arg > EXP_MAX, EXP_MAX, exp_arg), PRECISE)
         g_z = -gv * vdt + gv * v_reset + ga * a_spike
         if HAS_GOUT:
             g_z = tl.load(gz + t * g_ts64 + offs * g_ns, mask=m, other=0.0).to(CDT) + g_z
         g_xs = g_z * _surrogate(x_spike, consts, CDT, METHOD)
         g_vd = gv * (1.0 - zz) + g_xs
-        g7 = g_vd * c_mem
+        g_drive = g_vd * c_mem
         # torch.clamp passes no gradient where the argument is at the bound itself: strict <.
-        g_t2 = tl.where(t2 < EXP_MAX, g7 * delta_T * ex, 0.0)
-        g_t1 = g_t2 / delta_T
-        g_t11 = ga * c_ada
-        g_ij = g7 + (gi + gi * c_syn)
+        g_exp_arg = tl.where(exp_arg < EXP_MAX, g_drive * delta_T * ex, 0.0)
+        g_v_exp = g_exp_arg / delta_T
+        g_ada_drive = ga * c_ada
+        g_ij = g_drive + (gi + gi * c_syn)
         tl.store(gx + row, g_ij.to(gx.dtype.element_ty), mask=m)
         if PARAMS:
             ij = tl.load(ij_s + row, mask=m, other=0.0).to(CDT)
             a = tl.load(a_s + row, mask=m, other=0.0).to(CDT)
-            G0 += g_vd * ((((v_leak - v) + delta_T * ex) + ij) - a)
-            G1 += gi * ij
-            G2 += ga * (ac * (v - v_leak) - a)
-            G3 += g_t11 * (v - v_leak)
-            G4 += ga * zz
-            G5 += g7 * ex - g_t2 * (t1 / delta_T) / delta_T
-            G6 += g7 - g_t11 * ac
-            G7 += -g_xs - g_t1
-            G8 += gv * zz
-        gv = g_vd - g7 + g_t1 + g_t11 * ac
+            g_c_mem += g_vd * ((((v_leak - v) + delta_T * ex) + ij) - a)
+            g_c_syn += gi * ij
+            g_c_ada += ga * (ac * (v - v_leak) - a)
+            g_ac += g_ada_drive * (v - v_leak)
+            g_a_spike += ga * zz
+            g_delta_T += g_drive * ex - g_exp_arg * exp_arg / delta_T
+            g_v_leak += g_drive - g_ada_drive * ac
+            g_v_th += -g_xs - g_v_exp
+            g_v_reset += gv * zz
+        gv = g_vd - g_drive + g_v_exp + g_ada_drive * ac
         gi = g_ij
-        ga = ga - g7 - g_t11
+        ga = ga - g_drive - g_ada_drive
     tl.store(gv_out + offs, gv.to(gv_out.dtype.element_ty), mask=m)
     tl.store(gi_out + offs, gi.to(gi_out.dtype.element_ty), mask=m)
     tl.store(ga_out + offs, ga.to(ga_out.dtype.element_ty), mask=m)
     if PARAMS:
-        tl.store(G + 0 * M64 + offs, G0, mask=m)
-        tl.store(G + 1 * M64 + offs, G1, mask=m)
-        tl.store(G + 2 * M64 + offs, G2, mask=m)
-        tl.store(G + 3 * M64 + offs, G3, mask=m)
-        tl.store(G + 4 * M64 + offs, G4, mask=m)
-        tl.store(G + 5 * M64 + offs, G5, mask=m)
-        tl.store(G + 6 * M64 + offs, G6, mask=m)
-        tl.store(G + 7 * M64 + offs, G7, mask=m)
-        tl.store(G + 8 * M64 + offs, G8, mask=m)
+        tl.store(G + 0 * M64 + offs, g_c_mem, mask=m)
+        tl.store(G + 1 * M64 + offs, g_c_syn, mask=m)
+        tl.store(G + 2 * M64 + offs, g_c_ada, mask=m)
+        tl.store(G + 3 * M64 + offs, g_ac, mask=m)
+        tl.store(G + 4 * M64 + offs, g_a_spike, mask=m)
+        tl.store(G + 5 * M64 + offs, g_delta_T, mask=m)
+        tl.store(G + 6 * M64 + offs, g_v_leak, mask=m)
+        tl.store(G + 7 * M64 + offs, g_v_th, mask=m)
+        tl.store(G + 8 * M64 + offs, g_v_reset, mask=m)
 
 
 # ---------------------------------------------------------------- LIF and LI
@@ -365,8 +366,8 @@ def lif_backward(
     v0 = tl.load(v0_ptr + offs, mask=m, other=0.0).to(CDT)
     gv = tl.load(gv_in + offs, mask=m, other=0.0).to(CDT)
     gi = tl.load(gi_in + offs, mask=m, other=0.0).to(CDT)
-    zero = tl.full([BLOCK], 0.0, CDT)
-    G0, G1, G2, G3, G4 = zero, zero, zero, zero, zero
+    g_c_mem = tl.full([BLOCK], 0.0, CDT)  # named as in torch_loops.lif_backward_step
+    g_c_syn, g_v_leak, g_v_th, g_v_reset = g_c_mem, g_c_mem, g_c_mem, g_c_mem
     for s in range(T):
         t = T - 1 - s
         row = t * M64 + offs
@@ -378,27 +379,27 @@ def lif_backward(
             g_z = tl.load(gz + t * g_ts64 + offs * g_ns, mask=m, other=0.0).to(CDT) + g_z
         g_xs = g_z * _surrogate(x_spike, consts, CDT, METHOD)
         g_vd = gv * (1.0 - zz) + g_xs
-        g7 = g_vd * c_mem
-        g_ij = g7 + (gi + gi * c_syn)
+        g_drive = g_vd * c_mem
+        g_ij = g_drive + (gi + gi * c_syn)
         tl.store(gx + row, g_ij.to(gx.dtype.element_ty), mask=m)
         if PARAMS:
             v = _entering_voltage(vd, v0, t, M64, offs, m, v_th, v_reset, CDT)
             ij = tl.load(ij_s + row, mask=m, other=0.0).to(CDT)
-            G0 += g_vd * ((v_leak - v) + ij)
-            G1 += gi * ij
-            G2 += g7
-            G3 += -g_xs
-            G4 += gv * zz
-        gv = g_vd - g7
+            g_c_mem += g_vd * ((v_leak - v) + ij)
+            g_c_syn += gi * ij
+            g_v_leak += g_drive
+            g_v_th += -g_xs
+            g_v_reset += gv * zz
+        gv = g_vd - g_drive
         gi = g_ij
     tl.store(gv_out + offs, gv.to(gv_out.dtype.element_ty), mask=m)
     tl.store(gi_out + offs, gi.to(gi_out.dtype.element_ty), mask=m)
     if PARAMS:
-        tl.store(G + 0 * M64 + offs, G0, mask=m)
-        tl.store(G + 1 * M64 + offs, G1, mask=m)
-        tl.store(G + 2 * M64 + offs, G2, mask=m)
-        tl.store(G + 3 * M64 + offs, G3, mask=m)
-        tl.store(G + 4 * M64 + offs, G4, mask=m)
+        tl.store(G + 0 * M64 + offs, g_c_mem, mask=m)
+        tl.store(G + 1 * M64 + offs, g_c_syn, mask=m)
+        tl.store(G + 2 * M64 + offs, g_v_leak, mask=m)
+        tl.store(G + 3 * M64 + offs, g_v_th, mask=m)
+        tl.store(G + 4 * M64 + offs, g_v_reset, mask=m)
 
 
 @triton.jit(do_not_specialize=_RUNTIME)
@@ -436,8 +437,8 @@ def li_backward(
     v_leak = _param(P, 2, P_ks, P_ns, offs, m, CDT)
     gv = tl.load(gv_in + offs, mask=m, other=0.0).to(CDT)
     gi = tl.load(gi_in + offs, mask=m, other=0.0).to(CDT)
-    zero = tl.full([BLOCK], 0.0, CDT)
-    G0, G1, G2 = zero, zero, zero
+    g_c_mem = tl.full([BLOCK], 0.0, CDT)  # named as in torch_loops.li_backward_step
+    g_c_syn, g_v_leak = g_c_mem, g_c_mem
     if PARAMS:
         v0 = tl.load(v0_ptr + offs, mask=m, other=0.0).to(CDT)
     for s in range(T):
@@ -445,22 +446,22 @@ def li_backward(
         row = t * M64 + offs
         if HAS_GOUT:
             gv = gv + tl.load(gz + t * g_ts64 + offs * g_ns, mask=m, other=0.0).to(CDT)
-        g7 = gv * c_mem
-        g_ij = g7 + (gi + gi * c_syn)
+        g_drive = gv * c_mem
+        g_ij = g_drive + (gi + gi * c_syn)
         tl.store(gx + row, g_ij.to(gx.dtype.element_ty), mask=m)
         if PARAMS:
             first = (offs * 0 + t) == 0
             previous = tl.load(vs + (t - 1) * M64 + offs, mask=m & (first == 0), other=0.0)
             v = tl.where(first, v0, previous.to(CDT))
             ij = tl.load(ij_s + row, mask=m, other=0.0).to(CDT)
-            G0 += gv * ((v_leak - v) + ij)
-            G1 += gi * ij
-            G2 += g7
-        gv = gv - g7
+            g_c_mem += gv * ((v_leak - v) + ij)
+            g_c_syn += gi * ij
+            g_v_leak += g_drive
+        gv = gv - g_drive
         gi = g_ij
     tl.store(gv_out + offs, gv.to(gv_out.dtype.element_ty), mask=m)
     tl.store(gi_out + offs, gi.to(gi_out.dtype.element_ty), mask=m)
     if PARAMS:
-        tl.store(G + 0 * M64 + offs, G0, mask=m)
-        tl.store(G + 1 * M64 + offs, G1, mask=m)
-        tl.store(G + 2 * M64 + offs, G2, mask=m)
+        tl.store(G + 0 * M64 + offs, g_c_mem, mask=m)
+        tl.store(G + 1 * M64 + offs, g_c_syn, mask=m)
+        tl.store(G + 2 * M64 + offs, g_v_leak, mask=m)

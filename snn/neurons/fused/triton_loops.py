@@ -28,8 +28,8 @@ import warnings
 import torch
 
 from .. import surrogate
-from ..surrogate import SURROGATES
 from ..constants import EXP_ARGUMENT_MAX
+from ..surrogate import SURROGATES
 from .spec import NEURON_SPECS, saved_tensors
 
 # The surrogates the kernels implement, by the index of triton_kernels._surrogate (the numbering
