@@ -397,7 +397,8 @@ def claim_fixed_run_dir(overrides: list[str]) -> None:
 
     try:
         with initialize_config_dir(str(CONF_DIR.resolve()), version_base="1.3"):
-            run_dir = OmegaConf.select(compose("config", overrides=overrides, return_hydra_config=True), "hydra.run.dir")
+            hydra_cfg = compose("config", overrides=overrides, return_hydra_config=True)
+            run_dir = OmegaConf.select(hydra_cfg, "hydra.run.dir")
     except Exception:  # an interpolation only Hydra's run can resolve: train() claims the directory instead
         return
     claim_run_dir(Path(str(run_dir)))

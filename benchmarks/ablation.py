@@ -63,7 +63,11 @@ def run_variant(overrides: list[str], steps: int, out_dir: Path) -> dict[str, fl
     seconds = time.perf_counter() - start
     with open(out_dir / "csv" / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
-    return {"val_acc": last_value(rows, "val/acc"), "rate": last_value(rows, "spikes/hidden1/val_rate"), "seconds": seconds}
+    return {
+        "val_acc": last_value(rows, "val/acc"),
+        "rate": last_value(rows, "spikes/hidden1/val_rate"),
+        "seconds": seconds,
+    }
 
 
 def main() -> None:

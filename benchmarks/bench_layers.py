@@ -172,7 +172,8 @@ def main():
     if not args.quick:
         cases += [(T, 32, N, T * 32 * N <= args.grid_norse_max) for T in (25, 100, 400) for N in (256, 4096)]
     print(f"load average at the start: {' '.join(f'{v:.1f}' for v in os.getloadavg())}\n")
-    print("| layer | T | B | N | implementation | fwd+bwd ms | vs norse | vs eager | saved B/neuron/step | rounds | load |")
+    print("| layer | T | B | N | implementation | fwd+bwd ms | vs norse | vs eager "
+          "| saved B/neuron/step | rounds | load |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for kind in args.kinds:
         for T, B, N, norse in cases:

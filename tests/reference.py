@@ -44,7 +44,9 @@ def reference_adex(x, p: dict, dt: float, method: str, alpha: float):
     spikes = []
     for x_t in x:
         i_j = i + x_t
-        v_d = v + dt * p["tau_mem_inv"] * ((p["v_leak"] - v) + p["delta_T"] * torch.exp((v - p["v_th"]) / p["delta_T"]) + i_j - a)
+        v_d = v + dt * p["tau_mem_inv"] * (
+            (p["v_leak"] - v) + p["delta_T"] * torch.exp((v - p["v_th"]) / p["delta_T"]) + i_j - a
+        )
         i_new = i_j - dt * p["tau_syn_inv"] * i_j
         a_d = a + dt * p["tau_ada_inv"] * (p["adaptation_current"] * (v - p["v_leak"]) - a)
         z = ReferenceSpike.apply(v_d - p["v_th"], method, alpha)

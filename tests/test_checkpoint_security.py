@@ -33,7 +33,8 @@ SMALL = ["dataset=synthetic", "model.T=6", "model.hidden=16", "model.conv=null",
 
 def make_cfg(tmp_path, *overrides: str):
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        return compose("config", overrides=[f"paths.output_dir={tmp_path}", f"paths.data_dir={tmp_path / 'data'}", *overrides])
+        paths = [f"paths.output_dir={tmp_path}", f"paths.data_dir={tmp_path / 'data'}"]
+        return compose("config", overrides=[*paths, *overrides])
 
 
 @pytest.fixture(scope="module")
@@ -82,8 +83,9 @@ def test_hyperparameters_given_as_omegaconf_configs_are_stored_as_plain_values(t
 
     # Written with torch.save as is, the file needs OmegaConf's class: refused, the message names it.
     torch.save(checkpoint, tmp_path / "omegaconf.ckpt")
-    with pytest.raises(CheckpointError, match=r"refers to omegaconf\.dictconfig\.DictConfig, but a checkpoint may hold only "
-                                              r"tensors and plain values.*OmegaConf.to_container") as error:
+    with pytest.raises(CheckpointError, match=r"refers to omegaconf\.dictconfig\.DictConfig, but a checkpoint "
+                                              r"may hold only tensors and plain values"
+                                              r".*OmegaConf.to_container") as error:
         load_classifier(tmp_path / "omegaconf.ckpt")
     assert "\n" not in str(error.value)
 
@@ -120,13 +122,16 @@ def hostile(kind: str, trained: Path, folder: Path) -> tuple[Path, str]:
         expected = rf"refers to {os.system.__module__}\.system, but a checkpoint"
     elif kind == "net _target_":
         hparams["net"] = {"_target_": "builtins.open", "_args_": [str(marker), "w"]}
-        expected = r"asks to build 'builtins.open' \(hyper_parameters\['net'\]\['_target_'\]\), but a checkpoint may only build snn.models classes"
+        expected = (r"asks to build 'builtins.open' \(hyper_parameters\['net'\]\['_target_'\]\), "
+                    r"but a checkpoint may only build snn.models classes")
     elif kind == "nested _target_":
-        hparams["net"]["encoder"] = {"_target_": "pathlib.Path.touch", "_args_": [{"_target_": "pathlib.Path", "_args_": [str(marker)]}]}
+        path = {"_target_": "pathlib.Path", "_args_": [str(marker)]}
+        hparams["net"]["encoder"] = {"_target_": "pathlib.Path.touch", "_args_": [path]}
         expected = r"asks to build 'pathlib.Path.touch' \(hyper_parameters\['net'\]\['encoder'\]\['_target_'\]\)"
     elif kind == "optimizer _target_":  # the LightningModule instantiates it when evaluating
         hparams["optimizer"] = {"_target_": "io.open", "_args_": [str(marker), "w"], "_partial_": False}
-        expected = r"asks to build 'io.open' \(hyper_parameters\['optimizer'\]\['_target_'\]\), but a checkpoint may only build torch.optim optimizers"
+        expected = (r"asks to build 'io.open' \(hyper_parameters\['optimizer'\]\['_target_'\]\), "
+                    r"but a checkpoint may only build torch.optim optimizers")
     elif kind == "interpolation":
         hparams["net"]["T"] = "${oc.env:HOME}"
         expected = r"carries the config interpolation '\$\{oc.env:HOME\}' at hyper_parameters\['net'\]\['T'\]"

@@ -33,7 +33,8 @@ RANDOM = ["dataset=synthetic", "model.T=6", "model.hidden=16", "model.conv=null"
 
 def make_cfg(tmp_path, *overrides: str):
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        return compose("config", overrides=[f"paths.output_dir={tmp_path}", f"paths.data_dir={tmp_path / 'data'}", *overrides])
+        paths = [f"paths.output_dir={tmp_path}", f"paths.data_dir={tmp_path / 'data'}"]
+        return compose("config", overrides=[*paths, *overrides])
 
 
 class KillAtEpoch(L.Callback):
@@ -64,7 +65,8 @@ def test_resumed_run_ends_with_exactly_the_weights_of_an_uninterrupted_run(tmp_p
     assert load_checkpoint(killed)["epoch"] == 0  # only epoch 1 of 2 was completed
     train(make_cfg(tmp_path / "resumed", *RANDOM, *extra, f"ckpt_path={killed}"))
 
-    full, resumed = weights(tmp_path / "full" / "checkpoints" / "last.ckpt"), weights(tmp_path / "resumed" / "checkpoints" / "last.ckpt")
+    full = weights(tmp_path / "full" / "checkpoints" / "last.ckpt")
+    resumed = weights(tmp_path / "resumed" / "checkpoints" / "last.ckpt")
     assert load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.ckpt")["global_step"] == 12
     same = all(torch.equal(full[k], resumed[k]) for k in full)
     # With the generator states in the checkpoint the resume is bit-exact; without them the
@@ -106,13 +108,15 @@ def test_evaluation_entry_reports_the_test_metrics_of_a_checkpoint(tmp_path, cap
     with pytest.raises(ConfigError, match="train=false evaluates a checkpoint: add ckpt_path"):
         train(make_cfg(tmp_path / "eval2", "dataset=synthetic", "train=false"))
     with pytest.raises(ConfigError, match=r"takes inputs \[1, 8, 8\] with 4 classes.*\[1, 8, 8\] with 5"):
-        train(make_cfg(tmp_path / "eval3", "dataset=synthetic", "dataset.num_classes=5", "train=false", f"ckpt_path={best}"))
+        train(make_cfg(tmp_path / "eval3", "dataset=synthetic", "dataset.num_classes=5", "train=false",
+                       f"ckpt_path={best}"))
 
 
 def test_checkpoint_of_another_model_config_is_refused(tmp_path):
     train(make_cfg(tmp_path / "a", *RANDOM, "trainer.max_epochs=1"))
     ckpt = tmp_path / "a" / "checkpoints" / "last.ckpt"
-    with pytest.raises(ConfigError, match=r"different model config.*hidden: 16 -> 20.*neuron.kind: 'adex' -> 'lif'") as error:
+    with pytest.raises(ConfigError,
+                       match=r"different model config.*hidden: 16 -> 20.*neuron.kind: 'adex' -> 'lif'") as error:
         train(make_cfg(tmp_path / "b", *RANDOM, "model=lif", "model.hidden=20", "model.conv=null",
                        "model.encoder.kind=poisson", "model.dropout=0.2", f"ckpt_path={ckpt}"))
     assert "\n" not in str(error.value)
@@ -182,7 +186,8 @@ class DiskFullAfter:
 
 
 def test_every_trainer_writes_and_reads_through_the_safe_checkpoint_io(tmp_path):
-    for overrides in ([], ["trainer=cpu"], ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=1"], ["debug=fdr"]):
+    ddp = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=1"]
+    for overrides in ([], ["trainer=cpu"], ddp, ["debug=fdr"]):
         trainer = build(make_cfg(tmp_path, "dataset=synthetic", "logger=none", *overrides))[2]
         assert isinstance(trainer.strategy.checkpoint_io, SafeCheckpointIO), overrides
 
@@ -215,7 +220,8 @@ def test_a_checkpoint_with_a_non_finite_tensor_is_never_written(tmp_path, traine
     target = tmp_path / "last.ckpt"
     target.write_bytes(trained.read_bytes())
     checkpoint["state_dict"]["net.output.weight"][1, 2] = float("nan")
-    with pytest.raises(NonFiniteCheckpointError, match=rf"{target}: state_dict\['net.output.weight'\] holds 1 non-finite"):
+    with pytest.raises(NonFiniteCheckpointError,
+                       match=rf"{target}: state_dict\['net.output.weight'\] holds 1 non-finite"):
         SafeCheckpointIO().save_checkpoint(checkpoint, target)
     assert target.read_bytes() == trained.read_bytes() and sorted(tmp_path.glob(".*")) == []
 
@@ -246,7 +252,8 @@ def test_training_never_writes_a_non_finite_weight(tmp_path, monkeypatch):
 
 
 def test_a_damaged_checkpoint_is_refused_by_name_on_every_load_path(tmp_path, trained):
-    assert torch.load(flip_a_bit(trained, tmp_path / "flipped.ckpt"), weights_only=True)["epoch"] == 0  # torch alone: silent
+    # torch alone: silent
+    assert torch.load(flip_a_bit(trained, tmp_path / "flipped.ckpt"), weights_only=True)["epoch"] == 0
     damaged = rf"{tmp_path / 'flipped.ckpt'} is damaged: the checksum of its part 'archive/data/0' does not match"
     flipped = tmp_path / "flipped.ckpt"
     with pytest.raises(CheckpointError, match=damaged):
@@ -256,7 +263,8 @@ def test_a_damaged_checkpoint_is_refused_by_name_on_every_load_path(tmp_path, tr
     with pytest.raises(ConfigError, match=damaged):
         train(make_cfg(tmp_path / "resume", *RANDOM, f"ckpt_path={flipped}"))
     with pytest.raises(ConfigError, match=damaged):
-        train(make_cfg(tmp_path / "evaluate", "dataset=synthetic", "logger=none", "train=false", f"ckpt_path={flipped}"))
+        train(make_cfg(tmp_path / "evaluate", "dataset=synthetic", "logger=none", "train=false",
+                       f"ckpt_path={flipped}"))
     assert not (tmp_path / "resume" / "checkpoints").exists()
     # A flip in the pickle itself is caught the same way, before unpickling.
     with pytest.raises(CheckpointError, match="its part 'archive/data.pkl' does not match"):
@@ -265,7 +273,9 @@ def test_a_damaged_checkpoint_is_refused_by_name_on_every_load_path(tmp_path, tr
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
 def test_loading_onto_cuda_without_cuda_says_so(trained):
-    with pytest.raises(ValueError, match=r"map_location='cuda' asks for a CUDA device, but this machine has none.*map_location='cpu'"):
+    with pytest.raises(ValueError,
+                       match=r"map_location='cuda' asks for a CUDA device, but this machine has none"
+                             r".*map_location='cpu'"):
         load_classifier(trained, map_location="cuda")
 
 

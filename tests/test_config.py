@@ -26,7 +26,8 @@ def options(group: str) -> list[str]:
 
 def make_cfg(tmp_path, *overrides: str):
     with initialize_config_dir(str(CONF), version_base="1.3"):
-        return compose("config", overrides=[f"paths.output_dir={tmp_path}", f"paths.data_dir={tmp_path / 'data'}", *overrides])
+        paths = [f"paths.output_dir={tmp_path}", f"paths.data_dir={tmp_path / 'data'}"]
+        return compose("config", overrides=[*paths, *overrides])
 
 
 def test_config_groups_are_complete():
@@ -111,7 +112,8 @@ def test_every_neuron_parameter_is_settable_from_the_command_line(tmp_path):
         ("model.T=-1", "T must be a positive integer, got -1"),
         ("model.neuron.method=relu", r"relu.*(atan|super)"),
         ("model.decoder=last", r"Unknown decoder 'last'; choose one of \['max', 'mean'\]"),
-        ("model.encoder.kind=rank", r"Unknown encoder 'rank'; choose one of \['constant', 'events', 'latency', 'poisson'\]"),
+        ("model.encoder.kind=rank",
+         r"Unknown encoder 'rank'; choose one of \['constant', 'events', 'latency', 'poisson'\]"),
         ("model.neuron.kind=hh", r"Unknown neuron kind 'hh'"),
         ("model.neuron.tau_mem_inv=-5", "tau_mem_inv .* must be > 0"),
         ("model.conv.norm=layer", r"Unknown norm 'layer'; choose one of \['batch', 'group', 'none'\]"),
@@ -121,7 +123,8 @@ def test_every_neuron_parameter_is_settable_from_the_command_line(tmp_path):
         ("optimizer.lr=abc", "optimizer.lr must be a positive number, got 'abc'"),
         ("optimizer.lr=-1", "optimizer.lr must be a positive number, got -1"),
         ("optimizer.weight_decay=-0.5", "Invalid optimizer config: Invalid weight_decay value: -0.5"),
-        ("scheduler._target_=torch.optim.lr_scheduler.StepLR", "Invalid scheduler config: .*unexpected keyword argument .T_max."),
+        ("scheduler._target_=torch.optim.lr_scheduler.StepLR",
+         "Invalid scheduler config: .*unexpected keyword argument .T_max."),
         ("dataset.val_size=512", "dataset.val_size=512 holds out 512 of the 512 samples of the synthetic training set"),
     ],
 )
@@ -152,7 +155,8 @@ def test_command_line_sweep(tmp_path):
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     runs = sorted(p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit())
-    jobs = {(OmegaConf.load(r / ".hydra" / "config.yaml").model.neuron.kind, OmegaConf.load(r / ".hydra" / "config.yaml").seed) for r in runs}
+    configs = [OmegaConf.load(r / ".hydra" / "config.yaml") for r in runs]
+    jobs = {(c.model.neuron.kind, c.seed) for c in configs}
     assert jobs == {("adex", 1), ("adex", 2), ("lif", 1), ("lif", 2)}
 
 

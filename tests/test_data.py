@@ -190,7 +190,8 @@ def test_inconsistent_files_are_refused(tmp_path):
 def test_fashion_mnist_searches_extra_folders(tmp_path):
     extra = tmp_path / "system"
     arrays = write_mnist(extra)
-    dm = FashionMNISTDataModule(data_dir=str(tmp_path / "nothing"), search_dirs=[str(extra)], download=False, val_size=0.25)
+    dm = FashionMNISTDataModule(data_dir=str(tmp_path / "nothing"), search_dirs=[str(extra)], download=False,
+                                val_size=0.25)
     dm.prepare_data()
     dm.setup("fit")
     assert len(dm.val_set) == 10 and dm.locate() == extra
@@ -204,7 +205,8 @@ def test_debian_fashion_mnist_is_found_by_the_config_default():
 
     conf = str(Path(__file__).parents[1] / "conf")
     with initialize_config_dir(conf, version_base="1.3"):
-        cfg = compose("config", overrides=["dataset=fashion_mnist", "paths.data_dir=/nonexistent", "dataset.download=false"])
+        cfg = compose("config",
+                      overrides=["dataset=fashion_mnist", "paths.data_dir=/nonexistent", "dataset.download=false"])
     dm = instantiate(cfg.dataset)
     dm.prepare_data()
     assert dm.locate() == FASHION_DIR
@@ -234,7 +236,10 @@ def write_cifar(folder: Path, per_batch: int = 6) -> None:
     folder.mkdir(parents=True)
     rng = np.random.default_rng(0)
     for i, name in enumerate(CIFAR10DataModule.files):
-        batch = {b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8), b"labels": [(i + j) % 10 for j in range(per_batch)]}
+        batch = {
+            b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
+            b"labels": [(i + j) % 10 for j in range(per_batch)],
+        }
         (folder / name).write_bytes(pickle.dumps(batch))
 
 
@@ -287,7 +292,8 @@ def test_cifar10_batches_are_read_as_data_and_a_code_payload_is_refused(tmp_path
 
 def test_synthetic_data_is_deterministic_and_class_dependent():
     def load():
-        dm = SyntheticDataModule(input_shape=(1, 6, 6), num_classes=3, num_train=300, num_test=60, noise=0.1, val_size=60)
+        dm = SyntheticDataModule(input_shape=(1, 6, 6), num_classes=3, num_train=300, num_test=60, noise=0.1,
+                                 val_size=60)
         dm.setup("fit")
         return dm
 

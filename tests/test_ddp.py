@@ -58,7 +58,8 @@ def test_two_cpu_processes_match_one_process_and_write_one_set_of_outputs(tmp_pa
     names = sorted(p.name for p in (ddp / "checkpoints").iterdir())
     assert len(names) == 2 and names[0].startswith("epoch_") and names[1] == "last.ckpt", names
     assert len(list((ddp / "tensorboard").glob("events.out.tfevents.*"))) == 1
-    assert sorted(p.name for p in ddp.iterdir() if not p.name.endswith(".log")) == [".hydra", "checkpoints", "tensorboard"]
+    outputs = sorted(p.name for p in ddp.iterdir() if not p.name.endswith(".log"))
+    assert outputs == [".hydra", "checkpoints", "tensorboard"]
     images = EventAccumulator(str(ddp / "tensorboard"), size_guidance={"images": 0}).Reload()
     assert len(images.Images("spikes/raster")) == 3
 

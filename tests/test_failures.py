@@ -25,13 +25,15 @@ from snn.training import NonFiniteError, load_checkpoint
 from train import ConfigError, check_epochs_left, claim_run_dir, explain_composition_error, train
 
 ROOT = Path(__file__).parents[1]
+DATASETS = ", ".join(sorted(p.stem for p in (ROOT / "conf" / "dataset").glob("*.yaml")))
 SMALL = ["dataset=synthetic", "model.T=6", "model.hidden=16", "model.conv=null", "trainer.max_epochs=2",
          "trainer.accelerator=cpu", "logger=none", "test=false"]
 
 
 def make_cfg(tmp_path, *overrides: str):
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        return compose("config", overrides=[f"paths.output_dir={tmp_path}", f"paths.data_dir={tmp_path / 'data'}", *overrides])
+        paths = [f"paths.output_dir={tmp_path}", f"paths.data_dir={tmp_path / 'data'}"]
+        return compose("config", overrides=[*paths, *overrides])
 
 
 class Poison(L.Callback):
@@ -110,7 +112,8 @@ def test_non_finite_gradient_stops_training_before_the_optimizer_step(tmp_path, 
     with pytest.raises(NonFiniteError) as error:
         train(make_cfg(tmp_path, *SMALL))
     assert str(error.value).startswith("Gradients became non-finite at epoch 0, global step 2 (batch 2 of the epoch): "
-                                       "net.output.weight (1 of 64 values); training stopped before the optimizer step.")
+                                       "net.output.weight (1 of 64 values); "
+                                       "training stopped before the optimizer step.")
     assert "No checkpoint had been written yet" in str(error.value)
 
 
@@ -123,7 +126,8 @@ def test_a_huge_learning_rate_never_writes_a_non_finite_checkpoint(tmp_path):
     with pytest.raises(NonFiniteError) as error:
         train(cfg)
     message = str(error.value)
-    assert re.search(r"became non-finite (in the training step )?at epoch \d, global step \d+ \(batch \d of the epoch\)", message), message
+    pattern = r"became non-finite (in the training step )?at epoch \d, global step \d+ \(batch \d of the epoch\)"
+    assert re.search(pattern, message), message
     checkpoints = sorted((tmp_path / "checkpoints").glob("*.ckpt"))
     kept = re.search(r"The last good checkpoint is kept: (\S+)\. ", message)
     if kept:  # epoch 0 survives on this seed: the checkpoint named is the newest one written
@@ -140,7 +144,8 @@ def test_main_exits_non_zero_with_the_message(tmp_path, monkeypatch):
     monkeypatch.setattr(train_script, "train", stop)
     with pytest.raises(SystemExit) as exit_:
         train_script.main.__wrapped__(make_cfg(tmp_path))
-    assert exit_.value.code == "Training stopped: Training loss became nan at epoch 3, global step 40 (batch 4 of the epoch); ..."
+    assert exit_.value.code == ("Training stopped: Training loss became nan at epoch 3, global step 40 "
+                                "(batch 4 of the epoch); ...")
 
 
 def test_main_reports_a_checkpoint_that_could_not_be_written_in_one_sentence(tmp_path, monkeypatch):
@@ -164,10 +169,13 @@ def test_main_reports_a_checkpoint_that_could_not_be_written_in_one_sentence(tmp
 @pytest.mark.parametrize(
     "overrides,message",
     [
-        (["dataset=imagenet"], f"Unknown dataset 'imagenet'; choose one of {', '.join(sorted(p.stem for p in (ROOT / 'conf' / 'dataset').glob('*.yaml')))} (the files in conf/dataset/)."),
+        (["dataset=imagenet"], f"Unknown dataset 'imagenet'; choose one of {DATASETS} (the files in conf/dataset/)."),
         (["model=hh"], "Unknown model 'hh'; choose one of adex, adex_conv, lif"),
-        (["model.neuron.tau_mem=3"], "Unknown config key 'model.neuron.tau_mem'. Valid keys at 'model.neuron': kind, tau_syn_inv, tau_mem_inv,"),
-        (["trainer.max_epoch=3", "model.T=4"], "Unknown config key 'trainer.max_epoch'. Valid keys at 'trainer': _target_, default_root_dir, accelerator, devices, precision, min_epochs, max_epochs,"),
+        (["model.neuron.tau_mem=3"],
+         "Unknown config key 'model.neuron.tau_mem'. Valid keys at 'model.neuron': kind, tau_syn_inv, tau_mem_inv,"),
+        (["trainer.max_epoch=3", "model.T=4"],
+         "Unknown config key 'trainer.max_epoch'. Valid keys at 'trainer': _target_, default_root_dir, accelerator, "
+         "devices, precision, min_epochs, max_epochs,"),
         (["seeed=1"], "Unknown config key 'seeed'. Valid keys at the top level: "),
     ],
 )
@@ -188,9 +196,12 @@ def test_a_composable_command_line_is_left_to_hydra():
         ("model.neuron.method=relu", r"relu.*atan.*super"),
         ("+model.neuron.tau_mem=3", r"no field\(s\) \['tau_mem'\]; valid: \[.*'tau_syn_inv', 'tau_mem_inv'"),
         ("optimized_metric=val/foo", "optimized_metric=val/foo is not a metric logged during training; choose one of "
-                                     "val/acc, val/loss, train/acc, train/loss, loss, spikes/hidden1/val_rate, spikes/hidden1/rate."),
-        ("optimized_metric=test/acc", r"test/acc is not a metric logged during training \(test metrics are logged only after training\)"),
-        ("callbacks.model_checkpoint.monitor=val/accuracy", "callbacks.model_checkpoint.monitor=val/accuracy is not a metric"),
+                                     "val/acc, val/loss, train/acc, train/loss, loss, spikes/hidden1/val_rate, "
+                                     "spikes/hidden1/rate."),
+        ("optimized_metric=test/acc",
+         r"test/acc is not a metric logged during training \(test metrics are logged only after training\)"),
+        ("callbacks.model_checkpoint.monitor=val/accuracy",
+         "callbacks.model_checkpoint.monitor=val/accuracy is not a metric"),
         ("optimizer.lr=abc", "optimizer.lr must be a positive number, got 'abc'."),
         ("optimizer.lr=-1", "optimizer.lr must be a positive number, got -1."),
         ("+optimizer.betas=[0.9,2.0]", "Invalid optimizer config: Invalid beta parameter at index 1: 2.0"),
@@ -208,11 +219,13 @@ def test_bad_values_fail_before_the_data_is_read(tmp_path, override, message):
     "args,message",
     [
         (["dataset=imagenet"], "Config error: Unknown dataset 'imagenet'; choose one of cifar10, cue_accumulation,"),
-        (["model.T=-4"], "Config error: Invalid model config: The number of time steps T must be a positive integer, got -4."),
+        (["model.T=-4"],
+         "Config error: Invalid model config: The number of time steps T must be a positive integer, got -4."),
     ],
 )
 def test_command_line_config_errors_are_one_paragraph(tmp_path, args, message):
-    command = [sys.executable, str(ROOT / "train.py"), *args, f"hydra.run.dir={tmp_path / 'run'}", f"paths.data_dir={tmp_path}"]
+    command = [sys.executable, str(ROOT / "train.py"), *args, f"hydra.run.dir={tmp_path / 'run'}",
+               f"paths.data_dir={tmp_path}"]
     result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
     lines = [line for line in result.stderr.splitlines() if line.strip()]
@@ -224,14 +237,18 @@ def test_resuming_a_finished_checkpoint_asks_for_more_epochs(tmp_path):
     train(make_cfg(tmp_path / "run", *SMALL, "trainer.max_epochs=1"))
     last = tmp_path / "run" / "checkpoints" / "last.ckpt"
     with pytest.raises(ConfigError, match=f"The checkpoint {last} already finished epoch 0 \\(1 epochs\\), and "
-                                          r"trainer.max_epochs=1 leaves nothing to train: raise trainer.max_epochs \(above 1\)."):
+                                          r"trainer.max_epochs=1 leaves nothing to train: "
+                                          r"raise trainer.max_epochs \(above 1\)."):
         train(make_cfg(tmp_path / "resumed", *SMALL, "trainer.max_epochs=1", f"ckpt_path={last}"))
     assert not (tmp_path / "resumed" / "checkpoints").exists()
 
 
 def test_a_checkpoint_taken_after_an_epochs_last_batch_counts_that_epoch_as_finished():
     # Ctrl-C/SIGTERM between the last batch and the validation of epoch 1: Lightning resumes with epoch 2.
-    fit_loop = {"epoch_progress": {"current": {"started": 2, "processed": 1}}, "epoch_loop.batch_progress": {"is_last_batch": True}}
+    fit_loop = {
+        "epoch_progress": {"current": {"started": 2, "processed": 1}},
+        "epoch_loop.batch_progress": {"is_last_batch": True},
+    }
     checkpoint = {"loops": {"fit_loop": fit_loop}, "global_step": 12}
     with pytest.raises(ValueError, match=r"already finished epoch 1 \(2 epochs\), and trainer.max_epochs=2"):
         check_epochs_left(checkpoint, OmegaConf.create({"max_epochs": 2}), "interrupted.ckpt")
@@ -250,18 +267,21 @@ def write_mnist(data: Path, n_train: int = 40, n_test: int = 10) -> None:
     for prefix, n in (("train", n_train), ("t10k", n_test)):
         images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
         labels = (np.arange(n) % 10).astype(np.uint8)
-        (data / f"{prefix}-images-idx3-ubyte.gz").write_bytes(gzip.compress(struct.pack(">BBBBIII", 0, 0, 8, 3, n, 28, 28) + images.tobytes()))
+        header = struct.pack(">BBBBIII", 0, 0, 8, 3, n, 28, 28)
+        (data / f"{prefix}-images-idx3-ubyte.gz").write_bytes(gzip.compress(header + images.tobytes()))
         (data / f"{prefix}-labels-idx1-ubyte").write_bytes(struct.pack(">BBBBI", 0, 0, 8, 1, n) + labels.tobytes())
 
 
 def test_a_validation_split_larger_than_the_data_names_both_sizes(tmp_path):
     # Synthetic data: the sizes are in the config, so building the DataModule fails.
     with pytest.raises(ConfigError, match=r"dataset.val_size=600 holds out 600 of the 512 samples of the synthetic "
-                                          r"training set for validation, which leaves no training data: choose a count from 1 to 511"):
+                                          r"training set for validation, which leaves no training data: "
+                                          r"choose a count from 1 to 511"):
         train(make_cfg(tmp_path / "synthetic", *SMALL, "dataset.val_size=600"))
     # Files: the sizes are known once they are read.
     write_mnist(tmp_path / "data")
-    with pytest.raises(ConfigError, match="dataset.val_size=5000 holds out 5000 of the 40 samples of the MNIST training set"):
+    with pytest.raises(ConfigError,
+                       match="dataset.val_size=5000 holds out 5000 of the 40 samples of the MNIST training set"):
         train(make_cfg(tmp_path / "mnist", "dataset=mnist", f"dataset.data_dir={tmp_path / 'data'}", "model.T=4",
                        "model.hidden=8", "model.conv=null", "trainer.accelerator=cpu", "logger=none", "test=false"))
 
@@ -272,13 +292,15 @@ def test_truncated_data_file_is_named(tmp_path):
     bad = data / "t10k-labels-idx1-ubyte"
     bad.write_bytes(bad.read_bytes()[:-3])  # a download cut short
     with pytest.raises(ValueError, match=f"{bad} is truncated"):
-        train(make_cfg(tmp_path, "dataset=mnist", "dataset.val_size=8", "model.T=4", "model.hidden=8", "model.conv=null",
-                       "trainer.max_epochs=1", "trainer.accelerator=cpu", "logger=none", "test=false"))
+        train(make_cfg(tmp_path, "dataset=mnist", "dataset.val_size=8", "model.T=4", "model.hidden=8",
+                       "model.conv=null", "trainer.max_epochs=1", "trainer.accelerator=cpu", "logger=none",
+                       "test=false"))
     gz = data / "train-images-idx3-ubyte.gz"
     gz.write_bytes(gz.read_bytes()[:100])
     with pytest.raises(ValueError, match=f"{gz} is a corrupt or truncated gzip file"):
-        train(make_cfg(tmp_path / "again", "dataset=mnist", f"dataset.data_dir={data}", "dataset.val_size=8", "model.T=4",
-                       "model.hidden=8", "model.conv=null", "trainer.accelerator=cpu", "logger=none", "test=false"))
+        train(make_cfg(tmp_path / "again", "dataset=mnist", f"dataset.data_dir={data}", "dataset.val_size=8",
+                       "model.T=4", "model.hidden=8", "model.conv=null", "trainer.accelerator=cpu", "logger=none",
+                       "test=false"))
 
 
 # --- Ctrl-C -----------------------------------------------------------------------------------------
@@ -350,7 +372,8 @@ def test_two_runs_claiming_one_directory_at_once_exactly_one_wins(tmp_path):
         process.join(timeout=60)
     assert answers[0] == "claimed", answers
     # The winner writes its process id into the lock file just after taking the lock.
-    assert re.match(f"The run directory {run_dir} is in use by another run right now \\((process \\d+ on .+|another process)\\); ", answers[1])
+    assert re.match(f"The run directory {run_dir} is in use by another run right now "
+                    "\\((process \\d+ on .+|another process)\\); ", answers[1])
     assert "two runs never share a directory. Choose another hydra.run.dir" in answers[1]
 
 
@@ -370,7 +393,9 @@ def test_a_crashed_runs_claim_does_not_outlive_it(tmp_path):
 def test_a_run_directory_with_outputs_is_never_reused(tmp_path):
     train(make_cfg(tmp_path, *SMALL, "trainer.max_epochs=1"))
     before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")}
-    with pytest.raises(ConfigError, match=f"{tmp_path} already holds another run's outputs \\(checkpoints\\); nothing is overwritten"):
+    with pytest.raises(ConfigError,
+                       match=f"{tmp_path} already holds another run's outputs \\(checkpoints\\); "
+                             "nothing is overwritten"):
         train(make_cfg(tmp_path, *SMALL, "trainer.max_epochs=1"))
     assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")} == before
 
@@ -378,9 +403,10 @@ def test_a_run_directory_with_outputs_is_never_reused(tmp_path):
 @pytest.mark.slow
 def test_two_runs_started_together_on_one_directory_never_mix(tmp_path):
     run = tmp_path / "run"
-    commands = [[sys.executable, str(ROOT / "train.py"), "debug=fdr", "dataset=synthetic", "logger=none", f"seed={seed}",
-                 f"hydra.run.dir={run}", f"paths.data_dir={tmp_path}"] for seed in (1, 2)]
-    processes = [subprocess.Popen(c, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for c in commands]
+    commands = [[sys.executable, str(ROOT / "train.py"), "debug=fdr", "dataset=synthetic", "logger=none",
+                 f"seed={seed}", f"hydra.run.dir={run}", f"paths.data_dir={tmp_path}"] for seed in (1, 2)]
+    processes = [subprocess.Popen(c, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                 for c in commands]
     errors = [process.communicate(timeout=180)[1] for process in processes]
     codes = [process.returncode for process in processes]
     assert sorted(codes) == [0, 1], errors
@@ -393,8 +419,10 @@ def test_two_runs_started_together_on_one_directory_never_mix(tmp_path):
 
 @pytest.mark.slow
 def test_runs_started_in_the_same_second_get_their_own_directories(tmp_path):
-    command = [sys.executable, str(ROOT / "train.py"), "debug=fdr", "dataset=synthetic", "logger=none", f"paths.data_dir={tmp_path}"]
-    processes = [subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    command = [sys.executable, str(ROOT / "train.py"), "debug=fdr", "dataset=synthetic", "logger=none",
+               f"paths.data_dir={tmp_path}"]
+    processes = [subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                 for _ in range(2)]
     for process in processes:
         assert process.wait(timeout=180) == 0, process.stderr.read()[-2000:]
     runs = sorted(p.parent.parent for p in (tmp_path / "outputs").glob("*/*/.hydra/config.yaml"))

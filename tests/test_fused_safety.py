@@ -260,7 +260,8 @@ def draw_case(rng: random.Random, index: int) -> dict:
     case = {
         "index": index, "seed": rng.randrange(2**31), "kind": kind, "shape": [T, B, *extra, N],
         "dtype": str(dtype), "device": "meta" if rng.random() < 0.08 else "cpu",
-        "layout": rng.choice(LAYOUTS + ["contiguous"] * 4), "grad": rng.random() < 0.5, "loss": rng.choice(["weighted", "sum"]),
+        "layout": rng.choice(LAYOUTS + ["contiguous"] * 4), "grad": rng.random() < 0.5,
+        "loss": rng.choice(["weighted", "sum"]),
         "method": rng.choice(METHODS),
     }
     neuron_shape = [B, *extra, N]
@@ -383,7 +384,9 @@ def compare(case: dict, backend: str, ref, got) -> str | None:
         if a.device.type == "meta":
             continue
         if a.dtype in (torch.float32, torch.float64):
-            same = torch.equal(a, b) or torch.equal(a.isnan(), b.isnan()) and torch.equal(a.nan_to_num(), b.nan_to_num())
+            same = torch.equal(a, b) or (
+                torch.equal(a.isnan(), b.isnan()) and torch.equal(a.nan_to_num(), b.nan_to_num())
+            )
             if not same:
                 return f"{what} differ from eager's by {(a - b).abs().max().item()}"
         elif not torch.allclose(a.float(), b.float(), rtol=0.05, atol=0.05, equal_nan=True):
@@ -394,7 +397,8 @@ def compare(case: dict, backend: str, ref, got) -> str | None:
     if (grads is None) != (ref_grads is None):  # nothing depends on a leaf in one of them (heaviside)
         some = grads if ref_grads is None else ref_grads
         if any(g is not None and g.count_nonzero() > 0 for g in some):
-            return f"gradients: {backend} {'none' if grads is None else 'some'}, eager {'none' if ref_grads is None else 'some'}"
+            return (f"gradients: {backend} {'none' if grads is None else 'some'}, "
+                    f"eager {'none' if ref_grads is None else 'some'}")
     elif grads is not None and out.dtype in (torch.float32, torch.float64):
         tolerance = 1e-8 if out.dtype == torch.float64 else 2e-3
         for k, (a, b) in enumerate(zip(grads, ref_grads, strict=True)):

@@ -19,11 +19,13 @@ SMALL = ["dataset=synthetic", "model.T=8", "model.hidden=24", "model.conv=null",
 
 def make_cfg(tmp_path, *overrides: str):
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        return compose("config", overrides=[f"paths.output_dir={tmp_path}", f"paths.data_dir={tmp_path / 'data'}", *overrides])
+        paths = [f"paths.output_dir={tmp_path}", f"paths.data_dir={tmp_path / 'data'}"]
+        return compose("config", overrides=[*paths, *overrides])
 
 
 def events(run_dir: Path) -> EventAccumulator:
-    return EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"images": 0, "histograms": 0, "scalars": 0}).Reload()
+    size_guidance = {"images": 0, "histograms": 0, "scalars": 0}
+    return EventAccumulator(str(run_dir / "tensorboard"), size_guidance=size_guidance).Reload()
 
 
 def test_neuron_spike_counts_add_up_per_neuron():
@@ -69,8 +71,10 @@ def test_saturation_counts_neurons_that_spike_in_enough_steps_of_a_sample():
 
 
 def test_flatten_config_for_hparams():
-    flat = flatten_config({"model": {"T": 8, "neuron": {"learnable": ["tau_mem_inv"], "alpha": 2.0}}, "scheduler": None})
-    assert flat == {"model/T": 8, "model/neuron/learnable": "['tau_mem_inv']", "model/neuron/alpha": 2.0, "scheduler": "None"}
+    flat = flatten_config({"model": {"T": 8, "neuron": {"learnable": ["tau_mem_inv"], "alpha": 2.0}},
+                           "scheduler": None})
+    assert flat == {"model/T": 8, "model/neuron/learnable": "['tau_mem_inv']", "model/neuron/alpha": 2.0,
+                    "scheduler": "None"}
 
 
 def test_every_panel_is_written_with_the_models_numbers(tmp_path):
@@ -79,7 +83,8 @@ def test_every_panel_is_written_with_the_models_numbers(tmp_path):
                    "scheduler=null"))
     ea = events(tmp_path)
     tags = ea.Tags()
-    for tag in ("spikes/hidden1/train_neuron_rates", "spikes/hidden1/val_neuron_rates", "neuron_params/hidden1/tau_mem_inv"):
+    for tag in ("spikes/hidden1/train_neuron_rates", "spikes/hidden1/val_neuron_rates",
+                "neuron_params/hidden1/tau_mem_inv"):
         assert tag in tags["histograms"], (tag, tags["histograms"])
     assert [len(ea.Images(t)) for t in ("spikes/raster", "neurons/voltage")] == [2, 2]  # every epoch
     for tag in ("spikes/hidden1/train_rate", "spikes/hidden1/train_silent", "spikes/hidden1/val_silent",

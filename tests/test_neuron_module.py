@@ -58,7 +58,8 @@ def test_per_neuron_fixed_tensor_parameters_broadcast():
 
 def test_parameter_not_broadcasting_to_neurons_is_clear_error():
     layer = LIFAdEx(LIFAdExParameters(v_th=torch.ones(7)))
-    with pytest.raises(ValueError, match=r"parameter 'v_th' of shape \[7\] does not broadcast to the neuron shape \[2, 5\]"):
+    with pytest.raises(ValueError,
+                       match=r"parameter 'v_th' of shape \[7\] does not broadcast to the neuron shape \[2, 5\]"):
         layer(torch.rand(3, 2, 5))
 
 

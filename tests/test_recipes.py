@@ -83,8 +83,8 @@ def test_mnist_recipe_runs_end_to_end_on_idx_files(tmp_path):
 
 
 def test_mnist_recipe_without_files_or_download_says_how_to_get_them(tmp_path):
-    cfg = make_cfg("experiment=mnist_adex", f"paths.data_dir={tmp_path / 'none'}", f"paths.output_dir={tmp_path / 'run'}",
-                   "dataset.download=false", "logger=none")
+    cfg = make_cfg("experiment=mnist_adex", f"paths.data_dir={tmp_path / 'none'}",
+                   f"paths.output_dir={tmp_path / 'run'}", "dataset.download=false", "logger=none")
     with pytest.raises(ConfigError, match="dataset.download=true"):
         train(cfg)
 
@@ -136,7 +136,7 @@ def test_ablation_variants_compose():
 @pytest.mark.slow
 @pytest.mark.skipif(not FASHION_DIR.is_dir(), reason="Fashion-MNIST is not installed")
 def test_fashion_recipe_learns_in_a_few_steps(tmp_path):
-    cfg = make_cfg("experiment=fashion_mnist_adex", f"paths.output_dir={tmp_path}", f"paths.data_dir={tmp_path / 'data'}",
-                   "+trainer.max_steps=60", "+trainer.val_check_interval=60", "+trainer.limit_val_batches=10",
-                   "test=false", "logger=none", "callbacks.progress_bar=null")
+    cfg = make_cfg("experiment=fashion_mnist_adex", f"paths.output_dir={tmp_path}",
+                   f"paths.data_dir={tmp_path / 'data'}", "+trainer.max_steps=60", "+trainer.val_check_interval=60",
+                   "+trainer.limit_val_batches=10", "test=false", "logger=none", "callbacks.progress_bar=null")
     assert train(cfg) > 0.6  # 10 classes: chance is 0.1

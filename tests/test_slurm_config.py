@@ -82,13 +82,14 @@ def test_a_preempted_slurm_job_is_requeued_and_resumes_in_its_run_directory(tmp_
     stub.chmod(0o755)
     env = {**os.environ, **SLURM_TASK, "PATH": f"{stub.parent}{os.pathsep}{os.environ['PATH']}"}
     run = tmp_path / "run"
-    command = [sys.executable, str(ROOT / "train.py"), "dataset=synthetic", "model.T=6", "model.hidden=16", "model.conv=null",
-               "trainer.accelerator=cpu", "logger=none", "test=false", "callbacks.progress_bar=null",
+    command = [sys.executable, str(ROOT / "train.py"), "dataset=synthetic", "model.T=6", "model.hidden=16",
+               "model.conv=null", "trainer.accelerator=cpu", "logger=none", "test=false", "callbacks.progress_bar=null",
                f"hydra.run.dir={run}", f"paths.data_dir={tmp_path}"]
     process = subprocess.Popen([*command, "trainer.max_epochs=500"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 120
-    for path, signum in ((run / "checkpoints" / "last.ckpt", signal.SIGUSR1), (run / "hpc_ckpt_1.ckpt", signal.SIGTERM)):
+    for path, signum in ((run / "checkpoints" / "last.ckpt", signal.SIGUSR1),
+                         (run / "hpc_ckpt_1.ckpt", signal.SIGTERM)):
         while not path.exists() and time.monotonic() < deadline and process.poll() is None:
             time.sleep(0.2)
         time.sleep(0.5)

@@ -20,7 +20,8 @@ FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 def make_cfg(tmp_path, *overrides: str):
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        return compose("config", overrides=[f"paths.output_dir={tmp_path}", f"paths.data_dir={tmp_path / 'data'}", *overrides])
+        paths = [f"paths.output_dir={tmp_path}", f"paths.data_dir={tmp_path / 'data'}"]
+        return compose("config", overrides=[*paths, *overrides])
 
 
 def scalars(run_dir: Path) -> dict[str, list[float]]:
@@ -57,12 +58,13 @@ def test_fit_metrics_are_the_metrics_logged_while_fitting(tmp_path, monkeypatch,
     # What optimized_metric is checked against before training starts.
     metrics = FitMetrics()
     with_callback(monkeypatch, metrics)
-    train(make_cfg(tmp_path, "dataset=synthetic", "debug=fdr", "model.T=4", "model.hidden=[8,8]", f"regularizer.rate_weight={rate_weight}"))
+    train(make_cfg(tmp_path, "dataset=synthetic", "debug=fdr", "model.T=4", "model.hidden=[8,8]",
+                   f"regularizer.rate_weight={rate_weight}"))
     assert metrics.logged == metrics.declared and "spikes/hidden2/val_rate" in metrics.logged
 
 
 def test_trains_in_float64(tmp_path):
-    """trainer.precision=64-true: the fused kernels, batch norm, the model summary and the raster plot run in float64."""
+    """trainer.precision=64-true: fused kernels, batch norm, model summary and raster plot run in float64."""
     value = train(make_cfg(tmp_path, "dataset=synthetic", "model.T=6", "model.conv.channels=[4]", "model.hidden=16",
                            "model.neuron.backend=cpp", "trainer.precision=64-true", "trainer.max_epochs=1",
                            "trainer.accelerator=cpu", "callbacks.spike_raster.every_n_epochs=1"))
@@ -105,8 +107,8 @@ def test_rate_regulariser_pulls_firing_rates_to_the_target(tmp_path):
     def val_rate(weight: float, run: str) -> float:
         overrides = ["model=adex", "dataset=synthetic", "model.T=10", "model.conv=null", "model.hidden=32",
                      "trainer.max_epochs=4", "trainer.accelerator=cpu", "logger=csv", "callbacks.model_checkpoint=null",
-                     "test=false", "regularizer.rate_target=0.0", f"regularizer.rate_weight={weight}", "optimizer.lr=5e-3",
-                     "model.encoder.scale=3.0"]
+                     "test=false", "regularizer.rate_target=0.0", f"regularizer.rate_weight={weight}",
+                     "optimizer.lr=5e-3", "model.encoder.scale=3.0"]
         train(make_cfg(tmp_path / run, *overrides))
         lines = (tmp_path / run / "csv" / "metrics.csv").read_text().splitlines()
         header = lines[0].split(",")

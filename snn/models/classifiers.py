@@ -64,7 +64,8 @@ def make_neurons(
     if kind not in NEURONS:
         raise ValueError(f"Unknown neuron kind {kind!r}; choose one of {sorted(NEURONS)}.")
     layer_cls, params_cls = NEURONS[kind]
-    p = _neuron_parameters(params_cls, params, f"neuron kind {kind!r}", " (use model=lif for LIF neurons)" if kind == "lif" else "")
+    hint = " (use model=lif for LIF neurons)" if kind == "lif" else ""
+    p = _neuron_parameters(params_cls, params, f"neuron kind {kind!r}", hint)
     return layer_cls(p, dt=dt, learnable=tuple(learnable), shape=shape, backend=backend)
 
 
@@ -140,7 +141,8 @@ class _SpikingNet(nn.Module):
     def check_input(self, x: torch.Tensor) -> None:
         if not isinstance(x, torch.Tensor) or tuple(x.shape[1:]) != self.input_shape:
             got = list(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ValueError(f"{type(self).__name__} expects input [B, {', '.join(map(str, self.input_shape))}], got {got}.")
+            shape = ", ".join(map(str, self.input_shape))
+            raise ValueError(f"{type(self).__name__} expects input [B, {shape}], got {got}.")
 
     def front_end(self, x: torch.Tensor, module: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
         """Encodes ``x [B, ...]`` and applies the non-spiking ``module`` to every step: ``[T, B, ...]``.
@@ -193,7 +195,8 @@ class SpikingClassifier(_SpikingNet):
         super().__init__(input_shape, num_classes, T, dt, encoder, neuron, readout, decoder)
         if conv:
             if len(self.step_shape) != 3:
-                raise ValueError(f"A conv encoder needs image inputs (C, H, W), got input_shape {list(self.input_shape)}.")
+                raise ValueError("A conv encoder needs image inputs (C, H, W), "
+                                 f"got input_shape {list(self.input_shape)}.")
             self.conv = ConvEncoder(self.step_shape[0], **conv)
             features = math.prod(self.conv.output_shape(self.step_shape))
         else:
@@ -244,11 +247,13 @@ class SpikingConvClassifier(_SpikingNet):
     ):
         super().__init__(input_shape, num_classes, T, dt, encoder, neuron, readout, decoder)
         if len(self.step_shape) != 3:
-            raise ValueError(f"SpikingConvClassifier needs image inputs (C, H, W), got input_shape {list(self.input_shape)}.")
+            raise ValueError("SpikingConvClassifier needs image inputs (C, H, W), "
+                             f"got input_shape {list(self.input_shape)}.")
         conv = dict(conv or {"channels": [16, 32]})
         unknown = sorted(set(conv) - {"channels", "kernel_size", "norm", "pool"})
         if unknown:
-            raise ValueError(f"SpikingConvClassifier's conv takes channels, kernel_size, norm, pool; got unknown {unknown}.")
+            raise ValueError("SpikingConvClassifier's conv takes channels, kernel_size, norm, pool; "
+                             f"got unknown {unknown}.")
         # Reuse ConvEncoder's argument checks and shape arithmetic; its activations are not used.
         layout = ConvEncoder(self.step_shape[0], activation="none", **conv)
         self.convs, self.pools = nn.ModuleList(), nn.ModuleList()
@@ -260,7 +265,8 @@ class SpikingConvClassifier(_SpikingNet):
         c, h, w = layout.output_shape(self.step_shape)
         hidden = _hidden_sizes(hidden)
         if len(hidden) != 1:
-            raise ValueError(f"SpikingConvClassifier has one hidden spiking layer; hidden must be an int, got {hidden}.")
+            raise ValueError("SpikingConvClassifier has one hidden spiking layer; "
+                             f"hidden must be an int, got {hidden}.")
         self.dropout = nn.Dropout(dropout)
         self.linear = nn.Linear(c * h * w, hidden[0])
         self.add_spiking("hidden1", (hidden[0],))

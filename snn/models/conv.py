@@ -107,7 +107,8 @@ class ConvEncoder(nn.Sequential):
         acts, pools = _per_block("activation", activation, n), _per_block("pool", pool, n)
         ins = [in_channels, *channels[:-1]]
         super().__init__(
-            *(ConvBlock(i, o, k, nm, a, p) for i, o, k, nm, a, p in zip(ins, channels, kernels, norms, acts, pools, strict=True))
+            *(ConvBlock(i, o, k, nm, a, p)
+              for i, o, k, nm, a, p in zip(ins, channels, kernels, norms, acts, pools, strict=True))
         )
         self.out_channels = channels[-1]
 

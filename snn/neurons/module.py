@@ -474,4 +474,5 @@ class RecurrentNeuronModule(Projection, NeuronModule):
         return run_time_loop(lambda x, s: step(x, s, w_in, w_rec, p, self.dt), input_tensor, state)
 
     def extra_repr(self) -> str:
-        return f"input_size={self.input_size}, hidden_size={self.hidden_size}, autapses={self.autapses}, " + super().extra_repr()
+        return (f"input_size={self.input_size}, hidden_size={self.hidden_size}, autapses={self.autapses}, "
+                + super().extra_repr())

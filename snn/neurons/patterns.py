@@ -140,7 +140,8 @@ class Simulation(NamedTuple):
     def spike_times(self) -> torch.Tensor:
         """Spike times (s) of a single neuron (``current`` was a number)."""
         if self.spikes.dim() != 1:
-            raise ValueError("spike_times is defined for one neuron; index the batch: spike_times_of(sim.spikes[:, k], ...)")
+            raise ValueError("spike_times is defined for one neuron; "
+                             "index the batch: spike_times_of(sim.spikes[:, k], ...)")
         return spike_times_of(self.spikes, self.t)
 
 

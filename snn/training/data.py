@@ -83,7 +83,8 @@ class ClassificationDataModule(L.LightningDataModule):
                 or (isinstance(val_size, float) and val_size >= 1)):
             raise ValueError(f"val_size must be a count > 0 or a fraction in (0, 1), got {val_size!r}.")
         self.input_shape, self.num_classes = tuple(input_shape), int(num_classes)
-        self.batch_size, self.num_workers, self.val_size, self.split_seed = batch_size, num_workers, val_size, split_seed
+        self.batch_size, self.num_workers = batch_size, num_workers
+        self.val_size, self.split_seed = val_size, split_seed
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else bool(pin_memory)
         self.train_set = self.val_set = self.test_set = None
 
@@ -97,9 +98,11 @@ class ClassificationDataModule(L.LightningDataModule):
 
     def _check(self, images: torch.Tensor, labels: torch.Tensor, split: str) -> None:
         if tuple(images.shape[1:]) != self.input_shape:
-            raise DataError(f"{self.name} {split} images have shape {list(images.shape[1:])}, the config says input_shape {list(self.input_shape)}.")
+            raise DataError(f"{self.name} {split} images have shape {list(images.shape[1:])}, "
+                            f"the config says input_shape {list(self.input_shape)}.")
         if labels.numel() and (labels.min() < 0 or labels.max() >= self.num_classes):
-            raise DataError(f"{self.name} {split} labels span {int(labels.min())}..{int(labels.max())}, outside 0..{self.num_classes - 1} (num_classes {self.num_classes}).")
+            raise DataError(f"{self.name} {split} labels span {int(labels.min())}..{int(labels.max())}, "
+                            f"outside 0..{self.num_classes - 1} (num_classes {self.num_classes}).")
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
@@ -138,7 +141,9 @@ class FileDataModule(ClassificationDataModule):
     download_hint = ""
     torchvision_class = ""  # the torchvision.datasets class that downloads them
 
-    def __init__(self, data_dir: str = "./data", download: bool = False, search_dirs: Sequence[str] = (), **kwargs: Any):
+    def __init__(
+        self, data_dir: str = "./data", download: bool = False, search_dirs: Sequence[str] = (), **kwargs: Any
+    ):
         super().__init__(**kwargs)
         self.data_dir = Path(data_dir).expanduser()
         self.download = bool(download)
@@ -185,7 +190,8 @@ class FileDataModule(ClassificationDataModule):
         try:
             self.fetch()
         except Exception as error:  # network errors come in many types; all mean "not available"
-            raise FileNotFoundError(f"Downloading {self.name} into {self.data_dir.resolve()} failed: {error!r}\n{self.missing_message()}") from error
+            raise FileNotFoundError(f"Downloading {self.name} into {self.data_dir.resolve()} failed: {error!r}\n"
+                                    f"{self.missing_message()}") from error
         if self.locate() is None:
             raise FileNotFoundError(self.missing_message())
 
@@ -202,7 +208,8 @@ class MNISTDataModule(FileDataModule):
     name = "MNIST"
     files = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
     subfolder = "MNIST/raw"
-    download_hint = "Offline, Fashion-MNIST works the same way: dataset=fashion_mnist (Debian package dataset-fashion-mnist)."
+    download_hint = ("Offline, Fashion-MNIST works the same way: dataset=fashion_mnist "
+                     "(Debian package dataset-fashion-mnist).")
     torchvision_class = "MNIST"
 
     def __init__(self, input_shape: Sequence[int] = (1, 28, 28), num_classes: int = 10, **kwargs: Any):
@@ -215,9 +222,11 @@ class MNISTDataModule(FileDataModule):
         labels_path = self.find_file(folder, f"{prefix}-labels-idx1-ubyte")
         images, labels = read_idx(images_path), read_idx(labels_path)
         if images.dim() != 3 or images.dtype != torch.uint8:
-            raise DataError(f"{images_path} should hold uint8 images [N, H, W], holds {images.dtype} {list(images.shape)}.")
+            raise DataError(f"{images_path} should hold uint8 images [N, H, W], "
+                            f"holds {images.dtype} {list(images.shape)}.")
         if labels.dim() != 1 or len(labels) != len(images):
-            raise DataError(f"{labels_path} should hold {len(images)} labels (one per image of {images_path.name}), holds shape {list(labels.shape)}.")
+            raise DataError(f"{labels_path} should hold {len(images)} labels (one per image of {images_path.name}), "
+                            f"holds shape {list(labels.shape)}.")
         return images.unsqueeze(1), labels.long()  # [N, H, W] -> [N, 1, H, W]
 
 
@@ -231,7 +240,8 @@ class FashionMNISTDataModule(MNISTDataModule):
 
     name = "Fashion-MNIST"
     subfolder = "FashionMNIST/raw"
-    download_hint = "On Debian/Ubuntu: apt-get install dataset-fashion-mnist (files in /usr/share/datasets/fashion-mnist)."
+    download_hint = ("On Debian/Ubuntu: apt-get install dataset-fashion-mnist "
+                     "(files in /usr/share/datasets/fashion-mnist).")
     torchvision_class = "FashionMNIST"
 
     def __init__(self, flip: bool = False, crop_padding: int = 0, **kwargs: Any):
@@ -274,7 +284,9 @@ class CIFAR10DataModule(FileDataModule):
     download_hint = "Offline, Fashion-MNIST is available as a Debian package: dataset=fashion_mnist."
     torchvision_class = "CIFAR10"  # one archive holds both splits: the second call finds it
 
-    def __init__(self, input_shape: Sequence[int] = (3, 32, 32), num_classes: int = 10, augment: bool = True, **kwargs: Any):
+    def __init__(
+        self, input_shape: Sequence[int] = (3, 32, 32), num_classes: int = 10, augment: bool = True, **kwargs: Any
+    ):
         super().__init__(input_shape=input_shape, num_classes=num_classes, **kwargs)
         self.augment = augment
 
@@ -295,9 +307,11 @@ class CIFAR10DataModule(FileDataModule):
                     batch = CifarBatchUnpickler(f, encoding="bytes").load()
                 data, batch_labels = batch[b"data"], batch[b"labels"]
             except Exception as error:
-                raise DataError(f"{path} is not a CIFAR-10 python batch ({error!r}); delete it and fetch it again.") from None
+                raise DataError(f"{path} is not a CIFAR-10 python batch ({error!r}); "
+                                "delete it and fetch it again.") from None
             if data.shape != (len(batch_labels), 3 * 32 * 32):
-                raise DataError(f"{path} holds data of shape {data.shape} for {len(batch_labels)} labels, expected [N, 3072].")
+                raise DataError(f"{path} holds data of shape {data.shape} for {len(batch_labels)} labels, "
+                                "expected [N, 3072].")
             images.append(torch.from_numpy(data).view(-1, 3, 32, 32))  # [N, 3072] -> [N, 3, 32, 32]
             labels.append(torch.as_tensor(batch_labels, dtype=torch.long))
         return torch.cat(images), torch.cat(labels)

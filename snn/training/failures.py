@@ -122,7 +122,9 @@ class NonFiniteGuard(L.Callback):
             what = f"The loss or the gradients became non-finite on another process {where}"
         self._stop(trainer, f"{what}; training stopped before the optimizer step")
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int
+    ) -> None:
         state = [*pl_module.state_dict(keep_vars=True).values(), *_optimizer_states(trainer)]
         finite = all_finite(state)
         bad = finite is not None and not bool(finite)

@@ -28,7 +28,8 @@ def _read_bytes(path: Path) -> bytes:
     try:
         return gzip.decompress(raw)
     except (EOFError, OSError, zlib.error) as error:
-        raise DataError(f"{path} is a corrupt or truncated gzip file ({error}); delete it and fetch it again.") from None
+        raise DataError(f"{path} is a corrupt or truncated gzip file ({error}); "
+                        "delete it and fetch it again.") from None
 
 
 def read_idx(path: str | Path) -> torch.Tensor:
@@ -43,7 +44,8 @@ def read_idx(path: str | Path) -> torch.Tensor:
     dtype, ndim = np.dtype(IDX_TYPES[data[2]]), data[3]
     header = 4 + 4 * ndim
     if len(data) < header:
-        raise DataError(f"{path} is truncated: its header announces {ndim} dimensions but the file ends after {len(data)} bytes.")
+        raise DataError(f"{path} is truncated: its header announces {ndim} dimensions "
+                        f"but the file ends after {len(data)} bytes.")
     shape = tuple(int(s) for s in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
     expected = int(np.prod(shape)) * dtype.itemsize
     if len(data) - header != expected:

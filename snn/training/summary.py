@@ -20,7 +20,10 @@ def neuron_counts(net: nn.Module) -> dict[str, int]:
     """Neurons per spiking layer of ``net``, from one forward pass on a zero input (weights untouched)."""
     was_training = net.training
     param = next(net.parameters(), None)
-    device, dtype = (param.device, param.dtype) if param is not None else (torch.device("cpu"), torch.get_default_dtype())
+    if param is not None:
+        device, dtype = param.device, param.dtype
+    else:
+        device, dtype = torch.device("cpu"), torch.get_default_dtype()
     recorder = SpikeRecorder(net.spiking_layers())
     try:
         net.eval()
@@ -41,13 +44,16 @@ def summary_table(net: nn.Module) -> Table:
     for name, child in net.named_children():
         if name == "spiking":
             for layer_name, layer in child.items():
-                table.add_row(f"spiking.{layer_name}", type(layer).__name__, f"{_params(layer):,}", f"{neurons[layer_name]:,}")
+                table.add_row(
+                    f"spiking.{layer_name}", type(layer).__name__, f"{_params(layer):,}", f"{neurons[layer_name]:,}"
+                )
         else:
             count = net.num_classes if name == "readout" else None
             table.add_row(name, type(child).__name__, f"{_params(child):,}", f"{count:,}" if count else "")
     trainable = sum(p.numel() for p in net.parameters() if p.requires_grad)
     table.add_section()
-    table.add_row("total", f"{trainable:,} trainable", f"{_params(net):,}", f"{sum(neurons.values()) + net.num_classes:,}")
+    total_neurons = sum(neurons.values()) + net.num_classes
+    table.add_row("total", f"{trainable:,} trainable", f"{_params(net):,}", f"{total_neurons:,}")
     return table
 
 

@@ -391,7 +391,8 @@ class TorchLoops:
     def _serial(self, like: torch.Tensor):
         """The python backend's loops run with :func:`serial_steps` (compiled bodies are single-
         threaded already)."""
-        return contextlib.nullcontext() if self.compiled else serial_steps(like.shape[1:].numel(), like.device)  # T = 0 too
+        # T = 0 too
+        return contextlib.nullcontext() if self.compiled else serial_steps(like.shape[1:].numel(), like.device)
 
     def forward(self, kind, x, state, P, save, save_extra):
         """Returns ``(outputs [T, ...], final state, saved [T, ...] tensors)``."""
