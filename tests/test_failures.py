@@ -428,3 +428,20 @@ def test_runs_started_in_the_same_second_get_their_own_directories(tmp_path):
     runs = sorted(p.parent.parent for p in (tmp_path / "outputs").glob("*/*/.hydra/config.yaml"))
     assert len(runs) == 2 and runs[0] != runs[1]
     assert all(re.fullmatch(r"\d\d-\d\d-\d\d_[0-9a-f]{6}", r.name) for r in runs), runs
+
+
+def test_all_finite_finds_nan_and_inf_and_never_mistakes_huge_finite_values():
+    """The CPU fast path sums the values: a sum that overflows on finite values (3e38 + 3e38) must
+    not stop training, and NaN, inf and +inf with -inf (whose sum is NaN) must."""
+    from snn.training.failures import all_finite
+
+    huge = [torch.full((1000,), 3e38), torch.full((10,), -3e38)]
+    assert bool(all_finite(huge))
+    assert bool(all_finite([torch.randn(5, 5), torch.randn(3, dtype=torch.float64)]))
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        tensors = [torch.randn(4, 4), torch.randn(7)]
+        tensors[1][3] = bad
+        assert not bool(all_finite(tensors))
+    assert not bool(all_finite([torch.tensor([float("inf"), -float("inf")])]))
+    assert not bool(all_finite([torch.randn(3), torch.tensor([1.0, float("nan")], dtype=torch.float64)]))
+    assert all_finite([torch.arange(3)]) is None  # integer buffers are not checked
