@@ -105,7 +105,7 @@ RUN_LOCK = ".run.lock"
 _claimed: dict[Path, int] = {}  # run directories this process holds -> descriptor of their locked RUN_LOCK
 
 
-def claim_run_dir(output_dir: Path, data_dir: Path | None = None) -> None:
+def claim_run_dir(output_dir: Path, data_dir: Path | None = None, before_hydra: bool = False) -> None:
     """Claims ``output_dir`` for this process's run, atomically, then checks that no earlier run wrote there.
 
     The claim is an exclusive ``flock`` on ``output_dir/.run.lock``, held until ``release_run_dir``
@@ -113,7 +113,8 @@ def claim_run_dir(output_dir: Path, data_dir: Path | None = None) -> None:
     stale claim (its outputs still keep the directory from being reused). Of two runs started
     together on one directory exactly one gets the lock; the other is refused. A directory this
     process holds already (``__main__`` claims ``hydra.run.dir`` before Hydra writes ``.hydra/``
-    into it) is only checked again.
+    into it) is only checked again. Claimed ``before_hydra``, a ``.hydra/`` already there is an
+    earlier run's (however quickly that run ended), so the directory is refused.
     """
     output_dir = output_dir.resolve()
     if output_dir in _claimed:
@@ -138,7 +139,7 @@ def claim_run_dir(output_dir: Path, data_dir: Path | None = None) -> None:
                 break
         os.close(fd)
     try:
-        check_fresh_output_dir(output_dir, data_dir)
+        check_fresh_output_dir(output_dir, data_dir, hydra_config_is_ours=not before_hydra)
     except BaseException:
         os.close(fd)
         raise
@@ -169,13 +170,13 @@ def _requeued_slurm_job(output_dir: Path) -> bool:
     return restarts.isdigit() and int(restarts) > 0 and any(output_dir.glob("hpc_ckpt_*.ckpt"))
 
 
-def check_fresh_output_dir(output_dir: Path, data_dir: Path | None = None) -> None:
-    """Refuses a run directory where an earlier run already wrote something (besides Hydra's
-    ``.hydra/`` and job log and this run's lock): nothing is ever overwritten. The one exception is
-    a requeued SLURM job, which continues in its own directory."""
+def check_fresh_output_dir(output_dir: Path, data_dir: Path | None = None, hydra_config_is_ours: bool = True) -> None:
+    """Refuses a run directory where an earlier run already wrote something (besides job logs, this
+    run's lock and, when Hydra wrote it for this run, ``.hydra/``): nothing is ever overwritten. The
+    one exception is a requeued SLURM job, which continues in its own directory."""
     if not output_dir.is_dir():
         return
-    ours = {output_dir / ".hydra", output_dir / RUN_LOCK, data_dir}
+    ours = {output_dir / RUN_LOCK, data_dir} | ({output_dir / ".hydra"} if hydra_config_is_ours else set())
     previous = sorted(p.name for p in output_dir.iterdir() if p not in ours and p.suffix != ".log")
     if previous and not _requeued_slurm_job(output_dir):
         raise ConfigError(
@@ -401,7 +402,7 @@ def claim_fixed_run_dir(overrides: list[str]) -> None:
             run_dir = OmegaConf.select(hydra_cfg, "hydra.run.dir")
     except Exception:  # an interpolation only Hydra's run can resolve: train() claims the directory instead
         return
-    claim_run_dir(Path(str(run_dir)))
+    claim_run_dir(Path(str(run_dir)), before_hydra=True)
 
 
 if __name__ == "__main__":

@@ -401,6 +401,23 @@ def test_a_run_directory_with_outputs_is_never_reused(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_run_that_ended_leaves_a_directory_the_next_run_on_it_refuses(tmp_path):
+    """A debug run writes only .hydra/ and ends, releasing its lock: a second run given the same
+    hydra.run.dir must still be refused before Hydra overwrites the first run's config (the race
+    that made two runs 'started together' both succeed when the first ended before the second
+    claimed)."""
+    run = tmp_path / "run"
+    command = [sys.executable, str(ROOT / "train.py"), "debug=fdr", "dataset=synthetic", "logger=none",
+               f"hydra.run.dir={run}", f"paths.data_dir={tmp_path}"]
+    first = subprocess.run([*command, "seed=1"], cwd=tmp_path, capture_output=True, text=True, timeout=180)
+    assert first.returncode == 0, first.stderr
+    second = subprocess.run([*command, "seed=2"], cwd=tmp_path, capture_output=True, text=True, timeout=180)
+    assert second.returncode == 1
+    assert "already holds another run's outputs (.hydra)" in second.stderr.strip().splitlines()[-1]
+    assert OmegaConf.load(run / ".hydra" / "config.yaml").seed == 1
+
+
+@pytest.mark.slow
 def test_two_runs_started_together_on_one_directory_never_mix(tmp_path):
     run = tmp_path / "run"
     commands = [[sys.executable, str(ROOT / "train.py"), "debug=fdr", "dataset=synthetic", "logger=none",
