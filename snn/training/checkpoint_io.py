@@ -147,5 +147,5 @@ class SafeCheckpointIO(TorchCheckpointIO):
     def load_checkpoint(
         self, path: Any, map_location: Any = lambda storage, loc: storage, weights_only: bool | None = None
     ) -> dict[str, Any]:
-        # weights_only=False from a caller is not honoured: a checkpoint is data.
+        # A caller's weights_only of False is not honoured: a checkpoint is data.
         return read_checkpoint(path, map_location)

@@ -86,7 +86,7 @@ class SpikingClassifierModule(L.LightningModule):
         checks the file's integrity, unpickles it with ``weights_only=True`` and refuses any
         ``_target_`` outside our own classes *before* ``__init__`` instantiates the configs.
         Lightning's own version unpickles first and builds whatever the file names.
-        ``weights_only=False`` is not honoured; ``hparams_file`` is not supported (the checkpoint
+        A ``weights_only`` of False is not honoured; ``hparams_file`` is not supported (the checkpoint
         carries its configs); ``overrides`` replace hyperparameters (checked as well)."""
         if hparams_file is not None:
             raise ValueError("hparams_file is not supported: the checkpoint carries the configs that built it.")

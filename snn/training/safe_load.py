@@ -146,8 +146,9 @@ def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
         raise CheckpointError(
             f"{path} {_refused(error)}, but a checkpoint may hold only tensors and plain values (dicts, lists, "
             "tuples, strings, numbers, None), so it was refused and nothing in it was run; "
-            "if you wrote the file yourself, load it once with torch.load(path, weights_only=False) where you trust "
-            "it and save it again with that object replaced by plain values (OmegaConf.to_container for configs)."
+            "if you wrote the file yourself, load it once with full unpickling (torch.load's weights_only off) on a "
+            "machine where you trust it and save it again with that object replaced by plain values "
+            "(OmegaConf.to_container for configs)."
         ) from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile) as error:
         if "on a CUDA device" in str(error):
