@@ -36,11 +36,15 @@ class ReferenceSpike(torch.autograd.Function):
         return grad * reference_surrogate(x, ctx.method, ctx.alpha), None, None
 
 
-def reference_adex(x, p: dict, dt: float, method: str, alpha: float):
-    """The AdEx equations of issue 2, step by step: returns spikes [T, ...] and final (v, i, a)."""
-    v = torch.zeros_like(x[0]) + p["v_leak"]
-    i = torch.zeros_like(x[0])
-    a = torch.zeros_like(x[0])
+def reference_adex(x, p: dict, dt: float, method: str, alpha: float, integrator: str = "euler", state=None):
+    """The AdEx equations of issue 2, step by step: returns spikes [T, ...] and final (v, i, a).
+
+    ``integrator="euler"``: every right-hand side reads the old state. ``"symplectic"`` (issue 13,
+    SE-adLIF): v first, spike and reset, then a from the new (post-reset) v. ``state``: the initial
+    (v, i, a), else rest."""
+    if state is None:
+        state = (torch.zeros_like(x[0]) + p["v_leak"], torch.zeros_like(x[0]), torch.zeros_like(x[0]))
+    v, i, a = state
     spikes = []
     for x_t in x:
         i_j = i + x_t
@@ -48,11 +52,16 @@ def reference_adex(x, p: dict, dt: float, method: str, alpha: float):
             (p["v_leak"] - v) + p["delta_T"] * torch.exp((v - p["v_th"]) / p["delta_T"]) + i_j - a
         )
         i_new = i_j - dt * p["tau_syn_inv"] * i_j
-        a_d = a + dt * p["tau_ada_inv"] * (p["adaptation_current"] * (v - p["v_leak"]) - a)
         z = ReferenceSpike.apply(v_d - p["v_th"], method, alpha)
-        v = (1 - z) * v_d + z * p["v_reset"]
+        v_new = (1 - z) * v_d + z * p["v_reset"]
+        if integrator == "euler":
+            a_d = a + dt * p["tau_ada_inv"] * (p["adaptation_current"] * (v - p["v_leak"]) - a)
+        elif integrator == "symplectic":
+            a_d = a + dt * p["tau_ada_inv"] * (p["adaptation_current"] * (v_new - p["v_leak"]) - a)
+        else:
+            raise KeyError(integrator)
         a = a_d + z * p["adaptation_spike"]
-        i = i_new
+        v, i = v_new, i_new
         spikes.append(z)
     return torch.stack(spikes), (v, i, a)
 

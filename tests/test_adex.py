@@ -27,10 +27,10 @@ def test_parameters_match_norse_seed():
     p = LIFAdExParameters()
     expected = dict(adaptation_current=4.0, adaptation_spike=0.02, delta_T=0.5, tau_ada_inv=2.0, tau_syn_inv=200.0,
                     tau_mem_inv=100.0, v_leak=0.0, v_th=1.0, v_reset=0.0)
-    assert p._fields == (*expected, "method", "alpha")
+    assert p._fields == (*expected, "method", "alpha", "integrator")
     for name, value in expected.items():
         assert float(getattr(p, name)) == pytest.approx(value)
-    assert p.method == "super" and p.alpha == 100.0
+    assert p.method == "super" and p.alpha == 100.0 and p.integrator == "euler"
     assert LIFAdExState._fields == ("z", "v", "i", "a")
     assert LIFAdExFeedForwardState._fields == ("v", "i", "a")
 
@@ -90,6 +90,53 @@ def test_hand_computed_non_default_parameters():
         assert state.v.item() == pytest.approx(v, rel=1e-14)
         assert state.i.item() == pytest.approx(i, rel=1e-14)
         assert state.a.item() == pytest.approx(a, rel=1e-14)
+
+
+# Hand-computed symplectic steps (issue 13; plain Python floats, in the order of the equations).
+# dt = 1 ms: c_mem = 0.05, c_ada = 0.01, c_syn = -0.1; from v = 0.4, i = 0, a = 0.1, e^{(v - v_th) / delta_T} =
+# e^-0.1 = 0.9048374180359595.
+# x = 0: v_d = 0.4 + 0.05 (-0.5 + 0.9048374180359595 + 0 - 0.1) = 0.415241870901798 < v_th: no spike, v' = v_d,
+#        a' = 0.1 + 0.01 (2 (0.415241870901798 + 0.1) - 0.1) = 0.10930483741803597 (euler: 0.109, from v = 0.4).
+# x = 12: i_j = 12, v_d = 0.4 + 0.05 (-0.5 + 0.9048374180359595 + 12 - 0.1) = 1.015241870901798 > v_th: spike,
+#        v' = v_reset = -0.2, i' = 10.8, a' = 0.1 + 0.01 (2 (-0.2 + 0.1) - 0.1) + 0.5 = 0.597 (euler, from v = 0.4:
+#        0.609; the pre-reset v_d would give 0.6213048374180360).
+SYMPLECTIC_P = LIFAdExParameters(adaptation_current=2.0, adaptation_spike=0.5, delta_T=1.0, tau_ada_inv=10.0,
+                                 tau_syn_inv=100.0, tau_mem_inv=50.0, v_leak=-0.1, v_th=0.5, v_reset=-0.2,
+                                 integrator="symplectic")
+
+
+@pytest.mark.parametrize("x, expected", [(0.0, (0, 0.415241870901798, 0.0, 0.10930483741803597)),
+                                         (12.0, (1, -0.2, 10.8, 0.597))], ids=["below threshold", "spike"])
+def test_hand_computed_symplectic_step_drives_adaptation_with_the_voltage_after_the_reset(x, expected):
+    spiked, v, i, a = expected
+    state = LIFAdExFeedForwardState(*(torch.tensor([value], dtype=F64) for value in (0.4, 0.0, 0.1)))
+    cell = LIFAdExCell(SYMPLECTIC_P).double()
+    z, new = cell(torch.full((1,), x, dtype=F64), state)
+    assert z.item() == spiked
+    assert new.v.item() == pytest.approx(v, rel=1e-15)
+    assert new.i.item() == pytest.approx(i, rel=1e-15, abs=1e-15)
+    assert new.a.item() == pytest.approx(a, rel=1e-15)
+    _, euler = LIFAdExCell(SYMPLECTIC_P._replace(integrator="euler")).double()(torch.full((1,), x, dtype=F64), state)
+    assert torch.equal(euler.v, new.v) and torch.equal(euler.i, new.i)
+    assert euler.a.item() == pytest.approx(0.109 + 0.5 * spiked, rel=1e-15)
+    ref_z, (ref_v, ref_i, ref_a) = reference_adex(torch.full((1, 1), x, dtype=F64), SYMPLECTIC_P._asdict(), 1e-3,
+                                                  "super", 100.0, "symplectic", state)
+    assert torch.equal(ref_z[0], z) and torch.equal(ref_a, new.a) and torch.equal(ref_v, new.v)
+
+
+@pytest.mark.parametrize("where", ["parameters", "step function", "fused loop"])
+def test_unknown_integrator_is_a_clear_error(where):
+    from snn.neurons.fused import integrate
+
+    p = LIFAdExParameters(integrator="rk4")
+    x = torch.ones(3, 2)
+    with pytest.raises(ValueError, match="Unknown integrator 'rk4'; valid integrators: euler, symplectic"):
+        if where == "parameters":
+            LIFAdEx(p)
+        elif where == "step function":
+            lif_adex_feed_forward_step(x[0], LIFAdExCell().initial_state(x[0]), p)
+        else:
+            integrate("adex", "python", x, LIFAdExCell().initial_state(x[0]), p, 1e-3)
 
 
 def test_layer_equals_cell_loop_and_returns_final_state():
@@ -178,13 +225,15 @@ def random_parameters(n: int, learnable: tuple[str, ...]):
     return per_neuron
 
 
+@pytest.mark.parametrize("integrator", ["euler", "symplectic"])
 @pytest.mark.parametrize("method", SURROGATES)
-def test_gradients_equal_eager_reference(method):
+def test_gradients_equal_eager_reference(method, integrator):
     """Input and (per-neuron, learnable) parameter gradients equal autograd through the equations."""
     n, alpha, dt = 6, 5.0, 0.001
     values = random_parameters(n, ())
     learnable = tuple(values)
-    layer = LIFAdEx(LIFAdExParameters(**values, method=method, alpha=alpha), dt=dt, learnable=learnable).double()
+    p = LIFAdExParameters(**values, method=method, alpha=alpha, integrator=integrator)
+    layer = LIFAdEx(p, dt=dt, learnable=learnable).double()
     with torch.no_grad():  # learnable parameters are created in the default dtype: restore the exact values
         for name in learnable:
             getattr(layer, name).copy_(values[name])
@@ -197,7 +246,7 @@ def test_gradients_equal_eager_reference(method):
 
     ref_params = {k: val.clone().requires_grad_(True) for k, val in values.items()}
     x_ref = x.detach().clone().requires_grad_(True)
-    z_ref, (v_r, i_r, a_r) = reference_adex(x_ref, ref_params, dt, method, alpha)
+    z_ref, (v_r, i_r, a_r) = reference_adex(x_ref, ref_params, dt, method, alpha, integrator)
     ((z_ref * weights).sum() + v_r.sum() + 0.5 * a_r.sum()).backward()
 
     assert torch.equal(z, z_ref)
@@ -208,9 +257,11 @@ def test_gradients_equal_eager_reference(method):
                                    msg=lambda m, name=name: f"{name}: {m}")
 
 
-def test_gradcheck_subthreshold_dynamics():
+@pytest.mark.parametrize("backend", ["auto", "eager"])
+@pytest.mark.parametrize("integrator", ["euler", "symplectic"])
+def test_gradcheck_subthreshold_dynamics(integrator, backend):
     # Below threshold the step is smooth, so finite differences must agree with autograd.
-    layer = LIFAdEx(LIFAdExParameters(adaptation_current=1.5),
+    layer = LIFAdEx(LIFAdExParameters(adaptation_current=1.5, integrator=integrator), backend=backend,
                     learnable=("tau_mem_inv", "adaptation_current", "delta_T", "tau_ada_inv")).double()
     x = (torch.rand(15, 2, 3, dtype=F64) * 0.05).requires_grad_(True)
 

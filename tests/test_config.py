@@ -106,6 +106,19 @@ def test_every_neuron_parameter_is_settable_from_the_command_line(tmp_path):
     assert net.encoder.T == 7
 
 
+@pytest.mark.parametrize("model", ["adex", "adex_conv", "radex"])
+def test_integrator_reaches_every_adex_layer(tmp_path, model):
+    """model.neuron.integrator (issue 13) builds every spiking layer with it; euler is the default."""
+    dataset = "store_recall" if model == "radex" else "synthetic"
+    default, _, _ = build(make_cfg(tmp_path, f"model={model}", f"dataset={dataset}"))
+    assert {layer.p.integrator for layer in default.net.spiking_layers().values()} == {"euler"}
+    cfg = make_cfg(tmp_path, f"model={model}", f"dataset={dataset}", "model.neuron.integrator=symplectic")
+    module, _, _ = build(cfg)
+    layers = module.net.spiking_layers().values()
+    assert layers and {layer.p.integrator for layer in layers} == {"symplectic"}
+    assert module(torch.rand(2, *cfg.dataset.input_shape)).shape == (2, cfg.dataset.num_classes)
+
+
 @pytest.mark.parametrize(
     "override,message",
     [
@@ -118,6 +131,7 @@ def test_every_neuron_parameter_is_settable_from_the_command_line(tmp_path):
         ("model.neuron.tau_mem_inv=-5", "tau_mem_inv .* must be > 0"),
         ("model.conv.norm=layer", r"Unknown norm 'layer'; choose one of \['batch', 'group', 'none'\]"),
         ("model.neuron.kind=lif", r"no field\(s\) \['adaptation_current'.*model=lif"),
+        ("model.neuron.integrator=rk4", r"Unknown integrator 'rk4'; valid integrators: euler, symplectic"),
         ("regularizer.rate_target=2", "rate_target in \\[0, 1\\]"),
         ("scheduler_interval=batch", "scheduler_interval must be 'epoch' or 'step'"),
         ("optimizer.lr=abc", "optimizer.lr must be a positive number, got 'abc'"),

@@ -37,13 +37,14 @@ def needs(backend, request):
         request.getfixturevalue("cpp_library")
 
 
-def make_layer(kind, backend, method="super", learnable=(), shape=None, dtype=torch.float64, seed=0):
+def make_layer(kind, backend, method="super", learnable=(), shape=None, dtype=torch.float64, seed=0, **params):
+    """``params``: more fields of the parameters (AdEx's integrator, say)."""
     layer_class, params_class = LAYERS[kind]
-    fields = [f for f in params_class._fields if f not in ("method", "alpha")]
+    fields = [f for f in params_class._fields if f not in ("method", "alpha", "integrator")]
     kwargs = {}
     if kind != "li":
         kwargs = {"method": method, "alpha": 7.0 if method in ("triangle", "sigmoid", "tanh") else 30.0}
-    p = params_class(**kwargs)
+    p = params_class(**kwargs, **params)
     layer = layer_class(p, learnable=fields if learnable == "all" else learnable, shape=shape, backend=backend)
     layer = layer.to(dtype)
     g = torch.Generator().manual_seed(seed)
@@ -128,11 +129,11 @@ def test_forward_bit_identical_per_neuron_parameters(kind, backend, request):
     assert all(torch.equal(a, b) for a, b in zip(final, ref_state, strict=True))
 
 
-def assert_gradients_equal(kind, backend, method, learnable, shape):
+def assert_gradients_equal(kind, backend, method, learnable, shape, **params):
     x, state = inputs(kind, torch.float64)
     results = []
     for b in ("eager", backend):
-        layer = make_layer(kind, b, method, learnable, shape)
+        layer = make_layer(kind, b, method, learnable, shape, **params)
         xb = x.clone().requires_grad_()
         sb = [s.clone().requires_grad_() for s in state]
         out, final = run(layer, xb, sb)
@@ -230,6 +231,64 @@ def test_strided_inputs_and_output_gradients(kind, backend, layout, request):
     assert (grad - ref_grad).abs().max() <= 1e-10 * ref_grad.abs().max()
 
 
+# ---------------------------------------------------------------- the symplectic integrator (issue 13)
+# AdEx with its adaptation driven by the voltage after the reset; v_reset != v_leak and a stronger
+# coupling, so that the reset's part in the adaptation shows.
+SYMPLECTIC = {"integrator": "symplectic", "adaptation_current": 2.0, "v_reset": -0.2}
+SYMPLECTIC_BACKENDS = ["python"]
+
+
+@pytest.mark.parametrize("per_neuron", [False, True], ids=["fixed", "per-neuron"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("backend", SYMPLECTIC_BACKENDS)
+def test_symplectic_forward_bit_identical(backend, dtype, per_neuron, request):
+    needs(backend, request)
+    x, state = inputs("adex", dtype, T=40, B=4, N=300)
+    learnable, shape = ("all", (300,)) if per_neuron else ((), None)
+    with torch.no_grad():
+        ref_out, ref_state = run(make_layer("adex", "eager", learnable=learnable, shape=shape, dtype=dtype,
+                                            **SYMPLECTIC), x, state)
+        out, final = run(make_layer("adex", backend, learnable=learnable, shape=shape, dtype=dtype, **SYMPLECTIC),
+                         x, state)
+        _, euler = run(make_layer("adex", "eager", learnable=learnable, shape=shape, dtype=dtype,
+                                  **{**SYMPLECTIC, "integrator": "euler"}), x, state)
+    assert 0 < ref_out.mean() < 1, "the input must make some, not all, neurons spike"
+    assert torch.equal(out, ref_out)
+    assert all(torch.equal(a, b) for a, b in zip(final, ref_state, strict=True))
+    assert not torch.equal(euler.a, ref_state.a)  # the integrators differ
+
+
+@pytest.mark.parametrize("learnable, method", [("per-neuron", m) for m in BUILTIN]
+                         + [(learn, m) for learn in ("scalar", "fixed") for m in ("super", "sigmoid")])
+@pytest.mark.parametrize("backend", SYMPLECTIC_BACKENDS)
+def test_symplectic_gradients(backend, learnable, method, request):
+    """Input, initial-state and parameter gradients within 1e-10 of autograd through the step
+    function, through the per-step backward (parameter gradients) and the python backend's
+    regrouped one (fixed parameters)."""
+    needs(backend, request)
+    learn, shape = {"per-neuron": ("all", (37,)), "scalar": ("all", None), "fixed": ((), None)}[learnable]
+    assert_gradients_equal("adex", backend, method, learn, shape, **SYMPLECTIC)
+
+
+def test_symplectic_python_backward_in_blocks_of_steps(monkeypatch):
+    """The regrouped backward's coefficients for blocks of 5, 5 and 2 steps (see
+    test_python_backward_in_blocks_of_steps) with the symplectic integrator."""
+    monkeypatch.setattr(torch_loops, "BLOCK_VALUES", 5 * 3 * 37)
+    assert_gradients_equal("adex", "python", "super", (), None, **SYMPLECTIC)
+
+
+@pytest.mark.slow
+def test_compile_backend_symplectic():
+    """As test_compile_backend for AdEx, with the symplectic integrator."""
+    torch._dynamo.reset()
+    x, state = inputs("adex", torch.float64)
+    ref_out, ref_state = run(make_layer("adex", "eager", **SYMPLECTIC), x, state)
+    out, final = run(make_layer("adex", "compile", **SYMPLECTIC), x, state)
+    assert (out != ref_out).float().mean() < 1e-3
+    torch.testing.assert_close(final, tuple(ref_state), rtol=1e-12, atol=1e-12)
+    assert_gradients_equal("adex", "compile", "super", "all", (37,), **SYMPLECTIC)
+
+
 def saved_bytes(layer, x, state=None):
     total = 0
 
@@ -320,6 +379,13 @@ def test_cpp_needs_mkl_vml_only_for_adex_and_the_sigmoid_and_tanh_surrogates(cpp
     assert not cpp_loops.supports("lif", torch.float32, "sigmoid")
     assert cpp_loops.supports("lif", torch.float32, "super") and cpp_loops.supports("li", torch.float64, None)
     assert resolve_backend("auto", "adex", torch.zeros(2, 3), "super") == "python"
+
+
+def test_symplectic_runs_on_python_where_cpp_has_no_kernel():
+    x = torch.zeros(2, 3)
+    assert resolve_backend("auto", "adex", x, "super", "symplectic") == "python"
+    with pytest.raises(ValueError, match="backend='cpp' runs the euler integrator only"):
+        resolve_backend("cpp", "adex", x, "super", "symplectic")
 
 
 def test_custom_surrogate_runs_in_python_and_cpp_refuses_it():

@@ -42,7 +42,7 @@ def make_layer(
 ):
     layer_class, params_class, _ = LAYERS[kind]
     alpha = 7.0 if method in ("triangle", "sigmoid", "tanh") else 30.0
-    fields = [f for f in params_class._fields if f not in ("method", "alpha")]
+    fields = [f for f in params_class._fields if f not in ("method", "alpha", "integrator")]
     g = torch.Generator().manual_seed(seed)
     w_in = (torch.rand(N, F, generator=g) * 2 + 0.5) * 0.4 / F  # excitatory input
     w_rec = torch.randn(N, N, generator=g) * 2 / N**0.5

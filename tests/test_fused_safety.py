@@ -265,7 +265,7 @@ def draw_case(rng: random.Random, index: int) -> dict:
         "method": rng.choice(METHODS),
     }
     neuron_shape = [B, *extra, N]
-    fields = [f for f in LAYERS[kind][1]._fields if f not in ("method", "alpha")]
+    fields = [f for f in LAYERS[kind][1]._fields if f not in ("method", "alpha", "integrator")]
     params = {}
     for name in fields:
         r = rng.random()

@@ -52,8 +52,9 @@ def interpreter(monkeypatch):
 
 
 def make_layer(
-    kind, backend, method="super", learnable=(), shape=None, dtype=torch.float64, seed=0
+    kind, backend, method="super", learnable=(), shape=None, dtype=torch.float64, seed=0, **params
 ):
+    """``params``: more fields of the parameters (AdEx's integrator, say)."""
     layer_class, params_class = LAYERS[kind]
     kwargs = {}
     if kind != "li":
@@ -61,9 +62,9 @@ def make_layer(
             "method": method,
             "alpha": 7.0 if method in ("triangle", "sigmoid", "tanh") else 30.0,
         }
-    fields = [f for f in params_class._fields if f not in ("method", "alpha")]
+    fields = [f for f in params_class._fields if f not in ("method", "alpha", "integrator")]
     layer = layer_class(
-        params_class(**kwargs),
+        params_class(**kwargs, **params),
         learnable=fields if learnable == "all" else learnable,
         shape=shape,
         backend=backend,
@@ -131,15 +132,22 @@ def assert_forward_equal(kind, out, final, ref_out, ref_final):
 
 
 def compare(
-    kind, method="super", learnable=(), shape=None, dtype=torch.float64, T=8, loss=weighted_loss
+    kind,
+    method="super",
+    learnable=(),
+    shape=None,
+    dtype=torch.float64,
+    T=8,
+    loss=weighted_loss,
+    **params,
 ):
     """The triton layer against the eager one: forward equal, gradients within TOLERANCE."""
     x, state = inputs(kind, dtype, T=T)
     ref_out, ref_final, ref = gradients(
-        make_layer(kind, "eager", method, learnable, shape, dtype), x, state, loss
+        make_layer(kind, "eager", method, learnable, shape, dtype, **params), x, state, loss
     )
     out, final, got = gradients(
-        make_layer(kind, "triton", method, learnable, shape, dtype), x, state, loss
+        make_layer(kind, "triton", method, learnable, shape, dtype, **params), x, state, loss
     )
     assert_forward_equal(kind, out, final, ref_out, ref_final)
     assert_close(got, ref, TOLERANCE[dtype])
@@ -181,6 +189,41 @@ def test_gradients_scalar_learnable_parameters(kind):
 
 def test_gradients_li_per_neuron_parameters():
     compare("li", None, "all", (37,))
+
+
+# AdEx's symplectic integrator (issue 13), with v_reset != v_leak (see tests/test_fused.py).
+SYMPLECTIC = {"integrator": "symplectic", "adaptation_current": 2.0, "v_reset": -0.2}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_symplectic_forward_matches_the_eager_loop(dtype):
+    x, state = inputs("adex", dtype)
+    with torch.no_grad():
+        ref_out, ref_final = make_layer("adex", "eager", dtype=dtype, **SYMPLECTIC)(
+            x, LIFAdEx.state_class(*state)
+        )
+        out, final = make_layer("adex", "triton", dtype=dtype, **SYMPLECTIC)(
+            x, LIFAdEx.state_class(*state)
+        )
+        _, euler = make_layer("adex", "triton", dtype=dtype)(x, LIFAdEx.state_class(*state))
+    assert 0 < ref_out.mean() < 1
+    assert_forward_equal("adex", out, final, ref_out, ref_final)
+    assert (euler.a - ref_final.a).abs().max() > 1e-3  # the integrators differ
+
+
+@pytest.mark.parametrize(
+    "method, learnable, dtype",
+    [
+        ("super", "per-neuron", torch.float64),
+        ("sigmoid", "per-neuron", torch.float64),
+        ("super", "fixed", torch.float64),
+        ("sigmoid", "fixed", torch.float32),
+    ],
+)
+def test_symplectic_gradients(method, learnable, dtype):
+    learn, shape = ("all", (37,)) if learnable == "per-neuron" else ((), None)
+    ref = compare("adex", method, learn, shape, dtype, **SYMPLECTIC)
+    assert ref["x"].abs().max() > 0
 
 
 @pytest.mark.parametrize("T", [0, 1])

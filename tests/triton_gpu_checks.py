@@ -31,7 +31,7 @@ def run(kind, backend, method, dtype, x, state, learnable):
         if kind == "li"
         else {"method": method, "alpha": 7.0 if method in ("triangle", "sigmoid", "tanh") else 30.0}
     )
-    fields = [f for f in params_class._fields if f not in ("method", "alpha")] if learnable else ()
+    fields = [f for f in params_class._fields if f not in ("method", "alpha", "integrator")] if learnable else ()
     layer = layer_class(
         params_class(**kwargs),
         learnable=fields,

@@ -13,7 +13,9 @@ synaptic current :math:`i` and adaptation current :math:`a` obey
 
 with a spike :math:`z = \Theta(v - v_{\text{th}})` that resets :math:`v \to v_{\text{reset}}` and
 kicks :math:`a \to a + a_{\text{spike}}`. :func:`lif_adex_feed_forward_step` is the one place the
-discretised equations are written down; everything else (cells, layers, fused kernels) follows it.
+discretised equations are written down, for both time-stepping schemes (``integrator``: forward
+Euler as in norse, or symplectic Euler as in SE-adLIF); everything else (cells, layers, fused
+kernels) follows it.
 """
 
 from __future__ import annotations
@@ -23,13 +25,15 @@ from typing import NamedTuple
 
 import torch
 
-from .equations import adex_subthreshold, after_reset
+from .constants import check_integrator
+from .equations import adex_adaptation, adex_membrane, after_reset
 from .module import NeuronModule, RecurrentNeuronModule, recurrent_current
 from .surrogate import spike
 
 
 class LIFAdExParameters(NamedTuple):
-    """Parameters of an AdEx neuron; every field but ``method`` may be a scalar or a tensor.
+    """Parameters of an AdEx neuron; every field but ``method``, ``alpha`` and ``integrator`` may be
+    a scalar or a tensor.
 
     Parameters:
         adaptation_current: :math:`a_{\\text{current}}`, sub-threshold coupling of a to v
@@ -43,6 +47,9 @@ class LIFAdExParameters(NamedTuple):
         v_reset: reset potential
         method: surrogate gradient name (see :mod:`snn.neurons.surrogate`)
         alpha: steepness of the surrogate
+        integrator: the time-stepping scheme, ``"euler"`` (norse's) or ``"symplectic"`` (the
+            adaptation driven by the voltage after the step's reset; see
+            :func:`lif_adex_feed_forward_step`)
 
     The modules refuse values outside these ranges when they are built; the step functions take
     whatever they are given (they are the hot path).
@@ -59,6 +66,7 @@ class LIFAdExParameters(NamedTuple):
     v_reset: torch.Tensor = torch.as_tensor(0.0, dtype=torch.float64)
     method: str = "super"
     alpha: float = 100.0
+    integrator: str = "euler"
 
 
 class LIFAdExFeedForwardState(NamedTuple):
@@ -78,19 +86,38 @@ class LIFAdExState(NamedTuple):
     a: torch.Tensor
 
 
+def _membrane(input_current, state, p, dt):
+    """:math:`v_d` and :math:`i'` of a step (:func:`snn.neurons.equations.adex_membrane`)."""
+    _, v_decayed, i_decayed = adex_membrane(
+        input_current, state.v, state.i, state.a, dt * p.tau_mem_inv, -dt * p.tau_syn_inv, p.delta_T,
+        p.v_leak, p.v_th)
+    return v_decayed, i_decayed
+
+
+def adaptation_voltage(integrator: str, v: torch.Tensor, v_new: torch.Tensor) -> torch.Tensor:
+    """The voltage that drives the adaptation in a step: the entering ``v`` (``"euler"``) or the
+    voltage ``v_new`` after the step (``"symplectic"``); a ValueError for any other name."""
+    if integrator == "symplectic":
+        return v_new
+    if integrator != "euler":
+        check_integrator(integrator)
+    return v
+
+
 def lif_adex_subthreshold(
     input_current: torch.Tensor,
     state: LIFAdExFeedForwardState | LIFAdExState,
     p: LIFAdExParameters = LIFAdExParameters(),
     dt: float = 0.001,
 ) -> LIFAdExFeedForwardState:
-    r"""The lines :math:`i_j, v_d, i', a_d` of :func:`lif_adex_feed_forward_step`: the state at the
-    end of a step before the spike and reset. :math:`v_d` is the voltage that crosses threshold.
-    Written in :func:`snn.neurons.equations.adex_subthreshold`, which the ``compile`` backend runs
-    too."""
-    _, v_decayed, i_decayed, a_decayed = adex_subthreshold(
-        input_current, state.v, state.i, state.a, dt * p.tau_mem_inv, -dt * p.tau_syn_inv,
-        dt * p.tau_ada_inv, p.adaptation_current, p.delta_T, p.v_leak, p.v_th)
+    r"""The state at the end of a step of :func:`lif_adex_feed_forward_step` without its spike:
+    :math:`v_d, i'` and :math:`a_d`, the adaptation the step gives where :math:`z = 0` (from
+    :math:`v` with ``euler``, from :math:`v' = v_d` with ``symplectic``). :math:`v_d` is the
+    voltage that crosses threshold. Written in :mod:`snn.neurons.equations`, which the ``compile``
+    backend runs too."""
+    v_decayed, i_decayed = _membrane(input_current, state, p, dt)
+    v_drive = adaptation_voltage(p.integrator, state.v, v_decayed)
+    a_decayed = adex_adaptation(v_drive, state.a, dt * p.tau_ada_inv, p.adaptation_current, p.v_leak)
     return LIFAdExFeedForwardState(v_decayed, i_decayed, a_decayed)
 
 
@@ -100,9 +127,10 @@ def lif_adex_feed_forward_step(
     p: LIFAdExParameters = LIFAdExParameters(),
     dt: float = 0.001,
 ) -> tuple[torch.Tensor, LIFAdExFeedForwardState]:
-    r"""One explicit Euler step of the AdEx neuron with input current :math:`x`.
+    r"""One step of the AdEx neuron with input current :math:`x`, integrated as ``p.integrator``
+    says.
 
-    Every right-hand side uses the old :math:`v, i, a`:
+    The membrane, the synapse and the spike use the old :math:`v, i, a`:
 
     .. math::
         \begin{align*}
@@ -111,21 +139,47 @@ def lif_adex_feed_forward_step(
                    + \Delta_T \exp\left(\min\left(\frac{v - v_{\text{th}}}{\Delta_T}, 20\right)\right)
                    + i_j - a\right) \\
             i' &= i_j - \Delta t\, \tau_{\text{syn}}^{-1} i_j \\
-            a_d &= a + \Delta t\, \tau_{\text{ada}}^{-1} \left(a_{\text{current}} (v - v_{\text{leak}}) - a\right) \\
             z &= \Theta(v_d - v_{\text{th}}) \quad \text{(surrogate gradient backward)} \\
             v' &= (1 - z)\, v_d + z\, v_{\text{reset}} \\
+            a_d &= a + \Delta t\, \tau_{\text{ada}}^{-1} \left(a_{\text{current}} (u - v_{\text{leak}}) - a\right) \\
             a' &= a_d + z\, a_{\text{spike}}
         \end{align*}
 
-    The gradient flows through :math:`z` in the reset and the adaptation jump, as in norse. The
-    exponent is clamped at 20 (``EXP_ARGUMENT_MAX``) so that no finite input gives inf or NaN.
+    where :math:`u`, the voltage that drives the adaptation, is
+
+    - ``integrator="euler"`` (the default; norse's model, explicit forward Euler):
+      :math:`u = v`, the voltage entering the step; every right-hand side uses the old state.
+    - ``integrator="symplectic"`` (symplectic Euler, SE-adLIF of Baronig et al. 2025):
+      :math:`u = v'`, the voltage after this step's membrane update *and reset*. With the
+      forward step the coupled :math:`(v, a)` system is stable over a much smaller range of
+      :math:`\Delta t, \tau_{\text{mem}}, \tau_{\text{ada}}, a_{\text{current}}` than the
+      continuous one (its oscillating modes grow); updating :math:`v` first and :math:`a` from the
+      new :math:`v` has provably better stability (Baronig et al.'s eigenvalue analysis), which is
+      why adaptive neurons train reliably with it.
+
+    Why :math:`v'` (after the reset) and not the pre-reset :math:`v_d`: SE-adLIF's own update
+    resets the voltage before it computes the adaptation from it ("symplectic formulation with
+    early reset" in its reference code, ``models/alif.py``), and the reset is part of the voltage's
+    step, so :math:`v'` is the new voltage the symplectic scheme asks for. With :math:`v_d` a
+    spike would also push :math:`a` by :math:`\Delta t\, \tau_{\text{ada}}^{-1} a_{\text{current}}
+    (v_d - v_{\text{leak}})`, an amount set by how far the voltage overshot the threshold (large
+    on the exponential upswing): spike-triggered adaptation counted twice, once through
+    :math:`a_{\text{spike}}` and once through the overshoot. With :math:`v'` a spike acts on
+    :math:`a` through :math:`a_{\text{spike}}` and the reset voltage only. The spike jump
+    :math:`z\, a_{\text{spike}}` is the same in both schemes.
+
+    The gradient flows through :math:`z` in the reset and the adaptation jump, as in norse (and,
+    with ``symplectic``, through the reset into the adaptation's drive). The exponent is clamped
+    at 20 (``EXP_ARGUMENT_MAX``) so that no finite input gives inf or NaN.
 
     Returns:
         spikes ``z`` and the new :class:`LIFAdExFeedForwardState`.
     """
-    v_decayed, i_decayed, a_decayed = lif_adex_subthreshold(input_current, state, p, dt)
+    v_decayed, i_decayed = _membrane(input_current, state, p, dt)
     z = spike(v_decayed - p.v_th, p.method, p.alpha)
     v_new = after_reset(z, v_decayed, p.v_reset)
+    v_drive = adaptation_voltage(p.integrator, state.v, v_new)
+    a_decayed = adex_adaptation(v_drive, state.a, dt * p.tau_ada_inv, p.adaptation_current, p.v_leak)
     a_new = a_decayed + z * p.adaptation_spike
     return z, LIFAdExFeedForwardState(v_new, i_decayed, a_new)
 

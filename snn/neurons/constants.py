@@ -1,5 +1,6 @@
-"""What the neuron modules and the fused kernels share: the backend names and their check, the
-constants of the equations that every kernel needs, and the broadcasting rule of the parameters.
+"""What the neuron modules and the fused kernels share: the backend and integrator names and their
+checks, the constants of the equations that every kernel needs, and the broadcasting rule of the
+parameters.
 
 This module imports nothing from ``snn``: the neuron modules (:mod:`.adex`, :mod:`.lif`,
 :mod:`.li`, :mod:`.module`) and the kernels (:mod:`.fused`) both read it, so neither has to import
@@ -19,6 +20,10 @@ from collections.abc import Sequence
 # repeats the number (kExpMax); the Triton kernels receive it as a launch constant.
 EXP_ARGUMENT_MAX = 20.0
 
+# The time-stepping schemes of AdEx (snn.neurons.adex.lif_adex_feed_forward_step): "euler" (forward
+# Euler, norse's model: a is driven by the voltage entering the step) and "symplectic" (a by the
+# voltage after the step's membrane update and reset). The kernels take the index as a flag.
+INTEGRATORS = ("euler", "symplectic")
 # The backends of the feed-forward layers (see snn.neurons.fused).
 BACKENDS = ("auto", "cpp", "triton", "compile", "python", "eager")
 # The backends of the recurrent layers (see snn.neurons.fused.recurrent).
@@ -30,6 +35,13 @@ def check_backend(backend: str) -> str:
     if backend not in BACKENDS:
         raise ValueError(f"Unknown backend {backend!r}; valid backends: {', '.join(BACKENDS)}.")
     return backend
+
+
+def check_integrator(integrator: str) -> str:
+    """``integrator`` if it names one of :data:`INTEGRATORS`, else a ValueError listing them."""
+    if integrator not in INTEGRATORS:
+        raise ValueError(f"Unknown integrator {integrator!r}; valid integrators: {', '.join(INTEGRATORS)}.")
+    return integrator
 
 
 def check_recurrent_backend(backend: str) -> str:

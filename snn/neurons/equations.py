@@ -19,15 +19,20 @@ import torch
 from .constants import EXP_ARGUMENT_MAX
 
 
-def adex_subthreshold(x, v, i, a, c_mem, c_syn, c_ada, adaptation_current, delta_T, v_leak, v_th):
-    """AdEx's step before the spike: ``(i_j, v_d, i', a_d)`` (see
+def adex_membrane(x, v, i, a, c_mem, c_syn, delta_T, v_leak, v_th):
+    """AdEx's synapse and membrane before the spike: ``(i_j, v_d, i')`` (see
     :func:`~snn.neurons.adex.lif_adex_feed_forward_step`)."""
     i_jump = i + x
     exp_argument = torch.clamp((v - v_th) / delta_T, max=EXP_ARGUMENT_MAX)
     v_decayed = v + c_mem * ((v_leak - v) + delta_T * torch.exp(exp_argument) + i_jump - a)
     i_decayed = i_jump + c_syn * i_jump
-    a_decayed = a + c_ada * (adaptation_current * (v - v_leak) - a)
-    return i_jump, v_decayed, i_decayed, a_decayed
+    return i_jump, v_decayed, i_decayed
+
+
+def adex_adaptation(v, a, c_ada, adaptation_current, v_leak):
+    """AdEx's adaptation before the spike's jump, ``a_d``, driven by the voltage ``v``: the one
+    entering the step (``euler``) or the one after its reset (``symplectic``)."""
+    return a + c_ada * (adaptation_current * (v - v_leak) - a)
 
 
 def leaky_subthreshold(x, v, i, c_mem, c_syn, v_leak):

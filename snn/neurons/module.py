@@ -23,13 +23,15 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .constants import broadcasts_to, check_backend, check_recurrent_backend
+from .constants import broadcasts_to, check_backend, check_integrator, check_recurrent_backend
 from .fused.function import run as run_fused
 from .fused.recurrent import run_recurrent
 from .surrogate import check_alpha, surrogate_derivative
 
-# Fields of a parameter NamedTuple that are not tensors: the surrogate's name and steepness.
+# Fields of a parameter NamedTuple that are not tensors: the surrogate's name and steepness, and
+# the time-stepping scheme (AdEx's integrator).
 SURROGATE_FIELDS = ("method", "alpha")
+OPTION_FIELDS = (*SURROGATE_FIELDS, "integrator")
 
 
 def _as_float_tensor(name: str, value: Any) -> torch.Tensor:
@@ -155,7 +157,7 @@ class NeuronModule(nn.Module):
         if not isinstance(dt, int | float) or not math.isfinite(dt) or dt <= 0:
             raise ValueError(f"The time step dt must be a positive number, got {dt!r}.")
         learnable = (learnable,) if isinstance(learnable, str) else tuple(learnable)
-        tensor_fields = [f for f in p._fields if f not in SURROGATE_FIELDS]
+        tensor_fields = [f for f in p._fields if f not in OPTION_FIELDS]
         unknown = [name for name in learnable if name not in tensor_fields]
         if unknown:
             raise ValueError(
@@ -165,10 +167,13 @@ class NeuronModule(nn.Module):
         if "method" in p._fields:
             surrogate_derivative(p.method)
             check_alpha(p.alpha)
+        if "integrator" in p._fields:
+            check_integrator(p.integrator)
         self.dt = float(dt)
         self.learnable = learnable
         self.shape = None if shape is None else tuple(int(s) for s in shape)
         self.surrogate = {f: getattr(p, f) for f in SURROGATE_FIELDS if f in p._fields}
+        self.options = {f: getattr(p, f) for f in OPTION_FIELDS if f in p._fields}  # surrogate too
         self._tensor_fields = tensor_fields
         for name in tensor_fields:
             tensor = _as_float_tensor(name, getattr(p, name))
@@ -197,10 +202,10 @@ class NeuronModule(nn.Module):
     def p(self) -> NamedTuple:
         """The parameters as the NamedTuple, as in norse (``cell.p.v_leak``): the module's current
         tensors themselves (buffers, and the ``nn.Parameter`` of each learnable field, unclamped),
-        plus ``method`` and ``alpha``. Read-only: change a value through its tensor
-        (``cell.v_th.fill_(0.8)``) or build a new module."""
+        plus ``method``, ``alpha`` (and AdEx's ``integrator``). Read-only: change a value through its
+        tensor (``cell.v_th.fill_(0.8)``) or build a new module."""
         return self.parameters_class(**{name: getattr(self, name) for name in self._tensor_fields},
-                                     **self.surrogate)
+                                     **self.options)
 
     def neuron_parameters(self, like: torch.Tensor) -> NamedTuple:
         """The parameter NamedTuple with every tensor in the dtype of ``like`` (the input)."""
@@ -215,7 +220,7 @@ class NeuronModule(nn.Module):
             if name in self.learnable and name.endswith("_inv"):
                 tensor = _ClampAtZero.apply(tensor)
             values[name] = tensor.to(like.dtype)
-        return self.parameters_class(**values, **self.surrogate)
+        return self.parameters_class(**values, **self.options)
 
     def check_input(self, x: Any, time_major: bool, hidden_size: int | None = None) -> torch.Size:
         """Checks ``x`` is a float tensor ``[T, B, ...]`` (or ``[B, ...]``) that the parameters fit.
@@ -319,7 +324,7 @@ class NeuronModule(nn.Module):
 
     def extra_repr(self) -> str:
         parts = [f"dt={self.dt}"]
-        parts += [f"{k}={v!r}" for k, v in self.surrogate.items()]
+        parts += [f"{k}={v!r}" for k, v in self.options.items()]
         if self.time_major and self.fused_kind is not None:
             parts.append(f"backend={self.backend!r}")
         if self.learnable:
@@ -459,6 +464,8 @@ class RecurrentNeuronModule(Projection, NeuronModule):
         step = type(self).step
         if not self.time_major:
             return step(input_tensor, state, w_in, w_rec, p, self.dt)
+        if self.options.get("integrator", "euler") != "euler":  # the fused recurrent loops run euler only, so far
+            return run_time_loop(lambda x, s: step(x, s, w_in, w_rec, p, self.dt), input_tensor, state)
         if self.backend != "eager" and self.fused_kind is not None and input_tensor.shape[0] > 0:
             kind = self.fused_kind  # every recurrent backend but eager is python
             if input_tensor.dim() == 3:

@@ -6,7 +6,7 @@ import warnings
 
 import torch
 
-from ..constants import broadcasts_to, check_backend
+from ..constants import broadcasts_to, check_backend, check_integrator
 from ..surrogate import SURROGATES
 from . import cpp_loops, triton_loops
 from .spec import NEURON_SPECS, kernel_parameters
@@ -30,7 +30,7 @@ def loops(backend: str):
 _warned = False
 
 
-def resolve_backend(backend: str, kind: str, x: torch.Tensor, method: str | None) -> str:
+def resolve_backend(backend: str, kind: str, x: torch.Tensor, method: str | None, integrator: str = "euler") -> str:
     """The concrete backend that runs ``backend`` for this input: ``auto`` picks ``cpp`` on CPU
     when the kernels cover the case and build (one warning if they cannot be built), else
     ``python``; an explicit choice the case does not support raises a ValueError. ``backend`` is
@@ -40,7 +40,10 @@ def resolve_backend(backend: str, kind: str, x: torch.Tensor, method: str | None
         raise ValueError(f"Unknown surrogate method {method!r}.")
     if backend == "triton" or backend == "auto" and x.device.type == "cuda":
         return triton_loops.choose(backend, kind, x, method)  # imports no triton
-    cpp_ok = x.device.type == "cpu" and cpp_loops.supports(kind, x.dtype, method)
+    if backend == "cpp" and integrator != "euler":
+        raise ValueError(f"backend='cpp' runs the euler integrator only so far, got integrator={integrator!r}. "
+                         "Use backend='python' or 'auto'.")
+    cpp_ok = x.device.type == "cpu" and integrator == "euler" and cpp_loops.supports(kind, x.dtype, method)
     if backend == "auto":
         if not cpp_ok:
             return "python"
@@ -74,15 +77,18 @@ class FusedTimeLoop(torch.autograd.Function):
     """``(x [T, ...], *state, *kernel parameters) -> (outputs [T, ...], *final state)``."""
 
     @staticmethod
-    def forward(ctx, kind, backend, method, alpha, x, *tensors):
+    def forward(ctx, kind, backend, method, alpha, integrator, x, *tensors):
         spec = NEURON_SPECS[kind]
         n_state = len(spec.state)
         state, P = tensors[:n_state], tensors[n_state:]
-        needs = ctx.needs_input_grad[4:]
+        needs = ctx.needs_input_grad[5:]
         param_grads = any(needs[1 + n_state:])
         impl = loops(backend)
+        # The integrator reaches AdEx's loops (the cpp backend runs euler only: resolve_backend).
+        ctx.flags = {"integrator": integrator} if integrator != "euler" else {}
         with torch.no_grad():
-            out, final, saved = impl.forward(kind, x, state, P, save=any(needs), save_extra=param_grads)
+            out, final, saved = impl.forward(kind, x, state, P, save=any(needs), save_extra=param_grads,
+                                             **ctx.flags)
         ctx.kind, ctx.backend, ctx.method, ctx.alpha = kind, backend, method, alpha
         ctx.param_grads, ctx.n_saved = param_grads, len(saved)
         # The initial voltage only when backward reads it (LI with fixed parameters does not).
@@ -114,15 +120,16 @@ class FusedTimeLoop(torch.autograd.Function):
         gstate = [torch.zeros_like(v0) if g is None else g for g in gstate]
         with torch.no_grad():
             gx, gstate0, G = loops(ctx.backend).backward(
-                ctx.kind, gout, gstate, list(saved), v0, tuple(P), ctx.method, ctx.alpha, ctx.param_grads)
+                ctx.kind, gout, gstate, list(saved), v0, tuple(P), ctx.method, ctx.alpha, ctx.param_grads,
+                **ctx.flags)
         n_state = len(spec.state)
-        needs = ctx.needs_input_grad[4:]
+        needs = ctx.needs_input_grad[5:]
         gparams = [None] * len(P)
         if G is not None:
             gparams = [g.sum_to_size(p.shape) if need else None
                        for g, p, need in zip(G, P, needs[1 + n_state:], strict=True)]
         gstate0 = [g if need else None for g, need in zip(gstate0, needs[1:1 + n_state], strict=True)]
-        return (None, None, None, None, gx if needs[0] else None, *gstate0, *gparams)
+        return (None, None, None, None, None, gx if needs[0] else None, *gstate0, *gparams)
 
 
 def check_arguments(kind: str, x, state) -> torch.Size:
@@ -181,7 +188,8 @@ def as_kernel_parameters(kind: str, P: tuple, x: torch.Tensor, neuron_shape: tor
 
 def integrate(kind: str, backend: str, x, state, p, dt: float):
     """Runs layer ``kind`` ('adex', 'lif', 'li') over the time dimension of ``x`` with a fused
-    ``backend``: ``(outputs [T, ...], final state of the type of ``state``)``."""
+    ``backend``: ``(outputs [T, ...], final state of the type of ``state``)``. AdEx's parameters
+    choose its integrator (``p.integrator``)."""
     return run(kind, check_backend(backend), x, state, p, dt)
 
 
@@ -190,7 +198,8 @@ def run(kind: str, backend: str, x: torch.Tensor, state, p, dt: float):
     set)."""
     neuron_shape = check_arguments(kind, x, state)
     method, alpha = getattr(p, "method", None), getattr(p, "alpha", 0.0)
-    backend = resolve_backend(backend, kind, x, method)
+    integrator = check_integrator(getattr(p, "integrator", "euler"))
+    backend = resolve_backend(backend, kind, x, method, integrator)
     P = as_kernel_parameters(kind, kernel_parameters(kind, p, dt), x, neuron_shape)
-    out, *final = FusedTimeLoop.apply(kind, backend, method, float(alpha), x, *state, *P)
+    out, *final = FusedTimeLoop.apply(kind, backend, method, float(alpha), integrator, x, *state, *P)
     return out, type(state)(*final)

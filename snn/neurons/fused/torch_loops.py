@@ -9,6 +9,9 @@ states are bit-identical to the eager loop; ``tests/test_fused.py`` pins that.
 
 Parameter tuples ``P`` hold ``c_mem = dt tau_mem_inv`` and ``c_syn = -dt tau_syn_inv`` (and
 ``c_ada = dt tau_ada_inv``) computed once per call, exactly as the step functions compute them.
+AdEx's loops take ``symplectic``: False for the ``euler`` integrator, True for ``symplectic`` (the
+adaptation driven by the voltage after the step's reset, see
+:func:`~snn.neurons.adex.lif_adex_feed_forward_step`).
 
 Two forms, and why. The step bodies (``*_forward_step``, ``*_backward_step``) are functional, the
 form ``torch.compile`` fuses best and the one that adds parameter gradients. Without a compiler
@@ -34,7 +37,7 @@ import functools
 import torch
 
 from ..constants import EXP_ARGUMENT_MAX
-from ..equations import adex_subthreshold, after_reset, leaky_subthreshold
+from ..equations import adex_adaptation, adex_membrane, after_reset, leaky_subthreshold
 from ..surrogate import surrogate_derivative
 from .spec import NEURON_SPECS, saved_tensors
 
@@ -79,13 +82,12 @@ def input_gradient(g_drive, gi, c_syn):
 
 
 # ---------------------------------------------------------------- AdEx
-def adex_forward_step(x, v, i, a, P, z_out, vd_out, ij_out, a_out):
-    """One step of the AdEx equations (:func:`~snn.neurons.equations.adex_subthreshold`, as the
-    step function runs them) writing the spikes and what backward needs to the ``*_out`` tensors;
-    returns the new ``(v, i, a)``."""
+def adex_forward_step(x, v, i, a, P, z_out, vd_out, ij_out, a_out, symplectic=False):
+    """One step of the AdEx equations (:mod:`snn.neurons.equations`, as the step function runs
+    them) writing the spikes and what backward needs to the ``*_out`` tensors; returns the new
+    ``(v, i, a)``."""
     c_mem, c_syn, c_ada, ac, a_spike, delta_T, v_leak, v_th, v_reset = P
-    i_jump, v_decayed, i_decayed, a_decayed = adex_subthreshold(
-        x, v, i, a, c_mem, c_syn, c_ada, ac, delta_T, v_leak, v_th)
+    i_jump, v_decayed, i_decayed = adex_membrane(x, v, i, a, c_mem, c_syn, delta_T, v_leak, v_th)
     if ij_out is not None:
         ij_out.copy_(i_jump)
         a_out.copy_(a)
@@ -93,10 +95,12 @@ def adex_forward_step(x, v, i, a, P, z_out, vd_out, ij_out, a_out):
     z_out.copy_(z)
     if vd_out is not None:
         vd_out.copy_(v_decayed)
-    return after_reset(z, v_decayed, v_reset), i_decayed, a_decayed + z * a_spike
+    v_new = after_reset(z, v_decayed, v_reset)
+    a_decayed = adex_adaptation(v_new if symplectic else v, a, c_ada, ac, v_leak)
+    return v_new, i_decayed, a_decayed + z * a_spike
 
 
-def adex_backward_step(gz, gv, gi, ga, vd, v, P, derivative, alpha, gx_out, ij, a, G):
+def adex_backward_step(gz, gv, gi, ga, vd, v, P, derivative, alpha, gx_out, ij, a, G, symplectic=False):
     """Gradients through one step; ``gv, gi, ga`` are those of the state after it. Returns those
     of the state before it and writes the input gradient to ``gx_out``. With ``G`` (a list of
     per-neuron accumulators, in the order of the kernel parameters) it adds the step's parameter
@@ -105,36 +109,43 @@ def adex_backward_step(gz, gv, gi, ga, vd, v, P, derivative, alpha, gx_out, ij, 
     The names are those of ``cpu_kernels.cpp`` and ``triton_kernels.py``: ``g_drive`` is the
     gradient of the membrane drive ``(v_leak - v) + delta_T e + i_j - a`` (``c_mem g_vd``),
     ``g_exp_arg`` that of the exponent ``(v - v_th) / delta_T``, ``g_v_exp`` that of ``v`` through
-    the exponent, ``g_ada_drive`` that of the adaptation drive ``a_current (v - v_leak) - a``."""
+    the exponent, ``g_ada_drive`` that of the adaptation drive ``a_current (u - v_leak) - a``, and
+    ``g_v_new`` that of the voltage after the step: ``gv``, plus (``symplectic``: ``u = v'``) the
+    adaptation's ``a_current g_ada_drive``; with ``euler`` (``u = v``) that term goes to ``v``."""
     c_mem, c_syn, c_ada, ac, a_spike, delta_T, v_leak, v_th, v_reset = P
     x_spike = vd - v_th
     z = (x_spike > 0).to(vd.dtype)
     exp_arg = (v - v_th) / delta_T
     ex = torch.exp(torch.clamp(exp_arg, max=EXP_ARGUMENT_MAX))
-    g_z = -gv * vd + gv * v_reset + ga * a_spike
+    g_ada_drive = ga * c_ada
+    g_v_new = gv + g_ada_drive * ac if symplectic else gv
+    g_z = -g_v_new * vd + g_v_new * v_reset + ga * a_spike
     if gz is not None:
         g_z = gz + g_z
     g_xs = g_z * derivative(x_spike, alpha)
-    g_vd = gv * (1 - z) + g_xs
+    g_vd = g_v_new * (1 - z) + g_xs
     g_drive = g_vd * c_mem
     # torch.clamp passes no gradient where the argument is at the bound itself: strict <.
     g_exp_arg = torch.where(exp_arg < EXP_ARGUMENT_MAX, g_drive * delta_T * ex, 0.0)
     g_v_exp = g_exp_arg / delta_T
-    g_ada_drive = ga * c_ada
     g_ij = input_gradient(g_drive, gi, c_syn)
     gx_out.copy_(g_ij)
     if G is not None:
+        u = after_reset(z, vd, v_reset) if symplectic else v  # the voltage driving the adaptation
         g_c_mem, g_c_syn, g_c_ada, g_ac, g_a_spike, g_delta_T, g_v_leak, g_v_th, g_v_reset = G
         g_c_mem.add_(g_vd * ((v_leak - v) + delta_T * ex + ij - a))
         g_c_syn.add_(gi * ij)
-        g_c_ada.add_(ga * (ac * (v - v_leak) - a))
-        g_ac.add_(g_ada_drive * (v - v_leak))
+        g_c_ada.add_(ga * (ac * (u - v_leak) - a))
+        g_ac.add_(g_ada_drive * (u - v_leak))
         g_a_spike.add_(ga * z)
         g_delta_T.add_(g_drive * ex - g_exp_arg * exp_arg / delta_T)
         g_v_leak.add_(g_drive - g_ada_drive * ac)
         g_v_th.add_(-g_xs - g_v_exp)
-        g_v_reset.add_(gv * z)
-    return g_vd - g_drive + g_v_exp + g_ada_drive * ac, g_ij, ga - g_drive - g_ada_drive
+        g_v_reset.add_(g_v_new * z)
+    g_v = g_vd - g_drive + g_v_exp
+    if not symplectic:
+        g_v = g_v + g_ada_drive * ac
+    return g_v, g_ij, ga - g_drive - g_ada_drive
 
 
 # ---------------------------------------------------------------- LIF
@@ -216,7 +227,7 @@ def _spikes(x_spike, out):
     return torch.gt(x_spike, 0, out=out)
 
 
-def adex_forward_loop(x, state, P, out, vd, ij_out, a_out):
+def adex_forward_loop(x, state, P, out, vd, ij_out, a_out, symplectic=False):
     """All steps of :func:`adex_forward_step` with its roundings, in place; returns the final state.
     ``vd`` (pre-reset voltages), ``ij_out``, ``a_out`` may be None (not saved)."""
     c_mem, c_syn, c_ada, ac, a_spike, delta_T, v_leak, v_th, v_reset = P
@@ -231,11 +242,15 @@ def adex_forward_loop(x, state, P, out, vd, ij_out, a_out):
         torch.sub(v_leak, v, out=u).add_(e).add_(i).sub_(a).mul_(c_mem)  # dt/tau_mem (...)
         v_decayed = vd[t] if vd is not None else vd_scratch
         torch.add(v, u, out=v_decayed)
-        torch.sub(v, v_leak, out=w).mul_(ac).sub_(a).mul_(c_ada)
-        a.add_(w)  # a_decayed
+        if not symplectic:  # a_d from the voltage entering the step
+            torch.sub(v, v_leak, out=w).mul_(ac).sub_(a).mul_(c_ada)
+            a.add_(w)
         i.add_(torch.mul(i, c_syn, out=u))  # i_jump + c_syn i_jump
         z = torch.gt(torch.sub(v_decayed, v_th, out=e), 0, out=out[t])
         _reset(v, v_decayed, z, v_reset, e)
+        if symplectic:  # a_d from the voltage after the reset
+            torch.sub(v, v_leak, out=w).mul_(ac).sub_(a).mul_(c_ada)
+            a.add_(w)
         a.addcmul_(z, a_spike)  # a_d + z a_spike: the product by z in {0, 1} is exact
     return v, i, a
 
@@ -291,7 +306,7 @@ def spike_coefficients(vd, v_th, v_reset, derivative, alpha):
     return torch.sub(v_reset, vd).mul_(sg).add_(not_spiking), sg
 
 
-def adex_coefficients(vd, t0, t1, v0, P, derivative, alpha):
+def adex_coefficients(vd, t0, t1, v0, P, derivative, alpha, symplectic=False):
     """``(A, B, D, sigma')`` of steps ``t0 .. t1 - 1`` for :func:`backward_loop`: everything in the
     backward that does not depend on the incoming gradients."""
     c_mem, c_syn, c_ada, ac, a_spike, delta_T, v_leak, v_th, v_reset = P
@@ -301,10 +316,13 @@ def adex_coefficients(vd, t0, t1, v0, P, derivative, alpha):
     below = torch.lt(exp_arg, EXP_ARGUMENT_MAX, out=torch.empty_like(exp_arg))
     D = exp_arg.clamp_(max=EXP_ARGUMENT_MAX).exp_().mul_(below).mul_(c_mem).add_(1 - c_mem)
     A, sg = spike_coefficients(vd[t0:t1], v_th, v_reset, derivative, alpha)
-    return A, sg * a_spike, D, sg
+    B = sg * a_spike
+    if symplectic:  # ga also reaches v_d through the voltage after the reset: c_ada a_current A
+        B.addcmul_(A, c_ada * ac)
+    return A, B, D, sg
 
 
-def backward_loop(kind, gout, gstate, vd, v0, P, derivative, alpha, w_rec=None, gz=None):
+def backward_loop(kind, gout, gstate, vd, v0, P, derivative, alpha, w_rec=None, gz=None, symplectic=False):
     """The backward of :func:`adex_forward_loop` or :func:`lif_forward_loop` (``kind`` 'adex' or
     'lif') without parameter gradients: ``(gx, gradients of the initial (v, i[, a]))``.
 
@@ -313,7 +331,9 @@ def backward_loop(kind, gout, gstate, vd, v0, P, derivative, alpha, w_rec=None, 
     blocks of steps at once, each step is ``g_vd = A gv + B ga + sigma' g_z``,
     ``gv <- D g_vd + c_ada a_current ga``, ``ga <- (1 - c_ada) ga - c_mem g_vd``,
     ``gi <- c_mem g_vd + (1 + c_syn) gi = gx[t]``: :func:`adex_backward_step` regrouped, equal to
-    it up to rounding. LIF: no ``a``, ``D = 1 - c_mem``.
+    it up to rounding. LIF: no ``a``, ``D = 1 - c_mem``. ``symplectic`` (AdEx): the adaptation is
+    driven by the voltage after the step, so ``c_ada a_current ga`` joins ``gv`` before the step's
+    reset instead of after it: ``B = a_spike sigma' + c_ada a_current A`` and ``gv <- D g_vd``.
 
     ``g_z`` is the gradient of the outputs ``gout[t]`` (None: none reached them). Recurrent
     populations (:mod:`.recurrent_loops`) pass ``w_rec``: there ``x`` is the current ``c``, ``gx``
@@ -335,7 +355,7 @@ def backward_loop(kind, gout, gstate, vd, v0, P, derivative, alpha, w_rec=None, 
     for t1 in range(T, 0, -block):
         t0 = max(0, t1 - block)
         if adex:
-            A, B, D, sg = adex_coefficients(vd, t0, t1, v0, P, derivative, alpha)
+            A, B, D, sg = adex_coefficients(vd, t0, t1, v0, P, derivative, alpha, symplectic)
         else:
             A, sg = spike_coefficients(vd[t0:t1], v_th, v_reset, derivative, alpha)
         # sigma' g_z for the whole block where g_z does not depend on the steps after it.
@@ -352,7 +372,9 @@ def backward_loop(kind, gout, gstate, vd, v0, P, derivative, alpha, w_rec=None, 
             if C is not None:
                 g_vd.add_(C[t])
             if adex:
-                torch.mul(g_vd, D[t], out=gv).addcmul_(ga, k_av)
+                torch.mul(g_vd, D[t], out=gv)
+                if not symplectic:
+                    gv.addcmul_(ga, k_av)
                 ga.mul_(k_a).addcmul_(g_vd, c_mem, value=-1)
             else:
                 torch.mul(g_vd, k_v, out=gv)
@@ -394,34 +416,36 @@ class TorchLoops:
         # T = 0 too
         return contextlib.nullcontext() if self.compiled else serial_steps(like.shape[1:].numel(), like.device)
 
-    def forward(self, kind, x, state, P, save, save_extra):
+    def forward(self, kind, x, state, P, save, save_extra, integrator="euler"):
         """Returns ``(outputs [T, ...], final state, saved [T, ...] tensors)``."""
         with self._serial(x):
-            return self._forward(kind, x, state, P, save, save_extra)
+            return self._forward(kind, x, state, P, save, save_extra, integrator == "symplectic")
 
-    def backward(self, kind, gout, gstate, saved, v0, P, method, alpha, param_grads):
+    def backward(self, kind, gout, gstate, saved, v0, P, method, alpha, param_grads, integrator="euler"):
         """Returns ``(input gradient [T, ...], initial-state gradients, per-neuron parameter
         gradients or None)``; ``gout`` may be None (no gradient reached the outputs)."""
         with self._serial(v0.unsqueeze(0)):
-            return self._backward(kind, gout, gstate, saved, v0, P, method, alpha, param_grads)
+            return self._backward(kind, gout, gstate, saved, v0, P, method, alpha, param_grads,
+                                  integrator == "symplectic")
 
-    def _forward(self, kind, x, state, P, save, save_extra):
+    def _forward(self, kind, x, state, P, save, save_extra, symplectic):
         spec = NEURON_SPECS[kind]
         step = self.steps[kind][0]
+        flags = {"symplectic": symplectic} if kind == "adex" else {}
         out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
         vd = torch.empty_like(out) if save and spec.spiking else None
         extra = [torch.empty_like(out) for _ in range(spec.extra if save_extra else 0)]
         no_extra = [None] * spec.extra
         if not self.compiled and kind in ("adex", "lif"):
             loop = adex_forward_loop if kind == "adex" else lif_forward_loop
-            state = loop(x, state, P, out, vd, *(extra or no_extra))
+            state = loop(x, state, P, out, vd, *(extra or no_extra), **flags)
         else:
             for t in range(x.shape[0]):
                 outs = [out[t]] + ([None if vd is None else vd[t]] if spec.spiking else [])
-                state = step(x[t], *state, P, *outs, *([e[t] for e in extra] or no_extra))
+                state = step(x[t], *state, P, *outs, *([e[t] for e in extra] or no_extra), **flags)
         return out, state, saved_tensors(kind, out, vd, extra, save_extra)
 
-    def _backward(self, kind, gout, gstate, saved, v0, P, method, alpha, param_grads):
+    def _backward(self, kind, gout, gstate, saved, v0, P, method, alpha, param_grads, symplectic):
         spec = NEURON_SPECS[kind]
         step = self.steps[kind][1]
         T = gout.shape[0] if gout is not None else saved[0].shape[0]
@@ -438,11 +462,12 @@ class TorchLoops:
         derivative = surrogate_derivative(method)
         vd, extra = saved[0], saved[1:]
         if not self.compiled and not param_grads:
-            gx, gstate = backward_loop(kind, gout, gstate, vd, v0, P, derivative, alpha)
+            gx, gstate = backward_loop(kind, gout, gstate, vd, v0, P, derivative, alpha, symplectic=symplectic)
             return gx, gstate, None
         no_extra = [None] * spec.extra
+        flags = {"symplectic": symplectic} if kind == "adex" else {}
         for t in range(T - 1, -1, -1):
             v = self.reset(vd[t - 1], P[-2], P[-1]) if t > 0 else v0
             gstate = step(None if gout is None else gout[t], *gstate, vd[t], v, P, derivative, alpha,
-                          gx[t], *([e[t] for e in extra] or no_extra), G)
+                          gx[t], *([e[t] for e in extra] or no_extra), G, **flags)
         return gx, gstate, G

@@ -113,7 +113,10 @@ def adex_forward(
     SAVE_EXTRA: tl.constexpr,
     PRECISE: tl.constexpr,
     EXP_MAX: tl.constexpr,
+    SYMPLECTIC: tl.constexpr,
 ):
+    """:func:`~snn.neurons.fused.torch_loops.adex_forward_step` over all steps; SYMPLECTIC: the
+    adaptation driven by the voltage after the step's reset, not the entering one (euler)."""
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     m = offs < M
     M64 = M.to(tl.int64)
@@ -140,13 +143,15 @@ def adex_forward(
         q = tl.where(q > EXP_MAX, EXP_MAX, q)  # torch.clamp(max=...): NaN stays NaN
         v_decayed = v + c_mem * ((((v_leak - v) + delta_T * _exp(q, PRECISE)) + i_jump) - a)
         i = i_jump + c_syn * i_jump
-        a_decayed = a + c_ada * (ac * (v - v_leak) - a)
+        u = v  # the voltage driving the adaptation: the entering one (euler)
         zz = _spikes(v_decayed - v_th, CDT)
         tl.store(z + row, zz.to(z.dtype.element_ty), mask=m)
         if SAVE_VD:
             tl.store(vd + row, v_decayed, mask=m)
         v = (1.0 - zz) * v_decayed + zz * v_reset
-        a = a_decayed + zz * a_spike
+        if SYMPLECTIC:
+            u = v
+        a = (a + c_ada * (ac * (u - v_leak) - a)) + zz * a_spike
     tl.store(v_out + offs, v.to(v_out.dtype.element_ty), mask=m)
     tl.store(i_out + offs, i.to(i_out.dtype.element_ty), mask=m)
     tl.store(a_out + offs, a.to(a_out.dtype.element_ty), mask=m)
@@ -192,6 +197,7 @@ def adex_backward(
     METHOD: tl.constexpr,
     PRECISE: tl.constexpr,
     EXP_MAX: tl.constexpr,
+    SYMPLECTIC: tl.constexpr,
 ):
     """:func:`~snn.neurons.fused.torch_loops.adex_backward_step` over all steps, in reverse."""
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
@@ -224,31 +230,39 @@ def adex_backward(
         zz = _spikes(x_spike, CDT)
         exp_arg = (v - v_th) / delta_T
         ex = _exp(tl.where(exp_arg > EXP_MAX, EXP_MAX, exp_arg), PRECISE)
-        g_z = -gv * vdt + gv * v_reset + ga * a_spike
+        g_ada_drive = ga * c_ada
+        g_v_new = gv
+        if SYMPLECTIC:  # the adaptation's drive reads the voltage after the reset
+            g_v_new = gv + g_ada_drive * ac
+        g_z = -g_v_new * vdt + g_v_new * v_reset + ga * a_spike
         if HAS_GOUT:
             g_z = tl.load(gz + t * g_ts64 + offs * g_ns, mask=m, other=0.0).to(CDT) + g_z
         g_xs = g_z * _surrogate(x_spike, consts, CDT, METHOD)
-        g_vd = gv * (1.0 - zz) + g_xs
+        g_vd = g_v_new * (1.0 - zz) + g_xs
         g_drive = g_vd * c_mem
         # torch.clamp passes no gradient where the argument is at the bound itself: strict <.
         g_exp_arg = tl.where(exp_arg < EXP_MAX, g_drive * delta_T * ex, 0.0)
         g_v_exp = g_exp_arg / delta_T
-        g_ada_drive = ga * c_ada
         g_ij = g_drive + (gi + gi * c_syn)
         tl.store(gx + row, g_ij.to(gx.dtype.element_ty), mask=m)
         if PARAMS:
             ij = tl.load(ij_s + row, mask=m, other=0.0).to(CDT)
             a = tl.load(a_s + row, mask=m, other=0.0).to(CDT)
+            u = v  # the voltage driving the adaptation
+            if SYMPLECTIC:
+                u = (1.0 - zz) * vdt + zz * v_reset
             g_c_mem += g_vd * ((((v_leak - v) + delta_T * ex) + ij) - a)
             g_c_syn += gi * ij
-            g_c_ada += ga * (ac * (v - v_leak) - a)
-            g_ac += g_ada_drive * (v - v_leak)
+            g_c_ada += ga * (ac * (u - v_leak) - a)
+            g_ac += g_ada_drive * (u - v_leak)
             g_a_spike += ga * zz
             g_delta_T += g_drive * ex - g_exp_arg * exp_arg / delta_T
             g_v_leak += g_drive - g_ada_drive * ac
             g_v_th += -g_xs - g_v_exp
-            g_v_reset += gv * zz
-        gv = g_vd - g_drive + g_v_exp + g_ada_drive * ac
+            g_v_reset += g_v_new * zz
+        gv = g_vd - g_drive + g_v_exp
+        if not SYMPLECTIC:
+            gv = gv + g_ada_drive * ac
         gi = g_ij
         ga = ga - g_drive - g_ada_drive
     tl.store(gv_out + offs, gv.to(gv_out.dtype.element_ty), mask=m)

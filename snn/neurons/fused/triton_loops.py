@@ -182,7 +182,8 @@ class TritonLoops:
         )
 
     def _launch(self, name: str, like: torch.Tensor, M: int, *args, **constants):
-        """Runs kernel ``name`` over the M neurons (compiled on CUDA, interpreted on the CPU)."""
+        """Runs kernel ``name`` over the M neurons (compiled on CUDA, interpreted on the CPU); AdEx's
+        take ``SYMPLECTIC`` among the ``constants``."""
         import triton.language as tl  # lazy: see the module docstring
 
         interpreted = like.device.type == "cpu"
@@ -198,7 +199,7 @@ class TritonLoops:
             *args, BLOCK=block, num_warps=NUM_WARPS, enable_fp_fusion=False, **constants
         )
 
-    def forward(self, kind, x, state, P, save, save_extra):
+    def forward(self, kind, x, state, P, save, save_extra, integrator="euler"):
         """Returns ``(outputs [T, ...], final state, saved [T, ...] tensors)``."""
         spec = NEURON_SPECS[kind]
         steps, neuron_shape = x.shape[0], x.shape[1:]
@@ -241,6 +242,7 @@ class TritonLoops:
                     P_ns,
                     steps,
                     M,
+                    SYMPLECTIC=integrator == "symplectic",
                     **common,
                 )
             else:
@@ -270,7 +272,7 @@ class TritonLoops:
             saved = saved_tensors(kind, out, vd, extra, save_extra)
         return out, final, saved
 
-    def backward(self, kind, gout, gstate, saved, v0, P, method, alpha, param_grads):
+    def backward(self, kind, gout, gstate, saved, v0, P, method, alpha, param_grads, integrator="euler"):
         """Returns ``(input gradient [T, ...], initial-state gradients, per-neuron parameter
         gradients [M] in the compute dtype, or None)``; ``gout`` may be None."""
         spec = NEURON_SPECS[kind]
@@ -345,6 +347,7 @@ class TritonLoops:
                         steps,
                         M,
                         METHOD=NATIVE_SURROGATES[method],
+                        SYMPLECTIC=integrator == "symplectic",
                         **common,
                     )
                 else:
