@@ -351,7 +351,7 @@ def test_backend_is_checked_when_set_not_on_every_call(monkeypatch):
         layer.backend = "fast"
     assert layer.backend == "python"
     with pytest.raises(ValueError, match="Recurrent layers have the backends"):
-        LIFRecurrent(3, 4).backend = "cpp"
+        LIFRecurrent(3, 4).backend = "compile"
     calls = []
     real_check = constants.check_backend
     monkeypatch.setattr("snn.neurons.fused.function.check_backend",

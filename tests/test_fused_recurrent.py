@@ -1,4 +1,5 @@
-"""The fused recurrent loops (snn.neurons.fused.recurrent) against the eager step-by-step loop.
+"""The fused recurrent loops (snn.neurons.fused.recurrent: the ``python`` and ``cpp`` backends)
+against the eager step-by-step loop.
 
 Forward: spikes and final states bit-identical (float32 and float64). Backward: gradients of the
 input, both weight matrices, the initial state and learnable per-neuron parameters equal to autograd
@@ -19,14 +20,16 @@ from snn.neurons import (
     LIFRecurrent,
     LIFState,
 )
-from snn.neurons.fused import torch_loops
+from snn.neurons.fused import recurrent, torch_loops
 from snn.neurons.fused.recurrent import integrate_recurrent
+from snn.neurons.surrogate import SURROGATES, register_surrogate
 
 LAYERS = {
     "adex": (LIFAdExRecurrent, LIFAdExParameters, LIFAdExState),
     "lif": (LIFRecurrent, LIFParameters, LIFState),
 }
 BUILTIN = ["super", "triangle", "sigmoid", "atan", "tanh", "heaviside"]
+FUSED = ["python", "cpp"]
 
 
 def make_layer(
@@ -112,29 +115,32 @@ def assert_close_gradients(ref, got, tolerance=1e-10):
         assert error <= tolerance * scale, f"{name}: error {error:.3g} at scale {scale:.3g}"
 
 
+@pytest.mark.parametrize("backend", FUSED)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("kind", ["adex", "lif"])
-def test_forward_bit_identical(kind, dtype):
+def test_forward_bit_identical(kind, dtype, backend):
     x, state = inputs(kind, dtype, T=40, B=4, F=5, N=300)
     with torch.no_grad():
         ref_out, ref_state = make_layer(kind, "eager", F=5, N=300, dtype=dtype)(
             x, LAYERS[kind][2](*state)
         )
-        out, final = make_layer(kind, "python", F=5, N=300, dtype=dtype)(x, LAYERS[kind][2](*state))
+        out, final = make_layer(kind, backend, F=5, N=300, dtype=dtype)(x, LAYERS[kind][2](*state))
     assert 0.02 < ref_out.mean() < 0.8, "some, not all, neurons must spike"
     assert torch.equal(out, ref_out)
     assert all(torch.equal(a, b) for a, b in zip(final, ref_state, strict=True))
 
 
+@pytest.mark.parametrize("backend", FUSED)
 @pytest.mark.parametrize("method", BUILTIN)
 @pytest.mark.parametrize("learnable", [(), "all"], ids=["fixed", "learnable"])
 @pytest.mark.parametrize("kind", ["adex", "lif"])
-def test_gradients_equal_eager(kind, learnable, method):
-    """Both backward loops (block-wise without parameter gradients, step-wise with), every
-    surrogate: gradients of x, W_in, W_rec, the initial state and per-neuron parameters."""
+def test_gradients_equal_eager(kind, learnable, method, backend):
+    """Both backward loops of each backend (python: block-wise without parameter gradients,
+    step-wise with), every surrogate: gradients of x, W_in, W_rec, the initial state and per-neuron
+    parameters."""
     x, state = inputs(kind, torch.float64)
     (ref_out, ref_final, ref), (out, final, got) = run_both(
-        kind, x, state, method=method, learnable=learnable
+        kind, x, state, backend=backend, method=method, learnable=learnable
     )
     assert torch.equal(out, ref_out)
     assert 0 < ref_out.mean() < 1
@@ -143,14 +149,15 @@ def test_gradients_equal_eager(kind, learnable, method):
         assert ref["recurrent_weights"].abs().max() > 0 and ref["state.z"].abs().max() > 0
 
 
+@pytest.mark.parametrize("backend", FUSED)
 @pytest.mark.parametrize("autapses", [False, True])
 @pytest.mark.parametrize("kind", ["adex", "lif"])
-def test_autapses_and_rest_state(kind, autapses):
+def test_autapses_and_rest_state(kind, autapses, backend):
     """state=None (from rest: z0 = 0, v0 a broadcast of v_leak) with and without self-connections;
     without them the diagonal of W_rec gets no gradient."""
     x, _ = inputs(kind, torch.float64, T=20, state=False)
     (ref_out, ref_final, ref), (out, final, got) = run_both(
-        kind, x, None, autapses=autapses, learnable=("tau_mem_inv",)
+        kind, x, None, backend=backend, autapses=autapses, learnable=("tau_mem_inv",)
     )
     assert torch.equal(out, ref_out)
     assert all(torch.equal(a, b) for a, b in zip(final, ref_final, strict=True))
@@ -158,13 +165,14 @@ def test_autapses_and_rest_state(kind, autapses):
     assert (got["recurrent_weights"].diagonal() == 0).all() != autapses
 
 
+@pytest.mark.parametrize("backend", FUSED)
 @pytest.mark.parametrize("shape", [(1, 3, 1), (1, 2, 37), (9, 1, 1), (5, 2, 300)], ids=str)
 @pytest.mark.parametrize("kind", ["adex", "lif"])
-def test_odd_sizes(kind, shape):
+def test_odd_sizes(kind, shape, backend):
     """T = 1, B = 1, N = 1 and N not a multiple of any tile or block."""
     T, B, N = shape
     x, state = inputs(kind, torch.float64, T=T, B=B, N=N)
-    (ref_out, _, ref), (out, _, got) = run_both(kind, x, state, N=N, learnable=())
+    (ref_out, _, ref), (out, _, got) = run_both(kind, x, state, backend=backend, N=N, learnable=())
     assert torch.equal(out, ref_out)
     assert_close_gradients(ref, got)
 
@@ -179,24 +187,48 @@ def test_backward_in_blocks_of_steps(kind, monkeypatch):
     assert_close_gradients(ref, got)
 
 
+@pytest.mark.parametrize("backend", FUSED)
 @pytest.mark.parametrize("kind", ["adex", "lif"])
-def test_gradient_from_final_state_only(kind):
+def test_gradient_from_final_state_only(kind, backend):
     """No gradient reaches the spikes (only the final ``v``): the node gets None for them."""
     x, state = inputs(kind, torch.float64)
     (_, _, ref), (_, _, got) = run_both(
-        kind, x, state, loss=lambda out, final: final.v.square().sum()
+        kind, x, state, backend=backend, loss=lambda out, final: final.v.square().sum()
     )
     assert_close_gradients(ref, got)
     assert ref["x"].abs().max() > 0
 
 
-def test_default_backend_runs_one_node():
-    """``auto`` runs the fused node (so the norse equivalence tests of the layers cover it)."""
-    for layer_class in (LIFAdExRecurrent, LIFRecurrent):
-        layer = layer_class(2, 4)
-        assert layer.backend == "auto" and "backend='auto'" in repr(layer)
-        out, _ = layer(torch.rand(5, 3, 2, requires_grad=True))
-        assert type(out.grad_fn).__name__ == "FusedRecurrentLoopBackward"
+def test_default_backend_runs_one_node(monkeypatch):
+    """``auto`` runs the fused node on the ``cpp`` loops on CPU (so the norse equivalence tests of
+    the layers cover them), and the ``python`` loops for a surrogate the kernels do not have."""
+    ran = []
+    for name, loops in recurrent.LOOPS.items():
+        monkeypatch.setitem(recurrent.LOOPS, name, _Recording(loops, name, ran))
+    register_surrogate("test_recurrent_custom", SURROGATES["super"])
+    try:
+        for layer_class, params_class in ((LIFAdExRecurrent, LIFAdExParameters), (LIFRecurrent, LIFParameters)):
+            layer = layer_class(2, 4)
+            assert layer.backend == "auto" and "backend='auto'" in repr(layer)
+            out, _ = layer(torch.rand(5, 3, 2, requires_grad=True))
+            assert type(out.grad_fn).__name__ == "FusedRecurrentLoopBackward"
+            custom = layer_class(2, 4, params_class(method="test_recurrent_custom"))
+            custom(torch.rand(5, 3, 2))
+    finally:
+        SURROGATES.pop("test_recurrent_custom")
+    assert ran == ["cpp", "python", "cpp", "python"]
+
+
+class _Recording:
+    """A loops module that records its name when its forward runs."""
+
+    def __init__(self, loops, name, ran):
+        self.loops, self.name, self.ran = loops, name, ran
+        self.backward = loops.backward
+
+    def forward(self, *args, **kwargs):
+        self.ran.append(self.name)
+        return self.loops.forward(*args, **kwargs)
 
 
 def saved_bytes(layer, x, state=None):
@@ -218,11 +250,11 @@ def test_saved_bytes_per_neuron_and_step(kind):
     bytes per neuron in float32, and the input x; the eager loop keeps several times more."""
     B, F, N = 4, 1, 256
     per_step = {}
-    for backend in ("python", "eager"):
+    for backend in ("python", "cpp", "eager"):
         layer = make_layer(kind, backend, F=F, N=N, dtype=torch.float32)
         totals = [saved_bytes(layer, torch.rand(T, B, F, requires_grad=True)) for T in (50, 100)]
         per_step[backend] = (totals[1] - totals[0]) / 50
-    assert per_step["python"] == 4 * B * N + 4 * B * F
+    assert per_step["python"] == per_step["cpp"] == 4 * B * N + 4 * B * F
     assert per_step["eager"] >= 4 * per_step["python"]
 
 
@@ -233,8 +265,10 @@ def test_bad_input_errors():
     state = layer.initial_state(torch.rand(4, 2, 3))
     with pytest.raises(ValueError, match=r"state.z must have shape \[6, 5\]"):
         layer(torch.rand(4, 6, 3), state)  # a state of batch size 2 for a batch of 6
-    with pytest.raises(ValueError, match="Recurrent layers have the backends auto, python, eager"):
-        LIFRecurrent(3, 5, backend="cpp")
+    with pytest.raises(ValueError, match="Recurrent layers have the backends auto, cpp, python, eager"):
+        LIFRecurrent(3, 5, backend="triton")
+    with pytest.raises(ValueError, match="backend='cpp' runs on CPU in float32/float64"):
+        LIFRecurrent(3, 5, backend="cpp").half()(torch.rand(4, 2, 3).half())
     x = torch.rand(4, 2, 3)
     p = LIFAdExParameters()
     with pytest.raises(

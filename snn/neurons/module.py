@@ -443,6 +443,10 @@ class RecurrentNeuronModule(Projection, NeuronModule):
         if not isinstance(given, torch.Tensor) or tuple(given.shape) != shape:
             got = list(given.shape) if isinstance(given, torch.Tensor) else type(given).__name__
             raise ValueError(f"{name} must be a tensor of shape {list(shape)} ([hidden, input]), got {got}.")
+        if given.layout != torch.strided:
+            raise ValueError(f"{name} must be a dense tensor, got a {given.layout} one; pass .to_dense().")
+        if not given.is_floating_point():
+            raise ValueError(f"{name} must be a floating-point tensor, got {given.dtype}; convert it with .float().")
         return nn.Parameter(given.detach().clone())
 
     def effective_recurrent_weights(self) -> torch.Tensor:
@@ -467,15 +471,15 @@ class RecurrentNeuronModule(Projection, NeuronModule):
         if self.options.get("integrator", "euler") != "euler":  # the fused recurrent loops run euler only, so far
             return run_time_loop(lambda x, s: step(x, s, w_in, w_rec, p, self.dt), input_tensor, state)
         if self.backend != "eager" and self.fused_kind is not None and input_tensor.shape[0] > 0:
-            kind = self.fused_kind  # every recurrent backend but eager is python
+            kind = self.fused_kind
             if input_tensor.dim() == 3:
-                return run_recurrent(kind, input_tensor, state, w_in, w_rec, p, self.dt)
+                return run_recurrent(kind, self.backend, input_tensor, state, w_in, w_rec, p, self.dt)
             # Any other batch shape, as the eager loop and norse take it (e.g. [T, input_size]): the
             # fused loop runs on [T, B, input_size] with the batch dimensions flattened into B.
             batch = math.prod(hidden_shape[:-1])
             x = input_tensor.reshape(input_tensor.shape[0], batch, self.input_size)
             flat = type(state)(*(s.reshape(batch, self.hidden_size) for s in state))
-            out, final = run_recurrent(kind, x, flat, w_in, w_rec, p, self.dt)
+            out, final = run_recurrent(kind, self.backend, x, flat, w_in, w_rec, p, self.dt)
             return (out.reshape(*input_tensor.shape[:-1], self.hidden_size),
                     type(final)(*(s.reshape(hidden_shape) for s in final)))
         return run_time_loop(lambda x, s: step(x, s, w_in, w_rec, p, self.dt), input_tensor, state)

@@ -66,7 +66,7 @@ KERNEL_DTYPES = {torch.float32: "f32", torch.float64: "f64"}
 
 # The version cpu_kernels.cpp's snn_kernels_version() returns: the entry points' signatures. A
 # library that answers anything else is not loaded (bump both together when a signature changes).
-KERNELS_VERSION = 1
+KERNELS_VERSION = 2
 # The lock file beside the build (cpp_extension takes its own, "lock", inside ours).
 LOCK_NAME = "snn.lock"
 
@@ -503,9 +503,10 @@ class CppLoops:
         v0 = _block(v0.detach(), "the initial voltage", dtype, M)
         # Written by the kernels: fresh (or pooled) contiguous CPU tensors of the checked dtype and size.
         gx = self._empty((steps,) + tuple(neuron_shape), v0)
-        gp = v0.new_empty((len(P), M)) if param_grads else None
-        args = [ctypes.c_int64(steps), ctypes.c_int64(M), _ptr(gout), ctypes.c_int64(g_ts), ctypes.c_int64(g_ns),
-                *map(_ptr, gstate)]
+        gp = v0.new_zeros((len(P), M)) if param_grads else None  # the kernels add to it
+        window = [] if kind == "li" else [ctypes.c_int64(0)]  # AdEx and LIF: down to step t_stop = 0
+        args = [ctypes.c_int64(steps), *window, ctypes.c_int64(M), _ptr(gout), ctypes.c_int64(g_ts),
+                ctypes.c_int64(g_ns), *map(_ptr, gstate)]
         if kind == "li":
             outs, ij = (saved[1], saved[0]) if param_grads else (None, None)
             args += [_ptr(outs), _ptr(v0), _ptr(ij), ptrs, flags]

@@ -270,11 +270,14 @@ void adex_forward(int64_t steps, int64_t M, const T* x, int64_t x_ts, int64_t x_
   });
 }
 
-// gv, gi, ga: in, the gradients of the final state; out, those of the initial state.
-// With Params, G accumulates the per-neuron parameter gradients over time into gparams
-// ([A_COUNT][M]); ij_saved and a_saved hold i + x and a before each step.
+// gv, gi, ga: in, the gradients of the state after step steps - 1; out, those of the state
+// entering step t_stop (the backward runs steps steps - 1 down to t_stop: 0 for a whole layer,
+// one step at a time for a recurrent one, whose g_z of a step needs the later steps' g_x).
+// With Params, the per-neuron parameter gradients of these steps are added to gparams
+// ([A_COUNT][M], zeros for a whole layer); ij_saved and a_saved hold i + x and a before each step.
 template <typename T, bool Params>
-void adex_backward(int64_t steps, int64_t M, const T* gz, int64_t gz_ts, int64_t gz_ns, T* gv, T* gi, T* ga, const T* vd_saved,
+void adex_backward(int64_t steps, int64_t t_stop, int64_t M, const T* gz, int64_t gz_ts, int64_t gz_ns, T* gv, T* gi, T* ga,
+                   const T* vd_saved,
                    const T* v0, const T* ij_saved, const T* a_saved, const T* const* params,
                    const int64_t* vector, int method, double alpha, T* gx, T* gparams, int threads) {
   for_each_tile(M, threads, [&](int64_t n0, int64_t n) {
@@ -294,8 +297,8 @@ void adex_backward(int64_t steps, int64_t M, const T* gz, int64_t gz_ts, int64_t
     std::memcpy(gvv, gv + n0, n * sizeof(T));
     std::memcpy(gii, gi + n0, n * sizeof(T));
     std::memcpy(gaa, ga + n0, n * sizeof(T));
-    if (Params) for (int j = 0; j < A_COUNT; ++j) std::fill(G[j], G[j] + n, T(0));
-    for (int64_t t = steps - 1; t >= 0; --t) {
+    if (Params) for (int j = 0; j < A_COUNT; ++j) std::memcpy(G[j], gparams + j * M + n0, n * sizeof(T));
+    for (int64_t t = steps - 1; t >= t_stop; --t) {
       const int64_t off = t * M + n0;
       prefetch_row(vd_saved, t - 1 - kAhead, steps, M, 1, n0, n);  // this step reads rows t and t - 1
       prefetch_row(gz, t - kAhead, steps, gz_ts, gz_ns, n0, n);
@@ -406,8 +409,9 @@ void leaky_forward(int64_t steps, int64_t M, const T* x, int64_t x_ts, int64_t x
   });
 }
 
+// As adex_backward: steps steps - 1 down to t_stop, parameter gradients added to gparams.
 template <typename T, bool Params>
-void lif_backward(int64_t steps, int64_t M, const T* gz, int64_t gz_ts, int64_t gz_ns, T* gv, T* gi, const T* vd_saved, const T* v0,
+void lif_backward(int64_t steps, int64_t t_stop, int64_t M, const T* gz, int64_t gz_ts, int64_t gz_ns, T* gv, T* gi, const T* vd_saved, const T* v0,
                   const T* ij_saved, const T* const* params, const int64_t* vector, int method,
                   double alpha, T* gx, T* gparams, int threads) {
   for_each_tile(M, threads, [&](int64_t n0, int64_t n) {
@@ -420,8 +424,8 @@ void lif_backward(int64_t steps, int64_t M, const T* gz, int64_t gz_ts, int64_t 
       *g_v_th = G[Params ? L_VTH : 0], *g_v_reset = G[Params ? L_VR : 0];
     std::memcpy(gvv, gv + n0, n * sizeof(T));
     std::memcpy(gii, gi + n0, n * sizeof(T));
-    if (Params) for (int j = 0; j < L_COUNT; ++j) std::fill(G[j], G[j] + n, T(0));
-    for (int64_t t = steps - 1; t >= 0; --t) {
+    if (Params) for (int j = 0; j < L_COUNT; ++j) std::memcpy(G[j], gparams + j * M + n0, n * sizeof(T));
+    for (int64_t t = steps - 1; t >= t_stop; --t) {
       const int64_t off = t * M + n0;
       prefetch_row(vd_saved, t - kAhead - (Params ? 1 : 0), steps, M, 1, n0, n);
       prefetch_row(gz, t - kAhead, steps, gz_ts, gz_ns, n0, n);
@@ -520,24 +524,24 @@ void li_backward(int64_t steps, int64_t M, const T* gout, int64_t gz_ts, int64_t
                                         T* ij, T* as, int threads) {                                \
     adex_forward<T>(steps, M, x, xts, xns, v, i, a, p, vec, z, vd, ij, as, threads);                          \
   }                                                                                                  \
-  extern "C" void adex_backward_##suffix(int64_t steps, int64_t M, const T* gz, int64_t gts, int64_t gns, T* gv, T* gi, T* ga, \
+  extern "C" void adex_backward_##suffix(int64_t steps, int64_t t_stop, int64_t M, const T* gz, int64_t gts, int64_t gns, T* gv, T* gi, T* ga, \
                                          const T* vd, const T* v0, const T* ij, const T* as,        \
                                          const T* const* p, const int64_t* vec, int method,         \
                                          double alpha, T* gx, T* gp, int threads) {                 \
-    if (gp) adex_backward<T, true>(steps, M, gz, gts, gns, gv, gi, ga, vd, v0, ij, as, p, vec, method, alpha, gx, gp, threads); \
-    else adex_backward<T, false>(steps, M, gz, gts, gns, gv, gi, ga, vd, v0, ij, as, p, vec, method, alpha, gx, gp, threads); \
+    if (gp) adex_backward<T, true>(steps, t_stop, M, gz, gts, gns, gv, gi, ga, vd, v0, ij, as, p, vec, method, alpha, gx, gp, threads); \
+    else adex_backward<T, false>(steps, t_stop, M, gz, gts, gns, gv, gi, ga, vd, v0, ij, as, p, vec, method, alpha, gx, gp, threads); \
   }                                                                                                  \
   extern "C" void lif_forward_##suffix(int64_t steps, int64_t M, const T* x, int64_t xts, int64_t xns, T* v, T* i, \
                                        const T* const* p, const int64_t* vec, T* z, T* vd, T* ij,   \
                                        int threads) {                                               \
     leaky_forward<T, true>(steps, M, x, xts, xns, v, i, p, vec, z, vd, ij, threads);                          \
   }                                                                                                  \
-  extern "C" void lif_backward_##suffix(int64_t steps, int64_t M, const T* gz, int64_t gts, int64_t gns, T* gv, T* gi, \
+  extern "C" void lif_backward_##suffix(int64_t steps, int64_t t_stop, int64_t M, const T* gz, int64_t gts, int64_t gns, T* gv, T* gi, \
                                         const T* vd, const T* v0, const T* ij, const T* const* p,   \
                                         const int64_t* vec, int method, double alpha, T* gx, T* gp, \
                                         int threads) {                                              \
-    if (gp) lif_backward<T, true>(steps, M, gz, gts, gns, gv, gi, vd, v0, ij, p, vec, method, alpha, gx, gp, threads); \
-    else lif_backward<T, false>(steps, M, gz, gts, gns, gv, gi, vd, v0, ij, p, vec, method, alpha, gx, gp, threads); \
+    if (gp) lif_backward<T, true>(steps, t_stop, M, gz, gts, gns, gv, gi, vd, v0, ij, p, vec, method, alpha, gx, gp, threads); \
+    else lif_backward<T, false>(steps, t_stop, M, gz, gts, gns, gv, gi, vd, v0, ij, p, vec, method, alpha, gx, gp, threads); \
   }                                                                                                  \
   extern "C" void li_forward_##suffix(int64_t steps, int64_t M, const T* x, int64_t xts, int64_t xns, T* v, T* i, \
                                       const T* const* p, const int64_t* vec, T* out, T* ij,         \
@@ -555,7 +559,7 @@ SNN_ENTRY_POINTS(float, f32)
 SNN_ENTRY_POINTS(double, f64)
 
 // The entry points' version (cpp_loops.KERNELS_VERSION): a library that answers another is not used.
-extern "C" int snn_kernels_version() { return 1; }
+extern "C" int snn_kernels_version() { return 2; }
 
 // Whether MKL's VML functions resolved: the AdEx exponential and the sigmoid/tanh surrogates need them.
 extern "C" int vml_available() { return vmsExp && vmdExp && vmsTanh && vmdTanh ? 1 : 0; }

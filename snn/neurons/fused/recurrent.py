@@ -3,9 +3,11 @@
 One node per layer call: ``(x [T, B, F], W_in [N, F], W_rec [N, N], z0, *state, *kernel
 parameters) -> (spikes [T, B, N], final z, *final state)``. The forward keeps the pre-reset voltage
 of each step (plus ``i + c`` and ``a`` per step when per-neuron parameters need gradients); the
-spikes, the voltage entering each step and the surrogate follow from it. The loops are in
-:mod:`.recurrent_loops`. Backends: ``python`` (any device and dtype, every registered surrogate),
-``eager`` (the step function under autograd, the reference), ``auto`` (``python``).
+spikes, the voltage entering each step and the surrogate follow from it. Backends: ``cpp`` (the
+neuron update of each step in C++, :mod:`.cpp_recurrent_loops`; CPU, float32/float64, the built-in
+surrogates), ``python`` (:mod:`.recurrent_loops`: any device and dtype, every registered
+surrogate), ``eager`` (the step function under autograd, the reference), ``auto`` (``cpp`` where it
+runs, else ``python``).
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ from __future__ import annotations
 import torch
 
 from ..constants import check_recurrent_backend
-from . import recurrent_loops
-from .function import _one_value_if_uniform
+from . import cpp_recurrent_loops, recurrent_loops
+from .function import _one_value_if_uniform, as_kernel_parameters, resolve_backend
 from .spec import NEURON_SPECS, kernel_parameters
 from .torch_loops import serial_steps
 
@@ -23,16 +25,17 @@ class FusedRecurrentLoop(torch.autograd.Function):
     """``(x, W_in, W_rec, z0, *state, *P) -> (spikes [T, B, N], z_T, *final state)``."""
 
     @staticmethod
-    def forward(ctx, kind, method, alpha, x, w_in, w_rec, z0, *tensors):
+    def forward(ctx, kind, backend, method, alpha, x, w_in, w_rec, z0, *tensors):
         n_state = len(NEURON_SPECS[kind].state)
         state, P = tensors[:n_state], tensors[n_state:]
-        needs = ctx.needs_input_grad[3:]  # x, W_in, W_rec, z0, *state, *P
+        needs = ctx.needs_input_grad[4:]  # x, W_in, W_rec, z0, *state, *P
         param_grads = any(needs[4 + n_state :])
         with torch.no_grad(), serial_steps(z0.numel(), z0.device):
-            out, final, saved = recurrent_loops.forward(
+            out, final, saved = LOOPS[backend].forward(
                 kind, x, w_in, w_rec, z0, state, P, save=any(needs), save_extra=param_grads
             )
-        ctx.kind, ctx.method, ctx.alpha, ctx.param_grads = kind, method, alpha, param_grads
+        ctx.kind, ctx.backend, ctx.method, ctx.alpha = kind, backend, method, alpha
+        ctx.param_grads = param_grads
         ctx.n_saved, ctx.v0_shape = len(saved), state[0].shape
         # z0 only when W_rec's gradient reads it and it has spikes (it is 0 from rest).
         ctx.z0_spikes = bool(needs[2]) and bool(z0.any())
@@ -54,9 +57,9 @@ class FusedRecurrentLoop(torch.autograd.Function):
         saved, P = rest[: ctx.n_saved], rest[ctx.n_saved :]
         v0 = v0.expand(ctx.v0_shape)
         gstate = [torch.zeros_like(v0) if g is None else g for g in gstate]
-        needs = ctx.needs_input_grad[3:]
+        needs = ctx.needs_input_grad[4:]
         with torch.no_grad(), serial_steps(v0.numel(), v0.device):
-            gc, gz0, gstate0, G = recurrent_loops.backward(
+            gc, gz0, gstate0, G = LOOPS[ctx.backend].backward(
                 ctx.kind,
                 gout,
                 gz,
@@ -89,7 +92,7 @@ class FusedRecurrentLoop(torch.autograd.Function):
         gstate0 = [
             g if need else None for g, need in zip(gstate0, needs[4 : 4 + n_state], strict=True)
         ]
-        return (None, None, None, gx, gw_in, gw_rec, gz0 if needs[3] else None, *gstate0, *gparams)
+        return (None, None, None, None, gx, gw_in, gw_rec, gz0 if needs[3] else None, *gstate0, *gparams)
 
 
 def check_weights(x: torch.Tensor, w_in: torch.Tensor, w_rec: torch.Tensor, n: int) -> None:
@@ -105,6 +108,26 @@ def check_weights(x: torch.Tensor, w_in: torch.Tensor, w_rec: torch.Tensor, n: i
                 f"{name} must have shape {list(shape)} for {n} neurons and {features} "
                 f"input features, got {got}."
             )
+
+
+LOOPS = {"cpp": cpp_recurrent_loops, "python": recurrent_loops}
+
+
+def resolve_recurrent_backend(backend: str, kind: str, x: torch.Tensor, w_in: torch.Tensor, w_rec: torch.Tensor,
+                              method: str) -> str:
+    """The loops that run ``backend`` (not ``eager``) for this input: ``auto`` picks ``cpp`` on CPU
+    where the kernels cover the case (dense tensors, float32/float64, a built-in surrogate) and
+    build, else ``python``, as for feed-forward layers; an explicit ``cpp`` the case does not support
+    raises a ValueError saying why."""
+    if backend == "python" or backend == "auto" and x.device.type != "cpu":
+        return "python"
+    if any(t.layout != torch.strided for t in (x, w_in, w_rec)):
+        if backend == "auto":
+            return "python"
+        raise ValueError("backend='cpp' takes dense (strided) inputs and weights, got a "
+                         f"{next(t.layout for t in (x, w_in, w_rec) if t.layout != torch.strided)} one; "
+                         "use backend='python' or 'auto'.")
+    return resolve_backend(backend, kind, x, method)
 
 
 def integrate_recurrent(
@@ -123,19 +146,20 @@ def integrate_recurrent(
     check_recurrent_backend(backend)
     if backend == "eager":
         raise ValueError("integrate_recurrent runs the fused loops; the eager loop is the layer's.")
-    return run_recurrent(kind, x, state, w_in, w_rec, p, dt)
+    return run_recurrent(kind, backend, x, state, w_in, w_rec, p, dt)
 
 
-def run_recurrent(kind: str, x: torch.Tensor, state, w_in: torch.Tensor, w_rec: torch.Tensor,
+def run_recurrent(kind: str, backend: str, x: torch.Tensor, state, w_in: torch.Tensor, w_rec: torch.Tensor,
                   p, dt: float):
-    """:func:`integrate_recurrent` on the ``python`` backend (the one fused recurrent backend; the
-    layers check theirs when it is set)."""
+    """:func:`integrate_recurrent` for a ``backend`` checked already (the layers check theirs when it
+    is set)."""
     if x.dim() != 3:
         raise ValueError(f"Recurrent layers take inputs [T, B, input_size], got {list(x.shape)}.")
     check_weights(x, w_in, w_rec, state.z.shape[-1])
+    backend = resolve_recurrent_backend(backend, kind, x, w_in, w_rec, p.method)
     P = kernel_parameters(kind, p, dt)
+    if backend == "cpp":  # plain numbers as tensors of the input's dtype, as the kernels take them
+        P = as_kernel_parameters(kind, P, x, state.z.shape)
     z0, *rest = state
-    out, *final = FusedRecurrentLoop.apply(
-        kind, p.method, float(p.alpha), x, w_in, w_rec, z0, *rest, *P
-    )
+    out, *final = FusedRecurrentLoop.apply(kind, backend, p.method, float(p.alpha), x, w_in, w_rec, z0, *rest, *P)
     return out, type(state)(*final)

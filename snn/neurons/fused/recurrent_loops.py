@@ -120,7 +120,7 @@ def spikes_before(vd, z0, v_th):
     """``z_{t-1}`` for every step ``t``: ``z0``, then the spikes recomputed from ``v_d``."""
     z = torch.empty_like(vd)
     z[0] = z0
-    torch.gt(vd[:-1] - v_th, 0, out=z[1:])
+    torch.gt(vd[:-1], v_th, out=z[1:])  # v_d - v_th > 0 exactly when v_d > v_th (IEEE subtraction)
     return z
 
 

@@ -1,0 +1,231 @@
+"""Memory safety of the ``cpp`` recurrent loops (snn.neurons.fused.cpp_recurrent_loops): every
+argument, however odd, gives the eager loop's result or a clear exception, never a signal.
+
+As in tests/test_fused_safety.py, the drawn cases run in a subprocess
+(``python tests/test_fused_recurrent_safety.py SEED CASES``) that prints a line before and after each
+case, so a crash fails the test naming its case. Each case draws a recurrent AdEx or LIF layer
+(sizes with T = 0, single neurons and batches, N beyond a tile), an input, weights given to the
+constructor and a state of any dtype and layout (transposed, broadcast, sliced, offset, lazily
+negated, sparse; right or wrong shape) and runs it
+
+* through the layer on ``cpp`` and ``auto`` against ``eager``: both raise a ValueError/TypeError
+  (``cpp`` may also refuse what it does not cover, by name), or both return the same spikes, final
+  state (bit for bit) and gradients;
+* through the loops' ``forward``/``backward`` directly, with tensors of any dtype, device, shape
+  and layout in every argument: a ValueError or a result.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import traceback
+
+import pytest
+import torch
+from test_fused_safety import LAYOUTS, METHODS, draw_dtype, make_tensor
+
+from snn.neurons import LIFAdExRecurrent, LIFAdExState, LIFRecurrent, LIFState
+from snn.neurons.fused.spec import NEURON_SPECS
+
+SEED = 20261127
+CASES = 120
+CLEAR = (ValueError, TypeError)
+LAYERS = {"adex": (LIFAdExRecurrent, LIFAdExState), "lif": (LIFRecurrent, LIFState)}
+
+
+def test_fuzz_cpp_recurrent_gives_the_eager_result_or_a_clear_error():
+    result = subprocess.run([sys.executable, os.path.abspath(__file__), str(SEED), str(CASES)],
+                            capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "OMP_NUM_THREADS": "2"})
+    started, failures, done, ran = None, [], 0, 0
+    for line in result.stdout.splitlines():
+        if line.startswith("START "):
+            started = line[6:]
+        elif line.startswith("FAIL "):
+            failures.append(line[5:])
+        elif line.startswith("EAGER ok"):
+            ran += 1
+        elif line.startswith("DONE "):
+            done += 1
+            started = None
+    if result.returncode != 0:
+        pytest.fail(f"the fuzz subprocess ended with {result.returncode} (a negative code is a signal) "
+                    f"in case {started}\n{result.stderr[-3000:]}")
+    assert not failures, "\n".join(failures[:20])
+    assert done == CASES, result.stdout[-2000:] + result.stderr[-2000:]
+    assert 0.25 < ran / CASES < 0.9, f"{ran} of {CASES} cases ran in eager: a degenerate draw"
+
+
+# ---------------------------------------------------------------- the subprocess
+
+
+def draw_case(rng: random.Random, index: int) -> dict:
+    kind = rng.choice(list(LAYERS))
+    T, B, F, N = rng.choice([0, 1, 2, 6]), rng.choice([1, 3]), rng.choice([1, 4]), rng.choice([1, 7, 300])
+    dtype = draw_dtype(rng, torch.float32, 0.6)
+
+    def tensor(shape, p_good=0.85, like=dtype):
+        good = rng.random() < p_good
+        if not good:
+            shape = rng.choice([[*shape[:-1], shape[-1] + 1], [1], [*shape, 2]])
+        return (shape, str(like if good else draw_dtype(rng, like, 0.5)), rng.choice(LAYOUTS))
+
+    case = {"index": index, "seed": rng.randrange(2**31), "kind": kind, "sizes": [T, B, F, N],
+            "x": tensor([T, B, F], p_good=0.95), "w_in": tensor([N, F]), "w_rec": tensor([N, N]),
+            "autapses": rng.random() < 0.5, "method": rng.choice(METHODS), "grad": rng.random() < 0.7,
+            "learnable": rng.random() < 0.3, "module_dtype": rng.choice([None] * 3 + ["torch.float64"])}
+    fields = NEURON_SPECS[kind].state
+    case["state"] = None if rng.random() < 0.4 else [tensor([B, N], p_good=0.9) for _ in ("z", *fields)]
+    return case
+
+
+def dtype_of(name: str) -> torch.dtype:
+    return getattr(torch, name.split(".")[-1])
+
+
+def materialise(rng, g, spec, low=0.0, high=1.0, grad=False):
+    shape, dtype, layout = spec
+    return make_tensor(rng, g, shape, dtype_of(dtype), "cpu", layout, low, high, grad)
+
+
+def build(case: dict, backend: str):
+    rng, g = random.Random(case["seed"]), torch.Generator().manual_seed(case["seed"])
+    layer_class, state_class = LAYERS[case["kind"]]
+    T, B, F, N = case["sizes"]
+    leaf, x = materialise(rng, g, case["x"], 0.0, 4.0, case["grad"])
+    w_in = materialise(rng, g, case["w_in"], 0.0, 1.0)[1]
+    w_rec = materialise(rng, g, case["w_rec"], -0.5, 0.5)[1]
+    state = None
+    if case["state"] is not None:
+        fields = [materialise(rng, g, spec)[1] for spec in case["state"]]
+        state = state_class(*fields)
+    kwargs = {"learnable": ["tau_mem_inv", "v_th"]} if case["learnable"] else {}
+    p = getattr(__import__("snn.neurons", fromlist=["x"]),
+                "LIFAdExParameters" if case["kind"] == "adex" else "LIFParameters")(method=case["method"])
+    layer = layer_class(F, N, p, autapses=case["autapses"], input_weights=w_in, recurrent_weights=w_rec,
+                        backend=backend, **kwargs)
+    if case["module_dtype"] is not None:
+        layer = layer.to(dtype_of(case["module_dtype"]))
+    return layer, leaf, x, state
+
+
+def run_layer(case: dict, backend: str):
+    try:
+        layer, leaf, x, state = build(case, backend)
+        out, final = layer(x, state)
+    except CLEAR as error:
+        return ("error", type(error).__name__, str(error))
+    terms = [t for t in (out.sum() * 1.5, *(s.sum() * (k + 2) for k, s in enumerate(final))) if t.requires_grad]
+    inputs = [leaf] * leaf.requires_grad + list(layer.parameters())
+    grads = torch.autograd.grad(sum(terms), inputs, allow_unused=True) if terms else None
+    return ("ok", out.detach(), tuple(s.detach() for s in final), grads)
+
+
+def compare(case: dict, backend: str, ref, got) -> str | None:
+    if got[0] == "error" and not got[2].strip():
+        return f"{got[1]} without a message"
+    if ref[0] == "error":
+        return None if got[0] == "error" else f"eager raised {ref[1]}: {ref[2]!r}; {backend} returned a result"
+    if got[0] == "error":
+        if backend == "cpp" and "backend='cpp'" in got[2]:
+            return None  # outside what the C++ kernels cover (a dtype, a surrogate): refused by name
+        return f"eager returned a result; {backend} raised {got[1]}: {got[2]!r}"
+    _, out, final, grads = got
+    _, ref_out, ref_final, ref_grads = ref
+    for what, a, b in [("spikes", out, ref_out), *((f"state[{k}]", s, r) for k, (s, r)
+                                                   in enumerate(zip(final, ref_final, strict=True)))]:
+        if a.shape != b.shape or a.dtype != b.dtype:
+            return f"{what}: {a.dtype} {list(a.shape)}, eager {b.dtype} {list(b.shape)}"
+        if a.dtype in (torch.float32, torch.float64) and not torch.equal(a.nan_to_num(), b.nan_to_num()):
+            return f"{what} differ from eager's by {(a - b).abs().max().item()}"
+    if grads is None or ref_grads is None or out.dtype not in (torch.float32, torch.float64):
+        return None
+    tolerance = 1e-8 if out.dtype == torch.float64 else 2e-3
+    for k, (a, b) in enumerate(zip(grads, ref_grads, strict=True)):
+        if a is None or b is None:
+            other = b if a is None else a
+            if other is not None and other.count_nonzero() > 0:
+                return f"gradient {k}: None on one side, nonzero on the other"
+            continue
+        if a.numel() and torch.isfinite(b).all():
+            scale = max(1.0, b.abs().max().item())
+            if not (a - b).abs().max().item() <= tolerance * scale:
+                return f"gradient {k} differs from eager's by {(a - b).abs().max().item()} (scale {scale})"
+    return None
+
+
+def run_loops(rng: random.Random, g: torch.Generator, kind: str) -> str | None:
+    """The loops' forward and backward with every argument drawn from the whole range of tensors."""
+    from snn.neurons.fused import cpp_recurrent_loops
+
+    spec = NEURON_SPECS[kind]
+    T, B, F, N = rng.choice([0, 1, 3]), rng.choice([1, 2]), rng.choice([1, 3]), rng.choice([1, 5, 300])
+    dtype = draw_dtype(rng, torch.float32, 0.5)
+
+    def arg(shape, p_good=0.8):
+        good = rng.random() < p_good
+        wrong = [[1], [], [*shape, 2]] + ([[*shape[:-1], shape[-1] + 1]] if shape else [])
+        shape = list(shape) if good else rng.choice(wrong)
+        dt = dtype if good else draw_dtype(rng)
+        device = "cpu" if good or rng.random() < 0.7 else "meta"
+        layout = "contiguous" if good and rng.random() < 0.6 else rng.choice(LAYOUTS)
+        if rng.random() < 0.03 and dt.is_floating_point:  # no memory at all (data_ptr 0)
+            return torch._efficientzerotensor(shape, dtype=dt, device=device)
+        return make_tensor(rng, g, shape, dt, device, layout, 0.0, 1.0)[1]
+
+    x, w_in, w_rec, z0 = arg([T, B, F]), arg([N, F]), arg([N, N]), arg([B, N])
+    state = [arg([B, N]) for _ in spec.state]
+    P = [arg(rng.choice([[], [N], [B, N]])) for _ in spec.params]
+    try:
+        with torch.no_grad():
+            out, final, saved = cpp_recurrent_loops.forward(kind, x, w_in, w_rec, z0, state, P, save=True,
+                                                            save_extra=rng.random() < 0.5)
+    except ValueError as error:
+        return None if str(error).strip() else "ValueError without a message"
+    param_grads = len(saved) > 1
+    gout = arg([T, B, N]) if rng.random() < 0.9 else None
+    gz = arg([B, N]) if rng.random() < 0.5 else None
+    gstate = [arg([B, N]) for _ in spec.state]
+    saved = [s if rng.random() < 0.8 else arg(list(s.shape)) for s in saved]
+    try:
+        with torch.no_grad():
+            cpp_recurrent_loops.backward(kind, gout, gz, gstate, saved, arg([B, N]), w_rec, P, "super", 2.0,
+                                         param_grads)
+    except ValueError as error:
+        return None if str(error).strip() else "ValueError without a message"
+    return None
+
+
+def worker(seed: int, cases: int) -> None:
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    for index in range(cases):
+        case = draw_case(rng, index)
+        print("START " + json.dumps(case), flush=True)
+        problems = []
+        try:
+            ref = run_layer(case, "eager")
+            print(f"EAGER {ref[0]} {index}", flush=True)
+            for backend in ("cpp", "auto"):
+                problem = compare(case, backend, ref, run_layer(case, backend))
+                if problem:
+                    problems.append(f"{backend}: {problem}")
+            print(f"STEP {index} loops", flush=True)
+            problem = run_loops(rng, torch.Generator().manual_seed(case["seed"]), case["kind"])
+            if problem:
+                problems.append(f"loops: {problem}")
+        except Exception as error:  # any other exception is a failure too: not a clear error
+            frames = [f"{os.path.basename(f.filename)}:{f.lineno}" for f in traceback.extract_tb(error.__traceback__)
+                      if "/snn/" in f.filename or "safety" in f.filename]
+            problems.append(f"{type(error).__name__}: {str(error)[:500]} (at {' < '.join(reversed(frames))})")
+        for problem in problems:
+            print(f"FAIL case {index} {json.dumps(case)}: {problem}", flush=True)
+        print(f"DONE {index}", flush=True)
+
+
+if __name__ == "__main__":
+    worker(int(sys.argv[1]), int(sys.argv[2]))
