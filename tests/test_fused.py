@@ -235,7 +235,7 @@ def test_strided_inputs_and_output_gradients(kind, backend, layout, request):
 # AdEx with its adaptation driven by the voltage after the reset; v_reset != v_leak and a stronger
 # coupling, so that the reset's part in the adaptation shows.
 SYMPLECTIC = {"integrator": "symplectic", "adaptation_current": 2.0, "v_reset": -0.2}
-SYMPLECTIC_BACKENDS = ["python"]
+SYMPLECTIC_BACKENDS = ["python", "cpp"]
 
 
 @pytest.mark.parametrize("per_neuron", [False, True], ids=["fixed", "per-neuron"])
@@ -268,6 +268,21 @@ def test_symplectic_gradients(backend, learnable, method, request):
     needs(backend, request)
     learn, shape = {"per-neuron": ("all", (37,)), "scalar": ("all", None), "fixed": ((), None)}[learnable]
     assert_gradients_equal("adex", backend, method, learn, shape, **SYMPLECTIC)
+
+
+def test_symplectic_auto_runs_the_cpp_kernels(cpp_library, monkeypatch):
+    """auto on CPU runs AdEx's symplectic integrator on the cpp backend, as it runs euler."""
+    from snn.neurons.fused import function
+
+    ran = []
+    real = function.loops("cpp")
+    recording = type("Recording", (), {"forward": lambda self, *a, **k: ran.append(k) or real.forward(*a, **k),
+                                       "backward": lambda self, *a, **k: real.backward(*a, **k)})()
+    monkeypatch.setitem(function._loops, "cpp", recording)
+    x, state = inputs("adex", torch.float64)
+    out, _ = run(make_layer("adex", "auto", **SYMPLECTIC), x.requires_grad_(), state)
+    assert type(out.grad_fn).__name__ == "FusedTimeLoopBackward"
+    assert [k["integrator"] for k in ran] == ["symplectic"]
 
 
 def test_symplectic_python_backward_in_blocks_of_steps(monkeypatch):
@@ -381,11 +396,16 @@ def test_cpp_needs_mkl_vml_only_for_adex_and_the_sigmoid_and_tanh_surrogates(cpp
     assert resolve_backend("auto", "adex", torch.zeros(2, 3), "super") == "python"
 
 
-def test_symplectic_runs_on_python_where_cpp_has_no_kernel():
-    x = torch.zeros(2, 3)
-    assert resolve_backend("auto", "adex", x, "super", "symplectic") == "python"
-    with pytest.raises(ValueError, match="backend='cpp' runs the euler integrator only"):
-        resolve_backend("cpp", "adex", x, "super", "symplectic")
+def test_cpp_kernels_take_the_integrator_by_name(cpp_library):
+    """What the C++ entry points receive: the index of a known integrator, else a ValueError."""
+    loops = cpp_loops.CppLoops()
+    x, state = inputs("adex", torch.float64)
+    P = [torch.tensor(c, dtype=torch.float64) for c in (0.1, -0.2, 0.002, 2.0, 0.02, 0.5, 0.0, 1.0, -0.2)]
+    runs = {i: loops.forward("adex", x, state, P, True, False, integrator=i) for i in ("euler", "symplectic")}
+    assert torch.equal(runs["euler"][0][0], runs["symplectic"][0][0])  # the first step's spikes: a not used yet
+    assert not torch.equal(runs["euler"][1][2], runs["symplectic"][1][2])
+    with pytest.raises(ValueError, match="Unknown integrator 'rk4'; valid integrators: euler, symplectic"):
+        loops.forward("adex", x, state, P, True, False, integrator="rk4")
 
 
 def test_custom_surrogate_runs_in_python_and_cpp_refuses_it():

@@ -42,7 +42,9 @@ def make_layer(
     autapses=False,
     dtype=torch.float64,
     seed=0,
+    params=None,
 ):
+    """``params``: more fields of the parameters (AdEx's integrator, say)."""
     layer_class, params_class, _ = LAYERS[kind]
     alpha = 7.0 if method in ("triangle", "sigmoid", "tanh") else 30.0
     fields = [f for f in params_class._fields if f not in ("method", "alpha", "integrator")]
@@ -52,7 +54,7 @@ def make_layer(
     layer = layer_class(
         F,
         N,
-        params_class(method=method, alpha=alpha),
+        params_class(method=method, alpha=alpha, **(params or {})),
         autapses=autapses,
         learnable=fields if learnable == "all" else learnable,
         input_weights=w_in,
@@ -197,6 +199,62 @@ def test_gradient_from_final_state_only(kind, backend):
     )
     assert_close_gradients(ref, got)
     assert ref["x"].abs().max() > 0
+
+
+# AdEx's symplectic integrator (issue 13), with v_reset != v_leak (see tests/test_fused.py).
+SYMPLECTIC = {"integrator": "symplectic", "adaptation_current": 2.0, "v_reset": -0.2}
+
+
+@pytest.mark.parametrize("backend", FUSED)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_symplectic_forward_bit_identical(dtype, backend):
+    x, state = inputs("adex", dtype, T=40, B=4, F=5, N=300)
+    runs = {}
+    with torch.no_grad():
+        for name, b, params in (("eager", "eager", SYMPLECTIC), ("fused", backend, SYMPLECTIC),
+                                ("euler", backend, {**SYMPLECTIC, "integrator": "euler"})):
+            layer = make_layer("adex", b, F=5, N=300, dtype=dtype, params=params)
+            runs[name] = layer(x, LIFAdExState(*state))
+    (ref_out, ref_state), (out, final), (_, euler) = runs["eager"], runs["fused"], runs["euler"]
+    assert 0.02 < ref_out.mean() < 0.8, "some, not all, neurons must spike"
+    assert torch.equal(out, ref_out)
+    assert all(torch.equal(a, b) for a, b in zip(final, ref_state, strict=True))
+    assert not torch.equal(euler.a, ref_state.a)  # the integrators differ
+
+
+@pytest.mark.parametrize("backend", FUSED)
+@pytest.mark.parametrize("method", ["super", "sigmoid", "atan"])
+@pytest.mark.parametrize("learnable", [(), "all"], ids=["fixed", "learnable"])
+def test_symplectic_gradients_equal_eager(learnable, method, backend):
+    """Both backward loops of each backend with the symplectic integrator: gradients of x, W_in,
+    W_rec, the initial state and per-neuron parameters within 1e-10 of autograd."""
+    x, state = inputs("adex", torch.float64)
+    (ref_out, _, ref), (out, _, got) = run_both(
+        "adex", x, state, backend=backend, method=method, learnable=learnable, params=SYMPLECTIC
+    )
+    assert torch.equal(out, ref_out)
+    assert 0 < ref_out.mean() < 1
+    assert_close_gradients(ref, got)
+
+
+@pytest.mark.parametrize("backend", ["auto", *FUSED])
+def test_symplectic_runs_the_fused_node(backend, monkeypatch):
+    """The symplectic integrator runs on the fused loops (auto: cpp on CPU), not the step loop."""
+    ran = []
+    for name, loops in recurrent.LOOPS.items():
+        monkeypatch.setitem(recurrent.LOOPS, name, _Recording(loops, name, ran))
+    x = torch.rand(5, 3, 3, dtype=torch.float64, requires_grad=True)
+    out, _ = make_layer("adex", backend, params=SYMPLECTIC)(x)
+    assert type(out.grad_fn).__name__ == "FusedRecurrentLoopBackward"
+    assert ran == ["cpp" if backend == "auto" else backend]
+
+
+def test_symplectic_python_backward_in_blocks_of_steps(monkeypatch):
+    monkeypatch.setattr(torch_loops, "BLOCK_VALUES", 5 * 3 * 37)
+    x, state = inputs("adex", torch.float64)
+    (ref_out, _, ref), (out, _, got) = run_both("adex", x, state, params=SYMPLECTIC)
+    assert torch.equal(out, ref_out)
+    assert_close_gradients(ref, got)
 
 
 def test_default_backend_runs_one_node(monkeypatch):

@@ -2,9 +2,10 @@
 
 Run by tests/test_triton.py::test_compiled_kernels_on_the_gpu in a process of its own (without
 TRITON_INTERPRET); exits non-zero with the failed check's message. Forward bit-identical for every
-neuron type in float32 and float64 (the kernels use libdevice's exp, as torch's CUDA exp, and no
-fused multiply-adds); gradients within 1e-6 (float32) / 1e-10 (float64) of the largest; ``auto``
-picks ``triton``; bfloat16 inputs give bfloat16 outputs and finite gradients.
+neuron type (and AdEx's symplectic integrator) in float32 and float64 (the kernels use libdevice's
+exp, as torch's CUDA exp, and no fused multiply-adds); gradients within 1e-6 (float32) / 1e-10
+(float64) of the largest; ``auto`` picks ``triton``; bfloat16 inputs give bfloat16 outputs and
+finite gradients.
 """
 
 from __future__ import annotations
@@ -24,13 +25,15 @@ LAYERS = {
 TOLERANCE = {torch.float32: 1e-6, torch.float64: 1e-10}
 
 
-def run(kind, backend, method, dtype, x, state, learnable):
+def run(kind, backend, method, dtype, x, state, learnable, integrator=None):
     layer_class, params_class = LAYERS[kind]
     kwargs = (
         {}
         if kind == "li"
         else {"method": method, "alpha": 7.0 if method in ("triangle", "sigmoid", "tanh") else 30.0}
     )
+    if integrator is not None:
+        kwargs.update(integrator=integrator, v_reset=-0.2)
     fields = [f for f in params_class._fields if f not in ("method", "alpha", "integrator")] if learnable else ()
     layer = layer_class(
         params_class(**kwargs),
@@ -59,7 +62,7 @@ def check(condition, message):
 def main():
     torch.manual_seed(0)
     for dtype in (torch.float32, torch.float64):
-        for kind in ("adex", "lif", "li"):
+        for kind, integrator in (("adex", None), ("adex", "symplectic"), ("lif", None), ("li", None)):
             methods = (
                 [None]
                 if kind == "li"
@@ -73,9 +76,9 @@ def main():
                         torch.rand(B, N, device="cuda", dtype=dtype)
                         for _ in LAYERS[kind][0].state_class._fields
                     ]
-                    ref = run(kind, "eager", method, dtype, x, state, learnable)
-                    got = run(kind, "triton", method, dtype, x, state, learnable)
-                    case = f"{kind} {method} {dtype} learnable={learnable}"
+                    ref = run(kind, "eager", method, dtype, x, state, learnable, integrator)
+                    got = run(kind, "triton", method, dtype, x, state, learnable, integrator)
+                    case = f"{kind} {integrator or ''} {method} {dtype} learnable={learnable}"
                     check(torch.equal(got[0], ref[0]), f"outputs differ: {case}")
                     for a, b in zip(got[1], ref[1], strict=True):
                         check(torch.equal(a, b), f"final state differs: {case}")

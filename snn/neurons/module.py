@@ -468,8 +468,6 @@ class RecurrentNeuronModule(Projection, NeuronModule):
         step = type(self).step
         if not self.time_major:
             return step(input_tensor, state, w_in, w_rec, p, self.dt)
-        if self.options.get("integrator", "euler") != "euler":  # the fused recurrent loops run euler only, so far
-            return run_time_loop(lambda x, s: step(x, s, w_in, w_rec, p, self.dt), input_tensor, state)
         if self.backend != "eager" and self.fused_kind is not None and input_tensor.shape[0] > 0:
             kind = self.fused_kind
             if input_tensor.dim() == 3:

@@ -15,8 +15,14 @@ input, the initial state and every parameter. Backends:
 ``auto``     ``cpp`` on CPU when it applies and builds, ``triton`` on CUDA when triton imports and
              the surrogate is built in, else ``python``
 
-Recurrent AdEx and LIF layers (``W_rec z[t-1]`` computed inside the loop) have ``python``,
-``eager`` and ``auto`` (= ``python``): :mod:`.recurrent`.
+Recurrent AdEx and LIF layers (``W_rec z[t-1]`` computed inside the loop) have ``cpp``,
+``python``, ``eager`` and ``auto`` (``cpp`` on CPU where it runs, else ``python``):
+:mod:`.recurrent`.
+
+AdEx's two integrators (``p.integrator``: ``euler``, ``symplectic``; see
+:func:`~snn.neurons.adex.lif_adex_feed_forward_step`) run on every backend: the loops take
+``integrator`` by name, the C++ entry points as an int (its index in
+:data:`~snn.neurons.constants.INTEGRATORS`), the Triton kernels as the constexpr ``SYMPLECTIC``.
 
 The ``cpp`` backend keeps its large buffers for reuse once nothing refers to them
 (:mod:`.buffers`); :func:`release_buffers` hands the free ones back.

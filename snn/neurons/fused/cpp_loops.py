@@ -41,7 +41,7 @@ from typing import NamedTuple
 
 import torch
 
-from ..constants import broadcasts_to
+from ..constants import INTEGRATORS, broadcasts_to, check_integrator
 from ..surrogate import SURROGATES
 from .buffers import BufferPool
 from .spec import NEURON_SPECS, saved_tensors
@@ -66,7 +66,7 @@ KERNEL_DTYPES = {torch.float32: "f32", torch.float64: "f64"}
 
 # The version cpu_kernels.cpp's snn_kernels_version() returns: the entry points' signatures. A
 # library that answers anything else is not loaded (bump both together when a signature changes).
-KERNELS_VERSION = 2
+KERNELS_VERSION = 3
 # The lock file beside the build (cpp_extension takes its own, "lock", inside ours).
 LOCK_NAME = "snn.lock"
 
@@ -399,6 +399,14 @@ _WHAT = {kind: (tuple(f"state.{name}" for name in spec.state),
 _SAVED_WHAT = tuple(f"saved tensor {k}" for k in range(8))
 
 
+def _integrator(kind: str, integrator: str) -> list:
+    """The integrator argument of the AdEx entry points (its index in ``INTEGRATORS``; none for LIF
+    and LI)."""
+    if kind != "adex":
+        return []
+    return [ctypes.c_int(INTEGRATORS.index(check_integrator(integrator)))]
+
+
 class CppLoops:
     """The C++ kernels behind the interface of :class:`~snn.neurons.fused.torch_loops.TorchLoops`.
 
@@ -451,7 +459,7 @@ class CppLoops:
                              f"{len(spec.params)} parameters, got {len(state)} and {len(P)}.")
         return spec
 
-    def forward(self, kind, x, state, P, save, save_extra):
+    def forward(self, kind, x, state, P, save, save_extra, integrator="euler"):
         spec = self._counts(kind, state, P)
         dtype = self._kernel_dtype(x, "the input")
         x = _dense(x, "the input", dtype)
@@ -468,7 +476,7 @@ class CppLoops:
         vd = self._empty(x.shape, x) if save and spec.spiking else None
         extra = [self._empty(x.shape, x) for _ in range(spec.extra if save_extra else 0)]
         args = [ctypes.c_int64(steps), ctypes.c_int64(M), _ptr(xr), ctypes.c_int64(x_ts), ctypes.c_int64(x_ns),
-                *map(_ptr, state), ptrs, flags, _ptr(out)]
+                *map(_ptr, state), ptrs, flags, *_integrator(kind, integrator), _ptr(out)]
         if spec.spiking:
             args.append(_ptr(vd))
         args += [_ptr(e) for e in extra] or [None] * spec.extra
@@ -476,7 +484,7 @@ class CppLoops:
         del keep
         return out, tuple(state), saved_tensors(kind, out, vd, extra, save_extra)
 
-    def backward(self, kind, gout, gstate, saved, v0, P, method, alpha, param_grads):
+    def backward(self, kind, gout, gstate, saved, v0, P, method, alpha, param_grads, integrator="euler"):
         spec = self._counts(kind, gstate, P, "state gradient")
         if spec.spiking and method not in NATIVE_SURROGATES:
             raise ValueError(f"snn's C++ kernels have no surrogate {method!r}.")
@@ -512,7 +520,7 @@ class CppLoops:
             args += [_ptr(outs), _ptr(v0), _ptr(ij), ptrs, flags]
         else:
             extra = saved[1:] if param_grads else [None] * spec.extra
-            args += [_ptr(saved[0]), _ptr(v0), *map(_ptr, extra), ptrs, flags,
+            args += [_ptr(saved[0]), _ptr(v0), *map(_ptr, extra), ptrs, flags, *_integrator(kind, integrator),
                      ctypes.c_int(NATIVE_SURROGATES[method]), ctypes.c_double(alpha)]
         self._function(f"{kind}_backward", dtype)(*args, _ptr(gx), _ptr(gp), ctypes.c_int(torch.get_num_threads()))
         del keep

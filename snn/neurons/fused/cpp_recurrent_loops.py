@@ -27,7 +27,17 @@ import ctypes
 import torch
 from torch.nn import functional as F
 
-from .cpp_loops import _WHAT, BUFFERS, KERNEL_DTYPES, NATIVE_SURROGATES, CppLoops, _block, _dense, load_library
+from .cpp_loops import (
+    _WHAT,
+    BUFFERS,
+    KERNEL_DTYPES,
+    NATIVE_SURROGATES,
+    CppLoops,
+    _block,
+    _dense,
+    _integrator,
+    load_library,
+)
 from .spec import NEURON_SPECS
 
 
@@ -57,7 +67,7 @@ def _check_inputs(x: torch.Tensor, w_in: torch.Tensor, w_rec: torch.Tensor, z0: 
     return dtype
 
 
-def forward(kind, x, w_in, w_rec, z0, state, P, save, save_extra):
+def forward(kind, x, w_in, w_rec, z0, state, P, save, save_extra, integrator="euler"):
     """All steps of a recurrent population: ``(spikes [T, B, N], final (v, i[, a]), saved)``, as
     :func:`.recurrent_loops.forward` returns them."""
     spec = NEURON_SPECS[kind]
@@ -76,9 +86,11 @@ def forward(kind, x, w_in, w_rec, z0, state, P, save, save_extra):
     step = _kernel(kind, "forward", dtype)
     bases = [r.data_ptr() for r in rows]
     row_bytes = M * out.element_size()
-    # adex: (steps, M, x, x_ts, x_ns, v, i, a, params, flags, z, v_d, i + c, a, threads); lif: no a.
+    # adex: (steps, M, x, x_ts, x_ns, v, i, a, params, flags, integrator, z, v_d, i + c, a, threads);
+    # lif: no a, no integrator.
     head = [ctypes.c_int64(1), ctypes.c_int64(M), ctypes.c_void_p(current.data_ptr()), ctypes.c_int64(0),
-            ctypes.c_int64(1), *(ctypes.c_void_p(s.data_ptr()) for s in state), ptrs, flags]
+            ctypes.c_int64(1), *(ctypes.c_void_p(s.data_ptr()) for s in state), ptrs, flags,
+            *_integrator(kind, integrator)]
     missing = [None] * (1 + spec.extra - (len(rows) - 1))  # v_d and the extras not saved
     threads = ctypes.c_int(torch.get_num_threads())
     z = z0
@@ -91,7 +103,7 @@ def forward(kind, x, w_in, w_rec, z0, state, P, save, save_extra):
     return out, tuple(state), rows[1:]
 
 
-def backward(kind, gout, gz, gstate, saved, v0, w_rec, P, method, alpha, param_grads):
+def backward(kind, gout, gz, gstate, saved, v0, w_rec, P, method, alpha, param_grads, integrator="euler"):
     """Reverse time: ``(g_c [T, B, N], g_z0, gradients of the initial (v, i[, a]), per-neuron
     parameter gradients or None)``, as :func:`.recurrent_loops.backward` returns them."""
     spec = NEURON_SPECS[kind]
@@ -126,11 +138,12 @@ def backward(kind, gout, gz, gstate, saved, v0, w_rec, P, method, alpha, param_g
     step = _kernel(kind, "backward", dtype)
     extra = saved[1:] if param_grads else [None] * spec.extra
     # (steps, t_stop, M, g_z, ts, ns, gv, gi[, ga], v_d, v0[, i + c, a | i + c], params, flags,
-    #  method, alpha, g_x, g_params, threads)
+    #  [integrator (adex),] method, alpha, g_x, g_params, threads)
     ptr = ctypes.c_void_p
     tail = [ptr(g_step.data_ptr()), ctypes.c_int64(0), ctypes.c_int64(1), *(ptr(g.data_ptr()) for g in gstate),
             ptr(saved[0].data_ptr()), ptr(v0.data_ptr()), *(None if e is None else ptr(e.data_ptr()) for e in extra),
-            ptrs, flags, ctypes.c_int(NATIVE_SURROGATES[method]), ctypes.c_double(alpha), ptr(gc.data_ptr()),
+            ptrs, flags, *_integrator(kind, integrator), ctypes.c_int(NATIVE_SURROGATES[method]),
+            ctypes.c_double(alpha), ptr(gc.data_ptr()),
             None if gp is None else ptr(gp.data_ptr()), ctypes.c_int(torch.get_num_threads())]
     size = ctypes.c_int64(M)
     for t in range(T - 1, -1, -1):

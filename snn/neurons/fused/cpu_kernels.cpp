@@ -225,7 +225,9 @@ void for_each_tile(int64_t M, int threads, F body) {
 //         adaptation_current, adaptation_spike, delta_T, v_leak, v_th, v_reset
 enum { A_CMEM, A_CSYN, A_CADA, A_AC, A_AS, A_DT, A_VL, A_VTH, A_VR, A_COUNT };
 
-template <typename T>
+// Symplectic: the adaptation is driven by the voltage after the step's reset (the symplectic
+// integrator), else by the voltage entering the step (euler); see lif_adex_feed_forward_step.
+template <typename T, bool Symplectic>
 void adex_forward(int64_t steps, int64_t M, const T* x, int64_t x_ts, int64_t x_ns, T* v, T* i, T* a, const T* const* params,
                   const int64_t* vector, T* z, T* vd_saved, T* ij_saved, T* a_saved, int threads) {
   for_each_tile(M, threads, [&](int64_t n0, int64_t n) {
@@ -253,10 +255,12 @@ void adex_forward(int64_t steps, int64_t M, const T* x, int64_t x_ts, int64_t x_
         const T ij = ii[k] + xt[k];
         const T vd = vv[k] + c_mem[k] * ((((vl[k] - vv[k]) + dT[k] * ex[k]) + ij) - aa[k]);
         const T inew = ij + c_syn[k] * ij;
-        const T ad = aa[k] + c_ada[k] * (ac[k] * (vv[k] - vl[k]) - aa[k]);
         const T zz = spike(vd, vth[k]);
         zt[k] = zz;
-        vv[k] = after_reset(vd, zz, vr[k]);
+        const T vnew = after_reset(vd, zz, vr[k]);
+        const T u = Symplectic ? vnew : vv[k];  // the voltage driving the adaptation
+        const T ad = aa[k] + c_ada[k] * (ac[k] * (u - vl[k]) - aa[k]);
+        vv[k] = vnew;
         ii[k] = inew;
         aa[k] = ad + zz * as[k];
         e[k] = vd;
@@ -275,7 +279,8 @@ void adex_forward(int64_t steps, int64_t M, const T* x, int64_t x_ts, int64_t x_
 // one step at a time for a recurrent one, whose g_z of a step needs the later steps' g_x).
 // With Params, the per-neuron parameter gradients of these steps are added to gparams
 // ([A_COUNT][M], zeros for a whole layer); ij_saved and a_saved hold i + x and a before each step.
-template <typename T, bool Params>
+// Symplectic as in adex_forward.
+template <typename T, bool Params, bool Symplectic>
 void adex_backward(int64_t steps, int64_t t_stop, int64_t M, const T* gz, int64_t gz_ts, int64_t gz_ns, T* gv, T* gi, T* ga,
                    const T* vd_saved,
                    const T* v0, const T* ij_saved, const T* a_saved, const T* const* params,
@@ -323,29 +328,32 @@ void adex_backward(int64_t steps, int64_t t_stop, int64_t M, const T* gz, int64_
       for (int64_t k = 0; k < n; ++k) {
         const T zz = xs[k] > T(0) ? T(1) : T(0);
         const T gv = gvv[k], gi = gii[k], ga = gaa[k];
-        const T g_z = (gzt ? gzt[k] : T(0)) - gv * vdt[k] + gv * vr[k] + ga * as[k];
+        const T g_ada_drive = ga * c_ada[k];
+        // The gradient of the voltage after the step: with Symplectic the adaptation's drive reads it.
+        const T g_v_new = Symplectic ? gv + g_ada_drive * ac[k] : gv;
+        const T g_z = (gzt ? gzt[k] : T(0)) - g_v_new * vdt[k] + g_v_new * vr[k] + ga * as[k];
         const T g_xs = g_z * sg[k];
-        const T g_vd = gv * (T(1) - zz) + g_xs;
+        const T g_vd = g_v_new * (T(1) - zz) + g_xs;
         const T g_drive = g_vd * c_mem[k];
         const T g_exp_arg = exp_arg[k] < exp_max ? g_drive * dT[k] * ex[k] : T(0);
         const T g_v_exp = g_exp_arg / dT[k];
-        const T g_ada_drive = ga * c_ada[k];
         const T g_ij = input_gradient(g_drive, gi, c_syn[k]);
-        gvv[k] = g_vd - g_drive + g_v_exp + g_ada_drive * ac[k];
+        gvv[k] = Symplectic ? g_vd - g_drive + g_v_exp : g_vd - g_drive + g_v_exp + g_ada_drive * ac[k];
         gaa[k] = ga - g_drive - g_ada_drive;
         gii[k] = g_ij;
         gxt[k] = g_ij;
         if (Params) {
           const T v = vv[k], ij = ijt[k], a = at[k];
+          const T u = Symplectic ? after_reset(vdt[k], zz, vr[k]) : v;  // the voltage driving the adaptation
           g_c_mem[k] += g_vd * ((((vl[k] - v) + dT[k] * ex[k]) + ij) - a);
           g_c_syn[k] += gi * ij;
-          g_c_ada[k] += ga * (ac[k] * (v - vl[k]) - a);
-          g_ac[k] += g_ada_drive * (v - vl[k]);
+          g_c_ada[k] += ga * (ac[k] * (u - vl[k]) - a);
+          g_ac[k] += g_ada_drive * (u - vl[k]);
           g_a_spike[k] += ga * zz;
           g_delta_T[k] += g_drive * ex[k] - g_exp_arg * exp_arg[k] / dT[k];
           g_v_leak[k] += g_drive - g_ada_drive * ac[k];
           g_v_th[k] += -g_xs - g_v_exp;
-          g_v_reset[k] += gv * zz;
+          g_v_reset[k] += g_v_new * zz;
         }
       }
       store_row(gx + off, gxt, n);
@@ -518,18 +526,22 @@ void li_backward(int64_t steps, int64_t M, const T* gout, int64_t gz_ts, int64_t
 }  // namespace
 
 // ---------------------------------------------------------------- C entry points (ctypes)
+// AdEx's integrator: its index in snn.neurons.constants.INTEGRATORS (0 euler, 1 symplectic).
 #define SNN_ENTRY_POINTS(T, suffix)                                                                  \
   extern "C" void adex_forward_##suffix(int64_t steps, int64_t M, const T* x, int64_t xts, int64_t xns, T* v, T* i, T* a, \
-                                        const T* const* p, const int64_t* vec, T* z, T* vd,         \
-                                        T* ij, T* as, int threads) {                                \
-    adex_forward<T>(steps, M, x, xts, xns, v, i, a, p, vec, z, vd, ij, as, threads);                          \
+                                        const T* const* p, const int64_t* vec, int integrator, T* z, \
+                                        T* vd, T* ij, T* as, int threads) {                         \
+    if (integrator) adex_forward<T, true>(steps, M, x, xts, xns, v, i, a, p, vec, z, vd, ij, as, threads);     \
+    else adex_forward<T, false>(steps, M, x, xts, xns, v, i, a, p, vec, z, vd, ij, as, threads);               \
   }                                                                                                  \
   extern "C" void adex_backward_##suffix(int64_t steps, int64_t t_stop, int64_t M, const T* gz, int64_t gts, int64_t gns, T* gv, T* gi, T* ga, \
                                          const T* vd, const T* v0, const T* ij, const T* as,        \
-                                         const T* const* p, const int64_t* vec, int method,         \
-                                         double alpha, T* gx, T* gp, int threads) {                 \
-    if (gp) adex_backward<T, true>(steps, t_stop, M, gz, gts, gns, gv, gi, ga, vd, v0, ij, as, p, vec, method, alpha, gx, gp, threads); \
-    else adex_backward<T, false>(steps, t_stop, M, gz, gts, gns, gv, gi, ga, vd, v0, ij, as, p, vec, method, alpha, gx, gp, threads); \
+                                         const T* const* p, const int64_t* vec, int integrator,     \
+                                         int method, double alpha, T* gx, T* gp, int threads) {     \
+    if (gp && integrator) adex_backward<T, true, true>(steps, t_stop, M, gz, gts, gns, gv, gi, ga, vd, v0, ij, as, p, vec, method, alpha, gx, gp, threads); \
+    else if (gp) adex_backward<T, true, false>(steps, t_stop, M, gz, gts, gns, gv, gi, ga, vd, v0, ij, as, p, vec, method, alpha, gx, gp, threads); \
+    else if (integrator) adex_backward<T, false, true>(steps, t_stop, M, gz, gts, gns, gv, gi, ga, vd, v0, ij, as, p, vec, method, alpha, gx, gp, threads); \
+    else adex_backward<T, false, false>(steps, t_stop, M, gz, gts, gns, gv, gi, ga, vd, v0, ij, as, p, vec, method, alpha, gx, gp, threads); \
   }                                                                                                  \
   extern "C" void lif_forward_##suffix(int64_t steps, int64_t M, const T* x, int64_t xts, int64_t xns, T* v, T* i, \
                                        const T* const* p, const int64_t* vec, T* z, T* vd, T* ij,   \
@@ -559,7 +571,7 @@ SNN_ENTRY_POINTS(float, f32)
 SNN_ENTRY_POINTS(double, f64)
 
 // The entry points' version (cpp_loops.KERNELS_VERSION): a library that answers another is not used.
-extern "C" int snn_kernels_version() { return 2; }
+extern "C" int snn_kernels_version() { return 3; }
 
 // Whether MKL's VML functions resolved: the AdEx exponential and the sigmoid/tanh surrogates need them.
 extern "C" int vml_available() { return vmsExp && vmdExp && vmsTanh && vmdTanh ? 1 : 0; }

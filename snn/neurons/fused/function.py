@@ -30,7 +30,7 @@ def loops(backend: str):
 _warned = False
 
 
-def resolve_backend(backend: str, kind: str, x: torch.Tensor, method: str | None, integrator: str = "euler") -> str:
+def resolve_backend(backend: str, kind: str, x: torch.Tensor, method: str | None) -> str:
     """The concrete backend that runs ``backend`` for this input: ``auto`` picks ``cpp`` on CPU
     when the kernels cover the case and build (one warning if they cannot be built), else
     ``python``; an explicit choice the case does not support raises a ValueError. ``backend`` is
@@ -40,10 +40,7 @@ def resolve_backend(backend: str, kind: str, x: torch.Tensor, method: str | None
         raise ValueError(f"Unknown surrogate method {method!r}.")
     if backend == "triton" or backend == "auto" and x.device.type == "cuda":
         return triton_loops.choose(backend, kind, x, method)  # imports no triton
-    if backend == "cpp" and integrator != "euler":
-        raise ValueError(f"backend='cpp' runs the euler integrator only so far, got integrator={integrator!r}. "
-                         "Use backend='python' or 'auto'.")
-    cpp_ok = x.device.type == "cpu" and integrator == "euler" and cpp_loops.supports(kind, x.dtype, method)
+    cpp_ok = x.device.type == "cpu" and cpp_loops.supports(kind, x.dtype, method)
     if backend == "auto":
         if not cpp_ok:
             return "python"
@@ -84,12 +81,10 @@ class FusedTimeLoop(torch.autograd.Function):
         needs = ctx.needs_input_grad[5:]
         param_grads = any(needs[1 + n_state:])
         impl = loops(backend)
-        # The integrator reaches AdEx's loops (the cpp backend runs euler only: resolve_backend).
-        ctx.flags = {"integrator": integrator} if integrator != "euler" else {}
         with torch.no_grad():
             out, final, saved = impl.forward(kind, x, state, P, save=any(needs), save_extra=param_grads,
-                                             **ctx.flags)
-        ctx.kind, ctx.backend, ctx.method, ctx.alpha = kind, backend, method, alpha
+                                             integrator=integrator)
+        ctx.kind, ctx.backend, ctx.method, ctx.alpha, ctx.integrator = kind, backend, method, alpha, integrator
         ctx.param_grads, ctx.n_saved = param_grads, len(saved)
         # The initial voltage only when backward reads it (LI with fixed parameters does not).
         ctx.v0_shape = (state[0].shape, state[0].dtype, state[0].device)
@@ -121,7 +116,7 @@ class FusedTimeLoop(torch.autograd.Function):
         with torch.no_grad():
             gx, gstate0, G = loops(ctx.backend).backward(
                 ctx.kind, gout, gstate, list(saved), v0, tuple(P), ctx.method, ctx.alpha, ctx.param_grads,
-                **ctx.flags)
+                integrator=ctx.integrator)
         n_state = len(spec.state)
         needs = ctx.needs_input_grad[5:]
         gparams = [None] * len(P)
@@ -199,7 +194,7 @@ def run(kind: str, backend: str, x: torch.Tensor, state, p, dt: float):
     neuron_shape = check_arguments(kind, x, state)
     method, alpha = getattr(p, "method", None), getattr(p, "alpha", 0.0)
     integrator = check_integrator(getattr(p, "integrator", "euler"))
-    backend = resolve_backend(backend, kind, x, method, integrator)
+    backend = resolve_backend(backend, kind, x, method)
     P = as_kernel_parameters(kind, kernel_parameters(kind, p, dt), x, neuron_shape)
     out, *final = FusedTimeLoop.apply(kind, backend, method, float(alpha), integrator, x, *state, *P)
     return out, type(state)(*final)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from ..constants import check_recurrent_backend
+from ..constants import check_integrator, check_recurrent_backend
 from . import cpp_recurrent_loops, recurrent_loops
 from .function import _one_value_if_uniform, as_kernel_parameters, resolve_backend
 from .spec import NEURON_SPECS, kernel_parameters
@@ -25,16 +25,17 @@ class FusedRecurrentLoop(torch.autograd.Function):
     """``(x, W_in, W_rec, z0, *state, *P) -> (spikes [T, B, N], z_T, *final state)``."""
 
     @staticmethod
-    def forward(ctx, kind, backend, method, alpha, x, w_in, w_rec, z0, *tensors):
+    def forward(ctx, kind, backend, method, alpha, integrator, x, w_in, w_rec, z0, *tensors):
         n_state = len(NEURON_SPECS[kind].state)
         state, P = tensors[:n_state], tensors[n_state:]
-        needs = ctx.needs_input_grad[4:]  # x, W_in, W_rec, z0, *state, *P
+        needs = ctx.needs_input_grad[5:]  # x, W_in, W_rec, z0, *state, *P
         param_grads = any(needs[4 + n_state :])
         with torch.no_grad(), serial_steps(z0.numel(), z0.device):
             out, final, saved = LOOPS[backend].forward(
-                kind, x, w_in, w_rec, z0, state, P, save=any(needs), save_extra=param_grads
+                kind, x, w_in, w_rec, z0, state, P, save=any(needs), save_extra=param_grads,
+                integrator=integrator,
             )
-        ctx.kind, ctx.backend, ctx.method, ctx.alpha = kind, backend, method, alpha
+        ctx.kind, ctx.backend, ctx.method, ctx.alpha, ctx.integrator = kind, backend, method, alpha, integrator
         ctx.param_grads = param_grads
         ctx.n_saved, ctx.v0_shape = len(saved), state[0].shape
         # z0 only when W_rec's gradient reads it and it has spikes (it is 0 from rest).
@@ -57,7 +58,7 @@ class FusedRecurrentLoop(torch.autograd.Function):
         saved, P = rest[: ctx.n_saved], rest[ctx.n_saved :]
         v0 = v0.expand(ctx.v0_shape)
         gstate = [torch.zeros_like(v0) if g is None else g for g in gstate]
-        needs = ctx.needs_input_grad[4:]
+        needs = ctx.needs_input_grad[5:]
         with torch.no_grad(), serial_steps(v0.numel(), v0.device):
             gc, gz0, gstate0, G = LOOPS[ctx.backend].backward(
                 ctx.kind,
@@ -71,6 +72,7 @@ class FusedRecurrentLoop(torch.autograd.Function):
                 ctx.method,
                 ctx.alpha,
                 ctx.param_grads,
+                integrator=ctx.integrator,
             )
         with torch.no_grad():
             vd = saved[0]
@@ -92,7 +94,7 @@ class FusedRecurrentLoop(torch.autograd.Function):
         gstate0 = [
             g if need else None for g, need in zip(gstate0, needs[4 : 4 + n_state], strict=True)
         ]
-        return (None, None, None, None, gx, gw_in, gw_rec, gz0 if needs[3] else None, *gstate0, *gparams)
+        return (None, None, None, None, None, gx, gw_in, gw_rec, gz0 if needs[3] else None, *gstate0, *gparams)
 
 
 def check_weights(x: torch.Tensor, w_in: torch.Tensor, w_rec: torch.Tensor, n: int) -> None:
@@ -157,9 +159,11 @@ def run_recurrent(kind: str, backend: str, x: torch.Tensor, state, w_in: torch.T
         raise ValueError(f"Recurrent layers take inputs [T, B, input_size], got {list(x.shape)}.")
     check_weights(x, w_in, w_rec, state.z.shape[-1])
     backend = resolve_recurrent_backend(backend, kind, x, w_in, w_rec, p.method)
+    integrator = check_integrator(getattr(p, "integrator", "euler"))
     P = kernel_parameters(kind, p, dt)
     if backend == "cpp":  # plain numbers as tensors of the input's dtype, as the kernels take them
         P = as_kernel_parameters(kind, P, x, state.z.shape)
     z0, *rest = state
-    out, *final = FusedRecurrentLoop.apply(kind, backend, p.method, float(p.alpha), x, w_in, w_rec, z0, *rest, *P)
+    out, *final = FusedRecurrentLoop.apply(kind, backend, p.method, float(p.alpha), integrator, x, w_in, w_rec, z0,
+                                           *rest, *P)
     return out, type(state)(*final)

@@ -60,11 +60,12 @@ class RecurrentCurrent:
 FORWARD_LOOPS = {"adex": adex_forward_loop, "lif": lif_forward_loop}
 
 
-def forward(kind, x, w_in, w_rec, z0, state, P, save, save_extra):
+def forward(kind, x, w_in, w_rec, z0, state, P, save, save_extra, integrator="euler"):
     """All steps of a recurrent population: ``(spikes [T, B, N], final (v, i[, a]), saved)``.
 
     ``saved`` is the pre-reset voltage per step when ``save`` (plus ``i + c`` and ``a`` per step
-    when ``save_extra``: parameter gradients need them), in the order :func:`backward` reads it."""
+    when ``save_extra``: parameter gradients need them), in the order :func:`backward` reads it.
+    ``integrator``: AdEx's (see :func:`~snn.neurons.adex.lif_adex_feed_forward_step`)."""
     T, B, N = x.shape[0], z0.shape[0], w_rec.shape[0]
     out = x.new_empty((T, B, N))
     vd = torch.empty_like(out) if save else None
@@ -76,11 +77,12 @@ def forward(kind, x, w_in, w_rec, z0, state, P, save, save_extra):
         out,
         vd,
         *(extra or [None] * NEURON_SPECS[kind].extra),
+        **_flags(kind, integrator),
     )
     return out, final, ([] if vd is None else [vd]) + extra
 
 
-def backward(kind, gout, gz, gstate, saved, v0, w_rec, P, method, alpha, param_grads):
+def backward(kind, gout, gz, gstate, saved, v0, w_rec, P, method, alpha, param_grads, integrator="euler"):
     """Reverse time: ``(g_c [T, B, N], g_z0, gradients of the initial (v, i[, a]), per-neuron
     parameter gradients or None)``. ``gout`` (of the spikes) and ``gz`` (of the final spikes) may
     be None: no gradient reached them."""
@@ -90,14 +92,20 @@ def backward(kind, gout, gz, gstate, saved, v0, w_rec, P, method, alpha, param_g
         gz = torch.zeros_like(vd[0])
     if param_grads:
         gstate = [g.clone(memory_format=torch.contiguous_format) for g in gstate]
-        gc, gstate, G = _stepwise(kind, gout, gz, gstate, saved, v0, w_rec, P, derivative, alpha)
+        gc, gstate, G = _stepwise(kind, gout, gz, gstate, saved, v0, w_rec, P, derivative, alpha, integrator)
     else:  # the feed-forward loop with g_z fed back through W_rec
-        gc, gstate = backward_loop(kind, gout, gstate, vd, v0, P, derivative, alpha, w_rec, gz)
+        gc, gstate = backward_loop(kind, gout, gstate, vd, v0, P, derivative, alpha, w_rec, gz,
+                                   **_flags(kind, integrator))
         G = None
     return gc, gc[0] @ w_rec, list(gstate), G
 
 
-def _stepwise(kind, gout, gz, gstate, saved, v0, w_rec, P, derivative, alpha):
+def _flags(kind, integrator):
+    """The keyword AdEx's loops take for the integrator (LIF's take none)."""
+    return {"symplectic": integrator == "symplectic"} if kind == "adex" else {}
+
+
+def _stepwise(kind, gout, gz, gstate, saved, v0, w_rec, P, derivative, alpha, integrator):
     """The backward with per-neuron parameter gradients: the feed-forward step backward
     (:func:`~.torch_loops.adex_backward_step`) with ``g_z`` fed in step by step."""
     vd, extra = saved[0], saved[1:]
@@ -110,7 +118,8 @@ def _stepwise(kind, gout, gz, gstate, saved, v0, w_rec, P, derivative, alpha):
         v = reset_voltage(vd[t - 1], P[-2], P[-1]) if t > 0 else v0
         g_z = grec if gout is None else grec + gout[t]
         gstate = step(
-            g_z, *gstate, vd[t], v, P, derivative, alpha, gc[t], *(e[t] for e in extra), G
+            g_z, *gstate, vd[t], v, P, derivative, alpha, gc[t], *(e[t] for e in extra), G,
+            **_flags(kind, integrator),
         )
         grec = gc[t] @ w_rec
     return gc, list(gstate), G
