@@ -323,8 +323,8 @@ def test_bad_input_errors():
     state = layer.initial_state(torch.rand(4, 2, 3))
     with pytest.raises(ValueError, match=r"state.z must have shape \[6, 5\]"):
         layer(torch.rand(4, 6, 3), state)  # a state of batch size 2 for a batch of 6
-    with pytest.raises(ValueError, match="Recurrent layers have the backends auto, cpp, python, eager"):
-        LIFRecurrent(3, 5, backend="triton")
+    with pytest.raises(ValueError, match="Recurrent layers have the backends auto, cpp, triton, python, eager"):
+        LIFRecurrent(3, 5, backend="compile")
     with pytest.raises(ValueError, match="backend='cpp' runs on CPU in float32/float64"):
         LIFRecurrent(3, 5, backend="cpp").half()(torch.rand(4, 2, 3).half())
     x = torch.rand(4, 2, 3)

@@ -149,7 +149,7 @@ def test_contract_and_attributes():
         ({"neuron": {"kind": "lif"}}, "tau_ada_range sets AdEx adaptation time constants"),
         ({"tau_ada_range": (1.0, 0.1)}, "0 < low <= high"),
         ({"neuron": {"kind": "hh"}}, "Unknown neuron kind 'hh'"),
-        ({"neuron": {"backend": "triton"}}, "Recurrent layers have the backends auto, cpp, python, eager"),
+        ({"neuron": {"backend": "compile"}}, "Recurrent layers have the backends auto, cpp, triton, python, eager"),
         ({"input_shape": (30,)}, r"input_shape must be \(T, features...\)"),
     ],
 )

@@ -255,9 +255,9 @@ class LIFAdExRecurrentCell(RecurrentNeuronModule):
 class LIFAdExRecurrent(LIFAdExRecurrentCell):
     """Recurrent AdEx layer: ``[T, B, input_size] -> ([T, B, hidden_size] spikes, LIFAdExState)``.
 
-    ``backend`` runs the time loop: ``"python"`` (one autograd node per call, see
-    :mod:`snn.neurons.fused.recurrent`), ``"eager"`` (the step function under autograd) or
-    ``"auto"`` (``"python"``).
+    ``backend`` runs the time loop: ``"cpp"``, ``"triton"`` or ``"python"`` (one autograd node per
+    call, see :mod:`snn.neurons.fused.recurrent`), ``"eager"`` (the step function under autograd)
+    or ``"auto"`` (``"cpp"`` on CPU, ``"triton"`` on CUDA, where they run; else ``"python"``).
     """
 
     time_major = True

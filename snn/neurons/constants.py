@@ -27,7 +27,7 @@ INTEGRATORS = ("euler", "symplectic")
 # The backends of the feed-forward layers (see snn.neurons.fused).
 BACKENDS = ("auto", "cpp", "triton", "compile", "python", "eager")
 # The backends of the recurrent layers (see snn.neurons.fused.recurrent).
-RECURRENT_BACKENDS = ("auto", "cpp", "python", "eager")
+RECURRENT_BACKENDS = ("auto", "cpp", "triton", "python", "eager")
 
 
 def check_backend(backend: str) -> str:
@@ -49,7 +49,7 @@ def check_recurrent_backend(backend: str) -> str:
     if backend not in RECURRENT_BACKENDS:
         raise ValueError(
             f"Recurrent layers have the backends {', '.join(RECURRENT_BACKENDS)}, got {backend!r} "
-            "('triton' and 'compile' run feed-forward layers only)."
+            "('compile' runs feed-forward layers only)."
         )
     return backend
 

@@ -144,9 +144,9 @@ class LIFRecurrentCell(RecurrentNeuronModule):
 class LIFRecurrent(LIFRecurrentCell):
     """Recurrent LIF layer: ``[T, B, input_size] -> ([T, B, hidden_size] spikes, LIFState)``.
 
-    ``backend`` runs the time loop: ``"python"`` (one autograd node per call, see
-    :mod:`snn.neurons.fused.recurrent`), ``"eager"`` (the step function under autograd) or
-    ``"auto"`` (``"python"``).
+    ``backend`` runs the time loop: ``"cpp"``, ``"triton"`` or ``"python"`` (one autograd node per
+    call, see :mod:`snn.neurons.fused.recurrent`), ``"eager"`` (the step function under autograd)
+    or ``"auto"`` (``"cpp"`` on CPU, ``"triton"`` on CUDA, where they run; else ``"python"``).
     """
 
     time_major = True

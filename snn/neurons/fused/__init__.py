@@ -16,8 +16,9 @@ input, the initial state and every parameter. Backends:
              the surrogate is built in, else ``python``
 
 Recurrent AdEx and LIF layers (``W_rec z[t-1]`` computed inside the loop) have ``cpp``,
-``python``, ``eager`` and ``auto`` (``cpp`` on CPU where it runs, else ``python``):
-:mod:`.recurrent`.
+``triton``, ``python``, ``eager`` and ``auto`` (``cpp`` on CPU and ``triton`` on CUDA where they
+run, else ``python``): :mod:`.recurrent`. Their ``cpp`` and ``triton`` loops run the feed-forward
+kernels one step per call, the currents computed between the steps with torch's own products.
 
 AdEx's two integrators (``p.integrator``: ``euler``, ``symplectic``; see
 :func:`~snn.neurons.adex.lif_adex_feed_forward_step`) run on every backend: the loops take

@@ -5,9 +5,11 @@ parameters) -> (spikes [T, B, N], final z, *final state)``. The forward keeps th
 of each step (plus ``i + c`` and ``a`` per step when per-neuron parameters need gradients); the
 spikes, the voltage entering each step and the surrogate follow from it. Backends: ``cpp`` (the
 neuron update of each step in C++, :mod:`.cpp_recurrent_loops`; CPU, float32/float64, the built-in
-surrogates), ``python`` (:mod:`.recurrent_loops`: any device and dtype, every registered
-surrogate), ``eager`` (the step function under autograd, the reference), ``auto`` (``cpp`` where it
-runs, else ``python``).
+surrogates), ``triton`` (the same with the Triton kernels, :mod:`.triton_recurrent_loops`; CUDA, on
+the CPU only under ``TRITON_INTERPRET=1``; float16/bfloat16 inputs with float32 state, as for
+feed-forward layers), ``python`` (:mod:`.recurrent_loops`: any device and dtype, every registered
+surrogate), ``eager`` (the step function under autograd, the reference), ``auto`` (``cpp`` on CPU
+and ``triton`` on CUDA where they run, else ``python``).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 import torch
 
 from ..constants import check_integrator, check_recurrent_backend
-from . import cpp_recurrent_loops, recurrent_loops
+from . import cpp_recurrent_loops, recurrent_loops, triton_recurrent_loops
 from .function import _one_value_if_uniform, as_kernel_parameters, resolve_backend
 from .spec import NEURON_SPECS, kernel_parameters
 from .torch_loops import serial_steps
@@ -76,8 +78,8 @@ class FusedRecurrentLoop(torch.autograd.Function):
             )
         with torch.no_grad():
             vd = saved[0]
-            zprev = (
-                recurrent_loops.spikes_before(vd, 0.0 if z0 is None else z0, P[-2])
+            zprev = (  # in g_c's dtype: triton saves a half input's voltages in float32
+                recurrent_loops.spikes_before(vd, 0.0 if z0 is None else z0, P[-2]).to(gc.dtype)
                 if needs[2]
                 else None
             )
@@ -112,21 +114,23 @@ def check_weights(x: torch.Tensor, w_in: torch.Tensor, w_rec: torch.Tensor, n: i
             )
 
 
-LOOPS = {"cpp": cpp_recurrent_loops, "python": recurrent_loops}
+LOOPS = {"cpp": cpp_recurrent_loops, "triton": triton_recurrent_loops, "python": recurrent_loops}
 
 
 def resolve_recurrent_backend(backend: str, kind: str, x: torch.Tensor, w_in: torch.Tensor, w_rec: torch.Tensor,
                               method: str) -> str:
     """The loops that run ``backend`` (not ``eager``) for this input: ``auto`` picks ``cpp`` on CPU
     where the kernels cover the case (dense tensors, float32/float64, a built-in surrogate) and
-    build, else ``python``, as for feed-forward layers; an explicit ``cpp`` the case does not support
-    raises a ValueError saying why."""
-    if backend == "python" or backend == "auto" and x.device.type != "cpu":
+    build, ``triton`` on CUDA where triton imports (dense tensors, a built-in surrogate), else
+    ``python``, as for feed-forward layers; an explicit ``cpp`` or ``triton`` the case does not
+    support raises a ValueError saying why (``triton`` with a user-registered surrogate: ``python``
+    and one warning, as for feed-forward layers)."""
+    if backend == "python" or backend == "auto" and x.device.type not in ("cpu", "cuda"):
         return "python"
     if any(t.layout != torch.strided for t in (x, w_in, w_rec)):
         if backend == "auto":
             return "python"
-        raise ValueError("backend='cpp' takes dense (strided) inputs and weights, got a "
+        raise ValueError(f"backend={backend!r} takes dense (strided) inputs and weights, got a "
                          f"{next(t.layout for t in (x, w_in, w_rec) if t.layout != torch.strided)} one; "
                          "use backend='python' or 'auto'.")
     return resolve_backend(backend, kind, x, method)

@@ -6,12 +6,14 @@ the input and one write of the output and of the saved pre-reset voltage per neu
 (backward: one read of the saved voltage, one write of the input gradient). The operations are
 those of the step bodies of :mod:`.torch_loops`, in the same order, so that forward results round
 like the eager loop; ``CDT`` (the compute dtype) is float32 for float16/bfloat16/float32 inputs
-and float64 for float64 ones.
+and float64 for float64 ones. Recurrent layers run the same kernels one step per launch
+(:mod:`.triton_recurrent_loops`: a step's input current needs the previous step's spikes).
 
 Layout: inputs ``[T, M]`` at strides ``(ts, ns)`` with ``ns`` in {0, 1} (0: one value per step,
 e.g. the gradient of ``outputs.sum()``; ``ts = 0``: broadcast over time); states ``[M]``;
 saved and output tensors contiguous ``[T, M]``; parameters ``P[k * P_ks + n * P_ns]`` with
-``P_ns = 0`` for one value per parameter or 1 for one per neuron; parameter gradients ``G [K, M]``.
+``P_ns = 0`` for one value per parameter or 1 for one per neuron; parameter gradients ``G [K, M]``
+(AdEx's and LIF's backward add theirs to it).
 
 Whether ``triton.jit`` compiles or interprets is decided when this file is loaded:
 :func:`.triton_loops.kernels` loads it once for each (:data:`INTERPRETED`). The kernels call only
@@ -33,7 +35,7 @@ INTERPRETED = bool(triton.knobs.runtime.interpret)
 
 # Launch arguments that vary per call and must not be specialised (a stride of 1 would become a
 # compile-time constant, and .to(tl.int64) on it would fail).
-_RUNTIME = ["x_ts", "x_ns", "g_ts", "g_ns", "P_ks", "P_ns", "T", "M"]
+_RUNTIME = ["x_ts", "x_ns", "g_ts", "g_ns", "P_ks", "P_ns", "T", "T_STOP", "M"]
 
 
 @triton.jit
@@ -189,6 +191,7 @@ def adex_backward(
     gx,
     G,
     T,
+    T_STOP,
     M,
     BLOCK: tl.constexpr,
     CDT: tl.constexpr,
@@ -199,7 +202,11 @@ def adex_backward(
     EXP_MAX: tl.constexpr,
     SYMPLECTIC: tl.constexpr,
 ):
-    """:func:`~snn.neurons.fused.torch_loops.adex_backward_step` over all steps, in reverse."""
+    """:func:`~snn.neurons.fused.torch_loops.adex_backward_step` over steps ``T - 1`` down to
+    ``T_STOP`` (0 for a whole layer; a recurrent layer runs one step at a time, its ``g_z`` of a step
+    needing the later steps' input gradients). ``gv_in``/``gi_in``/``ga_in`` hold the gradients of
+    the state after step ``T - 1``, the outputs those of the state entering step ``T_STOP`` (they
+    may be the same tensors); with PARAMS the gradients of these steps are added to ``G``."""
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     m = offs < M
     M64 = M.to(tl.int64)
@@ -221,7 +228,17 @@ def adex_backward(
     g_c_mem = tl.full([BLOCK], 0.0, CDT)
     g_c_syn, g_c_ada, g_ac, g_a_spike = g_c_mem, g_c_mem, g_c_mem, g_c_mem
     g_delta_T, g_v_leak, g_v_th, g_v_reset = g_c_mem, g_c_mem, g_c_mem, g_c_mem
-    for s in range(T):
+    if PARAMS:  # added to G: the gradients of the later steps, zeros for a whole layer
+        g_c_mem = tl.load(G + 0 * M64 + offs, mask=m, other=0.0).to(CDT)
+        g_c_syn = tl.load(G + 1 * M64 + offs, mask=m, other=0.0).to(CDT)
+        g_c_ada = tl.load(G + 2 * M64 + offs, mask=m, other=0.0).to(CDT)
+        g_ac = tl.load(G + 3 * M64 + offs, mask=m, other=0.0).to(CDT)
+        g_a_spike = tl.load(G + 4 * M64 + offs, mask=m, other=0.0).to(CDT)
+        g_delta_T = tl.load(G + 5 * M64 + offs, mask=m, other=0.0).to(CDT)
+        g_v_leak = tl.load(G + 6 * M64 + offs, mask=m, other=0.0).to(CDT)
+        g_v_th = tl.load(G + 7 * M64 + offs, mask=m, other=0.0).to(CDT)
+        g_v_reset = tl.load(G + 8 * M64 + offs, mask=m, other=0.0).to(CDT)
+    for s in range(T - T_STOP):
         t = T - 1 - s
         row = t * M64 + offs
         vdt = tl.load(vd + row, mask=m, other=0.0).to(CDT)
@@ -360,6 +377,7 @@ def lif_backward(
     gx,
     G,
     T,
+    T_STOP,
     M,
     BLOCK: tl.constexpr,
     CDT: tl.constexpr,
@@ -367,7 +385,8 @@ def lif_backward(
     PARAMS: tl.constexpr,
     METHOD: tl.constexpr,
 ):
-    """:func:`~snn.neurons.fused.torch_loops.lif_backward_step` over all steps, in reverse."""
+    """:func:`~snn.neurons.fused.torch_loops.lif_backward_step` over steps ``T - 1`` down to
+    ``T_STOP``, as :func:`adex_backward`."""
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     m = offs < M
     M64 = M.to(tl.int64)
@@ -382,7 +401,13 @@ def lif_backward(
     gi = tl.load(gi_in + offs, mask=m, other=0.0).to(CDT)
     g_c_mem = tl.full([BLOCK], 0.0, CDT)  # named as in torch_loops.lif_backward_step
     g_c_syn, g_v_leak, g_v_th, g_v_reset = g_c_mem, g_c_mem, g_c_mem, g_c_mem
-    for s in range(T):
+    if PARAMS:  # added to G, as in adex_backward
+        g_c_mem = tl.load(G + 0 * M64 + offs, mask=m, other=0.0).to(CDT)
+        g_c_syn = tl.load(G + 1 * M64 + offs, mask=m, other=0.0).to(CDT)
+        g_v_leak = tl.load(G + 2 * M64 + offs, mask=m, other=0.0).to(CDT)
+        g_v_th = tl.load(G + 3 * M64 + offs, mask=m, other=0.0).to(CDT)
+        g_v_reset = tl.load(G + 4 * M64 + offs, mask=m, other=0.0).to(CDT)
+    for s in range(T - T_STOP):
         t = T - 1 - s
         row = t * M64 + offs
         vdt = tl.load(vd + row, mask=m, other=0.0).to(CDT)

@@ -345,6 +345,7 @@ class TritonLoops:
                         gx,
                         G_arg,
                         steps,
+                        0,  # T_STOP: all steps
                         M,
                         METHOD=NATIVE_SURROGATES[method],
                         SYMPLECTIC=integrator == "symplectic",
@@ -371,6 +372,7 @@ class TritonLoops:
                         gx,
                         G_arg,
                         steps,
+                        0,  # T_STOP: all steps
                         M,
                         METHOD=NATIVE_SURROGATES[method],
                         **common,

@@ -1,0 +1,130 @@
+r"""The time loops of recurrent AdEx and LIF populations on the ``triton`` backend.
+
+The loops of :mod:`.cpp_recurrent_loops` with the Triton kernels of :mod:`.triton_kernels` in place
+of the C++ ones: step ``t`` of the forward computes the current
+
+.. math::
+    c_t = W_{\text{in}} x_t + W_{\text{rec}} z_{t-1}
+
+with the step function's own torch operations (bit-identical to the eager loop's), then launches
+the feed-forward kernel for that one step on the population's state, which writes the spikes and
+the pre-reset voltage of the step into row ``t`` of the ``[T, B, N]`` outputs. The backward runs
+reverse time, one launch of the feed-forward backward kernel per step (``T = t + 1, T_STOP = t``:
+it reads the saved voltage of steps ``t`` and ``t - 1`` in place and adds the step's parameter
+gradients to ``G``), with ``g_z = g_{\text{out}, t} + g_{c_{t+1}} W_{\text{rec}}`` fed in per
+step; the weight and input gradients are then one GEMM each over all steps, as on the other
+backends.
+
+Dtypes as on the feed-forward ``triton`` backend (:mod:`.triton_loops`): float16/bfloat16 inputs
+keep the state, the saved voltages, ``g_c`` and its products with ``W_rec`` in float32 (the
+compute dtype) from step to step; the currents, the spikes, the final state and the gradients
+returned are in the input's dtype. Five launches per forward step (two products, their sum, the
+kernel, a copy of the spikes) and three per backward step bound the speed of small populations; a
+kernel that kept the state in registers across steps would have to compute the ``W_rec`` product
+itself, and would no longer round it as torch's product does.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.nn import functional as F
+
+from .function import loops
+from .spec import NEURON_SPECS
+from .triton_loops import NATIVE_SURROGATES, _compute_dtype, _parameters
+
+
+def _check_inputs(x: torch.Tensor, w_in: torch.Tensor, w_rec: torch.Tensor, z0: torch.Tensor) -> None:
+    """``x [T, B, F]``, ``W_in [N, F]``, ``W_rec [N, N]`` and ``z0 [B, N]`` of one dtype on one device."""
+    if x.dim() != 3 or w_in.dim() != 2 or w_rec.dim() != 2 or z0.dim() != 2:
+        raise ValueError(f"snn's Triton recurrent loops take x [T, B, F], W_in [N, F], W_rec [N, N] and z0 [B, N], "
+                         f"got {list(x.shape)}, {list(w_in.shape)}, {list(w_rec.shape)} and {list(z0.shape)}.")
+    for what, t in (("input_weights", w_in), ("recurrent_weights", w_rec), ("state.z", z0)):
+        if t.dtype != x.dtype or t.device != x.device:
+            raise ValueError(f"snn's Triton recurrent loops need {what} of the input's dtype and device "
+                             f"({x.dtype} on {x.device}), got {t.dtype} on {t.device}.")
+
+
+def forward(kind, x, w_in, w_rec, z0, state, P, save, save_extra, integrator="euler"):
+    """All steps of a recurrent population: ``(spikes [T, B, N], final (v, i[, a]), saved)``, as
+    :func:`.recurrent_loops.forward` returns them (the saved tensors in the compute dtype)."""
+    spec = NEURON_SPECS[kind]
+    _check_inputs(x, w_in, w_rec, z0)
+    T, B, N = x.shape[0], z0.shape[0], w_rec.shape[0]
+    M, cdt, device = B * N, _compute_dtype(x.dtype), x.device
+    out = torch.empty((T, B, N), dtype=x.dtype, device=device)
+    vd = torch.empty((T, B, N), dtype=cdt, device=device) if save else None
+    extra = [torch.empty((T, B, N), dtype=cdt, device=device) for _ in range(spec.extra if save_extra else 0)]
+    # The state in the compute dtype, updated in place by each launch (read first, written last).
+    s = [torch.empty((B, N), dtype=cdt, device=device).copy_(v) for v in state]
+    current = torch.empty((B, N), dtype=x.dtype, device=device)
+    z_prev = torch.empty((B, N), dtype=x.dtype, device=device)  # z_{t-1}, aligned as a fresh tensor: see below
+    params, P_ks, P_ns = _parameters(P, torch.Size((B, N)), cdt, device)
+    launch = loops("triton")._launch
+    common = dict(CDT=cdt, SAVE_VD=vd is not None, SAVE_EXTRA=bool(extra))
+    z = z0
+    for t in range(T):
+        # The expression of snn.neurons.module.recurrent_current (its rounding, bit for bit).
+        torch.add(F.linear(x[t], w_in), F.linear(z, w_rec), out=current)
+        if M:
+            # One step of x = current [1, M] (strides M, 1) into row t of the outputs and saved tensors.
+            rows = [out[t], out[t] if vd is None else vd[t], *(e[t] for e in extra)]
+            rows += [out[t]] * (2 + spec.extra - len(rows))  # never written (SAVE_VD, SAVE_EXTRA off)
+            if kind == "adex":
+                launch("adex_forward", x, M, current, M, 1, *s, *s, *rows, params, P_ks, P_ns, 1, M,
+                       SYMPLECTIC=integrator == "symplectic", **common)
+            else:
+                launch("leaky_forward", x, M, current, M, 1, *s, *s, *rows, params, P_ks, P_ns, 1, M,
+                       SPIKING=True, **common)
+        # BLAS rounds a product differently for some alignments of its operand (sgemm/dgemm on
+        # [2, 37] x [37, 37]: row t of out is 296 t bytes in); the eager loop's spikes are a fresh
+        # tensor, so the product reads a copy in a buffer of its own.
+        z = z_prev.copy_(out[t])
+    final = tuple(v.to(x.dtype) for v in s)
+    return out, final, ([] if vd is None else [vd]) + extra
+
+
+def backward(kind, gout, gz, gstate, saved, v0, w_rec, P, method, alpha, param_grads, integrator="euler"):
+    """Reverse time: ``(g_c [T, B, N], g_z0, gradients of the initial (v, i[, a]), per-neuron
+    parameter gradients or None)``, as :func:`.recurrent_loops.backward` returns them (the first
+    three in ``v0``'s dtype, the parameter gradients in the compute dtype)."""
+    spec = NEURON_SPECS[kind]
+    if method not in NATIVE_SURROGATES:
+        raise ValueError(f"snn's Triton kernels have no surrogate {method!r}.")
+    vd, extra = saved[0], saved[1:]
+    T, B, N = vd.shape
+    M, dtype, cdt, device = B * N, v0.dtype, vd.dtype, vd.device
+    expected = 1 + (spec.extra if param_grads else 0)
+    if len(saved) != expected or tuple(v0.shape) != (B, N) or cdt != _compute_dtype(dtype):
+        raise ValueError(f"snn's Triton recurrent loops: saved {[list(t.shape) for t in saved]} {cdt} tensors and "
+                         f"v0 {list(v0.shape)} {dtype} do not match a forward of recurrent {kind!r}.")
+    w = w_rec if w_rec.dtype == cdt else w_rec.to(cdt)  # g_c W_rec in the compute dtype
+    g = [torch.empty((B, N), dtype=cdt, device=device).copy_(gs) for gs in gstate]  # updated in place per step
+    v0 = v0.detach().contiguous()
+    gc = torch.empty((T, B, N), dtype=cdt, device=device)
+    G = torch.zeros((len(P), M), dtype=cdt, device=device) if param_grads else None  # the kernel adds each step's
+    grec = torch.zeros((B, N), dtype=cdt, device=device)
+    if gz is not None:
+        grec.copy_(gz)
+    g_step = torch.empty((B, N), dtype=cdt, device=device) if gout is not None else grec
+    params, P_ks, P_ns = _parameters(P, torch.Size((B, N)), cdt, device)
+    consts = torch.tensor([alpha, 0.5 * math.pi * alpha, 0.5 * alpha], dtype=cdt, device=device)
+    launch = loops("triton")._launch
+    extra = extra if param_grads else [vd] * spec.extra  # never read without PARAMS
+    common = dict(CDT=cdt, HAS_GOUT=True, PARAMS=param_grads, METHOD=NATIVE_SURROGATES[method])
+    for t in range(T - 1, -1, -1):
+        if gout is not None:
+            torch.add(gout[t], grec, out=g_step)
+        if M:
+            # (g_z [1, M] at strides 0, 1, the state gradients in place, steps t + 1, stop at t)
+            args = (g_step, 0, 1, *g, *g, vd, v0, *extra, params, P_ks, P_ns, consts, gc, gc if G is None else G,
+                    t + 1, t, M)
+            if kind == "adex":
+                launch("adex_backward", vd, M, *args, SYMPLECTIC=integrator == "symplectic", **common)
+            else:
+                launch("lif_backward", vd, M, *args, **common)
+        torch.mm(gc[t], w, out=grec)  # g_z of step t - 1 through the recurrent weights
+    Gs = None if G is None else [p.view(B, N) for p in G]
+    return gc.to(dtype), grec.to(dtype), [s.to(dtype) for s in g], Gs

@@ -1,0 +1,308 @@
+"""The ``triton`` backend of the recurrent layers (snn.neurons.fused.triton_recurrent_loops) against
+the eager step loop.
+
+On the CPU the kernels run through Triton's interpreter, as in tests/test_triton.py (its module
+docstring says how and why): ``TRITON_INTERPRET=1`` for each test, programs of 64 neurons, so
+2 x 37 neurons make two programs, the second one partial. Every comparison also checks that the
+triton loops ran (a layer that fell back to ``python`` would pass them too).
+
+Forward: spikes bit-identical to the eager loop, LIF states too; AdEx states within 1e-6 (float32)
+/ 1e-14 (float64) of the largest (numpy's exp under the interpreter, see tests/test_triton.py).
+Backward: gradients of the input, both weight matrices, the initial state and learnable per-neuron
+parameters within 1e-10 (float64) / 1e-6 (float32) of autograd through the step functions,
+relative to the largest. tests/triton_gpu_checks.py runs the compiled kernels on a GPU.
+"""
+
+from __future__ import annotations
+
+import math
+import types
+import warnings
+
+import pytest
+import torch
+
+from snn.neurons import (
+    SURROGATES,
+    LIFAdExParameters,
+    LIFAdExRecurrent,
+    LIFAdExState,
+    LIFParameters,
+    LIFRecurrent,
+    LIFState,
+)
+from snn.neurons.fused import function, recurrent, triton_loops
+from snn.neurons.fused.recurrent import resolve_recurrent_backend
+
+pytest.importorskip("triton")
+
+LAYERS = {
+    "adex": (LIFAdExRecurrent, LIFAdExParameters, LIFAdExState),
+    "lif": (LIFRecurrent, LIFParameters, LIFState),
+}
+TOLERANCE = {torch.float32: 1e-6, torch.float64: 1e-10}
+EXP_TOLERANCE = {torch.float32: 1e-6, torch.float64: 1e-14}  # AdEx states: numpy's exp
+
+
+class _Recording:
+    """A loops module that counts the forwards it runs."""
+
+    def __init__(self, loops):
+        self.loops, self.runs = loops, 0
+        self.backward = loops.backward
+
+    def forward(self, *args, **kwargs):
+        self.runs += 1
+        return self.loops.forward(*args, **kwargs)
+
+
+@pytest.fixture(autouse=True)
+def triton_runs(monkeypatch):
+    """The interpreter for every test, programs of 64 neurons, and the triton loops recorded."""
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    monkeypatch.setitem(function._loops, "triton", triton_loops.TritonLoops(block=64))
+    recording = _Recording(recurrent.LOOPS["triton"])
+    monkeypatch.setitem(recurrent.LOOPS, "triton", recording)
+    return recording
+
+
+def make_layer(kind, backend, F=3, N=37, method="super", learnable=(), autapses=False, dtype=torch.float64,
+               params=None, seed=0):
+    """``params``: more fields of the parameters (AdEx's integrator, say)."""
+    layer_class, params_class, _ = LAYERS[kind]
+    alpha = 7.0 if method in ("triangle", "sigmoid", "tanh") else 30.0
+    fields = [f for f in params_class._fields if f not in ("method", "alpha", "integrator")]
+    g = torch.Generator().manual_seed(seed)
+    w_in = (torch.rand(N, F, generator=g) * 2 + 0.5) * 0.4 / F  # excitatory input
+    w_rec = torch.randn(N, N, generator=g) * 2 / N**0.5
+    layer = layer_class(
+        F, N, params_class(method=method, alpha=alpha, **(params or {})), autapses=autapses,
+        learnable=fields if learnable == "all" else learnable, input_weights=w_in, recurrent_weights=w_rec,
+        backend=backend,
+    ).to(dtype)
+    with torch.no_grad():  # every neuron's learnable constants differ
+        for name, param in layer.named_parameters():
+            if not name.endswith("weights"):
+                param.mul_(1 + 0.2 * torch.rand(param.shape, generator=g, dtype=dtype))
+    return layer
+
+
+def inputs(kind, dtype, T=7, B=2, F=3, N=37, state=True, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(T, B, F, generator=g, dtype=dtype) * 3
+    if not state:
+        return x, None
+    z = (torch.rand(B, N, generator=g, dtype=dtype) > 0.6).to(dtype)
+    rest = [torch.rand(B, N, generator=g, dtype=dtype) for _ in LAYERS[kind][2]._fields[1:]]
+    return x, [z, *rest]
+
+
+def weighted_loss(out, final, seed=2):
+    g = torch.Generator().manual_seed(seed)
+    loss = (out * torch.randn(out.shape, generator=g, dtype=out.dtype)).sum()
+    for s in final:
+        loss = loss + (s * torch.randn(s.shape, generator=g, dtype=s.dtype)).sum()
+    return loss
+
+
+def run_both(kind, x, state, recording, loss=weighted_loss, **layer_args):
+    """Eager and triton from the same weights, inputs and state: outputs, final states and the
+    gradients of ``loss`` with respect to everything that has one."""
+    results = []
+    for backend in ("eager", "triton"):
+        layer = make_layer(kind, backend, F=x.shape[-1], dtype=x.dtype, **layer_args)
+        xb = x.clone().requires_grad_()
+        sb = None if state is None else [s.clone().requires_grad_() for s in state]
+        out, final = layer(xb, None if sb is None else LAYERS[kind][2](*sb))
+        loss(out, final).backward()
+        grads = {"x": xb.grad, **{f"state.{f}": s.grad for f, s in zip(final._fields, sb or [], strict=False)}}
+        grads.update({name: p.grad for name, p in layer.named_parameters()})
+        results.append((out.detach(), [s.detach() for s in final], grads))
+    assert recording.runs == 1, "the triton loops did not run"
+    return results
+
+
+def assert_forward_equal(kind, out, final, ref_out, ref_final):
+    assert torch.equal(out, ref_out)
+    for a, b in zip(final, ref_final, strict=True):
+        if kind == "adex":
+            assert (a - b).abs().max() <= EXP_TOLERANCE[a.dtype] * b.abs().max()
+        else:
+            assert torch.equal(a, b)
+
+
+def assert_close_gradients(ref, got, tolerance):
+    assert ref.keys() == got.keys()
+    for name in ref:
+        if ref[name] is None:  # no path in the eager graph (heaviside: v_th only feeds the spike)
+            assert got[name] is None or not got[name].any(), name
+            continue
+        assert got[name] is not None and got[name].shape == ref[name].shape, name
+        scale = ref[name].abs().max()
+        error = (got[name] - ref[name]).abs().max()
+        assert error <= tolerance * scale, f"{name}: error {error:.3g} at scale {scale:.3g}"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("kind", ["adex", "lif"])
+def test_forward_matches_the_eager_loop(kind, dtype, triton_runs):
+    """T = 7, B = 2, N = 37: row t of the spikes is 296 t bytes (float32) into its buffer, an
+    alignment for which BLAS rounds W_rec z differently from the eager loop's fresh z."""
+    x, state = inputs(kind, dtype)
+    with torch.no_grad():
+        ref_out, ref_final = make_layer(kind, "eager", dtype=dtype)(x, LAYERS[kind][2](*state))
+        out, final = make_layer(kind, "triton", dtype=dtype)(x, LAYERS[kind][2](*state))
+    assert triton_runs.runs == 1
+    assert 0 < ref_out.mean() < 1, "some, not all, neurons must spike"
+    assert_forward_equal(kind, out, final, ref_out, ref_final)
+
+
+@pytest.mark.parametrize("method", ["super", "sigmoid"])
+@pytest.mark.parametrize("learnable", [(), "all"], ids=["fixed", "learnable"])
+@pytest.mark.parametrize("kind", ["adex", "lif"])
+def test_gradients_equal_eager(kind, learnable, method, triton_runs):
+    """Gradients of x, W_in, W_rec, the initial state and (learnable) per-neuron parameters."""
+    x, state = inputs(kind, torch.float64)
+    (ref_out, ref_final, ref), (out, final, got) = run_both(
+        kind, x, state, triton_runs, method=method, learnable=learnable
+    )
+    assert_forward_equal(kind, out, final, ref_out, ref_final)
+    assert 0 < ref_out.mean() < 1
+    assert_close_gradients(ref, got, TOLERANCE[torch.float64])
+    assert ref["recurrent_weights"].abs().max() > 0 and ref["state.z"].abs().max() > 0
+
+
+@pytest.mark.parametrize("kind, method", [("adex", "sigmoid"), ("lif", "atan"), ("lif", "super")])
+def test_gradients_float32(kind, method, triton_runs):
+    """Within 1e-6 for these; AdEx with per-neuron parameters and ``super`` or ``atan`` is 1.4e-6
+    to 2e-6 from eager here on the ``python`` and ``cpp`` backends as well: float32 rounding over
+    seven recurrent steps, not the kernels."""
+    x, state = inputs(kind, torch.float32)
+    (ref_out, ref_final, ref), (out, final, got) = run_both(
+        kind, x, state, triton_runs, method=method, learnable="all"
+    )
+    assert_forward_equal(kind, out, final, ref_out, ref_final)
+    assert_close_gradients(ref, got, TOLERANCE[torch.float32])
+
+
+@pytest.mark.parametrize("autapses", [False, True])
+@pytest.mark.parametrize("kind", ["adex", "lif"])
+def test_rest_state_and_autapses(kind, autapses, triton_runs):
+    """state=None (z0 = 0, v0 a broadcast of v_leak), with and without self-connections."""
+    x, _ = inputs(kind, torch.float64, state=False)
+    (ref_out, ref_final, ref), (out, final, got) = run_both(
+        kind, x, None, triton_runs, autapses=autapses, learnable=("tau_mem_inv",)
+    )
+    assert 0 < ref_out.mean() < 1
+    assert_forward_equal(kind, out, final, ref_out, ref_final)
+    assert_close_gradients(ref, got, TOLERANCE[torch.float64])
+    assert (got["recurrent_weights"].diagonal() == 0).all() != autapses
+
+
+@pytest.mark.parametrize("shape", [(1, 2, 37), (7, 2, 1), (1, 1, 1)], ids=str)
+@pytest.mark.parametrize("kind", ["adex", "lif"])
+def test_one_step_and_one_neuron(kind, shape, triton_runs):
+    T, B, N = shape
+    x, state = inputs(kind, torch.float64, T=T, B=B, N=N)
+    (ref_out, ref_final, ref), (out, final, got) = run_both(kind, x, state, triton_runs, N=N, learnable="all")
+    assert_forward_equal(kind, out, final, ref_out, ref_final)
+    assert_close_gradients(ref, got, TOLERANCE[torch.float64])
+
+
+@pytest.mark.parametrize("kind", ["adex", "lif"])
+def test_gradient_from_the_final_state_only(kind, triton_runs):
+    """No gradient reaches the spikes: the node gets None for them."""
+    x, state = inputs(kind, torch.float64)
+    (_, _, ref), (_, _, got) = run_both(
+        kind, x, state, triton_runs, loss=lambda out, final: final.v.square().sum(), learnable="all"
+    )
+    assert_close_gradients(ref, got, TOLERANCE[torch.float64])
+    assert ref["x"].abs().max() > 0
+
+
+def test_symplectic_integrator(triton_runs):
+    """AdEx's symplectic integrator (issue 13): the SYMPLECTIC kernels, with v_reset != v_leak."""
+    params = {"integrator": "symplectic", "adaptation_current": 2.0, "v_reset": -0.2}
+    x, state = inputs("adex", torch.float64)
+    (ref_out, ref_final, ref), (out, final, got) = run_both(
+        "adex", x, state, triton_runs, learnable="all", params=params
+    )
+    assert_forward_equal("adex", out, final, ref_out, ref_final)
+    assert_close_gradients(ref, got, TOLERANCE[torch.float64])
+    with torch.no_grad():
+        _, euler = make_layer("adex", "triton", params={**params, "integrator": "euler"})(x, LIFAdExState(*state))
+    assert (euler.a - ref_final[3]).abs().max() > 1e-3  # the integrators differ
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_inputs_run_in_float32(dtype, triton_runs):
+    """float16/bfloat16 inputs with float32 state, as for feed-forward layers: the eager loop in
+    float32 on the same values, rounded to the input's dtype. Weights, inputs and time constants
+    are short dyadic numbers, so the half-precision currents are exact and the float32 neuron
+    updates equal the eager loop's; gradients: float32, then rounded once to the input's dtype (the
+    state's) or summed in a half-precision GEMM from g_c so rounded (x and the weights)."""
+    T, B, F, N = 7, 2, 3, 37
+    g = torch.Generator().manual_seed(3)
+    w_in = torch.randint(0, 4, (N, F), generator=g) / 8.0
+    w_rec = torch.randint(-2, 3, (N, N), generator=g) / 16.0
+    x = torch.randint(0, 9, (T, B, F), generator=g) / 4.0
+    z0 = (torch.rand(B, N, generator=g) > 0.6).float()
+    state = [z0, *(torch.rand(B, N, generator=g).to(dtype).float() for _ in range(2))]  # exact in dtype
+    p = LIFParameters(tau_syn_inv=256.0, tau_mem_inv=128.0, v_leak=0.0, v_th=1.0, v_reset=0.0, method="super",
+                      alpha=8.0)
+    results = []
+    for backend, run_dtype in (("eager", torch.float32), ("triton", dtype)):
+        layer = LIFRecurrent(F, N, p, dt=2.0**-10, input_weights=w_in, recurrent_weights=w_rec, backend=backend)
+        layer = layer.to(run_dtype)
+        xb = x.to(run_dtype, copy=True).requires_grad_()
+        sb = [s.to(run_dtype, copy=True).requires_grad_() for s in state]
+        out, final = layer(xb, LIFState(*sb))
+        weighted_loss(out.float(), [f.float() for f in final]).backward()
+        grads = [xb.grad, *(s.grad for s in sb), layer.input_weights.grad, layer.recurrent_weights.grad]
+        results.append((out, final, grads))
+    assert triton_runs.runs == 1
+    (ref_out, ref_final, ref_grads), (out, final, grads) = results
+    assert out.dtype == dtype and all(f.dtype == dtype for f in final)
+    assert 0 < ref_out.mean() < 1
+    assert torch.equal(out, ref_out.to(dtype))
+    assert all(torch.equal(a, b.to(dtype)) for a, b in zip(final, ref_final, strict=True))
+    eps = torch.finfo(dtype).eps
+    for k, (got, r) in enumerate(zip(grads, ref_grads, strict=True)):
+        assert got.dtype == dtype
+        tolerance = eps + 1e-6 if k in (1, 2, 3) else 2 * eps  # the state's: one rounding
+        error, scale = (got.float() - r).abs().max(), r.abs().max()
+        assert error <= tolerance * scale, f"gradient {k}: error {error:.3g} at scale {scale:.3g}"
+
+
+def test_auto_picks_triton_on_cuda_only():
+    """``auto``: triton for a CUDA input when triton imports and the surrogate is built in (an
+    object that looks like a CUDA tensor to the rule: no GPU here), never on the CPU."""
+    cuda = types.SimpleNamespace(device=torch.device("cuda"), dtype=torch.float32, layout=torch.strided)
+    assert resolve_recurrent_backend("auto", "adex", cuda, cuda, cuda, "super") == "triton"
+    assert resolve_recurrent_backend("auto", "lif", cuda, cuda, cuda, "heaviside") == "triton"
+    cpu = torch.zeros(2, 3, 4)
+    assert resolve_recurrent_backend("auto", "lif", cpu, cpu[0], cpu[0], "super") in ("cpp", "python")
+
+
+def test_user_registered_surrogate(monkeypatch):
+    """As for feed-forward layers: ``auto`` picks ``python`` silently, ``triton`` falls back to it
+    with one warning."""
+    monkeypatch.setitem(SURROGATES, "test_gauss", lambda x, a: a / math.sqrt(math.pi) * torch.exp(-((a * x) ** 2)))
+    monkeypatch.setattr(triton_loops, "_warned_surrogate", False)
+    cuda = types.SimpleNamespace(device=torch.device("cuda"), dtype=torch.float32, layout=torch.strided)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert resolve_recurrent_backend("auto", "adex", cuda, cuda, cuda, "test_gauss") == "python"
+    x = torch.zeros(2, 3, 4)
+    with pytest.warns(UserWarning, match="not 'test_gauss'; using the 'python' backend"):
+        assert resolve_recurrent_backend("triton", "adex", x, x[0], x[0], "test_gauss") == "python"
+
+
+def test_cpu_without_the_interpreter_and_sparse_weights_are_clear_errors(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET")
+    layer = LIFRecurrent(3, 5, backend="triton")
+    with pytest.raises(ValueError, match="backend='triton' cannot run this lif layer: on the CPU .*TRITON_INTERPRET=1"):
+        layer(torch.rand(4, 2, 3))
+    x = torch.rand(4, 2, 3)
+    with pytest.raises(ValueError, match="backend='triton' takes dense"):
+        resolve_recurrent_backend("triton", "lif", x, torch.rand(5, 3).to_sparse(), torch.rand(5, 5), "super")
