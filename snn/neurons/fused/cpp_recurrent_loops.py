@@ -93,12 +93,15 @@ def forward(kind, x, w_in, w_rec, z0, state, P, save, save_extra, integrator="eu
             *_integrator(kind, integrator)]
     missing = [None] * (1 + spec.extra - (len(rows) - 1))  # v_d and the extras not saved
     threads = ctypes.c_int(torch.get_num_threads())
+    # z_{t-1} in a tensor of its own: BLAS rounds a product differently by where its rows start in
+    # memory, and the eager loop multiplies a freshly allocated z (out[t] starts anywhere).
+    z_prev = torch.empty((B, N), dtype=dtype)
     z = z0
     for t in range(T):
         # The expression of snn.neurons.module.recurrent_current (its rounding, bit for bit).
         torch.add(F.linear(x[t], w_in), F.linear(z, w_rec), out=current)
         step(*head, *(ctypes.c_void_p(b + t * row_bytes) for b in bases), *missing, threads)
-        z = out[t]
+        z = z_prev.copy_(out[t])
     del keep
     return out, tuple(state), rows[1:]
 

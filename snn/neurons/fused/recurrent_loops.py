@@ -50,9 +50,12 @@ class RecurrentCurrent:
     def __init__(self, x, w_in, w_rec, z0, out):
         self.x, self.w_in, self.w_rec, self.z0, self.out = x, w_in, w_rec, z0, out
         self.shape = (x.shape[0],)
+        # z_{t-1} in a tensor of its own: BLAS rounds a product differently by where its rows start
+        # in memory, and the eager loop multiplies a freshly allocated z (out[t - 1] starts anywhere).
+        self.z_prev = out.new_empty(out.shape[1:])
 
     def __getitem__(self, t: int) -> torch.Tensor:
-        z = self.z0 if t == 0 else self.out[t - 1]
+        z = self.z0 if t == 0 else self.z_prev.copy_(self.out[t - 1])
         # The expression of snn.neurons.module.recurrent_current, which the step functions use.
         return F.linear(self.x[t], self.w_in) + F.linear(z, self.w_rec)
 
