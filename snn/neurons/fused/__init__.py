@@ -47,8 +47,9 @@ Adding a neuron type
      ``python`` one; an in-place loop for ``python`` (as AdEx and LIF have) is an option for
      speed, not a requirement.
    - C++ (``cpu_kernels.cpp``, entry points called from :mod:`.cpp_loops`; ``supports`` says which
-     kinds it runs) and Triton (``triton_kernels.py``, :mod:`.triton_loops`): optional, ``auto``
-     falls back to ``python`` for a kind they do not run.
+     kinds it runs) and Triton (``triton_kernels.py``: a forward and a backward step function, which
+     the two kernels call for their ``KIND``; :mod:`.triton_loops`): optional, ``auto`` falls back
+     to ``python`` for a kind they do not run.
 4. **Tests**: add the kind to ``tests/test_fused.py`` (and ``tests/test_triton.py``): outputs and
    states bit-identical to the eager loop over the step function, gradients equal to autograd
    through it in float64.

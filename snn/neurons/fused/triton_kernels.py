@@ -1,25 +1,30 @@
 """The Triton kernels of the ``triton`` backend (imported by :mod:`.triton_loops` on first use).
 
-Each program takes ``BLOCK`` neurons and runs all T steps over them, the tile-per-thread structure
-of ``cpu_kernels.cpp``: a neuron's state stays in registers, and memory traffic is one read of
-the input and one write of the output and of the saved pre-reset voltage per neuron and step
-(backward: one read of the saved voltage, one write of the input gradient). The operations are
-those of the step bodies of :mod:`.torch_loops`, in the same order, so that forward results round
-like the eager loop; ``CDT`` (the compute dtype) is float32 for float16/bfloat16/float32 inputs
-and float64 for float64 ones. Recurrent layers run the same kernels one step per launch
-(:mod:`.triton_recurrent_loops`: a step's input current needs the previous step's spikes).
+Two kernels serve every neuron type, :func:`forward` and :func:`backward`, with the type as the
+constexpr ``KIND`` (a key of :data:`.spec.NEURON_SPECS`). Each program takes ``BLOCK`` neurons and
+runs all T steps over them, the tile-per-thread structure of ``cpu_kernels.cpp``: a neuron's state
+stays in registers, and memory traffic is one read of the input and one write of the output and of
+the saved pre-reset voltage per neuron and step (backward: one read of the saved voltage, one
+write of the input gradient). The kernels do the loads and stores; one step of each type is
+written once, in the step functions below, named after those of :mod:`.torch_loops` and doing
+their operations in the same order (the equations after :mod:`snn.neurons.equations`), so that
+forward results round like the eager loop. ``CDT`` (the compute dtype) is float32 for
+float16/bfloat16/float32 inputs and float64 for float64 ones. Recurrent layers run the same
+kernels one step per launch (:mod:`.triton_recurrent_loops`: a step's input current needs the
+previous step's spikes).
 
 Layout: inputs ``[T, M]`` at strides ``(ts, ns)`` with ``ns`` in {0, 1} (0: one value per step,
-e.g. the gradient of ``outputs.sum()``; ``ts = 0``: broadcast over time); states ``[M]``;
-saved and output tensors contiguous ``[T, M]``; parameters ``P[k * P_ks + n * P_ns]`` with
-``P_ns = 0`` for one value per parameter or 1 for one per neuron; parameter gradients ``G [K, M]``
-(AdEx's and LIF's backward add theirs to it).
+e.g. the gradient of ``outputs.sum()``; ``ts = 0``: broadcast over time); states tuples of ``[M]``
+tensors in the order of the spec's state fields (``(v, i)`` or ``(v, i, a)``); saved, extra and
+output tensors contiguous ``[T, M]``; the ``K`` parameters ``P[k * P_ks + n * P_ns]`` in the
+order of the spec's, with ``P_ns = 0`` for one value per parameter or 1 for one per neuron;
+parameter gradients ``G [K, M]`` (the backward adds its own to them).
 
 Whether ``triton.jit`` compiles or interprets is decided when this file is loaded:
 :func:`.triton_loops.kernels` loads it once for each (:data:`INTERPRETED`). The kernels call only
-Triton's builtins (``tl.full``, not ``tl.zeros``): the library's own ``@jit`` helpers were
-decorated when triton was imported, for the GPU unless the interpreter was on then, and an
-interpreted kernel cannot call them. Compiled, the AdEx
+Triton's builtins (``tl.full``, not ``tl.zeros``) and the functions here: the library's own
+``@jit`` helpers were decorated when triton was imported, for the GPU unless the interpreter was
+on then, and an interpreted kernel cannot call them. Compiled, the AdEx
 exponential is libdevice's ``exp`` (CUDA's ``expf``/``exp``, which torch's CUDA ``exp`` runs) and
 the launches pass ``enable_fp_fusion=False``, so no multiply-add is contracted as ATen's separate
 kernels do not; the interpreter has no libdevice and uses numpy's ``exp``.
@@ -38,6 +43,60 @@ INTERPRETED = bool(triton.knobs.runtime.interpret)
 _RUNTIME = ["x_ts", "x_ns", "g_ts", "g_ns", "P_ks", "P_ns", "T", "T_STOP", "M"]
 
 
+# ---------------------------------------------------------------- memory
+@triton.jit
+def _neurons(M, BLOCK: tl.constexpr):
+    """This program's neurons: ``(offsets, mask of those below M, M as int64 for row offsets)``."""
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    return offs, offs < M, M.to(tl.int64)
+
+
+@triton.jit
+def _load(ptrs, m, CDT: tl.constexpr):
+    """The values at ``ptrs`` in the compute dtype (0 in masked lanes)."""
+    return tl.load(ptrs, mask=m, other=0.0).to(CDT)
+
+
+@triton.jit
+def _store(ptrs, value, m):
+    """``value`` to ``ptrs``, in their dtype."""
+    tl.store(ptrs, value.to(ptrs.dtype.element_ty), mask=m)
+
+
+@triton.jit
+def _load_each(ptrs, offs, m, CDT: tl.constexpr):
+    """The values at ``offs`` of each of a tuple of tensors, as a tuple."""
+    values = ()
+    for k in tl.static_range(len(ptrs)):
+        values = values + (_load(ptrs[k] + offs, m, CDT),)
+    return values
+
+
+@triton.jit
+def _store_each(ptrs, offs, values, m):
+    """A tuple of values to ``offs`` of each of a tuple of tensors."""
+    for k in tl.static_range(len(ptrs)):
+        _store(ptrs[k] + offs, values[k], m)
+
+
+@triton.jit
+def _load_table(table, K: tl.constexpr, k_stride, n_stride, offs, m, other, CDT: tl.constexpr):
+    """Rows 0 .. K - 1 of a table (parameters, parameter gradients) at the neurons ``offs``, as a
+    tuple; ``other`` in masked lanes."""
+    rows = ()
+    for k in tl.static_range(K):
+        rows = rows + (tl.load(table + k * k_stride + offs * n_stride, mask=m, other=other).to(CDT),)
+    return rows
+
+
+@triton.jit
+def _store_table(table, rows, M64, offs, m):
+    """A tuple of rows to a contiguous ``[K, M]`` table at the neurons ``offs``."""
+    for k in tl.static_range(len(rows)):
+        _store(table + k * M64 + offs, rows[k], m)
+
+
+# ---------------------------------------------------------------- equations (snn.neurons.equations)
 @triton.jit
 def _exp(q, PRECISE: tl.constexpr):
     if PRECISE:
@@ -48,15 +107,47 @@ def _exp(q, PRECISE: tl.constexpr):
 
 
 @triton.jit
-def _param(P, k, P_ks, P_ns, offs, m, CDT: tl.constexpr):
-    """Parameter k for the neurons ``offs`` (1 in masked lanes: delta_T divides)."""
-    return tl.load(P + k * P_ks + offs * P_ns, mask=m, other=1.0).to(CDT)
-
-
-@triton.jit
 def _spikes(x_spike, CDT: tl.constexpr):
     """``z = [x_spike > 0]`` as 0 or 1 in the compute dtype."""
     return tl.where(x_spike > 0, 1.0, 0.0).to(CDT)
+
+
+@triton.jit
+def _after_reset(z, v_decayed, v_reset):
+    """:func:`~snn.neurons.equations.after_reset`: ``(1 - z) v_d + z v_reset``."""
+    return (1.0 - z) * v_decayed + z * v_reset
+
+
+@triton.jit
+def _adex_membrane(x, v, i, a, c_mem, c_syn, delta_T, v_leak, v_th, PRECISE: tl.constexpr, EXP_MAX: tl.constexpr):
+    """:func:`~snn.neurons.equations.adex_membrane`: ``(i_j, v_d, i')``."""
+    i_jump = i + x
+    q = (v - v_th) / delta_T
+    q = tl.where(q > EXP_MAX, EXP_MAX, q)  # torch.clamp(max=...): NaN stays NaN
+    v_decayed = v + c_mem * ((((v_leak - v) + delta_T * _exp(q, PRECISE)) + i_jump) - a)
+    i_decayed = i_jump + c_syn * i_jump
+    return i_jump, v_decayed, i_decayed
+
+
+@triton.jit
+def _adex_adaptation(u, a, c_ada, adaptation_current, v_leak):
+    """:func:`~snn.neurons.equations.adex_adaptation`, driven by the voltage ``u``."""
+    return a + c_ada * (adaptation_current * (u - v_leak) - a)
+
+
+@triton.jit
+def _leaky_subthreshold(x, v, i, c_mem, c_syn, v_leak):
+    """:func:`~snn.neurons.equations.leaky_subthreshold`: ``(i_j, v_d, i')``."""
+    i_jump = i + x
+    v_decayed = v + c_mem * ((v_leak - v) + i_jump)
+    i_decayed = i_jump + c_syn * i_jump
+    return i_jump, v_decayed, i_decayed
+
+
+@triton.jit
+def _input_gradient(g_drive, gi, c_syn):
+    """:func:`~snn.neurons.fused.torch_loops.input_gradient`: that of ``i + x``."""
+    return g_drive + (gi + gi * c_syn)
 
 
 @triton.jit
@@ -87,420 +178,235 @@ def _surrogate(xs, consts, CDT: tl.constexpr, METHOD: tl.constexpr):
     return out
 
 
-# ---------------------------------------------------------------- AdEx
-# P: c_mem, c_syn, c_ada, adaptation_current, adaptation_spike, delta_T, v_leak, v_th, v_reset
-@triton.jit(do_not_specialize=_RUNTIME)
-def adex_forward(
-    x,
-    x_ts,
-    x_ns,
-    v_in,
-    i_in,
-    a_in,
-    v_out,
-    i_out,
-    a_out,
-    z,
-    vd,
-    ij_s,
-    a_s,
-    P,
-    P_ks,
-    P_ns,
-    T,
-    M,
-    BLOCK: tl.constexpr,
-    CDT: tl.constexpr,
-    SAVE_VD: tl.constexpr,
-    SAVE_EXTRA: tl.constexpr,
-    PRECISE: tl.constexpr,
-    EXP_MAX: tl.constexpr,
-    SYMPLECTIC: tl.constexpr,
-):
-    """:func:`~snn.neurons.fused.torch_loops.adex_forward_step` over all steps; SYMPLECTIC: the
-    adaptation driven by the voltage after the step's reset, not the entering one (euler)."""
-    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    m = offs < M
-    M64 = M.to(tl.int64)
-    x_ts64 = x_ts.to(tl.int64)
-    c_mem = _param(P, 0, P_ks, P_ns, offs, m, CDT)
-    c_syn = _param(P, 1, P_ks, P_ns, offs, m, CDT)
-    c_ada = _param(P, 2, P_ks, P_ns, offs, m, CDT)
-    ac = _param(P, 3, P_ks, P_ns, offs, m, CDT)
-    a_spike = _param(P, 4, P_ks, P_ns, offs, m, CDT)
-    delta_T = _param(P, 5, P_ks, P_ns, offs, m, CDT)
-    v_leak = _param(P, 6, P_ks, P_ns, offs, m, CDT)
-    v_th = _param(P, 7, P_ks, P_ns, offs, m, CDT)
-    v_reset = _param(P, 8, P_ks, P_ns, offs, m, CDT)
-    v = tl.load(v_in + offs, mask=m, other=0.0).to(CDT)
-    i = tl.load(i_in + offs, mask=m, other=0.0).to(CDT)
-    a = tl.load(a_in + offs, mask=m, other=0.0).to(CDT)
-    for t in range(T):
-        row = t * M64 + offs
-        i_jump = i + tl.load(x + t * x_ts64 + offs * x_ns, mask=m, other=0.0).to(CDT)
-        if SAVE_EXTRA:
-            tl.store(ij_s + row, i_jump, mask=m)
-            tl.store(a_s + row, a, mask=m)
-        q = (v - v_th) / delta_T
-        q = tl.where(q > EXP_MAX, EXP_MAX, q)  # torch.clamp(max=...): NaN stays NaN
-        v_decayed = v + c_mem * ((((v_leak - v) + delta_T * _exp(q, PRECISE)) + i_jump) - a)
-        i = i_jump + c_syn * i_jump
-        u = v  # the voltage driving the adaptation: the entering one (euler)
-        zz = _spikes(v_decayed - v_th, CDT)
-        tl.store(z + row, zz.to(z.dtype.element_ty), mask=m)
-        if SAVE_VD:
-            tl.store(vd + row, v_decayed, mask=m)
-        v = (1.0 - zz) * v_decayed + zz * v_reset
-        if SYMPLECTIC:
-            u = v
-        a = (a + c_ada * (ac * (u - v_leak) - a)) + zz * a_spike
-    tl.store(v_out + offs, v.to(v_out.dtype.element_ty), mask=m)
-    tl.store(i_out + offs, i.to(i_out.dtype.element_ty), mask=m)
-    tl.store(a_out + offs, a.to(a_out.dtype.element_ty), mask=m)
+@triton.jit
+def _spike_gradient(gz, g_z, x_spike, consts, CDT: tl.constexpr, HAS_GOUT: tl.constexpr, METHOD: tl.constexpr):
+    """``g_xs``, that of the spike's argument, from ``g_z``, the spike's through the state, and with
+    HAS_GOUT ``gz``, the output's."""
+    if HAS_GOUT:
+        g_z = gz + g_z
+    return g_z * _surrogate(x_spike, consts, CDT, METHOD)
 
 
 @triton.jit
-def _entering_voltage(vd, v0, t, M64, offs, m, v_th, v_reset, CDT: tl.constexpr):
-    """The voltage entering step t: v0 at t = 0, else step t - 1's pre-reset voltage after its
-    reset."""
+def _entering_voltage(vd, v0, t, M64, offs, m, p, CDT: tl.constexpr, RESET: tl.constexpr):
+    """The voltage entering step t: v0 at t = 0, else the one after step t - 1 from what forward
+    saved of it (RESET: the pre-reset voltage of a spiking type, whose parameters ``p`` end with
+    ``v_th, v_reset``, as the spec's do)."""
     first = (offs * 0 + t) == 0
-    previous = tl.load(vd + (t - 1) * M64 + offs, mask=m & (first == 0), other=0.0).to(CDT)
-    zp = _spikes(previous - v_th, CDT)
-    return tl.where(first, v0, (1.0 - zp) * previous + zp * v_reset)
+    previous = _load(vd + (t - 1) * M64 + offs, m & (first == 0), CDT)
+    if RESET:
+        previous = _after_reset(_spikes(previous - p[-2], CDT), previous, p[-1])
+    return tl.where(first, v0, previous)
 
 
-@triton.jit(do_not_specialize=_RUNTIME)
-def adex_backward(
-    gz,
-    g_ts,
-    g_ns,
-    gv_in,
-    gi_in,
-    ga_in,
-    gv_out,
-    gi_out,
-    ga_out,
-    vd,
-    v0_ptr,
-    ij_s,
-    a_s,
-    P,
-    P_ks,
-    P_ns,
-    consts,
-    gx,
-    G,
-    T,
-    T_STOP,
-    M,
-    BLOCK: tl.constexpr,
-    CDT: tl.constexpr,
-    HAS_GOUT: tl.constexpr,
-    PARAMS: tl.constexpr,
-    METHOD: tl.constexpr,
-    PRECISE: tl.constexpr,
-    EXP_MAX: tl.constexpr,
-    SYMPLECTIC: tl.constexpr,
-):
-    """:func:`~snn.neurons.fused.torch_loops.adex_backward_step` over steps ``T - 1`` down to
-    ``T_STOP`` (0 for a whole layer; a recurrent layer runs one step at a time, its ``g_z`` of a step
-    needing the later steps' input gradients). ``gv_in``/``gi_in``/``ga_in`` hold the gradients of
-    the state after step ``T - 1``, the outputs those of the state entering step ``T_STOP`` (they
-    may be the same tensors); with PARAMS the gradients of these steps are added to ``G``."""
-    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    m = offs < M
-    M64 = M.to(tl.int64)
-    g_ts64 = g_ts.to(tl.int64)
-    c_mem = _param(P, 0, P_ks, P_ns, offs, m, CDT)
-    c_syn = _param(P, 1, P_ks, P_ns, offs, m, CDT)
-    c_ada = _param(P, 2, P_ks, P_ns, offs, m, CDT)
-    ac = _param(P, 3, P_ks, P_ns, offs, m, CDT)
-    a_spike = _param(P, 4, P_ks, P_ns, offs, m, CDT)
-    delta_T = _param(P, 5, P_ks, P_ns, offs, m, CDT)
-    v_leak = _param(P, 6, P_ks, P_ns, offs, m, CDT)
-    v_th = _param(P, 7, P_ks, P_ns, offs, m, CDT)
-    v_reset = _param(P, 8, P_ks, P_ns, offs, m, CDT)
-    v0 = tl.load(v0_ptr + offs, mask=m, other=0.0).to(CDT)
-    gv = tl.load(gv_in + offs, mask=m, other=0.0).to(CDT)
-    gi = tl.load(gi_in + offs, mask=m, other=0.0).to(CDT)
-    ga = tl.load(ga_in + offs, mask=m, other=0.0).to(CDT)
-    # The per-neuron parameter gradients, named as in torch_loops.adex_backward_step.
-    g_c_mem = tl.full([BLOCK], 0.0, CDT)
-    g_c_syn, g_c_ada, g_ac, g_a_spike = g_c_mem, g_c_mem, g_c_mem, g_c_mem
-    g_delta_T, g_v_leak, g_v_th, g_v_reset = g_c_mem, g_c_mem, g_c_mem, g_c_mem
-    if PARAMS:  # added to G: the gradients of the later steps, zeros for a whole layer
-        g_c_mem = tl.load(G + 0 * M64 + offs, mask=m, other=0.0).to(CDT)
-        g_c_syn = tl.load(G + 1 * M64 + offs, mask=m, other=0.0).to(CDT)
-        g_c_ada = tl.load(G + 2 * M64 + offs, mask=m, other=0.0).to(CDT)
-        g_ac = tl.load(G + 3 * M64 + offs, mask=m, other=0.0).to(CDT)
-        g_a_spike = tl.load(G + 4 * M64 + offs, mask=m, other=0.0).to(CDT)
-        g_delta_T = tl.load(G + 5 * M64 + offs, mask=m, other=0.0).to(CDT)
-        g_v_leak = tl.load(G + 6 * M64 + offs, mask=m, other=0.0).to(CDT)
-        g_v_th = tl.load(G + 7 * M64 + offs, mask=m, other=0.0).to(CDT)
-        g_v_reset = tl.load(G + 8 * M64 + offs, mask=m, other=0.0).to(CDT)
-    for s in range(T - T_STOP):
-        t = T - 1 - s
-        row = t * M64 + offs
-        vdt = tl.load(vd + row, mask=m, other=0.0).to(CDT)
-        v = _entering_voltage(vd, v0, t, M64, offs, m, v_th, v_reset, CDT)
-        x_spike = vdt - v_th
-        zz = _spikes(x_spike, CDT)
-        exp_arg = (v - v_th) / delta_T
-        ex = _exp(tl.where(exp_arg > EXP_MAX, EXP_MAX, exp_arg), PRECISE)
-        g_ada_drive = ga * c_ada
-        g_v_new = gv
-        if SYMPLECTIC:  # the adaptation's drive reads the voltage after the reset
-            g_v_new = gv + g_ada_drive * ac
-        g_z = -g_v_new * vdt + g_v_new * v_reset + ga * a_spike
-        if HAS_GOUT:
-            g_z = tl.load(gz + t * g_ts64 + offs * g_ns, mask=m, other=0.0).to(CDT) + g_z
-        g_xs = g_z * _surrogate(x_spike, consts, CDT, METHOD)
-        g_vd = g_v_new * (1.0 - zz) + g_xs
-        g_drive = g_vd * c_mem
-        # torch.clamp passes no gradient where the argument is at the bound itself: strict <.
-        g_exp_arg = tl.where(exp_arg < EXP_MAX, g_drive * delta_T * ex, 0.0)
-        g_v_exp = g_exp_arg / delta_T
-        g_ij = g_drive + (gi + gi * c_syn)
-        tl.store(gx + row, g_ij.to(gx.dtype.element_ty), mask=m)
-        if PARAMS:
-            ij = tl.load(ij_s + row, mask=m, other=0.0).to(CDT)
-            a = tl.load(a_s + row, mask=m, other=0.0).to(CDT)
-            u = v  # the voltage driving the adaptation
-            if SYMPLECTIC:
-                u = (1.0 - zz) * vdt + zz * v_reset
-            g_c_mem += g_vd * ((((v_leak - v) + delta_T * ex) + ij) - a)
-            g_c_syn += gi * ij
-            g_c_ada += ga * (ac * (u - v_leak) - a)
-            g_ac += g_ada_drive * (u - v_leak)
-            g_a_spike += ga * zz
-            g_delta_T += g_drive * ex - g_exp_arg * exp_arg / delta_T
-            g_v_leak += g_drive - g_ada_drive * ac
-            g_v_th += -g_xs - g_v_exp
-            g_v_reset += g_v_new * zz
-        gv = g_vd - g_drive + g_v_exp
-        if not SYMPLECTIC:
-            gv = gv + g_ada_drive * ac
-        gi = g_ij
-        ga = ga - g_drive - g_ada_drive
-    tl.store(gv_out + offs, gv.to(gv_out.dtype.element_ty), mask=m)
-    tl.store(gi_out + offs, gi.to(gi_out.dtype.element_ty), mask=m)
-    tl.store(ga_out + offs, ga.to(ga_out.dtype.element_ty), mask=m)
+# ---------------------------------------------------------------- one step of each type
+# A forward step takes the step's input and the state tuple and returns (output, saved voltage,
+# extras, new state); a backward step takes the gradients of the state after the step and returns
+# (those of the state before it, gi's being the input's; the parameter gradients g, with PARAMS
+# plus the step's, in the order of p).
+
+
+# p: c_mem, c_syn, c_ada, adaptation_current, adaptation_spike, delta_T, v_leak, v_th, v_reset
+@triton.jit
+def _adex_forward_step(x, state, p, CDT: tl.constexpr, PRECISE: tl.constexpr, EXP_MAX: tl.constexpr,
+                       SYMPLECTIC: tl.constexpr):
+    """:func:`~snn.neurons.fused.torch_loops.adex_forward_step`: ``(z, v_d, (i + x, a), (v', i', a'))``;
+    SYMPLECTIC: the adaptation driven by the voltage after the step's reset, not the entering one
+    (euler)."""
+    v, i, a = state
+    c_mem, c_syn, c_ada, ac, a_spike, delta_T, v_leak, v_th, v_reset = p
+    i_jump, v_decayed, i_decayed = _adex_membrane(x, v, i, a, c_mem, c_syn, delta_T, v_leak, v_th, PRECISE, EXP_MAX)
+    z = _spikes(v_decayed - v_th, CDT)
+    v_new = _after_reset(z, v_decayed, v_reset)
+    u = v  # the voltage driving the adaptation: the entering one (euler)
+    if SYMPLECTIC:
+        u = v_new
+    return z, v_decayed, (i_jump, a), (v_new, i_decayed, _adex_adaptation(u, a, c_ada, ac, v_leak) + z * a_spike)
+
+
+@triton.jit
+def _adex_backward_step(gz, gstate, vd, v, saved, p, g, consts, CDT: tl.constexpr, HAS_GOUT: tl.constexpr,
+                        PARAMS: tl.constexpr, METHOD: tl.constexpr, PRECISE: tl.constexpr, EXP_MAX: tl.constexpr,
+                        SYMPLECTIC: tl.constexpr):
+    """:func:`~snn.neurons.fused.torch_loops.adex_backward_step`: ``gstate = (gv, gi, ga)``, ``vd``
+    the step's pre-reset voltage, ``v`` the entering one, ``saved = (i + x, a)`` (PARAMS)."""
+    gv, gi, ga = gstate
+    c_mem, c_syn, c_ada, ac, a_spike, delta_T, v_leak, v_th, v_reset = p
+    x_spike = vd - v_th
+    z = _spikes(x_spike, CDT)
+    exp_arg = (v - v_th) / delta_T
+    ex = _exp(tl.where(exp_arg > EXP_MAX, EXP_MAX, exp_arg), PRECISE)
+    g_ada_drive = ga * c_ada
+    g_v_new = gv
+    if SYMPLECTIC:  # the adaptation's drive reads the voltage after the reset
+        g_v_new = gv + g_ada_drive * ac
+    g_z = -g_v_new * vd + g_v_new * v_reset + ga * a_spike
+    g_xs = _spike_gradient(gz, g_z, x_spike, consts, CDT, HAS_GOUT, METHOD)
+    g_vd = g_v_new * (1.0 - z) + g_xs
+    g_drive = g_vd * c_mem
+    # torch.clamp passes no gradient where the argument is at the bound itself: strict <.
+    g_exp_arg = tl.where(exp_arg < EXP_MAX, g_drive * delta_T * ex, 0.0)
+    g_v_exp = g_exp_arg / delta_T
+    g_ij = _input_gradient(g_drive, gi, c_syn)
     if PARAMS:
-        tl.store(G + 0 * M64 + offs, g_c_mem, mask=m)
-        tl.store(G + 1 * M64 + offs, g_c_syn, mask=m)
-        tl.store(G + 2 * M64 + offs, g_c_ada, mask=m)
-        tl.store(G + 3 * M64 + offs, g_ac, mask=m)
-        tl.store(G + 4 * M64 + offs, g_a_spike, mask=m)
-        tl.store(G + 5 * M64 + offs, g_delta_T, mask=m)
-        tl.store(G + 6 * M64 + offs, g_v_leak, mask=m)
-        tl.store(G + 7 * M64 + offs, g_v_th, mask=m)
-        tl.store(G + 8 * M64 + offs, g_v_reset, mask=m)
+        ij, a = saved
+        u = v  # the voltage driving the adaptation
+        if SYMPLECTIC:
+            u = _after_reset(z, vd, v_reset)
+        g_c_mem, g_c_syn, g_c_ada, g_ac, g_a_spike, g_delta_T, g_v_leak, g_v_th, g_v_reset = g
+        g_c_mem += g_vd * ((((v_leak - v) + delta_T * ex) + ij) - a)
+        g_c_syn += gi * ij
+        g_c_ada += ga * (ac * (u - v_leak) - a)
+        g_ac += g_ada_drive * (u - v_leak)
+        g_a_spike += ga * z
+        g_delta_T += g_drive * ex - g_exp_arg * exp_arg / delta_T
+        g_v_leak += g_drive - g_ada_drive * ac
+        g_v_th += -g_xs - g_v_exp
+        g_v_reset += g_v_new * z
+        g = (g_c_mem, g_c_syn, g_c_ada, g_ac, g_a_spike, g_delta_T, g_v_leak, g_v_th, g_v_reset)
+    g_v = g_vd - g_drive + g_v_exp
+    if not SYMPLECTIC:
+        g_v = g_v + g_ada_drive * ac
+    return (g_v, g_ij, ga - g_drive - g_ada_drive), g
 
 
-# ---------------------------------------------------------------- LIF and LI
-# P: c_mem, c_syn, v_leak (LI), then v_th, v_reset (LIF)
+# p: c_mem, c_syn, v_leak (LI), then v_th, v_reset (LIF)
+@triton.jit
+def _lif_forward_step(x, state, p, CDT: tl.constexpr):
+    """:func:`~snn.neurons.fused.torch_loops.lif_forward_step`: ``(z, v_d, (i + x,), (v', i'))``."""
+    v, i = state
+    c_mem, c_syn, v_leak, v_th, v_reset = p
+    i_jump, v_decayed, i_decayed = _leaky_subthreshold(x, v, i, c_mem, c_syn, v_leak)
+    z = _spikes(v_decayed - v_th, CDT)
+    return z, v_decayed, (i_jump,), (_after_reset(z, v_decayed, v_reset), i_decayed)
+
+
+@triton.jit
+def _lif_backward_step(gz, gstate, vd, v, saved, p, g, consts, CDT: tl.constexpr, HAS_GOUT: tl.constexpr,
+                       PARAMS: tl.constexpr, METHOD: tl.constexpr):
+    """:func:`~snn.neurons.fused.torch_loops.lif_backward_step`: ``gstate = (gv, gi)``, ``vd`` the
+    step's pre-reset voltage, ``v`` the entering one and ``saved = (i + x,)`` (PARAMS)."""
+    gv, gi = gstate
+    c_mem, c_syn, v_leak, v_th, v_reset = p
+    x_spike = vd - v_th
+    z = _spikes(x_spike, CDT)
+    g_xs = _spike_gradient(gz, -gv * vd + gv * v_reset, x_spike, consts, CDT, HAS_GOUT, METHOD)
+    g_vd = gv * (1.0 - z) + g_xs
+    g_drive = g_vd * c_mem
+    g_ij = _input_gradient(g_drive, gi, c_syn)
+    if PARAMS:
+        ij = saved[0]
+        g_c_mem, g_c_syn, g_v_leak, g_v_th, g_v_reset = g
+        g_c_mem += g_vd * ((v_leak - v) + ij)
+        g_c_syn += gi * ij
+        g_v_leak += g_drive
+        g_v_th += -g_xs
+        g_v_reset += gv * z
+        g = (g_c_mem, g_c_syn, g_v_leak, g_v_th, g_v_reset)
+    return (g_vd - g_drive, g_ij), g
+
+
+@triton.jit
+def _li_forward_step(x, state, p):
+    """:func:`~snn.neurons.fused.torch_loops.li_forward_step`: the output and the saved voltage are
+    the new one, ``(v', v', (i + x,), (v', i'))``."""
+    v, i = state
+    c_mem, c_syn, v_leak = p
+    i_jump, v_new, i_decayed = _leaky_subthreshold(x, v, i, c_mem, c_syn, v_leak)
+    return v_new, v_new, (i_jump,), (v_new, i_decayed)
+
+
+@triton.jit
+def _li_backward_step(gz, gstate, v, saved, p, g, HAS_GOUT: tl.constexpr, PARAMS: tl.constexpr):
+    """:func:`~snn.neurons.fused.torch_loops.li_backward_step`: ``gstate = (gv, gi)``, ``gz`` that
+    of the output, the voltage after the step; ``v`` the entering one, ``saved = (i + x,)`` (PARAMS)."""
+    gv, gi = gstate
+    c_mem, c_syn, v_leak = p
+    if HAS_GOUT:
+        gv = gv + gz
+    g_drive = gv * c_mem
+    g_ij = _input_gradient(g_drive, gi, c_syn)
+    if PARAMS:
+        ij = saved[0]
+        g_c_mem, g_c_syn, g_v_leak = g
+        g_c_mem += gv * ((v_leak - v) + ij)
+        g_c_syn += gi * ij
+        g_v_leak += g_drive
+        g = (g_c_mem, g_c_syn, g_v_leak)
+    return (gv - g_drive, g_ij), g
+
+
+# ---------------------------------------------------------------- the kernels
 @triton.jit(do_not_specialize=_RUNTIME)
-def leaky_forward(
-    x,
-    x_ts,
-    x_ns,
-    v_in,
-    i_in,
-    v_out,
-    i_out,
-    out,
-    vd,
-    ij_s,
-    P,
-    P_ks,
-    P_ns,
-    T,
-    M,
-    BLOCK: tl.constexpr,
-    CDT: tl.constexpr,
-    SPIKING: tl.constexpr,
-    SAVE_VD: tl.constexpr,
-    SAVE_EXTRA: tl.constexpr,
-):
-    """LIF (SPIKING: outputs z, saves v_d, resets) and LI (outputs v after each step, saved in
-    ``vd`` when SAVE_VD: the voltage entering the next step, in the compute dtype)."""
-    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    m = offs < M
-    M64 = M.to(tl.int64)
+def forward(x, x_ts, x_ns, state_in, state_out, out, vd, extra, P, P_ks, P_ns, T, M,
+            KIND: tl.constexpr, K: tl.constexpr, BLOCK: tl.constexpr, CDT: tl.constexpr, SAVE_VD: tl.constexpr,
+            SAVE_EXTRA: tl.constexpr, PRECISE: tl.constexpr, EXP_MAX: tl.constexpr, SYMPLECTIC: tl.constexpr):
+    """T steps of ``KIND`` from the state ``state_in`` to ``state_out`` (they may be the same
+    tensors): each step's output (spikes; LI: the voltage) to ``out``, with SAVE_VD its voltage
+    (spiking: before the reset; LI: the output, in the compute dtype) to ``vd``, with SAVE_EXTRA
+    its ``i + x`` (and AdEx's ``a``) to ``extra``."""
+    offs, m, M64 = _neurons(M, BLOCK)
     x_ts64 = x_ts.to(tl.int64)
-    c_mem = _param(P, 0, P_ks, P_ns, offs, m, CDT)
-    c_syn = _param(P, 1, P_ks, P_ns, offs, m, CDT)
-    v_leak = _param(P, 2, P_ks, P_ns, offs, m, CDT)
-    if SPIKING:
-        v_th = _param(P, 3, P_ks, P_ns, offs, m, CDT)
-        v_reset = _param(P, 4, P_ks, P_ns, offs, m, CDT)
-    v = tl.load(v_in + offs, mask=m, other=0.0).to(CDT)
-    i = tl.load(i_in + offs, mask=m, other=0.0).to(CDT)
+    p = _load_table(P, K, P_ks, P_ns, offs, m, 1.0, CDT)  # 1 in masked lanes: delta_T divides
+    state = _load_each(state_in, offs, m, CDT)
     for t in range(T):
         row = t * M64 + offs
-        i_jump = i + tl.load(x + t * x_ts64 + offs * x_ns, mask=m, other=0.0).to(CDT)
-        if SAVE_EXTRA:
-            tl.store(ij_s + row, i_jump, mask=m)
-        v_decayed = v + c_mem * ((v_leak - v) + i_jump)
-        i = i_jump + c_syn * i_jump
-        if SPIKING:
-            zz = _spikes(v_decayed - v_th, CDT)
-            tl.store(out + row, zz.to(out.dtype.element_ty), mask=m)
-            if SAVE_VD:
-                tl.store(vd + row, v_decayed, mask=m)
-            v = (1.0 - zz) * v_decayed + zz * v_reset
+        x_t = _load(x + t * x_ts64 + offs * x_ns, m, CDT)
+        if KIND == "adex":
+            output, v_saved, extras, state = _adex_forward_step(x_t, state, p, CDT, PRECISE, EXP_MAX, SYMPLECTIC)
+        elif KIND == "lif":
+            output, v_saved, extras, state = _lif_forward_step(x_t, state, p, CDT)
         else:
-            v = v_decayed
-            tl.store(out + row, v.to(out.dtype.element_ty), mask=m)
-            if SAVE_VD:
-                tl.store(vd + row, v, mask=m)
-    tl.store(v_out + offs, v.to(v_out.dtype.element_ty), mask=m)
-    tl.store(i_out + offs, i.to(i_out.dtype.element_ty), mask=m)
+            output, v_saved, extras, state = _li_forward_step(x_t, state, p)
+        if SAVE_EXTRA:
+            _store_each(extra, row, extras, m)
+        _store(out + row, output, m)
+        if SAVE_VD:
+            _store(vd + row, v_saved, m)
+    _store_each(state_out, offs, state, m)
 
 
 @triton.jit(do_not_specialize=_RUNTIME)
-def lif_backward(
-    gz,
-    g_ts,
-    g_ns,
-    gv_in,
-    gi_in,
-    gv_out,
-    gi_out,
-    vd,
-    v0_ptr,
-    ij_s,
-    P,
-    P_ks,
-    P_ns,
-    consts,
-    gx,
-    G,
-    T,
-    T_STOP,
-    M,
-    BLOCK: tl.constexpr,
-    CDT: tl.constexpr,
-    HAS_GOUT: tl.constexpr,
-    PARAMS: tl.constexpr,
-    METHOD: tl.constexpr,
-):
-    """:func:`~snn.neurons.fused.torch_loops.lif_backward_step` over steps ``T - 1`` down to
-    ``T_STOP``, as :func:`adex_backward`."""
-    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    m = offs < M
-    M64 = M.to(tl.int64)
+def backward(gout, g_ts, g_ns, gstate_in, gstate_out, vd, v0_ptr, extra, P, P_ks, P_ns, consts, gx, G, T, T_STOP, M,
+             KIND: tl.constexpr, K: tl.constexpr, BLOCK: tl.constexpr, CDT: tl.constexpr, HAS_GOUT: tl.constexpr,
+             PARAMS: tl.constexpr, METHOD: tl.constexpr, PRECISE: tl.constexpr, EXP_MAX: tl.constexpr,
+             SYMPLECTIC: tl.constexpr):
+    """The steps of :func:`forward` ``T - 1`` down to ``T_STOP`` in reverse (``T_STOP`` 0 for a
+    whole layer; a recurrent layer runs one step at a time, its ``g_z`` of a step needing the later
+    steps' input gradients). ``gstate_in`` holds the gradients of the state after step ``T - 1``,
+    ``gstate_out`` receives those of the state entering step ``T_STOP`` (they may be the same
+    tensors), ``gx`` those of the inputs; ``vd`` and ``extra`` are what forward saved (LI's ``vd``
+    is read with PARAMS only), ``consts`` the surrogate's constants (spiking types). With PARAMS the
+    parameter gradients of these steps are added to ``G``."""
+    offs, m, M64 = _neurons(M, BLOCK)
     g_ts64 = g_ts.to(tl.int64)
-    c_mem = _param(P, 0, P_ks, P_ns, offs, m, CDT)
-    c_syn = _param(P, 1, P_ks, P_ns, offs, m, CDT)
-    v_leak = _param(P, 2, P_ks, P_ns, offs, m, CDT)
-    v_th = _param(P, 3, P_ks, P_ns, offs, m, CDT)
-    v_reset = _param(P, 4, P_ks, P_ns, offs, m, CDT)
-    v0 = tl.load(v0_ptr + offs, mask=m, other=0.0).to(CDT)
-    gv = tl.load(gv_in + offs, mask=m, other=0.0).to(CDT)
-    gi = tl.load(gi_in + offs, mask=m, other=0.0).to(CDT)
-    g_c_mem = tl.full([BLOCK], 0.0, CDT)  # named as in torch_loops.lif_backward_step
-    g_c_syn, g_v_leak, g_v_th, g_v_reset = g_c_mem, g_c_mem, g_c_mem, g_c_mem
-    if PARAMS:  # added to G, as in adex_backward
-        g_c_mem = tl.load(G + 0 * M64 + offs, mask=m, other=0.0).to(CDT)
-        g_c_syn = tl.load(G + 1 * M64 + offs, mask=m, other=0.0).to(CDT)
-        g_v_leak = tl.load(G + 2 * M64 + offs, mask=m, other=0.0).to(CDT)
-        g_v_th = tl.load(G + 3 * M64 + offs, mask=m, other=0.0).to(CDT)
-        g_v_reset = tl.load(G + 4 * M64 + offs, mask=m, other=0.0).to(CDT)
+    p = _load_table(P, K, P_ks, P_ns, offs, m, 1.0, CDT)
+    v0 = _load(v0_ptr + offs, m, CDT)
+    gstate = _load_each(gstate_in, offs, m, CDT)
+    g = ()  # the parameter gradients, with PARAMS: those of the later steps, zeros for a whole layer
+    if PARAMS:
+        g = _load_table(G, K, M64, 1, offs, m, 0.0, CDT)
     for s in range(T - T_STOP):
         t = T - 1 - s
         row = t * M64 + offs
-        vdt = tl.load(vd + row, mask=m, other=0.0).to(CDT)
-        x_spike = vdt - v_th
-        zz = _spikes(x_spike, CDT)
-        g_z = -gv * vdt + gv * v_reset
+        gz = 0.0  # the gradient of the step's output, with HAS_GOUT
         if HAS_GOUT:
-            g_z = tl.load(gz + t * g_ts64 + offs * g_ns, mask=m, other=0.0).to(CDT) + g_z
-        g_xs = g_z * _surrogate(x_spike, consts, CDT, METHOD)
-        g_vd = gv * (1.0 - zz) + g_xs
-        g_drive = g_vd * c_mem
-        g_ij = g_drive + (gi + gi * c_syn)
-        tl.store(gx + row, g_ij.to(gx.dtype.element_ty), mask=m)
+            gz = _load(gout + t * g_ts64 + offs * g_ns, m, CDT)
+        v = v0  # the voltage entering the step, where the step reads it
+        if KIND == "adex" or PARAMS:
+            v = _entering_voltage(vd, v0, t, M64, offs, m, p, CDT, KIND != "li")
+        saved = ()
         if PARAMS:
-            v = _entering_voltage(vd, v0, t, M64, offs, m, v_th, v_reset, CDT)
-            ij = tl.load(ij_s + row, mask=m, other=0.0).to(CDT)
-            g_c_mem += g_vd * ((v_leak - v) + ij)
-            g_c_syn += gi * ij
-            g_v_leak += g_drive
-            g_v_th += -g_xs
-            g_v_reset += gv * zz
-        gv = g_vd - g_drive
-        gi = g_ij
-    tl.store(gv_out + offs, gv.to(gv_out.dtype.element_ty), mask=m)
-    tl.store(gi_out + offs, gi.to(gi_out.dtype.element_ty), mask=m)
+            saved = _load_each(extra, row, m, CDT)
+        if KIND == "adex":
+            gstate, g = _adex_backward_step(gz, gstate, _load(vd + row, m, CDT), v, saved, p, g, consts, CDT,
+                                            HAS_GOUT, PARAMS, METHOD, PRECISE, EXP_MAX, SYMPLECTIC)
+        elif KIND == "lif":
+            gstate, g = _lif_backward_step(gz, gstate, _load(vd + row, m, CDT), v, saved, p, g, consts, CDT,
+                                           HAS_GOUT, PARAMS, METHOD)
+        else:
+            gstate, g = _li_backward_step(gz, gstate, v, saved, p, g, HAS_GOUT, PARAMS)
+        _store(gx + row, gstate[1], m)
+    _store_each(gstate_out, offs, gstate, m)
     if PARAMS:
-        tl.store(G + 0 * M64 + offs, g_c_mem, mask=m)
-        tl.store(G + 1 * M64 + offs, g_c_syn, mask=m)
-        tl.store(G + 2 * M64 + offs, g_v_leak, mask=m)
-        tl.store(G + 3 * M64 + offs, g_v_th, mask=m)
-        tl.store(G + 4 * M64 + offs, g_v_reset, mask=m)
-
-
-@triton.jit(do_not_specialize=_RUNTIME)
-def li_backward(
-    gz,
-    g_ts,
-    g_ns,
-    gv_in,
-    gi_in,
-    gv_out,
-    gi_out,
-    vs,
-    v0_ptr,
-    ij_s,
-    P,
-    P_ks,
-    P_ns,
-    gx,
-    G,
-    T,
-    M,
-    BLOCK: tl.constexpr,
-    CDT: tl.constexpr,
-    HAS_GOUT: tl.constexpr,
-    PARAMS: tl.constexpr,
-):
-    """:func:`~snn.neurons.fused.torch_loops.li_backward_step` over all steps, in reverse;
-    ``vs`` (with PARAMS) holds the voltage after each step."""
-    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    m = offs < M
-    M64 = M.to(tl.int64)
-    g_ts64 = g_ts.to(tl.int64)
-    c_mem = _param(P, 0, P_ks, P_ns, offs, m, CDT)
-    c_syn = _param(P, 1, P_ks, P_ns, offs, m, CDT)
-    v_leak = _param(P, 2, P_ks, P_ns, offs, m, CDT)
-    gv = tl.load(gv_in + offs, mask=m, other=0.0).to(CDT)
-    gi = tl.load(gi_in + offs, mask=m, other=0.0).to(CDT)
-    g_c_mem = tl.full([BLOCK], 0.0, CDT)  # named as in torch_loops.li_backward_step
-    g_c_syn, g_v_leak = g_c_mem, g_c_mem
-    if PARAMS:
-        v0 = tl.load(v0_ptr + offs, mask=m, other=0.0).to(CDT)
-    for s in range(T):
-        t = T - 1 - s
-        row = t * M64 + offs
-        if HAS_GOUT:
-            gv = gv + tl.load(gz + t * g_ts64 + offs * g_ns, mask=m, other=0.0).to(CDT)
-        g_drive = gv * c_mem
-        g_ij = g_drive + (gi + gi * c_syn)
-        tl.store(gx + row, g_ij.to(gx.dtype.element_ty), mask=m)
-        if PARAMS:
-            first = (offs * 0 + t) == 0
-            previous = tl.load(vs + (t - 1) * M64 + offs, mask=m & (first == 0), other=0.0)
-            v = tl.where(first, v0, previous.to(CDT))
-            ij = tl.load(ij_s + row, mask=m, other=0.0).to(CDT)
-            g_c_mem += gv * ((v_leak - v) + ij)
-            g_c_syn += gi * ij
-            g_v_leak += g_drive
-        gv = gv - g_drive
-        gi = g_ij
-    tl.store(gv_out + offs, gv.to(gv_out.dtype.element_ty), mask=m)
-    tl.store(gi_out + offs, gi.to(gi_out.dtype.element_ty), mask=m)
-    if PARAMS:
-        tl.store(G + 0 * M64 + offs, g_c_mem, mask=m)
-        tl.store(G + 1 * M64 + offs, g_c_syn, mask=m)
-        tl.store(G + 2 * M64 + offs, g_v_leak, mask=m)
+        _store_table(G, g, M64, offs, m)

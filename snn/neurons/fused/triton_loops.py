@@ -173,31 +173,36 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
+def _surrogate_constants(alpha: float, cdt: torch.dtype, device) -> torch.Tensor:
+    """What the kernels' surrogates read: ``alpha``, ``pi alpha / 2`` and ``alpha / 2``."""
+    return torch.tensor([alpha, 0.5 * math.pi * alpha, 0.5 * alpha], dtype=cdt, device=device)
+
+
 class TritonLoops:
     """The Triton kernels behind the interface of :class:`~.torch_loops.TorchLoops`."""
 
     def __init__(self, block: int | None = None):
-        self.block = (
-            block  # neurons per program; None: BLOCK on a GPU, INTERPRETER_BLOCK on the CPU
-        )
+        self.block = block  # neurons per program; None: BLOCK on a GPU, INTERPRETER_BLOCK on the CPU
 
-    def _launch(self, name: str, like: torch.Tensor, M: int, *args, **constants):
-        """Runs kernel ``name`` over the M neurons (compiled on CUDA, interpreted on the CPU); AdEx's
-        take ``SYMPLECTIC`` among the ``constants``."""
+    def launch(self, direction: str, kind: str, like: torch.Tensor, M: int, *args, integrator="euler", **constants):
+        """Runs kernel ``direction`` ('forward' or 'backward') of neuron type ``kind`` over the M
+        neurons, compiled on CUDA, interpreted on the CPU; ``integrator`` is AdEx's. The spec of
+        ``kind`` gives the kernel's ``KIND`` and ``K``, the number of parameters."""
         import triton.language as tl  # lazy: see the module docstring
 
         interpreted = like.device.type == "cpu"
         k = kernels(interpreted)
         block = self.block or (INTERPRETER_BLOCK if interpreted else BLOCK)
-        for key, value in constants.items():
-            if isinstance(value, torch.dtype):
-                constants[key] = tl.float64 if value == torch.float64 else tl.float32
-        if name.startswith("adex"):  # libdevice's exp where compiled (see triton_kernels)
-            constants.update(PRECISE=not k.INTERPRETED, EXP_MAX=EXP_ARGUMENT_MAX)
-        grid = ((M + block - 1) // block,)
-        getattr(k, name)[grid](
-            *args, BLOCK=block, num_warps=NUM_WARPS, enable_fp_fusion=False, **constants
+        constants.update(
+            KIND=kind,
+            K=len(NEURON_SPECS[kind].params),
+            CDT=tl.float64 if constants["CDT"] == torch.float64 else tl.float32,
+            PRECISE=not k.INTERPRETED,  # libdevice's exp where compiled (see triton_kernels)
+            EXP_MAX=EXP_ARGUMENT_MAX,
+            SYMPLECTIC=kind == "adex" and integrator == "symplectic",
         )
+        grid = ((M + block - 1) // block,)
+        getattr(k, direction)[grid](*args, BLOCK=block, num_warps=NUM_WARPS, enable_fp_fusion=False, **constants)
 
     def forward(self, kind, x, state, P, save, save_extra, integrator="euler"):
         """Returns ``(outputs [T, ...], final state, saved [T, ...] tensors)``."""
@@ -218,59 +223,15 @@ class TritonLoops:
             final = tuple(s.detach().clone() for s in state)  # nothing to run
         else:
             xr, x_ts, x_ns = _rows(x, steps, M)
-            state = [s.detach().contiguous() for s in state]
+            state = tuple(s.detach().contiguous() for s in state)
             params, P_ks, P_ns = _parameters(P, neuron_shape, cdt, x.device)
-            dummy = out  # a valid pointer for arguments a disabled branch never touches
-            common = dict(CDT=cdt, SAVE_VD=vd is not None, SAVE_EXTRA=bool(extra))
-            if kind == "adex":
-                ij_s, a_s = extra if extra else (dummy, dummy)
-                self._launch(
-                    "adex_forward",
-                    x,
-                    M,
-                    xr,
-                    x_ts,
-                    x_ns,
-                    *state,
-                    *final,
-                    out,
-                    dummy if vd is None else vd,
-                    ij_s,
-                    a_s,
-                    params,
-                    P_ks,
-                    P_ns,
-                    steps,
-                    M,
-                    SYMPLECTIC=integrator == "symplectic",
-                    **common,
-                )
-            else:
-                self._launch(
-                    "leaky_forward",
-                    x,
-                    M,
-                    xr,
-                    x_ts,
-                    x_ns,
-                    *state,
-                    *final,
-                    out,
-                    dummy if vd is None else vd,
-                    extra[0] if extra else dummy,
-                    params,
-                    P_ks,
-                    P_ns,
-                    steps,
-                    M,
-                    SPIKING=spec.spiking,
-                    **common,
-                )
-        if kind == "li":
-            saved = saved_tensors(kind, vd, None, extra, save_extra)
-        else:
-            saved = saved_tensors(kind, out, vd, extra, save_extra)
-        return out, final, saved
+            # out: a valid pointer for the arguments that a disabled branch never touches
+            self.launch("forward", kind, x, M, xr, x_ts, x_ns, state, final, out, out if vd is None else vd,
+                        tuple(extra) or (out,) * spec.extra, params, P_ks, P_ns, steps, M,
+                        integrator=integrator, CDT=cdt, SAVE_VD=vd is not None, SAVE_EXTRA=bool(extra))
+        if kind == "li":  # its outputs to save are the voltages in the compute dtype
+            return out, final, saved_tensors(kind, vd, None, extra, save_extra)
+        return out, final, saved_tensors(kind, out, vd, extra, save_extra)
 
     def backward(self, kind, gout, gstate, saved, v0, P, method, alpha, param_grads, integrator="euler"):
         """Returns ``(input gradient [T, ...], initial-state gradients, per-neuron parameter
@@ -290,91 +251,15 @@ class TritonLoops:
                 gr, g_ts, g_ns = _rows(gout, steps, M)
             else:
                 gr, g_ts, g_ns = gx, 0, 0  # never read (HAS_GOUT=False)
-            gstate = [g.detach().contiguous() for g in gstate]
+            gstate = tuple(g.detach().contiguous() for g in gstate)
             params, P_ks, P_ns = _parameters(P, neuron_shape, cdt, v0.device)
-            v0 = v0.detach().contiguous()
-            G_arg = gx if G is None else G
-            common = dict(CDT=cdt, HAS_GOUT=gout is not None, PARAMS=param_grads)
-            if kind == "li":
-                ij_s, vs = saved if param_grads else (gx, gx)
-                self._launch(
-                    "li_backward",
-                    v0,
-                    M,
-                    gr,
-                    g_ts,
-                    g_ns,
-                    *gstate,
-                    *g0,
-                    vs,
-                    v0,
-                    ij_s,
-                    params,
-                    P_ks,
-                    P_ns,
-                    gx,
-                    G_arg,
-                    steps,
-                    M,
-                    **common,
-                )
-            else:
-                consts = torch.tensor(
-                    [alpha, 0.5 * math.pi * alpha, 0.5 * alpha], dtype=cdt, device=v0.device
-                )
-                vd, extra = saved[0], saved[1:]
-                if kind == "adex":
-                    ij_s, a_s = extra if param_grads else (vd, vd)
-                    self._launch(
-                        "adex_backward",
-                        v0,
-                        M,
-                        gr,
-                        g_ts,
-                        g_ns,
-                        *gstate,
-                        *g0,
-                        vd,
-                        v0,
-                        ij_s,
-                        a_s,
-                        params,
-                        P_ks,
-                        P_ns,
-                        consts,
-                        gx,
-                        G_arg,
-                        steps,
-                        0,  # T_STOP: all steps
-                        M,
-                        METHOD=NATIVE_SURROGATES[method],
-                        SYMPLECTIC=integrator == "symplectic",
-                        **common,
-                    )
-                else:
-                    ij_s = extra[0] if param_grads else vd
-                    self._launch(
-                        "lif_backward",
-                        v0,
-                        M,
-                        gr,
-                        g_ts,
-                        g_ns,
-                        *gstate,
-                        *g0,
-                        vd,
-                        v0,
-                        ij_s,
-                        params,
-                        P_ks,
-                        P_ns,
-                        consts,
-                        gx,
-                        G_arg,
-                        steps,
-                        0,  # T_STOP: all steps
-                        M,
-                        METHOD=NATIVE_SURROGATES[method],
-                        **common,
-                    )
+            if spec.spiking:
+                vd, extra, consts = saved[0], saved[1:], _surrogate_constants(alpha, cdt, v0.device)
+            else:  # LI: the extras, then its voltages, with param_grads only; no surrogate (gx: never read)
+                vd, extra, consts = (saved[-1], saved[:-1], gx) if param_grads else (gx, [], gx)
+            self.launch("backward", kind, v0, M, gr, g_ts, g_ns, gstate, g0, vd, v0.detach().contiguous(),
+                        tuple(extra) if param_grads else (vd,) * spec.extra, params, P_ks, P_ns, consts, gx,
+                        gx if G is None else G, steps, 0, M,  # T_STOP = 0: all steps
+                        integrator=integrator, CDT=cdt, HAS_GOUT=gout is not None, PARAMS=param_grads,
+                        METHOD=NATIVE_SURROGATES[method] if spec.spiking else 0)
         return gx, g0, None if G is None else [g.view(neuron_shape) for g in G]

@@ -26,14 +26,12 @@ itself, and would no longer round it as torch's product does.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch.nn import functional as F
 
 from .function import loops
 from .spec import NEURON_SPECS
-from .triton_loops import NATIVE_SURROGATES, _compute_dtype, _parameters
+from .triton_loops import NATIVE_SURROGATES, _compute_dtype, _parameters, _surrogate_constants
 
 
 def _check_inputs(x: torch.Tensor, w_in: torch.Tensor, w_rec: torch.Tensor, z0: torch.Tensor) -> None:
@@ -58,26 +56,21 @@ def forward(kind, x, w_in, w_rec, z0, state, P, save, save_extra, integrator="eu
     vd = torch.empty((T, B, N), dtype=cdt, device=device) if save else None
     extra = [torch.empty((T, B, N), dtype=cdt, device=device) for _ in range(spec.extra if save_extra else 0)]
     # The state in the compute dtype, updated in place by each launch (read first, written last).
-    s = [torch.empty((B, N), dtype=cdt, device=device).copy_(v) for v in state]
+    s = tuple(torch.empty((B, N), dtype=cdt, device=device).copy_(v) for v in state)
     current = torch.empty((B, N), dtype=x.dtype, device=device)
     z_prev = torch.empty((B, N), dtype=x.dtype, device=device)  # z_{t-1}, aligned as a fresh tensor: see below
     params, P_ks, P_ns = _parameters(P, torch.Size((B, N)), cdt, device)
-    launch = loops("triton")._launch
-    common = dict(CDT=cdt, SAVE_VD=vd is not None, SAVE_EXTRA=bool(extra))
+    launch = loops("triton").launch
+    flags = dict(integrator=integrator, CDT=cdt, SAVE_VD=vd is not None, SAVE_EXTRA=bool(extra))
     z = z0
     for t in range(T):
         # The expression of snn.neurons.module.recurrent_current (its rounding, bit for bit).
         torch.add(F.linear(x[t], w_in), F.linear(z, w_rec), out=current)
         if M:
-            # One step of x = current [1, M] (strides M, 1) into row t of the outputs and saved tensors.
-            rows = [out[t], out[t] if vd is None else vd[t], *(e[t] for e in extra)]
-            rows += [out[t]] * (2 + spec.extra - len(rows))  # never written (SAVE_VD, SAVE_EXTRA off)
-            if kind == "adex":
-                launch("adex_forward", x, M, current, M, 1, *s, *s, *rows, params, P_ks, P_ns, 1, M,
-                       SYMPLECTIC=integrator == "symplectic", **common)
-            else:
-                launch("leaky_forward", x, M, current, M, 1, *s, *s, *rows, params, P_ks, P_ns, 1, M,
-                       SPIKING=True, **common)
+            # One step of x = current [1, M] (strides M, 1) into row t of the outputs and saved tensors
+            # (out[t] where SAVE_VD or SAVE_EXTRA is off: never written).
+            launch("forward", kind, x, M, current, M, 1, s, s, out[t], out[t] if vd is None else vd[t],
+                   tuple(e[t] for e in extra) or (out[t],) * spec.extra, params, P_ks, P_ns, 1, M, **flags)
         # BLAS rounds a product differently for some alignments of its operand (sgemm/dgemm on
         # [2, 37] x [37, 37]: row t of out is 296 t bytes in); the eager loop's spikes are a fresh
         # tensor, so the product reads a copy in a buffer of its own.
@@ -101,7 +94,7 @@ def backward(kind, gout, gz, gstate, saved, v0, w_rec, P, method, alpha, param_g
         raise ValueError(f"snn's Triton recurrent loops: saved {[list(t.shape) for t in saved]} {cdt} tensors and "
                          f"v0 {list(v0.shape)} {dtype} do not match a forward of recurrent {kind!r}.")
     w = w_rec if w_rec.dtype == cdt else w_rec.to(cdt)  # g_c W_rec in the compute dtype
-    g = [torch.empty((B, N), dtype=cdt, device=device).copy_(gs) for gs in gstate]  # updated in place per step
+    g = tuple(torch.empty((B, N), dtype=cdt, device=device).copy_(gs) for gs in gstate)  # updated in place per step
     v0 = v0.detach().contiguous()
     gc = torch.empty((T, B, N), dtype=cdt, device=device)
     G = torch.zeros((len(P), M), dtype=cdt, device=device) if param_grads else None  # the kernel adds each step's
@@ -110,21 +103,17 @@ def backward(kind, gout, gz, gstate, saved, v0, w_rec, P, method, alpha, param_g
         grec.copy_(gz)
     g_step = torch.empty((B, N), dtype=cdt, device=device) if gout is not None else grec
     params, P_ks, P_ns = _parameters(P, torch.Size((B, N)), cdt, device)
-    consts = torch.tensor([alpha, 0.5 * math.pi * alpha, 0.5 * alpha], dtype=cdt, device=device)
-    launch = loops("triton")._launch
-    extra = extra if param_grads else [vd] * spec.extra  # never read without PARAMS
-    common = dict(CDT=cdt, HAS_GOUT=True, PARAMS=param_grads, METHOD=NATIVE_SURROGATES[method])
+    consts = _surrogate_constants(alpha, cdt, device)
+    launch = loops("triton").launch
+    extra = tuple(extra) if param_grads else (vd,) * spec.extra  # never read without PARAMS
+    flags = dict(integrator=integrator, CDT=cdt, HAS_GOUT=True, PARAMS=param_grads, METHOD=NATIVE_SURROGATES[method])
     for t in range(T - 1, -1, -1):
         if gout is not None:
             torch.add(gout[t], grec, out=g_step)
         if M:
             # (g_z [1, M] at strides 0, 1, the state gradients in place, steps t + 1, stop at t)
-            args = (g_step, 0, 1, *g, *g, vd, v0, *extra, params, P_ks, P_ns, consts, gc, gc if G is None else G,
-                    t + 1, t, M)
-            if kind == "adex":
-                launch("adex_backward", vd, M, *args, SYMPLECTIC=integrator == "symplectic", **common)
-            else:
-                launch("lif_backward", vd, M, *args, **common)
+            launch("backward", kind, vd, M, g_step, 0, 1, g, g, vd, v0, extra, params, P_ks, P_ns, consts, gc,
+                   gc if G is None else G, t + 1, t, M, **flags)
         torch.mm(gc[t], w, out=grec)  # g_z of step t - 1 through the recurrent weights
     Gs = None if G is None else [p.view(B, N) for p in G]
     return gc.to(dtype), grec.to(dtype), [s.to(dtype) for s in g], Gs
