@@ -182,7 +182,7 @@ def main():
         "--quick", action="store_true", help="tiny sizes: checks that the script runs"
     )
     parser.add_argument("--kind", choices=sorted(OURS), default="adex")
-    parser.add_argument("--backends", nargs="+", default=["eager", "python"])
+    parser.add_argument("--backends", nargs="+", default=["eager", "python", "cpp"])
     parser.add_argument("--budget", type=float, default=10.0, help="seconds of rounds per case")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(

@@ -339,3 +339,16 @@ def test_bad_input_errors():
         integrate_recurrent("adex", "python", x, state, torch.rand(5, 3), torch.rand(5, 4), p, 1e-3)
     with pytest.raises(ValueError, match=r"input_weights must have shape \[5, 3\].*got \[5, 2\]"):
         integrate_recurrent("adex", "python", x, state, torch.rand(5, 2), torch.rand(5, 5), p, 1e-3)
+
+
+@pytest.mark.parametrize("kind", ["adex", "lif"])
+def test_cpp_steps_on_all_threads_give_the_same_results(kind, monkeypatch):
+    """Large populations run each step's products and kernel on all threads (PARALLEL_STEP_MACS):
+    forced here for a small one, spikes and states stay bit-identical and gradients within 1e-10."""
+    monkeypatch.setattr(recurrent, "PARALLEL_STEP_MACS", 1)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)  # the kernel's threads, even on 1 core
+    x, state = inputs(kind, torch.float64, T=20, B=2, N=37)
+    (ref_out, ref_final, ref), (out, final, got) = run_both(kind, x, state, backend="cpp", learnable="all")
+    assert torch.equal(out, ref_out)
+    assert all(torch.equal(a, b) for a, b in zip(final, ref_final, strict=True))
+    assert_close_gradients(ref, got)

@@ -14,6 +14,8 @@ and ``triton`` on CUDA where they run, else ``python``).
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from ..constants import check_integrator, check_recurrent_backend
@@ -21,6 +23,19 @@ from . import cpp_recurrent_loops, recurrent_loops, triton_recurrent_loops
 from .function import _one_value_if_uniform, as_kernel_parameters, resolve_backend
 from .spec import NEURON_SPECS, kernel_parameters
 from .torch_loops import serial_steps
+
+# The multiply-adds of a step's [B, N] x [N, N] product from which the cpp loops run each step on
+# all threads (BLAS and the kernel); below, on one (see step_threads).
+PARALLEL_STEP_MACS = 1 << 21
+
+
+def step_threads(backend: str, w_rec: torch.Tensor, state: torch.Tensor):
+    """The threads of each step: all of them for the ``cpp`` loops when a step's recurrent product is
+    large (``PARALLEL_STEP_MACS``), else one while a step's values are within ATen's grain size
+    (:func:`~.torch_loops.serial_steps`)."""
+    if backend == "cpp" and state.numel() * w_rec.shape[0] >= PARALLEL_STEP_MACS:
+        return contextlib.nullcontext()
+    return serial_steps(state.numel(), state.device)
 
 
 class FusedRecurrentLoop(torch.autograd.Function):
@@ -32,7 +47,7 @@ class FusedRecurrentLoop(torch.autograd.Function):
         state, P = tensors[:n_state], tensors[n_state:]
         needs = ctx.needs_input_grad[5:]  # x, W_in, W_rec, z0, *state, *P
         param_grads = any(needs[4 + n_state :])
-        with torch.no_grad(), serial_steps(z0.numel(), z0.device):
+        with torch.no_grad(), step_threads(backend, w_rec, z0):
             out, final, saved = LOOPS[backend].forward(
                 kind, x, w_in, w_rec, z0, state, P, save=any(needs), save_extra=param_grads,
                 integrator=integrator,
@@ -61,7 +76,7 @@ class FusedRecurrentLoop(torch.autograd.Function):
         v0 = v0.expand(ctx.v0_shape)
         gstate = [torch.zeros_like(v0) if g is None else g for g in gstate]
         needs = ctx.needs_input_grad[5:]
-        with torch.no_grad(), serial_steps(v0.numel(), v0.device):
+        with torch.no_grad(), step_threads(ctx.backend, w_rec, v0):
             gc, gz0, gstate0, G = LOOPS[ctx.backend].backward(
                 ctx.kind,
                 gout,
