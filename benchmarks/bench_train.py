@@ -76,7 +76,9 @@ class NorseClassifier(nn.Module):
         self.T, self.decoder = model.T, model.decoder
         self.encoder, self.conv, self.dropout = model.encoder, model.conv, model.dropout
         self.linear, self.output = model.linear[0], model.output
-        neuron = {k: v for k, v in cfg.neuron.items() if k not in ("kind", "learnable", "backend")}
+        neuron = {k: v for k, v in cfg.neuron.items() if k not in ("kind", "learnable", "backend", "integrator")}
+        if cfg.neuron.get("integrator", "euler") != "euler":  # norse steps AdEx by forward Euler only
+            raise ValueError("NorseClassifier mirrors integrator='euler' only (norse's AdEx step).")
         fields = {k: (v if k == "method" or k == "alpha" else torch.tensor(float(v))) for k, v in neuron.items()}
         self.hidden = LIFAdEx(LIFAdExParameters(**fields), dt=model.dt)
         readout = {k: torch.tensor(float(v)) for k, v in cfg.readout.items() if k not in ("learnable", "backend")}
