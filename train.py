@@ -12,10 +12,8 @@ import contextlib
 import fcntl
 import os
 import secrets
-import signal
 import socket
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -277,21 +275,6 @@ def exit_on_sigterm(trainer: L.Trainer) -> Iterator[None]:
     raise SystemExit(SIGTERM_EXIT)
 
 
-@contextlib.contextmanager
-def sigint_restored() -> Iterator[None]:
-    """Gives SIGINT back its handler afterwards. After a Ctrl-C Lightning ignores SIGINT while it shuts
-    down and leaves it ignored: a caller of :func:`train` (a notebook, a sweep, a test) would never
-    see Ctrl-C again, and every process it starts would inherit the ignored signal."""
-    if threading.current_thread() is not threading.main_thread():  # only the main thread has handlers
-        yield
-        return
-    handler = signal.getsignal(signal.SIGINT)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, handler)
-
-
 def train(cfg: DictConfig) -> float:
     """Runs one training as configured by ``cfg`` and returns the best ``cfg.optimized_metric``.
 
@@ -318,14 +301,14 @@ def train(cfg: DictConfig) -> float:
     except (ValueError, FileNotFoundError) as error:
         raise ConfigError(str(error)) from error
     if not fit:
-        with exit_on_sigterm(trainer), sigint_restored():
+        with exit_on_sigterm(trainer):
             return evaluate(ckpt_path, datamodule, trainer)
 
     resume = ckpt_path
     if _requeued_slurm_job(output_dir):  # resume from the checkpoint Lightning saved on SIGUSR1
         resume = "hpc"
         rank_zero_info(f"Requeued SLURM job: continuing in {output_dir} from its latest hpc_ckpt_N.ckpt.")
-    with exit_on_sigterm(trainer), sigint_restored():
+    with exit_on_sigterm(trainer):
         try:
             trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
         except (FileNotFoundError, DataError) as error:  # missing or damaged data files: the message says what to do
