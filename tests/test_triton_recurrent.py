@@ -21,6 +21,8 @@ import warnings
 
 import pytest
 import torch
+from test_fused_recurrent import inputs as recurrent_inputs
+from test_fused_recurrent import weighted_loss
 
 from snn.neurons import (
     SURROGATES,
@@ -87,22 +89,9 @@ def make_layer(kind, backend, F=3, N=37, method="super", learnable=(), autapses=
     return layer
 
 
-def inputs(kind, dtype, T=7, B=2, F=3, N=37, state=True, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.rand(T, B, F, generator=g, dtype=dtype) * 3
-    if not state:
-        return x, None
-    z = (torch.rand(B, N, generator=g, dtype=dtype) > 0.6).to(dtype)
-    rest = [torch.rand(B, N, generator=g, dtype=dtype) for _ in LAYERS[kind][2]._fields[1:]]
-    return x, [z, *rest]
-
-
-def weighted_loss(out, final, seed=2):
-    g = torch.Generator().manual_seed(seed)
-    loss = (out * torch.randn(out.shape, generator=g, dtype=out.dtype)).sum()
-    for s in final:
-        loss = loss + (s * torch.randn(s.shape, generator=g, dtype=s.dtype)).sum()
-    return loss
+def inputs(kind, dtype, T=7, B=2, **kwargs):
+    """tests/test_fused_recurrent.py's inputs, at this file's smaller default sizes."""
+    return recurrent_inputs(kind, dtype, T=T, B=B, **kwargs)
 
 
 def run_both(kind, x, state, recording, loss=weighted_loss, **layer_args):
