@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 FASHION_MNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: install train test data clean
+.PHONY: install train test test-quick data clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ train: $(STAMP) data
 
 test: $(STAMP) data
 	$(PY) -m pytest $(ARGS)
+
+# The suite without the tests marked slow (real data, multi-process runs, training to an accuracy).
+test-quick: $(STAMP) data
+	$(PY) -m pytest -m "not slow" $(ARGS)
 
 clean:
 	rm -rf $(VENV) outputs multirun

@@ -2,32 +2,23 @@
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
 from snn.models import SpikingClassifier, SpikingConvClassifier
 from snn.neurons import LIF, LIFAdEx
 from snn.training import FashionMNISTDataModule, SyntheticDataModule
+from tests.helpers import CONF, ROOT, make_cfg
 from train import build
 
-ROOT = Path(__file__).parents[1]
-CONF = ROOT / "conf"
 GROUPS = ("model", "dataset", "trainer", "logger", "callbacks", "experiment", "debug")
 
 
 def options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
-
-
-def make_cfg(tmp_path, *overrides: str):
-    with initialize_config_dir(str(CONF), version_base="1.3"):
-        paths = [f"paths.output_dir={tmp_path}", f"paths.data_dir={tmp_path / 'data'}"]
-        return compose("config", overrides=[*paths, *overrides])
 
 
 def test_config_groups_are_complete():

@@ -1,53 +1,43 @@
 """The accuracy recipes (conf/experiment): what they compose to, the MNIST recipe end to end on IDX
-files, Fashion-MNIST augmentation, and the ablation script's variants."""
+files, Fashion-MNIST augmentation, the ablation script's variants, and AdEx and LIF recipes of the
+memory tasks and sequential images being the same network but for the neurons."""
 
 import csv
 import gzip
-import struct
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from snn.training import FashionMNISTDataModule
-from train import ConfigError, train
+from tests.helpers import ROOT, compose_config, idx_bytes, make_cfg
+from train import ConfigError, build, train
 
-ROOT = Path(__file__).parents[1]
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 
-def make_cfg(*overrides: str):
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        return compose("config", overrides=list(overrides))
-
-
 def test_lif_recipe_is_the_adex_recipe_with_lif_neurons():
-    adex = OmegaConf.to_container(make_cfg("experiment=fashion_mnist_adex", "paths.output_dir=x"), resolve=True)
-    lif = OmegaConf.to_container(make_cfg("experiment=fashion_mnist_lif", "paths.output_dir=x"), resolve=True)
+    adex = OmegaConf.to_container(compose_config("experiment=fashion_mnist_adex", "paths.output_dir=x"), resolve=True)
+    lif = OmegaConf.to_container(compose_config("experiment=fashion_mnist_lif", "paths.output_dir=x"), resolve=True)
     assert adex["model"]["neuron"]["kind"] == "adex" and lif["model"]["neuron"]["kind"] == "lif"
     # Everything but the neuron (architecture, data, augmentation, optimiser, epochs, seed) is shared.
     adex["model"].pop("neuron"), lif["model"].pop("neuron")
     assert adex == lif
     # The LIF neurons share every constant they have with the AdEx ones.
-    a, b = make_cfg("experiment=fashion_mnist_adex").model.neuron, make_cfg("experiment=fashion_mnist_lif").model.neuron
+    a = compose_config("experiment=fashion_mnist_adex").model.neuron
+    b = compose_config("experiment=fashion_mnist_lif").model.neuron
     assert all(a[k] == b[k] for k in b if k != "kind")
 
 
 def test_fashion_recipe_is_the_main_job():
     assert "experiment=fashion_mnist_adex" in (ROOT / "Makefile").read_text()
-    cfg = make_cfg("experiment=fashion_mnist_adex")
+    cfg = compose_config("experiment=fashion_mnist_adex")
     assert cfg.dataset._target_ == "snn.training.FashionMNISTDataModule"
     assert cfg.model.encoder.kind == "constant"  # the conv front end runs once per image
     assert cfg.optimized_metric == "val/acc" and cfg.callbacks.model_checkpoint.monitor == "val/acc"
-
-
-def idx_bytes(array: np.ndarray) -> bytes:
-    """IDX: 0 0 0x08 (uint8) ndim, big-endian sizes, data."""
-    return struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes()
 
 
 def write_mnist_like(folder: Path, n_train: int, n_test: int) -> None:
@@ -67,7 +57,7 @@ def test_mnist_recipe_runs_end_to_end_on_idx_files(tmp_path):
     data = tmp_path / "data"
     write_mnist_like(data, n_train=96, n_test=40)
     out = tmp_path / "run"
-    cfg = make_cfg(
+    cfg = compose_config(
         "experiment=mnist_adex", f"paths.data_dir={data}", f"paths.output_dir={out}", "dataset.download=false",
         "dataset.val_size=32", "dataset.batch_size=32", "trainer.max_epochs=1", "trainer.accelerator=cpu",
         "logger=csv", "model.T=4", "callbacks.progress_bar=null",
@@ -83,7 +73,7 @@ def test_mnist_recipe_runs_end_to_end_on_idx_files(tmp_path):
 
 
 def test_mnist_recipe_without_files_or_download_says_how_to_get_them(tmp_path):
-    cfg = make_cfg("experiment=mnist_adex", f"paths.data_dir={tmp_path / 'none'}",
+    cfg = compose_config("experiment=mnist_adex", f"paths.data_dir={tmp_path / 'none'}",
                    f"paths.output_dir={tmp_path / 'run'}", "dataset.download=false", "logger=none")
     with pytest.raises(ConfigError, match="dataset.download=true"):
         train(cfg)
@@ -126,9 +116,9 @@ def test_ablation_variants_compose():
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from ablation import VARIANTS
 
-    recipe = make_cfg("experiment=fashion_mnist_adex")
+    recipe = compose_config("experiment=fashion_mnist_adex")
     for name, overrides in VARIANTS.items():
-        cfg = make_cfg("experiment=fashion_mnist_adex", *overrides)
+        cfg = compose_config("experiment=fashion_mnist_adex", *overrides)
         if overrides:
             assert cfg != recipe, name  # each variant changes something
 
@@ -136,7 +126,24 @@ def test_ablation_variants_compose():
 @pytest.mark.slow
 @pytest.mark.skipif(not FASHION_DIR.is_dir(), reason="Fashion-MNIST is not installed")
 def test_fashion_recipe_learns_in_a_few_steps(tmp_path):
-    cfg = make_cfg("experiment=fashion_mnist_adex", f"paths.output_dir={tmp_path}",
+    cfg = compose_config("experiment=fashion_mnist_adex", f"paths.output_dir={tmp_path}",
                    f"paths.data_dir={tmp_path / 'data'}", "+trainer.max_steps=60", "+trainer.val_check_interval=60",
                    "+trainer.limit_val_batches=10", "test=false", "logger=none", "callbacks.progress_bar=null")
     assert train(cfg) > 0.6  # 10 classes: chance is 0.1
+
+
+@pytest.mark.parametrize("task", ["store_recall", "cue_accumulation", "sfmnist", "psfmnist"])
+def test_adex_and_lif_recipes_are_the_same_network(tmp_path, task):
+    cfgs = {kind: make_cfg(tmp_path, f"experiment={task}_{kind}") for kind in ("adex", "lif")}
+    nets = {kind: build(cfg)[0].net for kind, cfg in cfgs.items()}
+    counts = {kind: sum(p.numel() for p in net.parameters()) for kind, net in nets.items()}
+    assert counts["adex"] == counts["lif"]
+    adex, lif = (OmegaConf.to_container(cfgs[k], resolve=True) for k in ("adex", "lif"))
+    assert adex["model"].pop("tau_ada_range") == [0.05, 2.0]
+    assert lif["model"].pop("tau_ada_range") is None
+    neurons = adex["model"].pop("neuron"), lif["model"].pop("neuron")
+    assert neurons[0]["kind"] == "adex" and neurons[1]["kind"] == "lif"
+    assert {k: v for k, v in neurons[0].items() if k in neurons[1] and k != "kind"} == \
+        {k: v for k, v in neurons[1].items() if k != "kind"}
+    for key in ("model", "dataset", "optimizer", "trainer", "scheduler", "seed"):
+        assert adex[key] == lif[key], key

@@ -6,43 +6,35 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from snn.training import load_checkpoint
+from tests.helpers import ROOT, make_cfg
 from train import ConfigError, build, check_fresh_output_dir
 
-ROOT = Path(__file__).parents[1]
 # What srun sets for a one-task job (Lightning's SLURMEnvironment reads these).
 SLURM_TASK = {"SLURM_NTASKS": "1", "SLURM_NTASKS_PER_NODE": "1", "SLURM_NNODES": "1", "SLURM_PROCID": "0",
               "SLURM_LOCALID": "0", "SLURM_NODEID": "0", "SLURM_JOB_ID": "4242", "SLURM_JOB_NAME": "snn",
               "SLURM_NODELIST": "localhost"}
 
 
-def make_cfg(tmp_path, *overrides: str, hydra: bool = False):
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        return compose("config", overrides=[f"paths.output_dir={tmp_path}", "dataset=synthetic", *overrides],
-                       return_hydra_config=hydra)
-
-
 def test_slurm_trainer_takes_devices_and_nodes_from_the_allocation(tmp_path, monkeypatch):
-    cfg = make_cfg(tmp_path, "trainer=slurm")
+    cfg = make_cfg(tmp_path, "dataset=synthetic", "trainer=slurm")
     assert (cfg.trainer.strategy, cfg.trainer.devices, cfg.trainer.num_nodes) == ("ddp", 1, 1)  # outside SLURM
     monkeypatch.setenv("SLURM_NTASKS_PER_NODE", "4")
     monkeypatch.setenv("SLURM_NNODES", "2")
     assert (cfg.trainer.devices, cfg.trainer.num_nodes) == (4, 2)
     monkeypatch.delenv("SLURM_NTASKS_PER_NODE")
     monkeypatch.delenv("SLURM_NNODES")
-    _, _, trainer = build(make_cfg(tmp_path, "trainer=slurm", "trainer.accelerator=cpu"))
+    _, _, trainer = build(make_cfg(tmp_path, "dataset=synthetic", "trainer=slurm", "trainer.accelerator=cpu"))
     assert type(trainer.strategy).__name__ == "DDPStrategy"
 
 
 def test_submitit_launcher_config(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="the optional extra `slurm` is not installed")
-    cfg = make_cfg(tmp_path, "hydra/launcher=slurm", "trainer=slurm", "hydra.launcher.nodes=2",
+    cfg = make_cfg(tmp_path, "dataset=synthetic", "hydra/launcher=slurm", "trainer=slurm", "hydra.launcher.nodes=2",
                    "hydra.launcher.tasks_per_node=4", hydra=True)
     launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
     assert launcher["_target_"] == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
@@ -53,7 +45,7 @@ def test_submitit_launcher_config(tmp_path):
 def test_under_slurm_lightning_requeues_on_sigusr1(tmp_path, monkeypatch):
     for key, value in SLURM_TASK.items():
         monkeypatch.setenv(key, value)
-    _, _, trainer = build(make_cfg(tmp_path, "trainer=slurm", "trainer.accelerator=cpu"))
+    _, _, trainer = build(make_cfg(tmp_path, "dataset=synthetic", "trainer=slurm", "trainer.accelerator=cpu"))
     environment = trainer.strategy.cluster_environment
     assert type(environment).__name__ == "SLURMEnvironment" and environment.auto_requeue
     assert environment.requeue_signal == signal.SIGUSR1

@@ -7,21 +7,13 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from train_hooks import with_callback
 
 from snn.training import SpikingClassifierModule
+from tests.helpers import ROOT, make_cfg, with_callback
 from train import fit_metrics, train
 
-ROOT = Path(__file__).parents[1]
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
-
-
-def make_cfg(tmp_path, *overrides: str):
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        paths = [f"paths.output_dir={tmp_path}", f"paths.data_dir={tmp_path / 'data'}"]
-        return compose("config", overrides=[*paths, *overrides])
 
 
 def scalars(run_dir: Path) -> dict[str, list[float]]:

@@ -47,7 +47,7 @@ synapse leak towards ``v_leak`` too).
 On import the general case is honoured: the input is scaled by ``r * w_in * dt / tau_syn`` (a
 ``Scale`` layer, left out when it is 1), which is exact because the synapse is linear.
 snntorch's importer accepts only ``r = tau_mem / 1e-4`` and ``v_leak = 0``, resets to zero and
-reads no ``CubaLI``: tests/test_nir.py pins what it does with our graphs.
+reads no ``CubaLI``: tests/interop/test_nir.py pins what it does with our graphs.
 
 Surrogate gradients are not part of NIR: their name and steepness go into each node's metadata
 (``method``, ``alpha``) and come back on import. Learnable neuron constants come back as fixed ones.

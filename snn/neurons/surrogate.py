@@ -29,7 +29,7 @@ always computes :math:`1 / (|x| + 1)^2` -- ours with ``alpha=1`` -- and its ``te
 ``alpha=100`` our SuperSpike is the published one, 100 times narrower than what norse 1.1.0 uses; pass
 ``alpha=1.0`` to reproduce norse's gradients. norse's ``tanh`` returns :math:`1 - \tanh^2(\alpha x)`,
 which is not the derivative of :math:`(1 + \tanh(\alpha x))/2`; ours is (they differ by
-:math:`\alpha/2`). tests/test_norse_equivalence.py pins all of this against norse itself.
+:math:`\alpha/2`). tests/neurons/test_norse_equivalence.py pins all of this against norse itself.
 """
 
 from __future__ import annotations

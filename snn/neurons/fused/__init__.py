@@ -50,7 +50,7 @@ Adding a neuron type
      kinds it runs) and Triton (``triton_kernels.py``: a forward and a backward step function, which
      the two kernels call for their ``KIND``; :mod:`.triton_loops`): optional, ``auto`` falls back
      to ``python`` for a kind they do not run.
-4. **Tests**: add the kind to ``tests/test_fused.py`` (and ``tests/test_triton.py``): outputs and
+4. **Tests**: add the kind to ``tests/neurons/fused/test_fused.py`` (and ``tests/neurons/fused/test_triton.py``): outputs and
    states bit-identical to the eager loop over the step function, gradients equal to autograd
    through it in float64.
 """

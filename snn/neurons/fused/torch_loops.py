@@ -5,7 +5,7 @@ Forward runs every step without autograd and keeps only the pre-reset voltage ``
 (plus ``i + x`` and ``a`` when parameters need gradients); backward runs the time loop in reverse
 with the hand-derived gradients of the step functions. The forward step bodies call the equations
 the step functions call (:mod:`snn.neurons.equations`), with the same constants, so outputs and
-states are bit-identical to the eager loop; ``tests/test_fused.py`` pins that.
+states are bit-identical to the eager loop; ``tests/neurons/fused/test_fused.py`` pins that.
 
 Parameter tuples ``P`` hold ``c_mem = dt tau_mem_inv`` and ``c_syn = -dt tau_syn_inv`` (and
 ``c_ada = dt tau_ada_inv``) computed once per call, exactly as the step functions compute them.

@@ -1,8 +1,8 @@
 import pytest
 import torch
-from reference import reference_lif
 
 from snn.neurons import LIF, LIFCell, LIFParameters, LIFRecurrent
+from tests.reference import reference_lif
 
 
 def test_parameters_match_norse_defaults():

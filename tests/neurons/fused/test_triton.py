@@ -10,11 +10,11 @@ Forward: LIF and LI bit-identical to the eager loop. AdEx's exponential under th
 numpy's, which differs from torch's CPU exp (MKL) by one ulp on 39 % of float32 values and 5 % of
 float64 ones: the spikes are the same here and the states within 1e-6 (float32) / 1e-14 (float64)
 of the largest value (on a GPU the kernels use libdevice's exp, which torch's CUDA exp runs too:
-tests/triton_gpu_checks.py asserts bit-identity there). Backward: within 1e-6 (float32) and 1e-10
+tests/neurons/fused/triton_gpu_checks.py asserts bit-identity there). Backward: within 1e-6 (float32) and 1e-10
 (float64) of autograd through the step functions, relative to the largest gradient. The
 interpreter rounds float32 to bfloat16 towards zero (a GPU rounds to nearest even): bfloat16
 results are compared within one bfloat16 ulp. Tests that need a GPU run the compiled kernels in a
-subprocess (tests/triton_gpu_checks.py) and skip without one.
+subprocess (tests/neurons/fused/triton_gpu_checks.py) and skip without one.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import torch
 from snn.neurons import LI, LIF, SURROGATES, LIFAdEx, LIFAdExParameters, LIFParameters, LIParameters
 from snn.neurons.fused import function, integrate, triton_loops
 from snn.neurons.fused.function import resolve_backend
+from tests.helpers import assert_close_gradients, weighted_loss
 
 pytest.importorskip("triton")
 
@@ -87,14 +88,6 @@ def inputs(kind, dtype, T=8, B=3, N=37, seed=1):
     return x, state
 
 
-def weighted_loss(out, final, seed=2):
-    g = torch.Generator().manual_seed(seed)
-    loss = (out * torch.randn(out.shape, generator=g, dtype=out.dtype)).sum()
-    for s in final:
-        loss = loss + (s * torch.randn(s.shape, generator=g, dtype=s.dtype)).sum()
-    return loss
-
-
 def gradients(layer, x, state, loss=weighted_loss):
     """Forward and backward from the given initial state: outputs, final state, all gradients."""
     x = x.clone().requires_grad_()
@@ -107,18 +100,6 @@ def gradients(layer, x, state, loss=weighted_loss):
     }
     grads.update({name: p.grad for name, p in layer.named_parameters()})
     return out, final, grads
-
-
-def assert_close(got, ref, tolerance):
-    assert got.keys() == ref.keys()
-    for name in ref:
-        if ref[name] is None:  # no path in the eager graph (heaviside: v_th only feeds the spike)
-            assert got[name] is None or not got[name].any(), name
-            continue
-        assert got[name] is not None and got[name].shape == ref[name].shape, name
-        scale = ref[name].abs().max()
-        error = (got[name] - ref[name]).abs().max()
-        assert error <= tolerance * scale, f"{name}: error {error:.3g} at scale {scale:.3g}"
 
 
 def assert_forward_equal(kind, out, final, ref_out, ref_final):
@@ -150,7 +131,7 @@ def compare(
         make_layer(kind, "triton", method, learnable, shape, dtype, **params), x, state, loss
     )
     assert_forward_equal(kind, out, final, ref_out, ref_final)
-    assert_close(got, ref, TOLERANCE[dtype])
+    assert_close_gradients(ref, got, TOLERANCE[dtype])
     return ref
 
 
@@ -191,7 +172,7 @@ def test_gradients_li_per_neuron_parameters():
     compare("li", None, "all", (37,))
 
 
-# AdEx's symplectic integrator (issue 13), with v_reset != v_leak (see tests/test_fused.py).
+# AdEx's symplectic integrator (issue 13), with v_reset != v_leak (see tests/neurons/fused/test_fused.py).
 SYMPLECTIC = {"integrator": "symplectic", "adaptation_current": 2.0, "v_reset": -0.2}
 
 
@@ -254,7 +235,7 @@ def test_input_broadcast_over_time_and_the_gradient_of_a_plain_sum(kind):
         )
     ref, got = results
     assert torch.equal(got.pop("out"), ref.pop("out"))
-    assert_close(got, ref, 1e-10)
+    assert_close_gradients(ref, got, 1e-10)
 
 
 def test_non_contiguous_input():
@@ -386,7 +367,7 @@ def test_importing_snn_neurons_does_not_import_triton():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_compiled_kernels_on_the_gpu():
-    """tests/triton_gpu_checks.py in a process of its own (no interpreter): forward bit-identical
+    """tests/neurons/fused/triton_gpu_checks.py in a process of its own (no interpreter): forward bit-identical
     to the eager loop on the GPU, gradients within 1e-6 / 1e-10, auto picks triton, bfloat16."""
     script = os.path.join(os.path.dirname(__file__), "triton_gpu_checks.py")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}

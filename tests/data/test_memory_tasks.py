@@ -1,16 +1,11 @@
-"""Memory tasks and sequential images (snn/data/memory_tasks.py, sequential_images.py): the task
-definitions, determinism, DDP shards, permutations, the recipes, and short training runs."""
+"""Memory tasks (snn/data/memory_tasks.py): the task definitions, determinism, DDP shards, the
+recipes' short training runs."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
-from test_data import write_mnist
 from torch.utils.data import DistributedSampler
 
 from snn.data.memory_tasks import (
@@ -20,15 +15,9 @@ from snn.data.memory_tasks import (
     poisson_groups,
     steps,
 )
-from snn.data.sequential_images import (
-    SequentialFashionMNISTDataModule,
-    SequentialMNISTDataModule,
-    pixel_permutation,
-)
-from snn.models.encoders import LatencyEncoder
-from train import build, train
+from tests.helpers import make_cfg
+from train import train
 
-CONF = Path(__file__).parents[1] / "conf"
 # A small STORE-RECALL: 6 frames of 10 ms (T = 60), 4 groups of 5 inputs.
 SMALL_STORE_RECALL = ["dataset.T=60", "dataset.input_shape=[60,20]", "dataset.task.frame_ms=10",
                       "dataset.task.frames=6", "dataset.task.neurons_per_group=5",
@@ -36,12 +25,6 @@ SMALL_STORE_RECALL = ["dataset.T=60", "dataset.input_shape=[60,20]", "dataset.ta
 SMALL_CUES = ["dataset.T=80", "dataset.input_shape=[80,20]", "dataset.task.neurons_per_group=5",
               "dataset.task.cues=3", "dataset.task.cue_ms=10", "dataset.task.cue_spacing_ms=15",
               "dataset.task.delay_ms=20", "dataset.task.recall_ms=15", "model.decoder_steps=15"]
-
-
-def make_cfg(tmp_path, *overrides: str):
-    with initialize_config_dir(str(CONF), version_base="1.3"):
-        return compose("config", overrides=[f"paths.output_dir={tmp_path}",
-                                            f"paths.data_dir={tmp_path / 'data'}", *overrides])
 
 
 def store_recall(**task) -> StoreRecallDataModule:
@@ -158,92 +141,13 @@ def test_ddp_shards_hold_distinct_samples():
     assert not any(torch.equal(a, b) for a in x0 for b in x1)
 
 
-# --- Sequential images -------------------------------------------------------------------------
-
-def sequential(tmp_path, cls=SequentialFashionMNISTDataModule, **kwargs):
-    dm = cls(data_dir=str(tmp_path), download=False, val_size=10, batch_size=6, num_classes=10,
-             **kwargs)
-    dm.prepare_data()
-    dm.setup()
-    return dm
-
-
-@pytest.mark.parametrize("cls", [SequentialFashionMNISTDataModule, SequentialMNISTDataModule])
-def test_sequences_are_the_pixels_row_by_row(tmp_path, cls):
-    arrays = write_mnist(tmp_path)
-    dm = sequential(tmp_path, cls)
-    x, y = next(iter(dm.test_dataloader()))
-    assert x.shape == (6, 784, 1) and dm.input_shape == (784, 1)
-    images = torch.from_numpy(arrays["t10k-images-idx3-ubyte"][:6]).float() / 255
-    torch.testing.assert_close(x[..., 0], images.flatten(1))
-    assert y.tolist() == arrays["t10k-labels-idx1-ubyte"][:6].tolist()
-
-
-def test_permutation_is_fixed_by_its_seed_and_saved_in_checkpoints(tmp_path):
-    arrays = write_mnist(tmp_path)
-    dm = sequential(tmp_path, permute=True, permutation_seed=5)
-    assert torch.equal(dm.permutation, pixel_permutation(5))
-    assert not torch.equal(pixel_permutation(5), pixel_permutation(6))
-    assert sorted(dm.permutation.tolist()) == list(range(784))
-    x, _ = next(iter(dm.test_dataloader()))
-    again, _ = next(iter(dm.test_dataloader()))
-    images = torch.from_numpy(arrays["t10k-images-idx3-ubyte"][:6]).float().flatten(1) / 255
-    torch.testing.assert_close(x[..., 0], images[:, dm.permutation])
-    assert torch.equal(x, again)  # the same order for every batch
-    # The checkpoint's permutation wins over the one the seed draws.
-    restored = sequential(tmp_path, permute=True, permutation_seed=6)
-    restored.load_state_dict(dm.state_dict())
-    assert torch.equal(next(iter(restored.test_dataloader()))[0], x)
-    with pytest.raises(ValueError, match="permute"):
-        sequential(tmp_path).load_state_dict(dm.state_dict())
-
-
-def test_pixels_as_spikes_through_the_encoders(tmp_path):
-    write_mnist(tmp_path)
-    dm = sequential(tmp_path, T=2352, input_shape=(2352, 1),
-                    pixels={"kind": "latency", "steps_per_pixel": 3, "threshold": 0.1})
-    x, _ = next(iter(dm.test_dataloader()))
-    plain, _ = next(iter(sequential(tmp_path).test_dataloader()))
-    # Each pixel gets its own 3 steps, in pixel order: the latency code of that pixel alone.
-    expected = LatencyEncoder(3, threshold=0.1)(plain[..., 0])  # [3, B, 784]
-    assert torch.equal(x.view(6, 784, 3), expected.permute(1, 2, 0))
-    assert 0 < expected[0].sum() < expected.sum()  # some pixels fire late: the order matters
-    with pytest.raises(ValueError, match="dataset.T=1568"):
-        sequential(tmp_path, pixels={"steps_per_pixel": 2})
-
-
 # --- Recipes and training ----------------------------------------------------------------------
-
-@pytest.mark.parametrize("task", ["store_recall", "cue_accumulation", "sfmnist", "psfmnist"])
-def test_adex_and_lif_recipes_are_the_same_network(tmp_path, task):
-    cfgs = {kind: make_cfg(tmp_path, f"experiment={task}_{kind}") for kind in ("adex", "lif")}
-    nets = {kind: build(cfg)[0].net for kind, cfg in cfgs.items()}
-    counts = {kind: sum(p.numel() for p in net.parameters()) for kind, net in nets.items()}
-    assert counts["adex"] == counts["lif"]
-    adex, lif = (OmegaConf.to_container(cfgs[k], resolve=True) for k in ("adex", "lif"))
-    assert adex["model"].pop("tau_ada_range") == [0.05, 2.0]
-    assert lif["model"].pop("tau_ada_range") is None
-    neurons = adex["model"].pop("neuron"), lif["model"].pop("neuron")
-    assert neurons[0]["kind"] == "adex" and neurons[1]["kind"] == "lif"
-    assert {k: v for k, v in neurons[0].items() if k in neurons[1] and k != "kind"} == \
-        {k: v for k, v in neurons[1].items() if k != "kind"}
-    for key in ("model", "dataset", "optimizer", "trainer", "scheduler", "seed"):
-        assert adex[key] == lif[key], key
-
 
 @pytest.mark.parametrize("experiment,small", [
     ("store_recall_adex", SMALL_STORE_RECALL), ("store_recall_lif", SMALL_STORE_RECALL),
     ("cue_accumulation_adex", SMALL_CUES), ("cue_accumulation_lif", SMALL_CUES)])
 def test_memory_recipes_run_a_few_steps(tmp_path, experiment, small):
     cfg = make_cfg(tmp_path, f"experiment={experiment}", "debug=fdr", "model.hidden=[12]", *small)
-    assert 0.0 <= train(cfg) <= 1.0
-
-
-@pytest.mark.parametrize("experiment", ["sfmnist_adex", "psfmnist_lif"])
-def test_sequential_image_recipes_run_a_few_steps(tmp_path, experiment):
-    write_mnist(tmp_path / "data")
-    cfg = make_cfg(tmp_path, f"experiment={experiment}", "debug=fdr", "model.hidden=[8]",
-                   "dataset.download=false", "dataset.val_size=10", "dataset.batch_size=4")
     assert 0.0 <= train(cfg) <= 1.0
 
 

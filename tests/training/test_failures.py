@@ -1,8 +1,7 @@
-"""Failure handling: NaN/inf loss, gradients and weights, bad config, corrupt data, Ctrl-C and SIGTERM,
-and runs never overwriting runs."""
+"""Failure handling: NaN/inf loss, gradients and weights, bad config, corrupt data, Ctrl-C and SIGTERM
+(run directories: test_run_directory.py)."""
 
 import gzip
-import multiprocessing
 import os
 import re
 import signal
@@ -16,24 +15,16 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
-from train_hooks import with_callback
 
 import train as train_script
 from snn.training import NonFiniteError, load_checkpoint
-from train import ConfigError, check_epochs_left, claim_run_dir, explain_composition_error, train
+from tests.helpers import ROOT, make_cfg, with_callback
+from train import ConfigError, check_epochs_left, explain_composition_error, train
 
-ROOT = Path(__file__).parents[1]
 DATASETS = ", ".join(sorted(p.stem for p in (ROOT / "conf" / "dataset").glob("*.yaml")))
 SMALL = ["dataset=synthetic", "model.T=6", "model.hidden=16", "model.conv=null", "trainer.max_epochs=2",
          "trainer.accelerator=cpu", "logger=none", "test=false"]
-
-
-def make_cfg(tmp_path, *overrides: str):
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        paths = [f"paths.output_dir={tmp_path}", f"paths.data_dir={tmp_path / 'data'}"]
-        return compose("config", overrides=[*paths, *overrides])
 
 
 class Poison(L.Callback):
@@ -348,107 +339,6 @@ def test_a_signal_to_a_running_training_saves_a_checkpoint_that_resumes(tmp_path
     train(make_cfg(tmp_path / "resumed", *SMALL, f"trainer.max_epochs={epochs}", f"ckpt_path={interrupted}"))
     resumed = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.ckpt")
     assert (resumed["epoch"], resumed["global_step"]) == (epochs - 1, epochs * 6)
-
-
-# --- runs never overwrite runs ----------------------------------------------------------------------
-
-
-def _claim(run_dir: Path, barrier, results, done) -> None:
-    barrier.wait()  # both processes claim at the same moment
-    try:
-        claim_run_dir(run_dir)
-        results.put("claimed")
-    except ConfigError as error:
-        results.put(str(error))
-    done.wait()  # the winner holds its claim until both have answered
-
-
-def test_two_runs_claiming_one_directory_at_once_exactly_one_wins(tmp_path):
-    run_dir = tmp_path / "run"
-    context = multiprocessing.get_context("fork")
-    barrier, results, done = context.Barrier(2), context.Queue(), context.Event()
-    processes = [context.Process(target=_claim, args=(run_dir, barrier, results, done)) for _ in range(2)]
-    for process in processes:
-        process.start()
-    answers = sorted((results.get(timeout=60) for _ in processes), key=lambda a: a != "claimed")
-    done.set()
-    for process in processes:
-        process.join(timeout=60)
-    assert answers[0] == "claimed", answers
-    # The winner writes its process id into the lock file just after taking the lock.
-    assert re.match(f"The run directory {run_dir} is in use by another run right now "
-                    "\\((process \\d+ on .+|another process)\\); ", answers[1])
-    assert "two runs never share a directory. Choose another hydra.run.dir" in answers[1]
-
-
-def test_a_crashed_runs_claim_does_not_outlive_it(tmp_path):
-    def crash():
-        claim_run_dir(tmp_path)
-        os._exit(1)  # no cleanup: the lock file stays, the OS drops the lock
-
-    process = multiprocessing.get_context("fork").Process(target=crash)
-    process.start()
-    process.join(timeout=60)
-    assert (tmp_path / ".run.lock").exists()
-    claim_run_dir(tmp_path)  # the directory holds no outputs: it is free again
-    train_script.release_run_dir(tmp_path)
-
-
-def test_a_run_directory_with_outputs_is_never_reused(tmp_path):
-    train(make_cfg(tmp_path, *SMALL, "trainer.max_epochs=1"))
-    before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")}
-    with pytest.raises(ConfigError,
-                       match=f"{tmp_path} already holds another run's outputs \\(checkpoints\\); "
-                             "nothing is overwritten"):
-        train(make_cfg(tmp_path, *SMALL, "trainer.max_epochs=1"))
-    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")} == before
-
-
-@pytest.mark.slow
-def test_a_run_that_ended_leaves_a_directory_the_next_run_on_it_refuses(tmp_path):
-    """A debug run writes only .hydra/ and ends, releasing its lock: a second run given the same
-    hydra.run.dir must still be refused before Hydra overwrites the first run's config (the race
-    that made two runs 'started together' both succeed when the first ended before the second
-    claimed)."""
-    run = tmp_path / "run"
-    command = [sys.executable, str(ROOT / "train.py"), "debug=fdr", "dataset=synthetic", "logger=none",
-               f"hydra.run.dir={run}", f"paths.data_dir={tmp_path}"]
-    first = subprocess.run([*command, "seed=1"], cwd=tmp_path, capture_output=True, text=True, timeout=180)
-    assert first.returncode == 0, first.stderr
-    second = subprocess.run([*command, "seed=2"], cwd=tmp_path, capture_output=True, text=True, timeout=180)
-    assert second.returncode == 1
-    assert "already holds another run's outputs (.hydra)" in second.stderr.strip().splitlines()[-1]
-    assert OmegaConf.load(run / ".hydra" / "config.yaml").seed == 1
-
-
-@pytest.mark.slow
-def test_two_runs_started_together_on_one_directory_never_mix(tmp_path):
-    run = tmp_path / "run"
-    commands = [[sys.executable, str(ROOT / "train.py"), "debug=fdr", "dataset=synthetic", "logger=none",
-                 f"seed={seed}", f"hydra.run.dir={run}", f"paths.data_dir={tmp_path}"] for seed in (1, 2)]
-    processes = [subprocess.Popen(c, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-                 for c in commands]
-    errors = [process.communicate(timeout=180)[1] for process in processes]
-    codes = [process.returncode for process in processes]
-    assert sorted(codes) == [0, 1], errors
-    winner, loser = (0, 1) if codes[0] == 0 else (1, 0)
-    refusal = errors[loser].strip().splitlines()[-1]
-    assert refusal.startswith(f"Config error: The run directory {run} ") and "Traceback" not in errors[loser]
-    assert "is in use by another run right now" in refusal or "already holds another run's outputs" in refusal
-    assert OmegaConf.load(run / ".hydra" / "config.yaml").seed == winner + 1  # the loser wrote nothing there
-
-
-@pytest.mark.slow
-def test_runs_started_in_the_same_second_get_their_own_directories(tmp_path):
-    command = [sys.executable, str(ROOT / "train.py"), "debug=fdr", "dataset=synthetic", "logger=none",
-               f"paths.data_dir={tmp_path}"]
-    processes = [subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-                 for _ in range(2)]
-    for process in processes:
-        assert process.wait(timeout=180) == 0, process.stderr.read()[-2000:]
-    runs = sorted(p.parent.parent for p in (tmp_path / "outputs").glob("*/*/.hydra/config.yaml"))
-    assert len(runs) == 2 and runs[0] != runs[1]
-    assert all(re.fullmatch(r"\d\d-\d\d-\d\d_[0-9a-f]{6}", r.name) for r in runs), runs
 
 
 def test_all_finite_finds_nan_and_inf_and_never_mistakes_huge_finite_values():

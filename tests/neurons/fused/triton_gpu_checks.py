@@ -1,6 +1,6 @@
 """The compiled Triton kernels on a CUDA GPU against the eager loop on the same GPU.
 
-Run by tests/test_triton.py::test_compiled_kernels_on_the_gpu in a process of its own (without
+Run by tests/neurons/fused/test_triton.py::test_compiled_kernels_on_the_gpu in a process of its own (without
 TRITON_INTERPRET); exits non-zero with the failed check's message. Forward bit-identical for every
 neuron type (and AdEx's symplectic integrator) in float32 and float64 (the kernels use libdevice's
 exp, as torch's CUDA exp, and no fused multiply-adds); gradients within 1e-6 (float32) / 1e-10

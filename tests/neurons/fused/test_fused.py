@@ -15,8 +15,9 @@ import torch
 from snn.neurons import LI, LIF, SURROGATES, LIFAdEx, LIFAdExParameters, LIFParameters, LIParameters
 from snn.neurons.fused import BACKENDS, cpp_loops, torch_loops
 from snn.neurons.fused.function import resolve_backend
+from tests.helpers import weighted_loss
 
-# triton runs on the CPU only under its interpreter: tests/test_triton.py runs it there.
+# triton runs on the CPU only under its interpreter: tests/neurons/fused/test_triton.py runs it there.
 CPU_BACKENDS = [b for b in BACKENDS if b != "triton"]
 
 LAYERS = {"adex": (LIFAdEx, LIFAdExParameters), "lif": (LIF, LIFParameters), "li": (LI, LIParameters)}
@@ -67,14 +68,6 @@ def inputs(kind, dtype, T=12, B=3, N=37, seed=1):
 def run(layer, x, state):
     state_class = layer.state_class
     return layer(x, state_class(*state))
-
-
-def weighted_loss(out, final, seed=2):
-    g = torch.Generator().manual_seed(seed)
-    loss = (out * torch.randn(out.shape, generator=g, dtype=out.dtype)).sum()
-    for s in final:
-        loss = loss + (s * torch.randn(s.shape, generator=g, dtype=s.dtype)).sum()
-    return loss
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

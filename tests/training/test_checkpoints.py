@@ -10,8 +10,6 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from train_hooks import with_callback
 
 import snn.training.checkpoint_io as checkpoint_io
 from snn.training import (
@@ -23,18 +21,12 @@ from snn.training import (
     load_classifier,
     load_module,
 )
+from tests.helpers import make_cfg, with_callback
 from train import ConfigError, build, train
 
-ROOT = Path(__file__).parents[1]
 # Randomness everywhere a resume could lose it: shuffled batches, Poisson input spikes, dropout.
 RANDOM = ["dataset=synthetic", "model.T=6", "model.hidden=16", "model.conv=null", "model.encoder.kind=poisson",
           "model.dropout=0.2", "trainer.max_epochs=2", "trainer.accelerator=cpu", "logger=none", "test=false"]
-
-
-def make_cfg(tmp_path, *overrides: str):
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        paths = [f"paths.output_dir={tmp_path}", f"paths.data_dir={tmp_path / 'data'}"]
-        return compose("config", overrides=[*paths, *overrides])
 
 
 class KillAtEpoch(L.Callback):

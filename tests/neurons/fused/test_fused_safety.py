@@ -1,14 +1,14 @@
 """Memory safety of the fused loops: no argument, however odd, reaches the C++ kernels as raw memory
 they would misread, and every backend gives the eager loop's result or a clear exception.
 
-The fuzz cases run in a subprocess (``python tests/test_fused_safety.py SEED CASES``) that prints a
-line before and after each case: a crash (a signal from the kernels) then fails the test and names
-the case that was running, instead of killing pytest. Each case draws, from a fixed seed, a neuron
-type, an input (dtype float16/32/64, bfloat16 or int; device cpu or meta; shapes with zero-size
-dimensions and single neurons; contiguous, transposed, broadcast, sliced, offset, lazily negated or
-sparse), a state (None, or fields of any of those kinds, right or wrong shape) and parameters
-(numbers, scalar or per-neuron tensors, wrong shapes, buffers replaced afterwards by tensors of
-another dtype, device, layout or shape, learnable ones), and runs it:
+The fuzz cases run in a subprocess (``python -m tests.neurons.fused.test_fused_safety SEED CASES``,
+see tests/fuzz.py) that prints a line before and after each case: a crash (a signal from the
+kernels) then fails the test and names the case that was running, instead of killing pytest. Each
+case draws, from a fixed seed, a neuron type, an input (dtype float16/32/64, bfloat16 or int; device
+cpu or meta; shapes with zero-size dimensions and single neurons; contiguous, transposed, broadcast,
+sliced, offset, lazily negated or sparse), a state (None, or fields of any of those kinds, right or
+wrong shape) and parameters (numbers, scalar or per-neuron tensors, wrong shapes, buffers replaced
+afterwards by tensors of another dtype, device, layout or shape, learnable ones), and runs it:
 
 * through the layer on ``auto``, ``cpp`` and ``python``, against ``eager``: both raise a
   ValueError/TypeError, or both return the same outputs, final state and gradients (``cpp`` may
@@ -26,7 +26,6 @@ import os
 import random
 import subprocess
 import sys
-import traceback
 
 import pytest
 import torch
@@ -44,6 +43,7 @@ from snn.neurons import (
 )
 from snn.neurons.fused import integrate
 from snn.neurons.fused.spec import NEURON_SPECS
+from tests.fuzz import LAYOUTS, METHODS, compare_gradients, draw_dtype, dtype_of, make_tensor, run_worker, worker
 
 SEED = 20251127
 CASES = 300
@@ -61,30 +61,11 @@ RANGES = {
     "adaptation_current": (0.0, 5.0), "adaptation_spike": (0.0, 2.0),
 }
 FLOATS = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
-METHODS = ["super", "triangle", "sigmoid", "atan", "tanh", "heaviside"]
 
 
 def test_fuzz_every_backend_gives_the_eager_result_or_a_clear_error():
     """A few hundred drawn cases in a subprocess; fails naming the case if one crashes it."""
-    result = subprocess.run([sys.executable, os.path.abspath(__file__), str(SEED), str(CASES)],
-                            capture_output=True, text=True, timeout=600,
-                            env={**os.environ, "OMP_NUM_THREADS": "2"})
-    started, failures, done, eager = None, [], 0, []
-    for line in result.stdout.splitlines():
-        if line.startswith("EAGER "):
-            eager.append(line.split()[-1])
-        if line.startswith("START "):
-            started = line[6:]
-        elif line.startswith("FAIL "):
-            failures.append(line[5:])
-        elif line.startswith("DONE "):
-            done += 1
-            started = None
-    if result.returncode != 0:
-        pytest.fail(f"the fuzz subprocess ended with {result.returncode} (a negative code is a signal) "
-                    f"in case {started}\n{result.stderr[-3000:]}")
-    assert not failures, "\n".join(failures[:20])
-    assert done == CASES, result.stdout[-2000:] + result.stderr[-2000:]
+    eager = run_worker(__name__, SEED, CASES)
     # Not a degenerate draw: plenty of cases run through, plenty are refused.
     assert 0.25 < eager.count("ok") / CASES < 0.75, f"{eager.count('ok')} of {CASES} cases ran in eager"
 
@@ -202,55 +183,6 @@ def test_intact_cached_library_is_loaded_as_it_is(cache_copy):
 # ---------------------------------------------------------------- the subprocess
 
 
-def draw_dtype(rng: random.Random, like: torch.dtype | None = None, p_same: float = 0.0) -> torch.dtype:
-    if like is not None and rng.random() < p_same:
-        return like
-    return rng.choice([torch.float32, torch.float64] * 3 + [torch.float16, torch.bfloat16, torch.int64])
-
-
-LAYOUTS = ["contiguous"] * 6 + ["transposed", "expanded", "sliced", "offset", "negated", "sparse"]
-
-
-def make_tensor(rng, g, shape, dtype, device="cpu", layout="contiguous", low=-1.0, high=1.0, grad=False):
-    """A tensor of ``shape`` with values in [low, high) in the given layout; returns
-    ``(leaf, tensor)``: with ``grad`` the leaf requires grad and ``tensor`` is a view of it."""
-    shape = tuple(shape)
-    if device != "cpu" and layout == "sparse":
-        layout = "contiguous"  # torch has no sparse meta tensors
-    values = lambda s: torch.rand(s, generator=g, dtype=torch.float64) * (high - low) + low  # noqa: E731
-    if layout == "transposed" and len(shape) >= 2:
-        base = values(shape[:-2] + (shape[-1], shape[-2]))
-        make = lambda t: t.transpose(-1, -2)  # noqa: E731
-    elif layout == "expanded" and len(shape) >= 1:
-        dim = rng.randrange(len(shape))
-        base = values(shape[:dim] + (1,) + shape[dim + 1:])
-        make = lambda t: t.expand(shape)  # noqa: E731
-    elif layout == "sliced" and len(shape) >= 1:
-        base = values(shape[:-1] + (2 * shape[-1],))
-        make = lambda t: t[..., ::2]  # noqa: E731
-    elif layout == "offset" and len(shape) >= 1:
-        base = values((shape[0] + 1,) + shape[1:])
-        make = lambda t: t[1:]  # noqa: E731
-    elif layout == "negated" and dtype in (torch.float32, torch.float64):
-        base = values(shape)
-        # A lazily negated view: the values in memory are -x, the tensor reads x.
-        make = lambda t: torch.complex(torch.zeros_like(t), -t).conj().imag  # noqa: E731
-    elif layout == "sparse" and len(shape) >= 1:
-        base = values(shape)
-        make = lambda t: t.to_sparse()  # noqa: E731
-    else:
-        base = values(shape)
-        make = lambda t: t  # noqa: E731
-    if dtype.is_floating_point:
-        base = base.to(dtype)
-    else:
-        base = (base * 3).round().to(dtype)
-    if device != "cpu":
-        base = base.to(device)
-    leaf = base.requires_grad_(grad and dtype.is_floating_point)
-    return leaf, make(leaf)
-
-
 def draw_case(rng: random.Random, index: int) -> dict:
     """The choices of one case (plain values: printed, and used to build every backend's run)."""
     kind = rng.choice(list(LAYERS))
@@ -306,10 +238,6 @@ def draw_case(rng: random.Random, index: int) -> dict:
         case["state"] = state
         case["state_type"] = rng.choice(["namedtuple"] * 19 + ["tuple"])
     return case
-
-
-def dtype_of(name: str) -> torch.dtype:
-    return getattr(torch, name.split(".")[-1])
 
 
 def build(case: dict, backend: str):
@@ -400,20 +328,7 @@ def compare(case: dict, backend: str, ref, got) -> str | None:
             return (f"gradients: {backend} {'none' if grads is None else 'some'}, "
                     f"eager {'none' if ref_grads is None else 'some'}")
     elif grads is not None and out.dtype in (torch.float32, torch.float64):
-        tolerance = 1e-8 if out.dtype == torch.float64 else 2e-3
-        for k, (a, b) in enumerate(zip(grads, ref_grads, strict=True)):
-            if a is None or b is None:  # no path from this input (heaviside): the other is zero
-                other = b if a is None else a
-                if other is not None and other.count_nonzero() > 0:
-                    return f"gradient {k}: None on one side, nonzero on the other"
-                continue
-            if a.numel() == 0 or not torch.isfinite(b).all():
-                continue
-            if a.shape != b.shape or a.dtype != b.dtype:
-                return f"gradient {k}: {a.dtype} {list(a.shape)}, eager {b.dtype} {list(b.shape)}"
-            scale = max(1.0, b.abs().max().item())
-            if not (a - b).abs().max().item() <= tolerance * scale:
-                return f"gradient {k} differs from eager's by {(a - b).abs().max().item()} (scale {scale})"
+        return compare_gradients(grads, ref_grads, 1e-8 if out.dtype == torch.float64 else 2e-3)
     return None
 
 
@@ -480,38 +395,25 @@ def run_kernels(rng: random.Random, g: torch.Generator, kind: str) -> str | None
     return None
 
 
-def worker(seed: int, cases: int) -> None:
-    rng = random.Random(seed)
-    torch.manual_seed(seed)
-    for index in range(cases):
-        case = draw_case(rng, index)
-        print("START " + json.dumps(case), flush=True)
-        problems = []
-        try:
-            ref = run_layer(case, "eager")
-            print(f"EAGER {index} {ref[0]} {ref[2][:70] if ref[0] == 'error' else ''}", flush=True)
-            for backend in ("auto", "cpp", "python"):
-                print(f"STEP {index} layer {backend}", flush=True)
-                problem = compare(case, backend, ref, run_layer(case, backend))
-                if problem:
-                    problems.append(f"{backend}: {problem}")
-            for backend in ("cpp", "python"):
-                print(f"STEP {index} integrate {backend}", flush=True)
-                problem = run_direct(case, backend)
-                if problem:
-                    problems.append(f"integrate {backend}: {problem}")
-            print(f"STEP {index} kernels", flush=True)
-            problem = run_kernels(rng, torch.Generator().manual_seed(case["seed"]), case["kind"])
-            if problem:
-                problems.append(f"kernels: {problem}")
-        except Exception as error:  # any other exception is a failure too: not a clear error
-            frames = [f"{os.path.basename(f.filename)}:{f.lineno}" for f in traceback.extract_tb(error.__traceback__)
-                      if "/snn/" in f.filename or "test_fused_safety" in f.filename]
-            problems.append(f"{type(error).__name__}: {str(error)[:500]} (at {' < '.join(reversed(frames))})")
-        for problem in problems:
-            print(f"FAIL case {index} {json.dumps(case)}: {problem}", flush=True)
-        print(f"DONE {index}", flush=True)
+def run_case(rng: random.Random, case: dict, problems: list[str]) -> None:
+    index = case["index"]
+    ref = run_layer(case, "eager")
+    print(f"EAGER {index} {ref[0]} {ref[2][:70] if ref[0] == 'error' else ''}", flush=True)
+    for backend in ("auto", "cpp", "python"):
+        print(f"STEP {index} layer {backend}", flush=True)
+        problem = compare(case, backend, ref, run_layer(case, backend))
+        if problem:
+            problems.append(f"{backend}: {problem}")
+    for backend in ("cpp", "python"):
+        print(f"STEP {index} integrate {backend}", flush=True)
+        problem = run_direct(case, backend)
+        if problem:
+            problems.append(f"integrate {backend}: {problem}")
+    print(f"STEP {index} kernels", flush=True)
+    problem = run_kernels(rng, torch.Generator().manual_seed(case["seed"]), case["kind"])
+    if problem:
+        problems.append(f"kernels: {problem}")
 
 
 if __name__ == "__main__":
-    worker(int(sys.argv[1]), int(sys.argv[2]))
+    worker(int(sys.argv[1]), int(sys.argv[2]), draw_case, run_case)

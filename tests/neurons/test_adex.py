@@ -1,6 +1,5 @@
 import pytest
 import torch
-from reference import reference_adex
 
 from snn.neurons import (
     LIFAdEx,
@@ -12,6 +11,7 @@ from snn.neurons import (
     LIFAdExState,
     lif_adex_feed_forward_step,
 )
+from tests.reference import reference_adex
 
 SURROGATES = ["super", "triangle", "sigmoid", "atan", "tanh", "heaviside"]
 F64 = torch.float64

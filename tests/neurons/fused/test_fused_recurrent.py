@@ -4,7 +4,7 @@ against the eager step-by-step loop.
 Forward: spikes and final states bit-identical (float32 and float64). Backward: gradients of the
 input, both weight matrices, the initial state and learnable per-neuron parameters equal to autograd
 through ``lif_adex_step``/``lif_step`` within 1e-10 relative in float64, for every built-in
-surrogate. tests/test_norse_equivalence.py compares the layers (default backend) with norse.
+surrogate. tests/neurons/test_norse_equivalence.py compares the layers (default backend) with norse.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from snn.neurons import (
 from snn.neurons.fused import recurrent, torch_loops
 from snn.neurons.fused.recurrent import integrate_recurrent
 from snn.neurons.surrogate import SURROGATES, register_surrogate
+from tests.helpers import assert_close_gradients, weighted_loss
+from tests.helpers import recurrent_inputs as inputs
 
 LAYERS = {
     "adex": (LIFAdExRecurrent, LIFAdExParameters, LIFAdExState),
@@ -68,24 +70,6 @@ def make_layer(
     return layer
 
 
-def inputs(kind, dtype, T=12, B=3, F=3, N=37, seed=1, state=True):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.rand(T, B, F, generator=g, dtype=dtype) * 3
-    if not state:
-        return x, None
-    z = (torch.rand(B, N, generator=g, dtype=dtype) > 0.6).to(dtype)
-    rest = [torch.rand(B, N, generator=g, dtype=dtype) for _ in LAYERS[kind][2]._fields[1:]]
-    return x, [z, *rest]
-
-
-def weighted_loss(out, final, seed=2):
-    g = torch.Generator().manual_seed(seed)
-    loss = (out * torch.randn(out.shape, generator=g, dtype=out.dtype)).sum()
-    for s in final:
-        loss = loss + (s * torch.randn(s.shape, generator=g, dtype=s.dtype)).sum()
-    return loss
-
-
 def run_both(kind, x, state, loss=weighted_loss, backend="python", **layer_args):
     """Eager and ``backend`` from the same weights, inputs and state: outputs, final states and the
     gradients of ``loss`` with respect to everything that has one."""
@@ -103,18 +87,6 @@ def run_both(kind, x, state, loss=weighted_loss, backend="python", **layer_args)
         grads.update({name: p.grad for name, p in layer.named_parameters()})
         results.append((out.detach(), [s.detach() for s in final], grads))
     return results
-
-
-def assert_close_gradients(ref, got, tolerance=1e-10):
-    assert ref.keys() == got.keys()
-    for name in ref:
-        if ref[name] is None:  # no path in the eager graph (heaviside: v_th only feeds the spike)
-            assert got[name] is None or not got[name].any(), name
-            continue
-        assert got[name] is not None and got[name].shape == ref[name].shape, name
-        scale = ref[name].abs().max()
-        error = (got[name] - ref[name]).abs().max()
-        assert error <= tolerance * scale, f"{name}: error {error:.3g} at scale {scale:.3g}"
 
 
 @pytest.mark.parametrize("backend", FUSED)
@@ -205,7 +177,7 @@ def test_gradient_from_final_state_only(kind, backend):
     assert ref["x"].abs().max() > 0
 
 
-# AdEx's symplectic integrator (issue 13), with v_reset != v_leak (see tests/test_fused.py).
+# AdEx's symplectic integrator (issue 13), with v_reset != v_leak (see tests/neurons/fused/test_fused.py).
 SYMPLECTIC = {"integrator": "symplectic", "adaptation_current": 2.0, "v_reset": -0.2}
 
 

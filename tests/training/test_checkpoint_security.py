@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import OmegaConf
 
@@ -24,17 +23,11 @@ from snn.training import (
     load_classifier,
 )
 from snn.training.safe_load import ALLOWED_TARGETS, check_targets
+from tests.helpers import make_cfg
 from train import ConfigError, train
 
-ROOT = Path(__file__).parents[1]
 SMALL = ["dataset=synthetic", "model.T=6", "model.hidden=16", "model.conv=null", "trainer.accelerator=cpu",
          "logger=none", "test=false"]
-
-
-def make_cfg(tmp_path, *overrides: str):
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        paths = [f"paths.output_dir={tmp_path}", f"paths.data_dir={tmp_path / 'data'}"]
-        return compose("config", overrides=[*paths, *overrides])
 
 
 @pytest.fixture(scope="module")

@@ -1,12 +1,12 @@
 """Memory safety of the ``cpp`` recurrent loops (snn.neurons.fused.cpp_recurrent_loops): every
 argument, however odd, gives the eager loop's result or a clear exception, never a signal.
 
-As in tests/test_fused_safety.py, the drawn cases run in a subprocess
-(``python tests/test_fused_recurrent_safety.py SEED CASES``) that prints a line before and after each
-case, so a crash fails the test naming its case. Each case draws a recurrent AdEx or LIF layer
-(sizes with T = 0, single neurons and batches, N beyond a tile), an input, weights given to the
-constructor and a state of any dtype and layout (transposed, broadcast, sliced, offset, lazily
-negated, sparse; right or wrong shape) and runs it
+As in test_fused_safety.py, the drawn cases run in a subprocess (``python -m
+tests.neurons.fused.test_fused_recurrent_safety SEED CASES``, see tests/fuzz.py) that prints a line
+before and after each case, so a crash fails the test naming its case. Each case draws a recurrent
+AdEx or LIF layer (sizes with T = 0, single neurons and batches, N beyond a tile), an input, weights
+given to the constructor and a state of any dtype and layout (transposed, broadcast, sliced, offset,
+lazily negated, sparse; right or wrong shape) and runs it
 
 * through the layer on ``cpp`` and ``auto`` against ``eager``: both raise a ValueError/TypeError
   (``cpp`` may also refuse what it does not cover, by name), or both return the same spikes, final
@@ -17,19 +17,14 @@ negated, sparse; right or wrong shape) and runs it
 
 from __future__ import annotations
 
-import json
-import os
 import random
-import subprocess
 import sys
-import traceback
 
-import pytest
 import torch
-from test_fused_safety import LAYOUTS, METHODS, draw_dtype, make_tensor
 
 from snn.neurons import LIFAdExRecurrent, LIFAdExState, LIFRecurrent, LIFState
 from snn.neurons.fused.spec import NEURON_SPECS
+from tests.fuzz import LAYOUTS, METHODS, compare_gradients, draw_dtype, dtype_of, make_tensor, run_worker, worker
 
 SEED = 20261127
 CASES = 120
@@ -38,25 +33,8 @@ LAYERS = {"adex": (LIFAdExRecurrent, LIFAdExState), "lif": (LIFRecurrent, LIFSta
 
 
 def test_fuzz_cpp_recurrent_gives_the_eager_result_or_a_clear_error():
-    result = subprocess.run([sys.executable, os.path.abspath(__file__), str(SEED), str(CASES)],
-                            capture_output=True, text=True, timeout=600,
-                            env={**os.environ, "OMP_NUM_THREADS": "2"})
-    started, failures, done, ran = None, [], 0, 0
-    for line in result.stdout.splitlines():
-        if line.startswith("START "):
-            started = line[6:]
-        elif line.startswith("FAIL "):
-            failures.append(line[5:])
-        elif line.startswith("EAGER ok"):
-            ran += 1
-        elif line.startswith("DONE "):
-            done += 1
-            started = None
-    if result.returncode != 0:
-        pytest.fail(f"the fuzz subprocess ended with {result.returncode} (a negative code is a signal) "
-                    f"in case {started}\n{result.stderr[-3000:]}")
-    assert not failures, "\n".join(failures[:20])
-    assert done == CASES, result.stdout[-2000:] + result.stderr[-2000:]
+    eager = run_worker(__name__, SEED, CASES)
+    ran = eager.count("ok")
     assert 0.25 < ran / CASES < 0.9, f"{ran} of {CASES} cases ran in eager: a degenerate draw"
 
 
@@ -81,10 +59,6 @@ def draw_case(rng: random.Random, index: int) -> dict:
     fields = NEURON_SPECS[kind].state
     case["state"] = None if rng.random() < 0.4 else [tensor([B, N], p_good=0.9) for _ in ("z", *fields)]
     return case
-
-
-def dtype_of(name: str) -> torch.dtype:
-    return getattr(torch, name.split(".")[-1])
 
 
 def materialise(rng, g, spec, low=0.0, high=1.0, grad=False):
@@ -144,18 +118,7 @@ def compare(case: dict, backend: str, ref, got) -> str | None:
             return f"{what} differ from eager's by {(a - b).abs().max().item()}"
     if grads is None or ref_grads is None or out.dtype not in (torch.float32, torch.float64):
         return None
-    tolerance = 1e-8 if out.dtype == torch.float64 else 2e-3
-    for k, (a, b) in enumerate(zip(grads, ref_grads, strict=True)):
-        if a is None or b is None:
-            other = b if a is None else a
-            if other is not None and other.count_nonzero() > 0:
-                return f"gradient {k}: None on one side, nonzero on the other"
-            continue
-        if a.numel() and torch.isfinite(b).all():
-            scale = max(1.0, b.abs().max().item())
-            if not (a - b).abs().max().item() <= tolerance * scale:
-                return f"gradient {k} differs from eager's by {(a - b).abs().max().item()} (scale {scale})"
-    return None
+    return compare_gradients(grads, ref_grads, 1e-8 if out.dtype == torch.float64 else 2e-3)
 
 
 def run_loops(rng: random.Random, g: torch.Generator, kind: str) -> str | None:
@@ -200,32 +163,19 @@ def run_loops(rng: random.Random, g: torch.Generator, kind: str) -> str | None:
     return None
 
 
-def worker(seed: int, cases: int) -> None:
-    rng = random.Random(seed)
-    torch.manual_seed(seed)
-    for index in range(cases):
-        case = draw_case(rng, index)
-        print("START " + json.dumps(case), flush=True)
-        problems = []
-        try:
-            ref = run_layer(case, "eager")
-            print(f"EAGER {ref[0]} {index}", flush=True)
-            for backend in ("cpp", "auto"):
-                problem = compare(case, backend, ref, run_layer(case, backend))
-                if problem:
-                    problems.append(f"{backend}: {problem}")
-            print(f"STEP {index} loops", flush=True)
-            problem = run_loops(rng, torch.Generator().manual_seed(case["seed"]), case["kind"])
-            if problem:
-                problems.append(f"loops: {problem}")
-        except Exception as error:  # any other exception is a failure too: not a clear error
-            frames = [f"{os.path.basename(f.filename)}:{f.lineno}" for f in traceback.extract_tb(error.__traceback__)
-                      if "/snn/" in f.filename or "safety" in f.filename]
-            problems.append(f"{type(error).__name__}: {str(error)[:500]} (at {' < '.join(reversed(frames))})")
-        for problem in problems:
-            print(f"FAIL case {index} {json.dumps(case)}: {problem}", flush=True)
-        print(f"DONE {index}", flush=True)
+def run_case(rng: random.Random, case: dict, problems: list[str]) -> None:
+    index = case["index"]
+    ref = run_layer(case, "eager")
+    print(f"EAGER {index} {ref[0]}", flush=True)
+    for backend in ("cpp", "auto"):
+        problem = compare(case, backend, ref, run_layer(case, backend))
+        if problem:
+            problems.append(f"{backend}: {problem}")
+    print(f"STEP {index} loops", flush=True)
+    problem = run_loops(rng, torch.Generator().manual_seed(case["seed"]), case["kind"])
+    if problem:
+        problems.append(f"loops: {problem}")
 
 
 if __name__ == "__main__":
-    worker(int(sys.argv[1]), int(sys.argv[2]))
+    worker(int(sys.argv[1]), int(sys.argv[2]), draw_case, run_case)

@@ -1,8 +1,8 @@
 import pytest
 import torch
-from reference import reference_li
 
 from snn.neurons import LI, LICell, LILinearCell, LIParameters, LIState, li_feed_forward_step
+from tests.reference import reference_li
 
 F64 = torch.float64
 

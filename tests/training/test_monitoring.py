@@ -4,23 +4,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from snn.training import NeuronParameterHistograms, SpikeStatistics, load_classifier
 from snn.training.monitoring import NeuronSpikeCounts, flatten_config
+from tests.helpers import make_cfg
 from train import train
 
-ROOT = Path(__file__).parents[1]
 SMALL = ["dataset=synthetic", "model.T=8", "model.hidden=24", "model.conv=null", "trainer.accelerator=cpu",
          "model.encoder.scale=3.0", "test=false"]
-
-
-def make_cfg(tmp_path, *overrides: str):
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        paths = [f"paths.output_dir={tmp_path}", f"paths.data_dir={tmp_path / 'data'}"]
-        return compose("config", overrides=[*paths, *overrides])
 
 
 def events(run_dir: Path) -> EventAccumulator:

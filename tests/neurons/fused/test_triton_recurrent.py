@@ -1,16 +1,16 @@
 """The ``triton`` backend of the recurrent layers (snn.neurons.fused.triton_recurrent_loops) against
 the eager step loop.
 
-On the CPU the kernels run through Triton's interpreter, as in tests/test_triton.py (its module
+On the CPU the kernels run through Triton's interpreter, as in test_triton.py (its module
 docstring says how and why): ``TRITON_INTERPRET=1`` for each test, programs of 64 neurons, so
 2 x 37 neurons make two programs, the second one partial. Every comparison also checks that the
 triton loops ran (a layer that fell back to ``python`` would pass them too).
 
 Forward: spikes bit-identical to the eager loop, LIF states too; AdEx states within 1e-6 (float32)
-/ 1e-14 (float64) of the largest (numpy's exp under the interpreter, see tests/test_triton.py).
+/ 1e-14 (float64) of the largest (numpy's exp under the interpreter, see test_triton.py).
 Backward: gradients of the input, both weight matrices, the initial state and learnable per-neuron
 parameters within 1e-10 (float64) / 1e-6 (float32) of autograd through the step functions,
-relative to the largest. tests/triton_gpu_checks.py runs the compiled kernels on a GPU.
+relative to the largest. tests/neurons/fused/triton_gpu_checks.py runs the compiled kernels on a GPU.
 """
 
 from __future__ import annotations
@@ -21,8 +21,6 @@ import warnings
 
 import pytest
 import torch
-from test_fused_recurrent import inputs as recurrent_inputs
-from test_fused_recurrent import weighted_loss
 
 from snn.neurons import (
     SURROGATES,
@@ -35,6 +33,7 @@ from snn.neurons import (
 )
 from snn.neurons.fused import function, recurrent, triton_loops
 from snn.neurons.fused.recurrent import resolve_recurrent_backend
+from tests.helpers import assert_close_gradients, recurrent_inputs, weighted_loss
 
 pytest.importorskip("triton")
 
@@ -90,7 +89,7 @@ def make_layer(kind, backend, F=3, N=37, method="super", learnable=(), autapses=
 
 
 def inputs(kind, dtype, T=7, B=2, **kwargs):
-    """tests/test_fused_recurrent.py's inputs, at this file's smaller default sizes."""
+    """tests.helpers.recurrent_inputs at this file's smaller default sizes."""
     return recurrent_inputs(kind, dtype, T=T, B=B, **kwargs)
 
 
@@ -118,18 +117,6 @@ def assert_forward_equal(kind, out, final, ref_out, ref_final):
             assert (a - b).abs().max() <= EXP_TOLERANCE[a.dtype] * b.abs().max()
         else:
             assert torch.equal(a, b)
-
-
-def assert_close_gradients(ref, got, tolerance):
-    assert ref.keys() == got.keys()
-    for name in ref:
-        if ref[name] is None:  # no path in the eager graph (heaviside: v_th only feeds the spike)
-            assert got[name] is None or not got[name].any(), name
-            continue
-        assert got[name] is not None and got[name].shape == ref[name].shape, name
-        scale = ref[name].abs().max()
-        error = (got[name] - ref[name]).abs().max()
-        assert error <= tolerance * scale, f"{name}: error {error:.3g} at scale {scale:.3g}"
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

@@ -1,0 +1,112 @@
+"""What several test modules share: composing configs, hooking a callback into train.py's Trainer,
+writing IDX files, comparing gradients. Test modules import from here, never from each other."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+
+
+def compose_config(*overrides: str, hydra: bool = False):
+    """``conf/config.yaml`` composed with ``overrides`` (and Hydra's own node with ``hydra``)."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        return compose("config", overrides=list(overrides), return_hydra_config=hydra)
+
+
+def make_cfg(tmp_path: Path, *overrides: str, hydra: bool = False):
+    """The config of a run whose outputs go to ``tmp_path`` and data to ``tmp_path/data``."""
+    return compose_config(f"paths.output_dir={tmp_path}", f"paths.data_dir={tmp_path / 'data'}", *overrides,
+                          hydra=hydra)
+
+
+def with_callback(monkeypatch, callback) -> None:
+    """Makes train.train() add ``callback`` to the Trainer it builds."""
+    import train as train_script
+
+    build = train_script.build
+
+    def build_with_callback(cfg):
+        module, datamodule, trainer = build(cfg)
+        trainer.callbacks.append(callback)
+        return module, datamodule, trainer
+
+    monkeypatch.setattr(train_script, "build", build_with_callback)
+
+
+def idx_bytes(array: np.ndarray, code: int = 0x08) -> bytes:
+    """The IDX encoding of ``array``, written out by hand: 0 0 code ndim, big-endian dims, data."""
+    header = struct.pack(">BBBB", 0, 0, code, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    return header + array.tobytes()
+
+
+def write_mnist(folder: Path, n_train: int = 40, n_test: int = 12, gz: bool = True, size: int = 28) -> dict:
+    """Four small MNIST-format IDX files with known content; returns the arrays."""
+    import gzip
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    arrays = {
+        "train-images-idx3-ubyte": rng.integers(0, 256, (n_train, size, size), dtype=np.uint8),
+        "train-labels-idx1-ubyte": (np.arange(n_train) % 10).astype(np.uint8),
+        "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, size, size), dtype=np.uint8),
+        "t10k-labels-idx1-ubyte": (np.arange(n_test) * 3 % 10).astype(np.uint8),
+    }
+    for name, array in arrays.items():
+        data = idx_bytes(array)
+        if gz:
+            (folder / f"{name}.gz").write_bytes(gzip.compress(data))
+        else:
+            (folder / name).write_bytes(data)
+    return arrays
+
+
+def assert_close_gradients(ref: dict, got: dict, tolerance: float = 1e-10) -> None:
+    """Gradients by name within ``tolerance`` of the largest reference value; where the reference
+    has none (no path in its graph: heaviside's v_th only feeds the spike) ``got`` is None or zero."""
+    assert ref.keys() == got.keys()
+    for name in ref:
+        if ref[name] is None:
+            assert got[name] is None or not got[name].any(), name
+            continue
+        assert got[name] is not None and got[name].shape == ref[name].shape, name
+        scale = ref[name].abs().max()
+        error = (got[name] - ref[name]).abs().max()
+        assert error <= tolerance * scale, f"{name}: error {error:.3g} at scale {scale:.3g}"
+
+
+
+def weighted_loss(out, final, seed: int = 2):
+    """A loss that weighs every output and final state value by its own fixed random weight (a
+    plain sum would hide errors that cancel)."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    loss = (out * torch.randn(out.shape, generator=g, dtype=out.dtype)).sum()
+    for s in final:
+        loss = loss + (s * torch.randn(s.shape, generator=g, dtype=s.dtype)).sum()
+    return loss
+
+
+def recurrent_inputs(kind: str, dtype, T: int = 12, B: int = 3, F: int = 3, N: int = 37, seed: int = 1,
+                     state: bool = True):
+    """Inputs ``[T, B, F]`` for a recurrent ``kind`` ("adex" or "lif") layer of N neurons and, with
+    ``state``, an initial state (spikes z, then the neuron's state fields) as a list of ``[B, N]``."""
+    import torch
+
+    from snn.neurons import LIFAdExState, LIFState
+
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(T, B, F, generator=g, dtype=dtype) * 3
+    if not state:
+        return x, None
+    z = (torch.rand(B, N, generator=g, dtype=dtype) > 0.6).to(dtype)
+    fields = {"adex": LIFAdExState, "lif": LIFState}[kind]._fields[1:]
+    rest = [torch.rand(B, N, generator=g, dtype=dtype) for _ in fields]
+    return x, [z, *rest]
