@@ -1,5 +1,5 @@
 """The imports inside ``snn`` run one way: no module imports, directly or through others, a module
-that imports it back (docs: /work/shared/STYLE.md, "Inside a package, imports run one way too").
+that imports it back (README, "Architecture": inside a package, imports run one way too).
 
 The graph is read from the source with ``ast``, so it also sees the imports inside functions that
 a cycle hides behind (they run later, but the modules still depend on each other both ways).

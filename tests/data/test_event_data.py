@@ -11,7 +11,6 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from torch.utils.data import DistributedSampler
 
 from snn.data import (
@@ -32,10 +31,8 @@ from snn.data.binning import densify
 from snn.data.download import Remote
 from snn.models.encoders import EventFramesEncoder
 from snn.training import DataError
+from tests.helpers import compose_config
 from train import train
-
-ROOT = Path(__file__).parents[1]
-
 
 # Writers of each format (the inverse of the readers, written from the format descriptions).
 
@@ -145,15 +142,7 @@ def make_dvs(folder: Path, seed: int = 0) -> None:
 
 
 def compose_cfg(tmp_path: Path, *overrides: str):
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        return compose(
-            "config",
-            overrides=[
-                f"paths.output_dir={tmp_path / 'run'}",
-                f"paths.data_dir={tmp_path / 'data'}",
-                *overrides,
-            ],
-        )
+    return compose_config(f"paths.output_dir={tmp_path / 'run'}", f"paths.data_dir={tmp_path / 'data'}", *overrides)
 
 
 # Readers.

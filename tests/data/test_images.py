@@ -17,6 +17,7 @@ from snn.training import (
     SyntheticDataModule,
     read_idx,
 )
+from tests.helpers import compose_config
 
 MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -200,13 +201,9 @@ def test_fashion_mnist_searches_extra_folders(tmp_path):
 
 @pytest.mark.skipif(not FASHION_DIR.is_dir(), reason="Debian's dataset-fashion-mnist is not installed")
 def test_debian_fashion_mnist_is_found_by_the_config_default():
-    from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
-    conf = str(Path(__file__).parents[1] / "conf")
-    with initialize_config_dir(conf, version_base="1.3"):
-        cfg = compose("config",
-                      overrides=["dataset=fashion_mnist", "paths.data_dir=/nonexistent", "dataset.download=false"])
+    cfg = compose_config("dataset=fashion_mnist", "paths.data_dir=/nonexistent", "dataset.download=false")
     dm = instantiate(cfg.dataset)
     dm.prepare_data()
     assert dm.locate() == FASHION_DIR

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
 from snn.models import SEQUENCE_DECODERS, SpikingSequenceClassifier, check_model
 from snn.neurons import LIFAdExRecurrent, LIFRecurrent
-
-CONF = Path(__file__).parents[1] / "conf"
+from tests.helpers import compose_config
 
 
 def make_model(backend="auto", dtype=torch.float64, **kwargs):
@@ -172,18 +169,8 @@ def test_config_trains_on_synthetic_sequences(model, tmp_path):
     built from the config, a few optimizer steps lower the loss."""
     from train import build
 
-    with initialize_config_dir(str(CONF), version_base="1.3"):
-        cfg = compose(
-            "config",
-            overrides=[
-                f"model={model}",
-                "dataset=synthetic",
-                "dataset.input_shape=[20,8]",
-                f"paths.output_dir={tmp_path}",
-                "model.hidden=[32]",
-                "model.readout.backend=python",
-            ],
-        )
+    cfg = compose_config(f"model={model}", "dataset=synthetic", "dataset.input_shape=[20,8]",
+                         f"paths.output_dir={tmp_path}", "model.hidden=[32]", "model.readout.backend=python")
     torch.manual_seed(0)  # the weights
     module, datamodule, _ = build(cfg)
     net = module.net

@@ -50,9 +50,9 @@ Adding a neuron type
      kinds it runs) and Triton (``triton_kernels.py``: a forward and a backward step function, which
      the two kernels call for their ``KIND``; :mod:`.triton_loops`): optional, ``auto`` falls back
      to ``python`` for a kind they do not run.
-4. **Tests**: add the kind to ``tests/neurons/fused/test_fused.py`` (and ``tests/neurons/fused/test_triton.py``): outputs and
-   states bit-identical to the eager loop over the step function, gradients equal to autograd
-   through it in float64.
+4. **Tests**: add the kind to ``tests/neurons/fused/test_fused.py`` (and ``test_triton.py`` there):
+   outputs and states bit-identical to the eager loop over the step function, gradients equal to
+   autograd through it in float64.
 """
 
 from __future__ import annotations
