@@ -26,9 +26,9 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from snn.data import DataError
 from snn.training import (
     CheckpointWriteError,
-    DataError,
     NonFiniteCheckpointError,
     NonFiniteError,
     SafeCheckpointIO,

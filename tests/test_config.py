@@ -8,9 +8,9 @@ import torch
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
+from snn.data import FashionMNISTDataModule, SyntheticDataModule
 from snn.models import SpikingClassifier, SpikingConvClassifier
 from snn.neurons import LIF, LIFAdEx
-from snn.training import FashionMNISTDataModule, SyntheticDataModule
 from tests.helpers import CONF, ROOT, make_cfg
 from train import build
 
@@ -33,7 +33,7 @@ def test_config_groups_are_complete():
 def test_defaults(tmp_path):
     cfg = make_cfg(tmp_path)
     assert cfg.model._target_ == "snn.models.SpikingClassifier" and cfg.model.neuron.kind == "adex"
-    assert cfg.dataset._target_ == "snn.training.MNISTDataModule"
+    assert cfg.dataset._target_ == "snn.data.MNISTDataModule"
     assert cfg.optimized_metric == "val/acc"
     assert cfg.optimizer._partial_ and cfg.scheduler._partial_
     assert list(cfg.logger) == ["tensorboard"]

@@ -1,5 +1,7 @@
 """The imports inside ``snn`` run one way: no module imports, directly or through others, a module
-that imports it back (README, "Architecture": inside a package, imports run one way too).
+that imports it back, and no package imports one on a floor above it (README, "Architecture"):
+``snn.neurons`` <- ``snn.models`` <- ``snn.data`` / ``snn.training`` (``snn.data`` never imports
+``snn.training``) <- ``train.py``; ``snn.interop`` stands beside the training stack.
 
 The graph is read from the source with ``ast``, so it also sees the imports inside functions that
 a cycle hides behind (they run later, but the modules still depend on each other both ways).
@@ -89,6 +91,35 @@ def import_graph(root: Path = ROOT, package: str = PACKAGE) -> dict[str, set[str
     return {name: imported_modules(name, path, modules) for name, path in modules.items()}
 
 
+# What each package may import from snn, besides itself.
+MAY_IMPORT = {
+    "snn.neurons": set(),
+    "snn.models": {"snn.neurons"},
+    "snn.data": {"snn.neurons", "snn.models"},
+    "snn.training": {"snn.neurons", "snn.models", "snn.data"},
+    "snn.interop": {"snn.neurons", "snn.models"},
+}
+
+
+def upward_imports(graph: dict[str, set[str]], may_import: dict[str, set[str]] = MAY_IMPORT) -> list[str]:
+    """``"a imports b"`` for every import of a module ``b`` of a package that ``a``'s package may not
+    import (by ``may_import``: package -> the packages it may import besides itself)."""
+
+    def package(module: str) -> str | None:
+        return next((p for p in may_import if module == p or module.startswith(p + ".")), None)
+
+    found = []
+    for module, imported in sorted(graph.items()):
+        home = package(module)
+        if home is None:
+            continue
+        for target in sorted(imported):
+            there = package(target)
+            if there is not None and there != home and there not in may_import[home]:
+                found.append(f"{module} imports {target}")
+    return found
+
+
 def test_snn_import_graph_has_no_cycle():
     cycle = find_cycle(import_graph())
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
@@ -108,3 +139,21 @@ def test_the_check_finds_a_cycle_hidden_in_a_function(tmp_path):
     assert find_cycle(graph) == ["pkg.a", "pkg.sub", "pkg.b", "pkg.a"]
     (pkg / "b.py").write_text("x = 1\n")
     assert find_cycle(import_graph(tmp_path, "pkg")) is None
+
+
+def test_no_package_imports_one_above_it():
+    assert upward_imports(import_graph()) == []
+
+
+def test_the_check_finds_data_importing_training(tmp_path):
+    """The floor check itself: a data module importing the training stack (even inside a function)
+    is reported; training importing data is not."""
+    pkg = tmp_path / "snn"
+    for folder in ("data", "training"):
+        (pkg / folder).mkdir(parents=True)
+        (pkg / folder / "__init__.py").write_text("")
+    (pkg / "__init__.py").write_text("")
+    (pkg / "data" / "images.py").write_text("def load():\n    from snn.training.errors import DataError\n")
+    (pkg / "training" / "errors.py").write_text("from snn.data import images\n")
+    graph = import_graph(tmp_path, "snn")
+    assert upward_imports(graph) == ["snn.data.images imports snn.training.errors"]

@@ -12,7 +12,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from snn.training import FashionMNISTDataModule
+from snn.data import FashionMNISTDataModule
 from tests.helpers import ROOT, compose_config, idx_bytes, make_cfg
 from train import ConfigError, build, train
 
@@ -35,7 +35,7 @@ def test_lif_recipe_is_the_adex_recipe_with_lif_neurons():
 def test_fashion_recipe_is_the_main_job():
     assert "experiment=fashion_mnist_adex" in (ROOT / "Makefile").read_text()
     cfg = compose_config("experiment=fashion_mnist_adex")
-    assert cfg.dataset._target_ == "snn.training.FashionMNISTDataModule"
+    assert cfg.dataset._target_ == "snn.data.FashionMNISTDataModule"
     assert cfg.model.encoder.kind == "constant"  # the conv front end runs once per image
     assert cfg.optimized_metric == "val/acc" and cfg.callbacks.model_checkpoint.monitor == "val/acc"
 
@@ -62,7 +62,7 @@ def test_mnist_recipe_runs_end_to_end_on_idx_files(tmp_path):
         "dataset.val_size=32", "dataset.batch_size=32", "trainer.max_epochs=1", "trainer.accelerator=cpu",
         "logger=csv", "model.T=4", "callbacks.progress_bar=null",
     )
-    assert cfg.dataset._target_ == "snn.training.MNISTDataModule"
+    assert cfg.dataset._target_ == "snn.data.MNISTDataModule"
     val_acc = train(cfg)
     assert 0.0 <= val_acc <= 1.0
     with open(out / "csv" / "metrics.csv") as f:

@@ -43,7 +43,7 @@ def test_every_searched_key_exists_in_the_composed_config():
     assert all(OmegaConf.select(cfg, key) is not None for key in SEARCHED)
     assert sweeper.sampler._target_ == "optuna.samplers.TPESampler" and sweeper.sampler.seed
     assert sweeper.direction == "maximize" and cfg.optimized_metric == "val/acc"
-    assert cfg.dataset._target_ == "snn.training.FashionMNISTDataModule"  # the experiment's data
+    assert cfg.dataset._target_ == "snn.data.FashionMNISTDataModule"  # the experiment's data
 
 
 @pytest.mark.slow

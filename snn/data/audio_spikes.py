@@ -21,11 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from snn.training.errors import DataError
-
 from .binning import make_events
 from .datamodule import EventDataModule
 from .download import Remote
+from .errors import DataError
 
 CHANNELS = 700
 BASE_URL = "https://zenkelab.org/datasets/"

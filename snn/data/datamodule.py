@@ -27,12 +27,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from snn.training.data import FileDataModule
-from snn.training.errors import DataError
-
 from .binning import EVENT_DTYPE, SPARSE_DTYPE, FrameSpec, densify, pad_collate
 from .cache import CachedSamples, file_fingerprint, load_or_build
 from .download import Remote, fetch, unpack
+from .errors import DataError
+from .images import FileDataModule
 from .transforms import EventTransforms
 
 

@@ -17,7 +17,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from snn.training.errors import DataError
+from .errors import DataError
 
 urlopen = urllib.request.urlopen
 

@@ -33,11 +33,10 @@ from typing import Any
 
 import numpy as np
 
-from snn.training.errors import DataError
-
 from .binning import make_events
 from .datamodule import EventDataModule
 from .download import Remote
+from .errors import DataError
 
 NMNIST_SIZE = 34
 NMNIST_OVERFLOW_Y = 240

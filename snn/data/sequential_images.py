@@ -1,6 +1,6 @@
 """Sequential (and permuted) MNIST and Fashion-MNIST: an image's 784 pixels, one per step.
 
-The images come from the image DataModules of :mod:`snn.training.data` (same files, same search
+The images come from the image DataModules of :mod:`snn.data.images` (same files, same search
 folders and error messages, same train/validation split); this module only turns each batch of
 images ``[B, 1, 28, 28]`` into sequences ``[B, T, 1]``:
 
@@ -27,7 +27,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from snn.models.encoders import make_encoder
-from snn.training.data import FashionMNISTDataModule, MNISTDataModule, collate_to_float
+
+from .images import FashionMNISTDataModule, MNISTDataModule, collate_to_float
 
 PIXELS = 28 * 28
 

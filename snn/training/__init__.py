@@ -1,4 +1,5 @@
-"""The training stack: LightningModule, DataModules and callbacks (needs the `train` extra)."""
+"""The training stack: LightningModule, checkpoints, failures and callbacks (needs the `train` extra);
+the DataModules are in :mod:`snn.data`."""
 
 from .checkpoint_io import CheckpointWriteError, NonFiniteCheckpointError, SafeCheckpointIO
 from .checkpoints import (
@@ -9,16 +10,7 @@ from .checkpoints import (
     load_classifier,
     load_module,
 )
-from .data import (
-    CIFAR10DataModule,
-    ClassificationDataModule,
-    FashionMNISTDataModule,
-    MNISTDataModule,
-    SyntheticDataModule,
-)
-from .errors import DataError
 from .failures import InterruptCheckpoint, NonFiniteError, NonFiniteGuard
-from .idx import read_idx
 from .instantiation import build_from_config
 from .module import SpikingClassifierModule
 from .monitoring import (
@@ -31,8 +23,7 @@ from .summary import SpikingModelSummary, neuron_counts, summary_table
 
 __all__ = [
     "SpikingModelSummary", "neuron_counts", "summary_table",
-    "CIFAR10DataModule", "ClassificationDataModule", "FashionMNISTDataModule", "MNISTDataModule",
-    "SyntheticDataModule", "DataError", "read_idx", "SpikingClassifierModule", "build_from_config",
+    "SpikingClassifierModule", "build_from_config",
     "RNGStateCheckpoint", "check_model_config", "load_checkpoint", "load_classifier", "load_module",
     "CheckpointError", "CheckpointWriteError", "NonFiniteCheckpointError", "SafeCheckpointIO",
     "InterruptCheckpoint", "NonFiniteError", "NonFiniteGuard",

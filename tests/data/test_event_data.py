@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import DistributedSampler
 
 from snn.data import (
+    DataError,
     DVSGestureDataModule,
     FrameSpec,
     NMNISTDataModule,
@@ -30,7 +31,6 @@ from snn.data import download as download_module
 from snn.data.binning import densify
 from snn.data.download import Remote
 from snn.models.encoders import EventFramesEncoder
-from snn.training import DataError
 from tests.helpers import compose_config
 from train import train
 

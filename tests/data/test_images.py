@@ -1,8 +1,7 @@
-"""snn.training data: IDX reading, MNIST-family / CIFAR-10 / synthetic DataModules, clear errors."""
+"""snn.data.images: IDX reading, MNIST-family / CIFAR-10 / synthetic DataModules, clear errors."""
 
 import gzip
 import pickle
-import struct
 import urllib.error
 from pathlib import Path
 
@@ -10,42 +9,17 @@ import numpy as np
 import pytest
 import torch
 
-from snn.training import (
+from snn.data import (
     CIFAR10DataModule,
     FashionMNISTDataModule,
     MNISTDataModule,
     SyntheticDataModule,
     read_idx,
 )
-from tests.helpers import compose_config
+from tests.helpers import compose_config, idx_bytes, write_mnist
 
 MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
-
-
-def idx_bytes(array: np.ndarray, code: int = 0x08) -> bytes:
-    """The IDX encoding of ``array``, written out by hand: 0 0 code ndim, big-endian dims, data."""
-    header = struct.pack(">BBBB", 0, 0, code, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    return header + array.tobytes()
-
-
-def write_mnist(folder: Path, n_train: int = 40, n_test: int = 12, gz: bool = True, size: int = 28) -> dict:
-    """Four small IDX files with known content; returns the arrays."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    arrays = {
-        "train-images-idx3-ubyte": rng.integers(0, 256, (n_train, size, size), dtype=np.uint8),
-        "train-labels-idx1-ubyte": (np.arange(n_train) % 10).astype(np.uint8),
-        "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, size, size), dtype=np.uint8),
-        "t10k-labels-idx1-ubyte": (np.arange(n_test) * 3 % 10).astype(np.uint8),
-    }
-    for name, array in arrays.items():
-        data = idx_bytes(array)
-        if gz:
-            (folder / f"{name}.gz").write_bytes(gzip.compress(data))
-        else:
-            (folder / name).write_bytes(data)
-    return arrays
 
 
 def mnist(tmp_path, **kwargs) -> MNISTDataModule:
@@ -162,7 +136,7 @@ def test_failed_download_is_reported_with_the_reason(tmp_path, monkeypatch):
 def test_download_asks_torchvision_for_both_splits(tmp_path, monkeypatch, module, name):
     from torchvision import datasets
 
-    from snn.training import data
+    from snn.data import images as data
 
     calls = []
     monkeypatch.setattr(datasets, name, lambda root, train, download: calls.append((root, train, download)))

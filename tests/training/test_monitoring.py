@@ -86,7 +86,7 @@ def test_every_panel_is_written_with_the_models_numbers(tmp_path):
 
     # The last validation statistics are those of the final weights on the validation set.
     net = load_classifier(tmp_path / "checkpoints" / "last.ckpt")
-    from snn.training import SyntheticDataModule
+    from snn.data import SyntheticDataModule
 
     data = SyntheticDataModule(**{k: v for k, v in make_cfg(tmp_path, *SMALL).dataset.items() if k != "_target_"})
     data.setup()
