@@ -137,8 +137,8 @@ def run_case(kind, T, B, N, backends, budget_s, norse=True):
 def first_call_seconds():
     """Seconds to build (cold, empty extensions dir) and to load (warm cache) the C++ kernels,
     each in a fresh process."""
-    code = ("import time; t = time.perf_counter(); from snn.neurons.fused import cpp_loops; "
-            "cpp_loops.load_library(); print(time.perf_counter() - t)")
+    code = ("import time; t = time.perf_counter(); from snn.neurons.fused.cpp import build; "
+            "build.load_library(); print(time.perf_counter() - t)")
     with tempfile.TemporaryDirectory() as directory:
         env = dict(os.environ, TORCH_EXTENSIONS_DIR=directory)
         results = []

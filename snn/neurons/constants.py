@@ -16,7 +16,7 @@ from collections.abc import Sequence
 # overflows float32 above x = 88, and an infinite v_d would make (1 - z) * v_d NaN at the reset.
 # The voltage that enters exp is the state *after* the previous reset, which is at most
 # max(v_th, v_reset) in normal operation, so the clamp only binds for an unusual initial state
-# (v > v_th + 20 delta_T); results equal norse's whenever it does not bind. cpu_kernels.cpp
+# (v > v_th + 20 delta_T); results equal norse's whenever it does not bind. fused/cpp/cpu_kernels.cpp
 # repeats the number (kExpMax); the Triton kernels receive it as a launch constant.
 EXP_ARGUMENT_MAX = 20.0
 

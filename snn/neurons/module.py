@@ -23,10 +23,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .constants import broadcasts_to, check_backend, check_integrator, check_recurrent_backend
-from .fused.function import run as run_fused
+from .constants import broadcasts_to, check_backend, check_recurrent_backend
+from .fused.feed_forward import run as run_fused
 from .fused.recurrent import run_recurrent
-from .surrogate import check_alpha, surrogate_derivative
+from .fused.spec import KernelOptions
 
 # Fields of a parameter NamedTuple that are not tensors: the surrogate's name and steepness, and
 # the time-stepping scheme (AdEx's integrator).
@@ -164,11 +164,9 @@ class NeuronModule(nn.Module):
                 f"Cannot make {unknown} learnable: {self.parameters_class.__name__} has the tensor "
                 f"fields {tensor_fields}."
             )
-        if "method" in p._fields:
-            surrogate_derivative(p.method)
-            check_alpha(p.alpha)
-        if "integrator" in p._fields:
-            check_integrator(p.integrator)
+        # method, alpha and integrator, checked here once for every call (the fused loops take them
+        # as this value; the step functions read them from the parameters).
+        self.kernel_options = KernelOptions.of(p)
         self.dt = float(dt)
         self.learnable = learnable
         self.shape = None if shape is None else tuple(int(s) for s in shape)
@@ -313,7 +311,7 @@ class NeuronModule(nn.Module):
         """Runs the step function over the time dimension of a checked input, step by step
         (``backend="eager"``) or in one fused loop (see :mod:`snn.neurons.fused`)."""
         if self.backend != "eager" and self.fused_kind is not None:
-            return run_fused(self.fused_kind, self.backend, input_tensor, state, p, self.dt)
+            return run_fused(self.fused_kind, self.backend, input_tensor, state, p, self.dt, self.kernel_options)
         step = type(self).step
         return run_time_loop(lambda x, s: step(x, s, p, self.dt), input_tensor, state)
 
@@ -471,13 +469,14 @@ class RecurrentNeuronModule(Projection, NeuronModule):
         if self.backend != "eager" and self.fused_kind is not None and input_tensor.shape[0] > 0:
             kind = self.fused_kind
             if input_tensor.dim() == 3:
-                return run_recurrent(kind, self.backend, input_tensor, state, w_in, w_rec, p, self.dt)
+                return run_recurrent(kind, self.backend, input_tensor, state, w_in, w_rec, p, self.dt,
+                                     self.kernel_options)
             # Any other batch shape, as the eager loop and norse take it (e.g. [T, input_size]): the
             # fused loop runs on [T, B, input_size] with the batch dimensions flattened into B.
             batch = math.prod(hidden_shape[:-1])
             x = input_tensor.reshape(input_tensor.shape[0], batch, self.input_size)
             flat = type(state)(*(s.reshape(batch, self.hidden_size) for s in state))
-            out, final = run_recurrent(kind, self.backend, x, flat, w_in, w_rec, p, self.dt)
+            out, final = run_recurrent(kind, self.backend, x, flat, w_in, w_rec, p, self.dt, self.kernel_options)
             return (out.reshape(*input_tensor.shape[:-1], self.hidden_size),
                     type(final)(*(s.reshape(hidden_shape) for s in final)))
         return run_time_loop(lambda x, s: step(x, s, w_in, w_rec, p, self.dt), input_tensor, state)

@@ -126,7 +126,7 @@ def test_hand_computed_symplectic_step_drives_adaptation_with_the_voltage_after_
 
 @pytest.mark.parametrize("where", ["parameters", "step function", "fused loop"])
 def test_unknown_integrator_is_a_clear_error(where):
-    from snn.neurons.fused import integrate
+    from snn.neurons.fused.feed_forward import _integrate as integrate
 
     p = LIFAdExParameters(integrator="rk4")
     x = torch.ones(3, 2)

@@ -24,7 +24,7 @@ from snn.neurons import (
     lif_adex_step,
     lif_step,
 )
-from snn.neurons.fused import cpp_loops
+from snn.neurons.fused.cpp import build as cpp_build
 
 F64 = torch.float64
 
@@ -238,7 +238,7 @@ def test_negative_learnable_values_fused_equals_eager(cls, backend):
     every gradient stay bit-identical with some per-neuron time constants below zero."""
     if backend == "cpp":
         try:
-            cpp_loops.load_library()
+            cpp_build.load_library()
         except RuntimeError as error:
             pytest.skip(f"C++ kernels unavailable: {error}")
     fields = tuple(f for f in cls.parameters_class._fields if f.endswith("_inv"))

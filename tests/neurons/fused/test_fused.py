@@ -8,13 +8,18 @@ the step functions within 1e-10 relative in float64, for every backend, surrogat
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
 
-from snn.neurons import LI, LIF, SURROGATES, LIFAdEx, LIFAdExParameters, LIFParameters, LIParameters
-from snn.neurons.fused import BACKENDS, cpp_loops, torch_loops
-from snn.neurons.fused.function import resolve_backend
+from snn.neurons import LI, LIF, SURROGATES, LIFAdEx, LIFAdExParameters, LIFAdExRecurrent, LIFParameters, LIParameters
+from snn.neurons.fused import BACKENDS, KernelOptions, threads
+from snn.neurons.fused import registry as fused_registry
+from snn.neurons.fused.cpp import build as cpp_build
+from snn.neurons.fused.cpp.feed_forward import CppLoops
+from snn.neurons.fused.python import feed_forward as python_loops
+from snn.neurons.fused.registry import resolve
 from tests.helpers import weighted_loss
 
 # triton runs on the CPU only under its interpreter: tests/neurons/fused/test_triton.py runs it there.
@@ -28,7 +33,7 @@ BUILTIN = ["super", "triangle", "sigmoid", "atan", "tanh", "heaviside"]
 def cpp_library():
     """Builds the C++ kernels once per session (cached across sessions in the extensions dir)."""
     try:
-        return cpp_loops.load_library()
+        return cpp_build.load_library()
     except RuntimeError as error:
         pytest.skip(f"C++ kernels unavailable: {error}")
 
@@ -89,19 +94,19 @@ def test_python_backend_runs_small_steps_on_one_thread_and_restores_threads(monk
     """Steps of at most ATen's grain size run with one intra-op thread (see serial_steps); larger
     ones keep the caller's threads, and the caller's setting is restored afterwards."""
     seen = []
-    original = torch_loops.TorchLoops._forward
+    original = python_loops.TorchLoops._forward
 
     def spy(self, *args):
         seen.append(torch.get_num_threads())
         return original(self, *args)
 
-    monkeypatch.setattr(torch_loops.TorchLoops, "_forward", spy)
+    monkeypatch.setattr(python_loops.TorchLoops, "_forward", spy)
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
         layer = make_layer("adex", "python", dtype=torch.float32)
         layer(torch.rand(3, 2, 100))
-        layer(torch.rand(3, 2, torch_loops.GRAIN_SIZE))
+        layer(torch.rand(3, 2, threads.GRAIN_SIZE))
         assert seen == [1, 2]
         assert torch.get_num_threads() == 2
     finally:
@@ -170,8 +175,8 @@ def test_gradients_fixed_parameters(kind, backend, method, request):
 def test_python_backward_in_blocks_of_steps(kind, method, monkeypatch):
     """The python backend's backward runs blocks of steps: blocks of 5, 5 and 2 of the 12 steps
     (3 x 37 neurons each) must give the gradients of one block."""
-    monkeypatch.setattr(torch_loops, "BLOCK_VALUES", 5 * 3 * 37)
-    assert torch_loops._block(12, 3 * 37) == 5
+    monkeypatch.setattr(python_loops, "BLOCK_VALUES", 5 * 3 * 37)
+    assert python_loops._block(12, 3 * 37) == 5
     assert_gradients_equal(kind, "python", method, (), None)
 
 
@@ -265,23 +270,22 @@ def test_symplectic_gradients(backend, learnable, method, request):
 
 def test_symplectic_auto_runs_the_cpp_kernels(cpp_library, monkeypatch):
     """auto on CPU runs AdEx's symplectic integrator on the cpp backend, as it runs euler."""
-    from snn.neurons.fused import function
-
     ran = []
-    real = function.loops("cpp")
-    recording = type("Recording", (), {"forward": lambda self, *a, **k: ran.append(k) or real.forward(*a, **k),
-                                       "backward": lambda self, *a, **k: real.backward(*a, **k)})()
-    monkeypatch.setitem(function._loops, "cpp", recording)
+    real = fused_registry.REGISTRY["cpp"]
+    recording = type("Recording", (), {"why_not": lambda self, *a: real.why_not(*a),
+                                       "forward": lambda self, *a: ran.append(a[-1]) or real.forward(*a),
+                                       "backward": lambda self, *a: real.backward(*a)})()
+    monkeypatch.setitem(fused_registry.REGISTRY, "cpp", recording)
     x, state = inputs("adex", torch.float64)
     out, _ = run(make_layer("adex", "auto", **SYMPLECTIC), x.requires_grad_(), state)
     assert type(out.grad_fn).__name__ == "FusedTimeLoopBackward"
-    assert [k["integrator"] for k in ran] == ["symplectic"]
+    assert [options.integrator for options in ran] == ["symplectic"]
 
 
 def test_symplectic_python_backward_in_blocks_of_steps(monkeypatch):
     """The regrouped backward's coefficients for blocks of 5, 5 and 2 steps (see
     test_python_backward_in_blocks_of_steps) with the symplectic integrator."""
-    monkeypatch.setattr(torch_loops, "BLOCK_VALUES", 5 * 3 * 37)
+    monkeypatch.setattr(python_loops, "BLOCK_VALUES", 5 * 3 * 37)
     assert_gradients_equal("adex", "python", "super", (), None, **SYMPLECTIC)
 
 
@@ -350,9 +354,9 @@ def test_unknown_backend_lists_valid_ones():
 
 def test_backend_is_checked_when_set_not_on_every_call(monkeypatch):
     """A layer's backend is checked when it is built or assigned; its calls do not check again
-    (integrate, for direct callers, checks its argument)."""
+    (_integrate, for direct callers, checks its argument)."""
     from snn.neurons import LIFRecurrent, constants
-    from snn.neurons.fused import integrate
+    from snn.neurons.fused.feed_forward import _integrate as integrate
 
     layer = LIF(backend="python")
     with pytest.raises(ValueError, match="valid backends"):
@@ -362,7 +366,7 @@ def test_backend_is_checked_when_set_not_on_every_call(monkeypatch):
         LIFRecurrent(3, 4).backend = "compile"
     calls = []
     real_check = constants.check_backend
-    monkeypatch.setattr("snn.neurons.fused.function.check_backend",
+    monkeypatch.setattr("snn.neurons.fused.feed_forward.check_backend",
                         lambda b: calls.append(b) or real_check(b))
     layer(torch.ones(3, 2, 4))
     assert calls == []
@@ -374,45 +378,76 @@ def test_backend_is_checked_when_set_not_on_every_call(monkeypatch):
 
 def test_auto_picks_cpp_on_cpu(cpp_library):
     x = torch.zeros(2, 3)
-    assert resolve_backend("auto", "adex", x, "super") == "cpp"
-    assert resolve_backend("auto", "lif", x.double(), "atan") == "cpp"
-    assert resolve_backend("auto", "lif", x.to(torch.bfloat16), "super") == "python"
+    assert resolve("auto", "adex", (x,), KernelOptions("super")).name == "cpp"
+    assert resolve("auto", "lif", (x.double(),), KernelOptions("atan")).name == "cpp"
+    assert resolve("auto", "lif", (x.to(torch.bfloat16),), KernelOptions("super")).name == "python"
 
 
 def test_cpp_needs_mkl_vml_only_for_adex_and_the_sigmoid_and_tanh_surrogates(cpp_library, monkeypatch):
     assert cpp_library.vml_available() == 1  # torch's MKL exports VML here
     no_vml = type("Library", (), {"vml_available": staticmethod(lambda: 0)})()
-    monkeypatch.setattr(cpp_loops, "load_library", lambda: no_vml)
-    assert not cpp_loops.supports("adex", torch.float32, "super")
-    assert not cpp_loops.supports("lif", torch.float32, "sigmoid")
-    assert cpp_loops.supports("lif", torch.float32, "super") and cpp_loops.supports("li", torch.float64, None)
-    assert resolve_backend("auto", "adex", torch.zeros(2, 3), "super") == "python"
+    monkeypatch.setattr("snn.neurons.fused.cpp.load_library", lambda: no_vml)
+    cpp, x = fused_registry.REGISTRY["cpp"], torch.zeros(2, 3)
+    assert "AdEx also needs torch with MKL" in cpp.why_not("adex", (x,), KernelOptions("super"))
+    assert cpp.why_not("lif", (x,), KernelOptions("sigmoid")) is not None
+    assert cpp.why_not("lif", (x,), KernelOptions("super")) is None
+    assert cpp.why_not("li", (x.double(),), KernelOptions()) is None
+    assert resolve("auto", "adex", (x,), KernelOptions("super")).name == "python"
 
 
 def test_cpp_kernels_take_the_integrator_by_name(cpp_library):
     """What the C++ entry points receive: the index of a known integrator, else a ValueError."""
-    loops = cpp_loops.CppLoops()
+    loops = CppLoops()
     x, state = inputs("adex", torch.float64)
     P = [torch.tensor(c, dtype=torch.float64) for c in (0.1, -0.2, 0.002, 2.0, 0.02, 0.5, 0.0, 1.0, -0.2)]
-    runs = {i: loops.forward("adex", x, state, P, True, False, integrator=i) for i in ("euler", "symplectic")}
+    runs = {i: loops.forward("adex", x, state, P, True, False, KernelOptions("super", 100.0, i))
+            for i in ("euler", "symplectic")}
     assert torch.equal(runs["euler"][0][0], runs["symplectic"][0][0])  # the first step's spikes: a not used yet
     assert not torch.equal(runs["euler"][1][2], runs["symplectic"][1][2])
     with pytest.raises(ValueError, match="Unknown integrator 'rk4'; valid integrators: euler, symplectic"):
-        loops.forward("adex", x, state, P, True, False, integrator="rk4")
+        KernelOptions("super", 100.0, "rk4")  # checked where the options are built
 
 
 def test_custom_surrogate_runs_in_python_and_cpp_refuses_it():
     SURROGATES["test_gauss"] = lambda x, a: a / math.sqrt(math.pi) * torch.exp(-(a * x) ** 2)
     try:
         x = torch.zeros(2, 3)
-        assert resolve_backend("auto", "adex", x, "test_gauss") == "python"
-        with pytest.raises(ValueError, match="built-in surrogates"):
-            resolve_backend("cpp", "adex", x, "test_gauss")
+        assert resolve("auto", "adex", (x,), KernelOptions("test_gauss")).name == "python"
+        with pytest.raises(ValueError, match="backend='cpp' cannot run this adex layer: .*built-in surrogates"):
+            resolve("cpp", "adex", (x,), KernelOptions("test_gauss"))
         layer_check = make_layer("adex", "eager", "test_gauss")  # the registry accepts it
         assert layer_check.surrogate["method"] == "test_gauss"
         assert_gradients_equal("adex", "python", "test_gauss", "all", (37,))
     finally:
         del SURROGATES["test_gauss"]
+
+
+@pytest.mark.parametrize("recurrent", [False, True], ids=["feed-forward", "recurrent"])
+@pytest.mark.parametrize("backend", ["cpp", "triton", "compile", "python", "auto"])
+def test_user_registered_surrogate_rule_is_the_same_on_every_backend(backend, recurrent, monkeypatch):
+    """A backend whose kernels lack a user-registered surrogate (cpp, triton) raises a ValueError
+    naming it when chosen explicitly, for feed-forward and recurrent layers alike; those that run
+    it (python, compile) are taken; ``auto`` takes python, without a warning."""
+    if backend == "triton":
+        pytest.importorskip("triton")
+        monkeypatch.setenv("TRITON_INTERPRET", "1")  # else the CPU itself is the reason
+    if recurrent and backend == "compile":
+        pytest.skip("compile runs feed-forward layers only")
+    monkeypatch.setitem(SURROGATES, "test_gauss", lambda x, a: a / math.sqrt(math.pi) * torch.exp(-(a * x) ** 2))
+    x = torch.rand(4, 2, 3)
+    tensors = (x, torch.rand(5, 3), torch.rand(5, 5)) if recurrent else (x,)
+    options = KernelOptions("test_gauss", 3.0)
+    if backend in ("cpp", "triton"):
+        with pytest.raises(ValueError, match=rf"backend='{backend}' cannot run this adex layer: .*'test_gauss'"):
+            resolve(backend, "adex", tensors, options)
+        layer = (LIFAdExRecurrent(3, 5, LIFAdExParameters(method="test_gauss"), backend=backend) if recurrent
+                 else make_layer("adex", backend, "test_gauss", dtype=torch.float32))
+        with pytest.raises(ValueError, match="'test_gauss'.*Use backend='auto' or 'python'"):
+            layer(x)
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert resolve(backend, "adex", tensors, options).name == ("python" if backend == "auto" else backend)
 
 
 def test_backend_names_are_exposed():
@@ -513,8 +548,8 @@ def test_no_time_steps_give_no_outputs_and_the_initial_state(kind, backend, give
 @pytest.mark.parametrize("backend", ["cpp", "python", "compile"])
 @pytest.mark.parametrize("kind", ["adex", "lif", "li"])
 def test_integrate_with_no_time_steps(kind, backend, request):
-    """snn.neurons.fused.integrate itself (no layer in front) with T = 0, backward included."""
-    from snn.neurons.fused import integrate
+    """The fused loops without a layer in front (_integrate) with T = 0, backward included."""
+    from snn.neurons.fused.feed_forward import _integrate as integrate
 
     needs(backend, request)
     layer = make_layer(kind, "eager")
@@ -531,7 +566,7 @@ def test_integrate_with_no_time_steps(kind, backend, request):
 @pytest.mark.parametrize("backend", ["cpp", "python"])
 def test_integrate_checks_direct_callers_state_and_casts_their_parameters(backend, request):
     from snn.neurons import LIFFeedForwardState
-    from snn.neurons.fused import integrate
+    from snn.neurons.fused.feed_forward import _integrate as integrate
 
     needs(backend, request)
     x = torch.rand(6, 3, 5) * 3
@@ -554,10 +589,10 @@ def test_integrate_checks_direct_callers_state_and_casts_their_parameters(backen
 def test_cpp_kernels_refuse_what_they_cannot_read(cpp_library):
     """The last check before C++: the backend's forward and backward, called directly, refuse
     every tensor whose memory the kernels would misread, and copy strided ones."""
-    loops = cpp_loops.CppLoops()
+    loops, options = CppLoops(), KernelOptions("super", 2.0)
     x, (v, i) = torch.rand(4, 2, 3) * 3, (torch.zeros(2, 3), torch.zeros(2, 3))
     P = [torch.tensor(c) for c in (0.1, -0.2, 0.0, 1.0, 0.0)]
-    out, final, saved = loops.forward("lif", x, (v, i), P, save=True, save_extra=False)
+    out, final, saved = loops.forward("lif", x, (v, i), P, save=True, save_extra=False, options=options)
     bad_forward = {
         "a float16 state": dict(state=(v.half(), i)),
         "a state on another device": dict(state=(v, i.to("meta"))),
@@ -575,16 +610,16 @@ def test_cpp_kernels_refuse_what_they_cannot_read(cpp_library):
     for what, change in bad_forward.items():
         args = {"x": x, "state": (v, i), "P": P, **change}
         with pytest.raises(ValueError, match=r"snn's C\+\+ kernels"):
-            loops.forward("lif", args["x"], args["state"], args["P"], save=True, save_extra=False)
+            loops.forward("lif", args["x"], args["state"], args["P"], save=True, save_extra=False, options=options)
             pytest.fail(f"{what} was accepted")
     # Strided views, broadcasts and lazy negations are read as the values they show.
     xs = (torch.rand(3, 2, 4) * 3).permute(2, 1, 0)
     strided = loops.forward("lif", xs, (v.t().contiguous().t(), i[:1].expand(2, 3)), [p.expand(2, 3) for p in P],
-                            True, False)
-    contiguous = loops.forward("lif", xs.contiguous(), (v, i), P, True, False)
+                            True, False, options)
+    contiguous = loops.forward("lif", xs.contiguous(), (v, i), P, True, False, options)
     assert torch.equal(strided[0], contiguous[0]) and 0 < strided[0].mean() < 1
     if hasattr(torch, "_neg_view"):
-        negated = loops.forward("lif", torch._neg_view(-x), (v, i), P, True, False)
+        negated = loops.forward("lif", torch._neg_view(-x), (v, i), P, True, False, options)
         assert torch.equal(negated[0], out)
     g = torch.ones_like(out)
     bad_backward = {
@@ -598,7 +633,7 @@ def test_cpp_kernels_refuse_what_they_cannot_read(cpp_library):
     for what, change in bad_backward.items():
         args = {"gout": g, "gstate": [v, i], "saved": saved, "v0": v, **change}
         with pytest.raises(ValueError, match=r"snn's C\+\+ kernels"):
-            loops.backward("lif", args["gout"], args["gstate"], args["saved"], args["v0"], P, "super", 2.0, False)
+            loops.backward("lif", args["gout"], args["gstate"], args["saved"], args["v0"], P, options, False)
             pytest.fail(f"{what} was accepted")
 
 

@@ -7,8 +7,10 @@ import pytest
 import torch
 
 from snn.neurons import LIFAdEx
-from snn.neurons.fused import buffers, cpp_loops, release_buffers
+from snn.neurons.fused import buffers, release_buffers
 from snn.neurons.fused.buffers import BufferPool
+from snn.neurons.fused.cpp import arguments as cpp_arguments
+from snn.neurons.fused.cpp import build as cpp_build
 
 SHAPE = (8, 64, 1024)  # 2 MiB in float32: above MIN_POOLED_BYTES
 NBYTES = 8 * 64 * 1024 * 4
@@ -93,7 +95,7 @@ def test_without_the_use_count_the_pool_allocates_fresh(monkeypatch):
 @pytest.fixture
 def cpp_layer():
     try:
-        cpp_loops.load_library()
+        cpp_build.load_library()
     except RuntimeError as error:
         pytest.skip(f"C++ kernels unavailable: {error}")
     return LIFAdEx(backend="cpp")
@@ -123,7 +125,7 @@ def test_graphs_alive_together_keep_their_saved_voltages(cpp_layer):
 def test_release_buffers_empties_the_pool(cpp_layer):
     with torch.no_grad():
         cpp_layer(torch.rand(40, 16, 512))
-    pool = cpp_loops.BUFFERS
+    pool = cpp_arguments.BUFFERS
     assert pool.free_bytes() > 0
     release_buffers()
     assert pool.free_bytes() == 0

@@ -20,8 +20,10 @@ from snn.neurons import (
     LIFRecurrent,
     LIFState,
 )
-from snn.neurons.fused import recurrent, torch_loops
-from snn.neurons.fused.recurrent import integrate_recurrent
+from snn.neurons.fused import cpp as fused_cpp
+from snn.neurons.fused import registry as fused_registry
+from snn.neurons.fused.python import feed_forward as python_loops
+from snn.neurons.fused.recurrent import _integrate_recurrent as integrate_recurrent
 from snn.neurons.surrogate import SURROGATES, register_surrogate
 from tests.helpers import assert_close_gradients, weighted_loss
 from tests.helpers import recurrent_inputs as inputs
@@ -158,8 +160,8 @@ def test_odd_sizes(kind, shape, backend):
 @pytest.mark.parametrize("kind", ["adex", "lif"])
 def test_backward_in_blocks_of_steps(kind, monkeypatch):
     """Blocks of 5, 5 and 2 of the 12 steps give the gradients of one block."""
-    monkeypatch.setattr(torch_loops, "BLOCK_VALUES", 5 * 3 * 37)
-    assert torch_loops._block(12, 3 * 37) == 5
+    monkeypatch.setattr(python_loops, "BLOCK_VALUES", 5 * 3 * 37)
+    assert python_loops._block(12, 3 * 37) == 5
     x, state = inputs(kind, torch.float64)
     (_, _, ref), (_, _, got) = run_both(kind, x, state)
     assert_close_gradients(ref, got)
@@ -217,8 +219,8 @@ def test_symplectic_gradients_equal_eager(learnable, method, backend):
 def test_symplectic_runs_the_fused_node(backend, monkeypatch):
     """The symplectic integrator runs on the fused loops (auto: cpp on CPU), not the step loop."""
     ran = []
-    for name, loops in recurrent.LOOPS.items():
-        monkeypatch.setitem(recurrent.LOOPS, name, _Recording(loops, name, ran))
+    for name, loops in fused_registry.REGISTRY.items():
+        monkeypatch.setitem(fused_registry.REGISTRY, name, _Recording(loops, name, ran))
     x = torch.rand(5, 3, 3, dtype=torch.float64, requires_grad=True)
     out, _ = make_layer("adex", backend, params=SYMPLECTIC)(x)
     assert type(out.grad_fn).__name__ == "FusedRecurrentLoopBackward"
@@ -226,7 +228,7 @@ def test_symplectic_runs_the_fused_node(backend, monkeypatch):
 
 
 def test_symplectic_python_backward_in_blocks_of_steps(monkeypatch):
-    monkeypatch.setattr(torch_loops, "BLOCK_VALUES", 5 * 3 * 37)
+    monkeypatch.setattr(python_loops, "BLOCK_VALUES", 5 * 3 * 37)
     x, state = inputs("adex", torch.float64)
     (ref_out, _, ref), (out, _, got) = run_both("adex", x, state, params=SYMPLECTIC)
     assert torch.equal(out, ref_out)
@@ -237,8 +239,8 @@ def test_default_backend_runs_one_node(monkeypatch):
     """``auto`` runs the fused node on the ``cpp`` loops on CPU (so the norse equivalence tests of
     the layers cover them), and the ``python`` loops for a surrogate the kernels do not have."""
     ran = []
-    for name, loops in recurrent.LOOPS.items():
-        monkeypatch.setitem(recurrent.LOOPS, name, _Recording(loops, name, ran))
+    for name, loops in fused_registry.REGISTRY.items():
+        monkeypatch.setitem(fused_registry.REGISTRY, name, _Recording(loops, name, ran))
     register_surrogate("test_recurrent_custom", SURROGATES["super"])
     try:
         for layer_class, params_class in ((LIFAdExRecurrent, LIFAdExParameters), (LIFRecurrent, LIFParameters)):
@@ -254,15 +256,15 @@ def test_default_backend_runs_one_node(monkeypatch):
 
 
 class _Recording:
-    """A loops module that records its name when its forward runs."""
+    """A backend that records its name when its recurrent forward runs."""
 
     def __init__(self, loops, name, ran):
         self.loops, self.name, self.ran = loops, name, ran
-        self.backward = loops.backward
+        self.why_not, self.recurrent_backward = loops.why_not, loops.recurrent_backward
 
-    def forward(self, *args, **kwargs):
+    def recurrent_forward(self, *args):
         self.ran.append(self.name)
-        return self.loops.forward(*args, **kwargs)
+        return self.loops.recurrent_forward(*args)
 
 
 def saved_bytes(layer, x, state=None):
@@ -301,7 +303,7 @@ def test_bad_input_errors():
         layer(torch.rand(4, 6, 3), state)  # a state of batch size 2 for a batch of 6
     with pytest.raises(ValueError, match="Recurrent layers have the backends auto, cpp, triton, python, eager"):
         LIFRecurrent(3, 5, backend="compile")
-    with pytest.raises(ValueError, match="backend='cpp' runs on CPU in float32/float64"):
+    with pytest.raises(ValueError, match="backend='cpp' cannot run this lif layer: it runs on CPU in float32/float64"):
         LIFRecurrent(3, 5, backend="cpp").half()(torch.rand(4, 2, 3).half())
     x = torch.rand(4, 2, 3)
     p = LIFAdExParameters()
@@ -317,7 +319,7 @@ def test_bad_input_errors():
 def test_cpp_steps_on_all_threads_give_the_same_results(kind, monkeypatch):
     """Large populations run each step's products and kernel on all threads (PARALLEL_STEP_MACS):
     forced here for a small one, spikes and states stay bit-identical and gradients within 1e-10."""
-    monkeypatch.setattr(recurrent, "PARALLEL_STEP_MACS", 1)
+    monkeypatch.setattr(fused_cpp, "PARALLEL_STEP_MACS", 1)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)  # the kernel's threads, even on 1 core
     x, state = inputs(kind, torch.float64, T=20, B=2, N=37)
     (ref_out, ref_final, ref), (out, final, got) = run_both(kind, x, state, backend="cpp", learnable="all")

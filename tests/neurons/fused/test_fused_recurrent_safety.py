@@ -1,4 +1,4 @@
-"""Memory safety of the ``cpp`` recurrent loops (snn.neurons.fused.cpp_recurrent_loops): every
+"""Memory safety of the ``cpp`` recurrent loops (snn.neurons.fused.cpp.recurrent): every
 argument, however odd, gives the eager loop's result or a clear exception, never a signal.
 
 As in test_fused_safety.py, the drawn cases run in a subprocess (``python -m
@@ -123,7 +123,10 @@ def compare(case: dict, backend: str, ref, got) -> str | None:
 
 def run_loops(rng: random.Random, g: torch.Generator, kind: str) -> str | None:
     """The loops' forward and backward with every argument drawn from the whole range of tensors."""
-    from snn.neurons.fused import cpp_recurrent_loops
+    from snn.neurons.fused.cpp import recurrent as cpp_recurrent_loops
+    from snn.neurons.fused.spec import KernelOptions
+
+    options = KernelOptions("super", 2.0)
 
     spec = NEURON_SPECS[kind]
     T, B, F, N = rng.choice([0, 1, 3]), rng.choice([1, 2]), rng.choice([1, 3]), rng.choice([1, 5, 300])
@@ -146,7 +149,7 @@ def run_loops(rng: random.Random, g: torch.Generator, kind: str) -> str | None:
     try:
         with torch.no_grad():
             out, final, saved = cpp_recurrent_loops.forward(kind, x, w_in, w_rec, z0, state, P, save=True,
-                                                            save_extra=rng.random() < 0.5)
+                                                            save_extra=rng.random() < 0.5, options=options)
     except ValueError as error:
         return None if str(error).strip() else "ValueError without a message"
     param_grads = len(saved) > 1
@@ -156,7 +159,7 @@ def run_loops(rng: random.Random, g: torch.Generator, kind: str) -> str | None:
     saved = [s if rng.random() < 0.8 else arg(list(s.shape)) for s in saved]
     try:
         with torch.no_grad():
-            cpp_recurrent_loops.backward(kind, gout, gz, gstate, saved, arg([B, N]), w_rec, P, "super", 2.0,
+            cpp_recurrent_loops.backward(kind, gout, gz, gstate, saved, arg([B, N]), w_rec, P, options,
                                          param_grads)
     except ValueError as error:
         return None if str(error).strip() else "ValueError without a message"

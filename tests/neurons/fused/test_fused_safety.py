@@ -13,7 +13,8 @@ afterwards by tensors of another dtype, device, layout or shape, learnable ones)
 * through the layer on ``auto``, ``cpp`` and ``python``, against ``eager``: both raise a
   ValueError/TypeError, or both return the same outputs, final state and gradients (``cpp`` may
   refuse what it does not cover: a dtype other than float32/float64, a device other than the CPU);
-* through :func:`snn.neurons.fused.integrate` directly, with the raw parameter values;
+* through the fused loops without a layer in front (``snn.neurons.fused.feed_forward._integrate``),
+  with the raw parameter values;
 * through the ``cpp`` backend's ``forward``/``backward`` directly, with tensors of any dtype,
   device, size and layout (efficient zero tensors without memory included) in every pointer
   argument: a ValueError or a result, never a signal.
@@ -41,7 +42,7 @@ from snn.neurons import (
     LIParameters,
     LIState,
 )
-from snn.neurons.fused import integrate
+from snn.neurons.fused.feed_forward import _integrate as integrate
 from snn.neurons.fused.spec import NEURON_SPECS
 from tests.fuzz import LAYOUTS, METHODS, compare_gradients, draw_dtype, dtype_of, make_tensor, run_worker, worker
 
@@ -78,11 +79,11 @@ def test_fuzz_every_backend_gives_the_eager_result_or_a_clear_error():
 PROBE = """
 import json, warnings, torch
 from snn.neurons import LIF
-from snn.neurons.fused import cpp_loops
-from snn.neurons.fused.function import resolve_backend
+from snn.neurons.fused import KernelOptions
+from snn.neurons.fused.registry import resolve
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
-    backend = resolve_backend("auto", "lif", torch.zeros(2, 3), "super")
+    backend = resolve("auto", "lif", (torch.zeros(2, 3),), KernelOptions("super")).name
     z, _ = LIF()(torch.rand(5, 2, 3) * 3)
 print("RESULT " + json.dumps({"backend": backend, "warnings": [str(w.message) for w in caught
                                                                if "snn" in str(w.message)]}))
@@ -92,13 +93,13 @@ print("RESULT " + json.dumps({"backend": backend, "warnings": [str(w.message) fo
 @pytest.fixture(scope="module")
 def session_build():
     """This session's built library (building it if needed)."""
-    from snn.neurons.fused import cpp_loops
+    from snn.neurons.fused.cpp import build
 
     try:
-        cpp_loops.load_library()
+        build.load_library()
     except RuntimeError as error:
         pytest.skip(f"C++ kernels unavailable: {error}")
-    return cpp_loops.library_location()
+    return build.library_location()
 
 
 @pytest.fixture
@@ -109,15 +110,15 @@ def cache_copy(session_build, tmp_path):
 
     from filelock import FileLock
 
-    from snn.neurons.fused import cpp_loops
+    from snn.neurons.fused.cpp import build
 
     target = tmp_path / "extensions" / session_build.name
-    with FileLock(os.path.join(session_build.directory, cpp_loops.LOCK_NAME)):
+    with FileLock(os.path.join(session_build.directory, build.LOCK_NAME)):
         shutil.copytree(session_build.directory, target)
     location = session_build._replace(
         directory=str(target), library=str(target / os.path.basename(session_build.library)),
         record=str(target / os.path.basename(session_build.record)))
-    assert cpp_loops._cache_fault(location.library, location.record, location.key) is None
+    assert build._cache_fault(location.library, location.record, location.key) is None
     return location
 
 
@@ -152,12 +153,12 @@ def damage(location, how: str) -> None:
 def test_damaged_cached_library_is_rebuilt_not_loaded(cache_copy, how):
     """Before: a truncated library killed the process with SIGBUS (even under ``auto``), junk of
     the right size fell back with a warning that the kernels "could not be built"."""
-    from snn.neurons.fused import cpp_loops
+    from snn.neurons.fused.cpp import build
 
     damage(cache_copy, how)
     result = probe(cache_copy)
     assert result == {"backend": "cpp", "warnings": []}
-    assert cpp_loops._cache_fault(cache_copy.library, cache_copy.record, cache_copy.key) is None
+    assert build._cache_fault(cache_copy.library, cache_copy.record, cache_copy.key) is None
     assert os.path.getsize(cache_copy.library) == os.path.getsize(
         os.path.join(os.path.dirname(cache_copy.library), os.path.basename(cache_copy.library)))
 
@@ -333,7 +334,7 @@ def compare(case: dict, backend: str, ref, got) -> str | None:
 
 
 def run_direct(case: dict, backend: str) -> str | None:
-    """:func:`integrate` with the raw parameter values: a clear error or a result."""
+    """``_integrate`` with the raw parameter values: a clear error or a result."""
     layer, leaf, x, state, _ = build(case, "eager")
     kind = case["kind"]
     p = layer.p if hasattr(layer, "p") else None
@@ -357,10 +358,11 @@ def run_direct(case: dict, backend: str) -> str | None:
 def run_kernels(rng: random.Random, g: torch.Generator, kind: str) -> str | None:
     """The cpp backend's forward and backward with each pointer argument drawn from the whole range
     of tensors: a ValueError or a result."""
-    from snn.neurons.fused.cpp_loops import CppLoops
+    from snn.neurons.fused.cpp.feed_forward import CppLoops
+    from snn.neurons.fused.spec import KernelOptions
 
     spec = NEURON_SPECS[kind]
-    loops = CppLoops()
+    loops, options = CppLoops(), KernelOptions("super" if spec.spiking else None, 2.0)
     T, N = rng.choice([0, 1, 3]), rng.choice([0, 1, 5, 300])
     dtype = draw_dtype(rng, torch.float32, 0.5)
 
@@ -379,7 +381,8 @@ def run_kernels(rng: random.Random, g: torch.Generator, kind: str) -> str | None
     P = [arg(rng.choice([[], [N], [2, N]])) for _ in spec.params]
     try:
         with torch.no_grad():
-            out, final, saved = loops.forward(kind, x, state, P, save=True, save_extra=rng.random() < 0.5)
+            out, final, saved = loops.forward(kind, x, state, P, save=True, save_extra=rng.random() < 0.5,
+                                              options=options)
     except ValueError as error:
         return None if str(error).strip() else "ValueError without a message"
     param_grads = len(saved) > spec.spiking
@@ -389,7 +392,7 @@ def run_kernels(rng: random.Random, g: torch.Generator, kind: str) -> str | None
     v0 = arg([2, N])
     try:
         with torch.no_grad():
-            loops.backward(kind, gout, gstate, saved, v0, P, "super" if spec.spiking else None, 2.0, param_grads)
+            loops.backward(kind, gout, gstate, saved, v0, P, options, param_grads)
     except ValueError as error:
         return None if str(error).strip() else "ValueError without a message"
     return None

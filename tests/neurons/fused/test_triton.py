@@ -1,8 +1,8 @@
-"""The ``triton`` backend (snn.neurons.fused.triton_loops) against the eager step loop.
+"""The ``triton`` backend (snn.neurons.fused.triton) against the eager step loop.
 
 On the CPU the kernels run through Triton's interpreter (numpy): ``TRITON_INTERPRET=1`` is set for
 each test (monkeypatch, so nothing else in the session sees it), and the interpreted kernels are a
-load of their own (triton_loops.kernels), so a GPU session's compiled ones are not affected.
+load of their own (snn.neurons.fused.triton.feed_forward.kernels), so a GPU session's compiled ones are not affected.
 Shapes stay small (T <= 8, B <= 3, N <= 40): the interpreter runs a few hundred numpy ops per step.
 Programs hold 64 neurons here, so 3 x 37 neurons make two programs, the second one partial.
 
@@ -23,14 +23,18 @@ import math
 import os
 import subprocess
 import sys
+import types
 import warnings
 
 import pytest
 import torch
 
 from snn.neurons import LI, LIF, SURROGATES, LIFAdEx, LIFAdExParameters, LIFParameters, LIParameters
-from snn.neurons.fused import function, integrate, triton_loops
-from snn.neurons.fused.function import resolve_backend
+from snn.neurons.fused import KernelOptions
+from snn.neurons.fused import registry as fused_registry
+from snn.neurons.fused.feed_forward import _integrate as integrate
+from snn.neurons.fused.registry import resolve
+from snn.neurons.fused.triton import TritonBackend
 from tests.helpers import assert_close_gradients, weighted_loss
 
 pytest.importorskip("triton")
@@ -49,7 +53,7 @@ EXP_TOLERANCE = {torch.float32: 1e-6, torch.float64: 1e-14}  # AdEx forward: num
 def interpreter(monkeypatch):
     """The interpreter for every test, and programs of 64 neurons."""
     monkeypatch.setenv("TRITON_INTERPRET", "1")
-    monkeypatch.setitem(function._loops, "triton", triton_loops.TritonLoops(block=64))
+    monkeypatch.setitem(fused_registry.REGISTRY, "triton", TritonBackend(block=64))
 
 
 def make_layer(
@@ -279,7 +283,7 @@ def test_half_inputs_run_in_float32(kind, dtype):
     x = (x * 4).to(dtype)
     state = [s.to(dtype) for s in state]
     results = []
-    for backend, run_dtype in (("eager", torch.float32), ("triton", dtype)):
+    for backend, run_dtype in (("python", torch.float32), ("triton", dtype)):
         xb = x.to(run_dtype).requires_grad_()
         sb = [s.to(run_dtype).requires_grad_() for s in state]
         out, final = integrate(kind, backend, xb, LAYERS[kind][0].state_class(*sb), p, dt)
@@ -319,7 +323,7 @@ def test_cpu_without_the_interpreter_is_a_clear_error(monkeypatch):
         match="backend='triton' cannot run this lif layer: on the CPU .*TRITON_INTERPRET=1",
     ):
         make_layer("lif", "triton")(torch.rand(2, 3, 4, dtype=torch.float64))
-    assert resolve_backend("auto", "lif", torch.zeros(2, 3), "super") in ("cpp", "python")
+    assert resolve("auto", "lif", (torch.zeros(2, 3),), KernelOptions("super")).name in ("cpp", "python")
 
 
 def test_unsupported_dtype_is_a_clear_error():
@@ -328,28 +332,34 @@ def test_unsupported_dtype_is_a_clear_error():
     with pytest.raises(
         ValueError, match="float16, bfloat16, float32 and float64 inputs, got torch.float8"
     ):
-        resolve_backend("triton", "lif", x, "super")
+        resolve("triton", "lif", (x,), KernelOptions("super"))
 
 
 def test_auto_does_not_pick_triton_on_the_cpu():
     """Even with the interpreter requested: it is for tests."""
-    assert resolve_backend("auto", "adex", torch.zeros(2, 3), "super") in ("cpp", "python")
+    assert resolve("auto", "adex", (torch.zeros(2, 3),), KernelOptions("super")).name in ("cpp", "python")
 
 
-def test_user_registered_surrogate_falls_back_to_python_with_one_warning(monkeypatch):
+def test_user_registered_surrogate_is_refused_by_triton_and_auto_takes_python(monkeypatch):
+    """The rule of every explicit backend: one that cannot run the case raises, ``auto`` falls back
+    (silently: choosing ``python`` for a user surrogate is what ``auto`` is for)."""
     monkeypatch.setitem(
         SURROGATES, "test_gauss", lambda x, a: a / math.sqrt(math.pi) * torch.exp(-((a * x) ** 2))
     )
-    monkeypatch.setattr(triton_loops, "_warned_surrogate", False)
     x = torch.zeros(2, 3)
-    with pytest.warns(UserWarning, match="not 'test_gauss'; using the 'python' backend"):
-        assert resolve_backend("triton", "adex", x, "test_gauss") == "python"
+    cuda = types.SimpleNamespace(device=torch.device("cuda"), dtype=torch.float32, layout=torch.strided)
+    with pytest.raises(ValueError, match="backend='triton' cannot run this adex layer: .*not 'test_gauss'"):
+        resolve("triton", "adex", (x,), KernelOptions("test_gauss"))
+    with pytest.raises(ValueError, match="not 'test_gauss'. Use backend='auto' or 'python'"):
+        make_layer("lif", "triton", method="test_gauss")(torch.rand(2, 3, 4, dtype=torch.float64))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert resolve_backend("triton", "lif", x, "test_gauss") == "python"  # once only
+        assert resolve("auto", "adex", (cuda,), KernelOptions("test_gauss")).name == "python"
+        assert resolve("auto", "adex", (cuda,), KernelOptions("super")).name == "triton"
     # An overwritten built-in name is not the kernels' surrogate either.
     monkeypatch.setitem(SURROGATES, "super", SURROGATES["test_gauss"])
-    assert resolve_backend("triton", "lif", x, "super") == "python"
+    with pytest.raises(ValueError, match="not 'super'"):
+        resolve("triton", "lif", (x,), KernelOptions("super"))
 
 
 def test_importing_snn_neurons_does_not_import_triton():

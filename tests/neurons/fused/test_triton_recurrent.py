@@ -1,4 +1,4 @@
-"""The ``triton`` backend of the recurrent layers (snn.neurons.fused.triton_recurrent_loops) against
+"""The ``triton`` backend of the recurrent layers (snn.neurons.fused.triton.recurrent) against
 the eager step loop.
 
 On the CPU the kernels run through Triton's interpreter, as in test_triton.py (its module
@@ -31,8 +31,10 @@ from snn.neurons import (
     LIFRecurrent,
     LIFState,
 )
-from snn.neurons.fused import function, recurrent, triton_loops
-from snn.neurons.fused.recurrent import resolve_recurrent_backend
+from snn.neurons.fused import KernelOptions
+from snn.neurons.fused import registry as fused_registry
+from snn.neurons.fused.registry import resolve
+from snn.neurons.fused.triton import TritonBackend
 from tests.helpers import assert_close_gradients, recurrent_inputs, weighted_loss
 
 pytest.importorskip("triton")
@@ -46,24 +48,23 @@ EXP_TOLERANCE = {torch.float32: 1e-6, torch.float64: 1e-14}  # AdEx states: nump
 
 
 class _Recording:
-    """A loops module that counts the forwards it runs."""
+    """A backend that counts the recurrent forwards it runs."""
 
     def __init__(self, loops):
-        self.loops, self.runs = loops, 0
-        self.backward = loops.backward
+        self.loops, self.runs, self.name = loops, 0, loops.name
+        self.why_not, self.recurrent_backward = loops.why_not, loops.recurrent_backward
 
-    def forward(self, *args, **kwargs):
+    def recurrent_forward(self, *args):
         self.runs += 1
-        return self.loops.forward(*args, **kwargs)
+        return self.loops.recurrent_forward(*args)
 
 
 @pytest.fixture(autouse=True)
 def triton_runs(monkeypatch):
     """The interpreter for every test, programs of 64 neurons, and the triton loops recorded."""
     monkeypatch.setenv("TRITON_INTERPRET", "1")
-    monkeypatch.setitem(function._loops, "triton", triton_loops.TritonLoops(block=64))
-    recording = _Recording(recurrent.LOOPS["triton"])
-    monkeypatch.setitem(recurrent.LOOPS, "triton", recording)
+    recording = _Recording(TritonBackend(block=64))
+    monkeypatch.setitem(fused_registry.REGISTRY, "triton", recording)
     return recording
 
 
@@ -254,24 +255,26 @@ def test_auto_picks_triton_on_cuda_only():
     """``auto``: triton for a CUDA input when triton imports and the surrogate is built in (an
     object that looks like a CUDA tensor to the rule: no GPU here), never on the CPU."""
     cuda = types.SimpleNamespace(device=torch.device("cuda"), dtype=torch.float32, layout=torch.strided)
-    assert resolve_recurrent_backend("auto", "adex", cuda, cuda, cuda, "super") == "triton"
-    assert resolve_recurrent_backend("auto", "lif", cuda, cuda, cuda, "heaviside") == "triton"
+    assert resolve("auto", "adex", (cuda, cuda, cuda), KernelOptions("super")).name == "triton"
+    assert resolve("auto", "lif", (cuda, cuda, cuda), KernelOptions("heaviside")).name == "triton"
     cpu = torch.zeros(2, 3, 4)
-    assert resolve_recurrent_backend("auto", "lif", cpu, cpu[0], cpu[0], "super") in ("cpp", "python")
+    assert resolve("auto", "lif", (cpu, cpu[0], cpu[0]), KernelOptions("super")).name in ("cpp", "python")
 
 
 def test_user_registered_surrogate(monkeypatch):
-    """As for feed-forward layers: ``auto`` picks ``python`` silently, ``triton`` falls back to it
-    with one warning."""
+    """As for feed-forward layers: ``auto`` picks ``python`` silently, an explicit ``triton``
+    refuses it."""
     monkeypatch.setitem(SURROGATES, "test_gauss", lambda x, a: a / math.sqrt(math.pi) * torch.exp(-((a * x) ** 2)))
-    monkeypatch.setattr(triton_loops, "_warned_surrogate", False)
     cuda = types.SimpleNamespace(device=torch.device("cuda"), dtype=torch.float32, layout=torch.strided)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert resolve_recurrent_backend("auto", "adex", cuda, cuda, cuda, "test_gauss") == "python"
+        assert resolve("auto", "adex", (cuda, cuda, cuda), KernelOptions("test_gauss")).name == "python"
     x = torch.zeros(2, 3, 4)
-    with pytest.warns(UserWarning, match="not 'test_gauss'; using the 'python' backend"):
-        assert resolve_recurrent_backend("triton", "adex", x, x[0], x[0], "test_gauss") == "python"
+    with pytest.raises(ValueError, match="backend='triton' cannot run this adex layer: .*not 'test_gauss'"):
+        resolve("triton", "adex", (x, x[0], x[0]), KernelOptions("test_gauss"))
+    layer = LIFAdExRecurrent(3, 5, LIFAdExParameters(method="test_gauss"), backend="triton")
+    with pytest.raises(ValueError, match="not 'test_gauss'. Use backend='auto' or 'python'"):
+        layer(torch.rand(4, 2, 3))
 
 
 def test_cpu_without_the_interpreter_and_sparse_weights_are_clear_errors(monkeypatch):
@@ -280,5 +283,5 @@ def test_cpu_without_the_interpreter_and_sparse_weights_are_clear_errors(monkeyp
     with pytest.raises(ValueError, match="backend='triton' cannot run this lif layer: on the CPU .*TRITON_INTERPRET=1"):
         layer(torch.rand(4, 2, 3))
     x = torch.rand(4, 2, 3)
-    with pytest.raises(ValueError, match="backend='triton' takes dense"):
-        resolve_recurrent_backend("triton", "lif", x, torch.rand(5, 3).to_sparse(), torch.rand(5, 5), "super")
+    with pytest.raises(ValueError, match="backend='triton' cannot run this lif layer: it takes dense"):
+        resolve("triton", "lif", (x, torch.rand(5, 3).to_sparse(), torch.rand(5, 5)), KernelOptions("super"))

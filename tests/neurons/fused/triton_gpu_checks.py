@@ -6,7 +6,7 @@ neuron type (and AdEx's symplectic integrator) in float32 and float64 (the kerne
 exp, as torch's CUDA exp, and no fused multiply-adds); gradients within 1e-6 (float32) / 1e-10
 (float64) of the largest; ``auto`` picks ``triton``; bfloat16 inputs give bfloat16 outputs and
 finite gradients. The same for the recurrent AdEx and LIF layers (one kernel launch per step, the
-currents from torch's own products: :mod:`snn.neurons.fused.triton_recurrent_loops`).
+currents from torch's own products: :mod:`snn.neurons.fused.triton.recurrent`).
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from snn.neurons import (
     LIFRecurrent,
     LIParameters,
 )
-from snn.neurons.fused.function import resolve_backend
-from snn.neurons.fused.recurrent import resolve_recurrent_backend
+from snn.neurons.fused import KernelOptions
+from snn.neurons.fused.registry import resolve
 
 LAYERS = {
     "adex": (LIFAdEx, LIFAdExParameters),
@@ -121,7 +121,7 @@ def recurrent_checks():
                             f"gradient error {error:.3g} at scale {scale:.3g}: {case}",
                         )
     x, w_in, w_rec = (torch.zeros(shape, device="cuda") for shape in ((20, 4, 5), (8, 5), (8, 8)))
-    check(resolve_recurrent_backend("auto", "adex", x, w_in, w_rec, "super") == "triton",
+    check(resolve("auto", "adex", (x, w_in, w_rec), KernelOptions("super")).name == "triton",
           "auto did not pick triton for a recurrent layer")
     x = torch.rand(20, 4, 5, device="cuda", dtype=torch.bfloat16) * 3
     zeros = [torch.zeros(4, 300, device="cuda", dtype=torch.bfloat16)] * 4
@@ -172,7 +172,7 @@ def main():
                             f"gradient error {error:.3g} at scale {scale:.3g}: {case}",
                         )
     check(
-        resolve_backend("auto", "adex", torch.zeros(2, 3, device="cuda"), "super") == "triton",
+        resolve("auto", "adex", (torch.zeros(2, 3, device="cuda"),), KernelOptions("super")).name == "triton",
         "auto did not pick triton",
     )
     x = torch.rand(20, 4, 300, device="cuda", dtype=torch.bfloat16)

@@ -1,16 +1,15 @@
-"""The ``triton`` backend: one Triton kernel per direction that runs all T steps of a block of
-neurons (:mod:`.triton_kernels`), behind the interface of
-:class:`~snn.neurons.fused.torch_loops.TorchLoops`.
+"""The feed-forward loops of the ``triton`` backend: one Triton kernel per direction that runs all T
+steps of a block of neurons (:mod:`.kernels`).
 
 Runs on CUDA GPUs, compiled; on the CPU only when ``TRITON_INTERPRET=1`` is set, through Triton's
 interpreter (numpy, slow), which is how the tests pin it to the eager loop without a GPU. The
-two are separate loads of :mod:`.triton_kernels` (see :func:`kernels`).
+two are separate loads of :mod:`.kernels` (see :func:`kernels`).
 Inputs may be float16, bfloat16, float32 or float64; state and accumulation are float32 for the
 first three and float64 for float64. The layer's final state is returned in the input's dtype,
 and what forward saves for backward (pre-reset voltages, and with learnable parameters ``i + x``,
 ``a`` or LI's voltages) stays in the compute dtype, so backward recomputes each spike exactly as
-forward decided it. The built-in surrogates run natively; a user-registered one makes
-:func:`choose` fall back to ``python`` with one warning.
+forward decided it. The built-in surrogates run natively (a user-registered one: see the
+backend's ``why_not``).
 
 Nothing here imports triton until a kernel is needed (the imports inside functions): triton is an
 optional dependency, ``snn.neurons`` depends on torch alone, and importing triton takes seconds.
@@ -23,26 +22,12 @@ import math
 import os
 import sys
 import threading
-import warnings
 
 import torch
 
-from .. import surrogate
-from ..constants import EXP_ARGUMENT_MAX
-from ..surrogate import SURROGATES
-from .spec import NEURON_SPECS, saved_tensors
+from ...constants import EXP_ARGUMENT_MAX
+from ..spec import NATIVE_SURROGATES, NEURON_SPECS, KernelOptions, saved_tensors
 
-# The surrogates the kernels implement, by the index of triton_kernels._surrogate (the numbering
-# of cpu_kernels.cpp), with the functions they reproduce: an overwritten name is not native.
-NATIVE_SURROGATES = {"super": 0, "triangle": 1, "sigmoid": 2, "atan": 3, "tanh": 4, "heaviside": 5}
-_BUILTIN = {
-    "super": surrogate.superspike,
-    "triangle": surrogate.triangle,
-    "sigmoid": surrogate.sigmoid,
-    "atan": surrogate.atan,
-    "tanh": surrogate.tanh,
-    "heaviside": surrogate.no_gradient,
-}
 DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 # Neurons per program and warps per program on a GPU: one neuron per thread, so that many
 # programs are resident per SM to hide each step's memory latency (not tuned on a GPU yet).
@@ -51,11 +36,10 @@ NUM_WARPS = 4
 # Neurons per program under the interpreter: one numpy op covers a whole block.
 INTERPRETER_BLOCK = 1024
 
-KERNELS_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "triton_kernels.py")
+KERNELS_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels.py")
 
 _lock = threading.Lock()
 _kernels: dict[bool, object] = {}
-_warned_surrogate = False
 
 
 def interpreter_requested() -> bool:
@@ -73,7 +57,7 @@ def triton_available() -> str | None:
 
 
 def kernels(interpreted: bool):
-    """:mod:`.triton_kernels` compiled for the GPU or run by Triton's interpreter, loaded on first
+    """:mod:`.kernels` compiled for the GPU or run by Triton's interpreter, loaded on first
     use. ``triton.jit`` makes that choice when it decorates a function, so each is its own module
     object, loaded from the same file with the interpreter knob set for the duration: a process
     can run CPU tensors interpreted and CUDA tensors compiled, and nothing else sees the knob."""
@@ -81,7 +65,7 @@ def kernels(interpreted: bool):
         if interpreted not in _kernels:
             import triton  # lazy: see the module docstring
 
-            name = f"{__package__}.triton_kernels" + ("_interpreted" if interpreted else "")
+            name = f"{__package__}.kernels" + ("_interpreted" if interpreted else "")
             spec = importlib.util.spec_from_file_location(name, KERNELS_SOURCE)
             module = importlib.util.module_from_spec(spec)
             sys.modules[name] = module  # inspect.getsource (the JIT, the interpreter) looks here
@@ -92,14 +76,7 @@ def kernels(interpreted: bool):
         return _kernels[interpreted]
 
 
-def native(method: str | None) -> bool:
-    """Whether the kernels implement ``method`` (None: LI, no spikes)."""
-    return method is None or (
-        method in NATIVE_SURROGATES and SURROGATES.get(method) is _BUILTIN[method]
-    )
-
-
-def _why_not(x: torch.Tensor) -> str | None:
+def why_not(x: torch.Tensor) -> str | None:
     """Why the kernels cannot run on ``x``'s device and dtype, or None."""
     if x.dtype not in DTYPES:
         return f"they run float16, bfloat16, float32 and float64 inputs, got {x.dtype}"
@@ -116,32 +93,6 @@ def _why_not(x: torch.Tensor) -> str | None:
     return None
 
 
-def choose(backend: str, kind: str, x: torch.Tensor, method: str | None) -> str:
-    """The backend that runs ``backend`` ('auto' on CUDA, or 'triton'): ``triton`` when the
-    kernels cover the case, else ``python`` for ``auto``; an explicit ``triton`` that cannot run
-    raises a ValueError, and falls back to ``python`` with one warning for a user-registered
-    surrogate."""
-    global _warned_surrogate
-    reason = _why_not(x)
-    if backend == "auto":
-        return "triton" if reason is None and native(method) else "python"
-    if reason is not None:
-        raise ValueError(
-            f"backend='triton' cannot run this {kind} layer: {reason}. "
-            "Use backend='auto' or 'python'."
-        )
-    if not native(method):
-        if not _warned_surrogate:
-            _warned_surrogate = True
-            warnings.warn(
-                f"snn: the Triton kernels implement the built-in surrogates "
-                f"{sorted(NATIVE_SURROGATES)}, not {method!r}; using the 'python' backend.",
-                stacklevel=5,
-            )
-        return "python"
-    return backend
-
-
 def _rows(t: torch.Tensor, steps: int, M: int) -> tuple[torch.Tensor, int, int]:
     """``t [T, ...]`` as ``(tensor, time stride, neuron stride)`` of a ``[T, M]`` view, the neuron
     stride 0 or 1: no copy for contiguous steps, an input broadcast over time or one value per
@@ -155,7 +106,7 @@ def _rows(t: torch.Tensor, steps: int, M: int) -> tuple[torch.Tensor, int, int]:
     return rows, rows.stride(0), rows.stride(1) if M > 1 else 1
 
 
-def _parameters(P, neuron_shape, cdt, device) -> tuple[torch.Tensor, int, int]:
+def parameters(P, neuron_shape, cdt, device) -> tuple[torch.Tensor, int, int]:
     """The kernel parameters (tensors or numbers) as one ``[K, 1]`` (all single values) or
     ``[K, M]`` tensor of the compute dtype: ``(tensor, parameter stride, neuron stride)``."""
     M = neuron_shape.numel()
@@ -169,24 +120,24 @@ def _parameters(P, neuron_shape, cdt, device) -> tuple[torch.Tensor, int, int]:
     return stacked, M, 1
 
 
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def _surrogate_constants(alpha: float, cdt: torch.dtype, device) -> torch.Tensor:
+def surrogate_constants(alpha: float, cdt: torch.dtype, device) -> torch.Tensor:
     """What the kernels' surrogates read: ``alpha``, ``pi alpha / 2`` and ``alpha / 2``."""
     return torch.tensor([alpha, 0.5 * math.pi * alpha, 0.5 * alpha], dtype=cdt, device=device)
 
 
 class TritonLoops:
-    """The Triton kernels behind the interface of :class:`~.torch_loops.TorchLoops`."""
+    """The Triton kernels behind the feed-forward half of :class:`~snn.neurons.fused.spec.Backend`."""
 
     def __init__(self, block: int | None = None):
         self.block = block  # neurons per program; None: BLOCK on a GPU, INTERPRETER_BLOCK on the CPU
 
-    def launch(self, direction: str, kind: str, like: torch.Tensor, M: int, *args, integrator="euler", **constants):
+    def launch(self, direction: str, kind: str, like: torch.Tensor, M: int, *args, symplectic=False, **constants):
         """Runs kernel ``direction`` ('forward' or 'backward') of neuron type ``kind`` over the M
-        neurons, compiled on CUDA, interpreted on the CPU; ``integrator`` is AdEx's. The spec of
+        neurons, compiled on CUDA, interpreted on the CPU; ``symplectic``: AdEx's integrator. The spec of
         ``kind`` gives the kernel's ``KIND`` and ``K``, the number of parameters."""
         import triton.language as tl  # lazy: see the module docstring
 
@@ -199,17 +150,17 @@ class TritonLoops:
             CDT=tl.float64 if constants["CDT"] == torch.float64 else tl.float32,
             PRECISE=not k.INTERPRETED,  # libdevice's exp where compiled (see triton_kernels)
             EXP_MAX=EXP_ARGUMENT_MAX,
-            SYMPLECTIC=kind == "adex" and integrator == "symplectic",
+            SYMPLECTIC=kind == "adex" and symplectic,
         )
         grid = ((M + block - 1) // block,)
         getattr(k, direction)[grid](*args, BLOCK=block, num_warps=NUM_WARPS, enable_fp_fusion=False, **constants)
 
-    def forward(self, kind, x, state, P, save, save_extra, integrator="euler"):
+    def forward(self, kind, x, state, P, save, save_extra, options: KernelOptions):
         """Returns ``(outputs [T, ...], final state, saved [T, ...] tensors)``."""
         spec = NEURON_SPECS[kind]
         steps, neuron_shape = x.shape[0], x.shape[1:]
         M = neuron_shape.numel()
-        cdt = _compute_dtype(x.dtype)
+        cdt = compute_dtype(x.dtype)
         out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
         final = tuple(torch.empty(neuron_shape, dtype=x.dtype, device=x.device) for _ in spec.state)
         # LI with learnable parameters saves its voltages (the next step's entering one) too.
@@ -224,23 +175,23 @@ class TritonLoops:
         else:
             xr, x_ts, x_ns = _rows(x, steps, M)
             state = tuple(s.detach().contiguous() for s in state)
-            params, P_ks, P_ns = _parameters(P, neuron_shape, cdt, x.device)
+            params, P_ks, P_ns = parameters(P, neuron_shape, cdt, x.device)
             # out: a valid pointer for the arguments that a disabled branch never touches
             self.launch("forward", kind, x, M, xr, x_ts, x_ns, state, final, out, out if vd is None else vd,
                         tuple(extra) or (out,) * spec.extra, params, P_ks, P_ns, steps, M,
-                        integrator=integrator, CDT=cdt, SAVE_VD=vd is not None, SAVE_EXTRA=bool(extra))
+                        symplectic=options.symplectic, CDT=cdt, SAVE_VD=vd is not None, SAVE_EXTRA=bool(extra))
         if kind == "li":  # its outputs to save are the voltages in the compute dtype
             return out, final, saved_tensors(kind, vd, None, extra, save_extra)
         return out, final, saved_tensors(kind, out, vd, extra, save_extra)
 
-    def backward(self, kind, gout, gstate, saved, v0, P, method, alpha, param_grads, integrator="euler"):
+    def backward(self, kind, gout, gstate, saved, v0, P, options: KernelOptions, param_grads):
         """Returns ``(input gradient [T, ...], initial-state gradients, per-neuron parameter
         gradients [M] in the compute dtype, or None)``; ``gout`` may be None."""
         spec = NEURON_SPECS[kind]
         neuron_shape = v0.shape
         M = neuron_shape.numel()
         steps = gout.shape[0] if gout is not None else saved[0].shape[0]
-        cdt = _compute_dtype(v0.dtype)
+        cdt = compute_dtype(v0.dtype)
         gx = torch.empty((steps,) + tuple(neuron_shape), dtype=v0.dtype, device=v0.device)
         g0 = tuple(torch.empty(neuron_shape, dtype=v0.dtype, device=v0.device) for _ in spec.state)
         G = torch.zeros((len(P), M), dtype=cdt, device=v0.device) if param_grads else None
@@ -252,14 +203,14 @@ class TritonLoops:
             else:
                 gr, g_ts, g_ns = gx, 0, 0  # never read (HAS_GOUT=False)
             gstate = tuple(g.detach().contiguous() for g in gstate)
-            params, P_ks, P_ns = _parameters(P, neuron_shape, cdt, v0.device)
+            params, P_ks, P_ns = parameters(P, neuron_shape, cdt, v0.device)
             if spec.spiking:
-                vd, extra, consts = saved[0], saved[1:], _surrogate_constants(alpha, cdt, v0.device)
+                vd, extra, consts = saved[0], saved[1:], surrogate_constants(options.alpha, cdt, v0.device)
             else:  # LI: the extras, then its voltages, with param_grads only; no surrogate (gx: never read)
                 vd, extra, consts = (saved[-1], saved[:-1], gx) if param_grads else (gx, [], gx)
             self.launch("backward", kind, v0, M, gr, g_ts, g_ns, gstate, g0, vd, v0.detach().contiguous(),
                         tuple(extra) if param_grads else (vd,) * spec.extra, params, P_ks, P_ns, consts, gx,
                         gx if G is None else G, steps, 0, M,  # T_STOP = 0: all steps
-                        integrator=integrator, CDT=cdt, HAS_GOUT=gout is not None, PARAMS=param_grads,
-                        METHOD=NATIVE_SURROGATES[method] if spec.spiking else 0)
+                        symplectic=options.symplectic, CDT=cdt, HAS_GOUT=gout is not None, PARAMS=param_grads,
+                        METHOD=NATIVE_SURROGATES[options.method] if spec.spiking else 0)
         return gx, g0, None if G is None else [g.view(neuron_shape) for g in G]

@@ -24,7 +24,7 @@ computed for blocks of steps at once, leaving a recursion of a few multiply-adds
 in-place forward loop is thus a second Python statement of the forward equations, kept because the
 functional bodies run the ``python`` backend measurably slower (benchmarks/RESULTS.md, "Why the
 kernels look the way they do"); the equality tests pin both to the step functions. Recurrent
-populations run the same loops (:mod:`.recurrent_loops`). Steps of up to 32768 values run on one
+populations run the same loops (:mod:`.recurrent`). Steps of up to 32768 values run on one
 intra-op thread (:func:`serial_steps`): on a shared machine an OpenMP region per step costs more
 than the step.
 """
@@ -36,37 +36,16 @@ import functools
 
 import torch
 
-from ..constants import EXP_ARGUMENT_MAX
-from ..equations import adex_adaptation, adex_membrane, after_reset, leaky_subthreshold
-from ..surrogate import surrogate_derivative
-from .spec import NEURON_SPECS, saved_tensors
+from ...constants import EXP_ARGUMENT_MAX
+from ...equations import adex_adaptation, adex_membrane, after_reset, leaky_subthreshold
+from ...surrogate import surrogate_derivative
+from ..spec import NEURON_SPECS, KernelOptions, saved_tensors
+from ..threads import serial_steps
 
-GRAIN_SIZE = 32768  # at::internal::GRAIN_SIZE: ATen's elementwise ops run serially up to this size
 # Values per op in the backward loops' blocks of steps (512 KiB in float32): enough steps per op
 # to amortise Python's cost per op, few enough that a block's tensors stay in L2 (the sizes
 # tried: benchmarks/RESULTS.md, "Why the kernels look the way they do").
 BLOCK_VALUES = 131072
-
-
-@contextlib.contextmanager
-def serial_steps(step_numel: int, device: torch.device):
-    """Runs the body with one intra-op thread when a step's tensors are within ATen's grain size.
-
-    ATen already runs elementwise ops of that size serially, except MKL's exp (torch.exp on CPU),
-    which opens an OpenMP region from 2048 values on. One region per step costs little on an idle
-    machine, but on a shared one each can wait a scheduler time slice for a descheduled second
-    thread: milliseconds against microseconds for the op (benchmarks/RESULTS.md). Values do not
-    depend on the thread count.
-    """
-    threads = torch.get_num_threads()
-    if device.type != "cpu" or step_numel > GRAIN_SIZE or threads == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def reset_voltage(vd, vth, vr):
@@ -336,7 +315,7 @@ def backward_loop(kind, gout, gstate, vd, v0, P, derivative, alpha, w_rec=None, 
     reset instead of after it: ``B = a_spike sigma' + c_ada a_current A`` and ``gv <- D g_vd``.
 
     ``g_z`` is the gradient of the outputs ``gout[t]`` (None: none reached them). Recurrent
-    populations (:mod:`.recurrent_loops`) pass ``w_rec``: there ``x`` is the current ``c``, ``gx``
+    populations (:mod:`.recurrent`) pass ``w_rec``: there ``x`` is the current ``c``, ``gx``
     its gradient ``g_c``, and the spikes of a step feed the next step's current, so
     ``g_z <- gout[t] + g_c[t + 1] W_rec``, starting from ``gz``, the final spikes' gradient.
     """
@@ -416,17 +395,17 @@ class TorchLoops:
         # T = 0 too
         return contextlib.nullcontext() if self.compiled else serial_steps(like.shape[1:].numel(), like.device)
 
-    def forward(self, kind, x, state, P, save, save_extra, integrator="euler"):
+    def forward(self, kind, x, state, P, save, save_extra, options: KernelOptions):
         """Returns ``(outputs [T, ...], final state, saved [T, ...] tensors)``."""
         with self._serial(x):
-            return self._forward(kind, x, state, P, save, save_extra, integrator == "symplectic")
+            return self._forward(kind, x, state, P, save, save_extra, options.symplectic)
 
-    def backward(self, kind, gout, gstate, saved, v0, P, method, alpha, param_grads, integrator="euler"):
+    def backward(self, kind, gout, gstate, saved, v0, P, options: KernelOptions, param_grads):
         """Returns ``(input gradient [T, ...], initial-state gradients, per-neuron parameter
         gradients or None)``; ``gout`` may be None (no gradient reached the outputs)."""
         with self._serial(v0.unsqueeze(0)):
-            return self._backward(kind, gout, gstate, saved, v0, P, method, alpha, param_grads,
-                                  integrator == "symplectic")
+            return self._backward(kind, gout, gstate, saved, v0, P, options.method, options.alpha, param_grads,
+                                  options.symplectic)
 
     def _forward(self, kind, x, state, P, save, save_extra, symplectic):
         spec = NEURON_SPECS[kind]

@@ -1,4 +1,4 @@
-"""The Triton kernels of the ``triton`` backend (imported by :mod:`.triton_loops` on first use).
+"""The Triton kernels of the ``triton`` backend (loaded by :mod:`.feed_forward` on first use).
 
 Two kernels serve every neuron type, :func:`forward` and :func:`backward`, with the type as the
 constexpr ``KIND`` (a key of :data:`.spec.NEURON_SPECS`). Each program takes ``BLOCK`` neurons and
@@ -6,11 +6,11 @@ runs all T steps over them, the tile-per-thread structure of ``cpu_kernels.cpp``
 stays in registers, and memory traffic is one read of the input and one write of the output and of
 the saved pre-reset voltage per neuron and step (backward: one read of the saved voltage, one
 write of the input gradient). The kernels do the loads and stores; one step of each type is
-written once, in the step functions below, named after those of :mod:`.torch_loops` and doing
+written once, in the step functions below, named after those of :mod:`snn.neurons.fused.python.feed_forward` and doing
 their operations in the same order (the equations after :mod:`snn.neurons.equations`), so that
 forward results round like the eager loop. ``CDT`` (the compute dtype) is float32 for
 float16/bfloat16/float32 inputs and float64 for float64 ones. Recurrent layers run the same
-kernels one step per launch (:mod:`.triton_recurrent_loops`: a step's input current needs the
+kernels one step per launch (:mod:`.recurrent`: a step's input current needs the
 previous step's spikes).
 
 Layout: inputs ``[T, M]`` at strides ``(ts, ns)`` with ``ns`` in {0, 1} (0: one value per step,
@@ -21,7 +21,7 @@ order of the spec's, with ``P_ns = 0`` for one value per parameter or 1 for one 
 parameter gradients ``G [K, M]`` (the backward adds its own to them).
 
 Whether ``triton.jit`` compiles or interprets is decided when this file is loaded:
-:func:`.triton_loops.kernels` loads it once for each (:data:`INTERPRETED`). The kernels call only
+:func:`.feed_forward.kernels` loads it once for each (:data:`INTERPRETED`). The kernels call only
 Triton's builtins (``tl.full``, not ``tl.zeros``) and the functions here: the library's own
 ``@jit`` helpers were decorated when triton was imported, for the GPU unless the interpreter was
 on then, and an interpreted kernel cannot call them. Compiled, the AdEx
@@ -146,14 +146,14 @@ def _leaky_subthreshold(x, v, i, c_mem, c_syn, v_leak):
 
 @triton.jit
 def _input_gradient(g_drive, gi, c_syn):
-    """:func:`~snn.neurons.fused.torch_loops.input_gradient`: that of ``i + x``."""
+    """:func:`~snn.neurons.fused.python.feed_forward.input_gradient`: that of ``i + x``."""
     return g_drive + (gi + gi * c_syn)
 
 
 @triton.jit
 def _surrogate(xs, consts, CDT: tl.constexpr, METHOD: tl.constexpr):
     r"""The surrogate derivative :math:`\sigma'(x; \alpha)` of :mod:`snn.neurons.surrogate`, indexed
-    as ``NATIVE_SURROGATES`` (:mod:`.triton_loops`); ``consts`` holds ``alpha``,
+    as ``NATIVE_SURROGATES`` (:mod:`snn.neurons.fused.spec`); ``consts`` holds ``alpha``,
     ``pi alpha / 2`` and ``alpha / 2`` in the compute dtype (rounded from Python floats as torch
     rounds a scalar operand)."""
     alpha = tl.load(consts).to(CDT)
@@ -210,7 +210,7 @@ def _entering_voltage(vd, v0, t, M64, offs, m, p, CDT: tl.constexpr, RESET: tl.c
 @triton.jit
 def _adex_forward_step(x, state, p, CDT: tl.constexpr, PRECISE: tl.constexpr, EXP_MAX: tl.constexpr,
                        SYMPLECTIC: tl.constexpr):
-    """:func:`~snn.neurons.fused.torch_loops.adex_forward_step`: ``(z, v_d, (i + x, a), (v', i', a'))``;
+    """:func:`~snn.neurons.fused.python.feed_forward.adex_forward_step`: ``(z, v_d, (i + x, a), (v', i', a'))``;
     SYMPLECTIC: the adaptation driven by the voltage after the step's reset, not the entering one
     (euler)."""
     v, i, a = state
@@ -228,7 +228,7 @@ def _adex_forward_step(x, state, p, CDT: tl.constexpr, PRECISE: tl.constexpr, EX
 def _adex_backward_step(gz, gstate, vd, v, saved, p, g, consts, CDT: tl.constexpr, HAS_GOUT: tl.constexpr,
                         PARAMS: tl.constexpr, METHOD: tl.constexpr, PRECISE: tl.constexpr, EXP_MAX: tl.constexpr,
                         SYMPLECTIC: tl.constexpr):
-    """:func:`~snn.neurons.fused.torch_loops.adex_backward_step`: ``gstate = (gv, gi, ga)``, ``vd``
+    """:func:`~snn.neurons.fused.python.feed_forward.adex_backward_step`: ``gstate = (gv, gi, ga)``, ``vd``
     the step's pre-reset voltage, ``v`` the entering one, ``saved = (i + x, a)`` (PARAMS)."""
     gv, gi, ga = gstate
     c_mem, c_syn, c_ada, ac, a_spike, delta_T, v_leak, v_th, v_reset = p
@@ -273,7 +273,7 @@ def _adex_backward_step(gz, gstate, vd, v, saved, p, g, consts, CDT: tl.constexp
 # p: c_mem, c_syn, v_leak (LI), then v_th, v_reset (LIF)
 @triton.jit
 def _lif_forward_step(x, state, p, CDT: tl.constexpr):
-    """:func:`~snn.neurons.fused.torch_loops.lif_forward_step`: ``(z, v_d, (i + x,), (v', i'))``."""
+    """:func:`~snn.neurons.fused.python.feed_forward.lif_forward_step`: ``(z, v_d, (i + x,), (v', i'))``."""
     v, i = state
     c_mem, c_syn, v_leak, v_th, v_reset = p
     i_jump, v_decayed, i_decayed = _leaky_subthreshold(x, v, i, c_mem, c_syn, v_leak)
@@ -284,7 +284,7 @@ def _lif_forward_step(x, state, p, CDT: tl.constexpr):
 @triton.jit
 def _lif_backward_step(gz, gstate, vd, v, saved, p, g, consts, CDT: tl.constexpr, HAS_GOUT: tl.constexpr,
                        PARAMS: tl.constexpr, METHOD: tl.constexpr):
-    """:func:`~snn.neurons.fused.torch_loops.lif_backward_step`: ``gstate = (gv, gi)``, ``vd`` the
+    """:func:`~snn.neurons.fused.python.feed_forward.lif_backward_step`: ``gstate = (gv, gi)``, ``vd`` the
     step's pre-reset voltage, ``v`` the entering one and ``saved = (i + x,)`` (PARAMS)."""
     gv, gi = gstate
     c_mem, c_syn, v_leak, v_th, v_reset = p
@@ -308,7 +308,7 @@ def _lif_backward_step(gz, gstate, vd, v, saved, p, g, consts, CDT: tl.constexpr
 
 @triton.jit
 def _li_forward_step(x, state, p):
-    """:func:`~snn.neurons.fused.torch_loops.li_forward_step`: the output and the saved voltage are
+    """:func:`~snn.neurons.fused.python.feed_forward.li_forward_step`: the output and the saved voltage are
     the new one, ``(v', v', (i + x,), (v', i'))``."""
     v, i = state
     c_mem, c_syn, v_leak = p
@@ -318,7 +318,7 @@ def _li_forward_step(x, state, p):
 
 @triton.jit
 def _li_backward_step(gz, gstate, v, saved, p, g, HAS_GOUT: tl.constexpr, PARAMS: tl.constexpr):
-    """:func:`~snn.neurons.fused.torch_loops.li_backward_step`: ``gstate = (gv, gi)``, ``gz`` that
+    """:func:`~snn.neurons.fused.python.feed_forward.li_backward_step`: ``gstate = (gv, gi)``, ``gz`` that
     of the output, the voltage after the step; ``v`` the entering one, ``saved = (i + x,)`` (PARAMS)."""
     gv, gi = gstate
     c_mem, c_syn, v_leak = p

@@ -1,67 +1,16 @@
-"""The autograd node of the fused loops and the choice of backend (see the package docstring)."""
+"""The autograd node of the feed-forward fused loops (see the package docstring): one node per layer
+call, whichever backend runs it (:mod:`.registry` picks the backend)."""
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 
-from ..constants import broadcasts_to, check_backend, check_integrator
-from ..surrogate import SURROGATES
-from . import cpp_loops, triton_loops
-from .spec import NEURON_SPECS, kernel_parameters
-from .torch_loops import TorchLoops
-
-_loops: dict[str, object] = {}
+from ..constants import broadcasts_to, check_backend
+from .registry import resolve
+from .spec import NEURON_SPECS, Backend, KernelOptions, kernel_parameters
 
 
-def loops(backend: str):
-    """The kernel object of a concrete backend (built on first use)."""
-    if backend not in _loops:
-        if backend == "cpp":
-            _loops[backend] = cpp_loops.CppLoops()
-        elif backend == "triton":
-            _loops[backend] = triton_loops.TritonLoops()  # imports triton when it first launches
-        else:
-            _loops[backend] = TorchLoops(compile=backend == "compile")
-    return _loops[backend]
-
-
-_warned = False
-
-
-def resolve_backend(backend: str, kind: str, x: torch.Tensor, method: str | None) -> str:
-    """The concrete backend that runs ``backend`` for this input: ``auto`` picks ``cpp`` on CPU
-    when the kernels cover the case and build (one warning if they cannot be built), else
-    ``python``; an explicit choice the case does not support raises a ValueError. ``backend`` is
-    one of :data:`~snn.neurons.constants.BACKENDS` (checked by the layer or :func:`integrate`)."""
-    global _warned
-    if method is not None and method not in SURROGATES:
-        raise ValueError(f"Unknown surrogate method {method!r}.")
-    if backend == "triton" or backend == "auto" and x.device.type == "cuda":
-        return triton_loops.choose(backend, kind, x, method)  # imports no triton
-    cpp_ok = x.device.type == "cpu" and cpp_loops.supports(kind, x.dtype, method)
-    if backend == "auto":
-        if not cpp_ok:
-            return "python"
-        try:
-            cpp_loops.load_library()
-        except RuntimeError as error:
-            if not _warned:
-                _warned = True
-                warnings.warn(f"snn: {error}; using the 'python' backend.", stacklevel=4)
-            return "python"
-        return "cpp"
-    if backend == "cpp" and not cpp_ok:
-        raise ValueError(
-            f"backend='cpp' runs on CPU in float32/float64 with the built-in surrogates "
-            f"{sorted(cpp_loops.NATIVE_SURROGATES)} (AdEx also needs torch with MKL); got a "
-            f"{x.dtype} input on {x.device} with method={method!r}. Use backend='python' or 'auto'."
-        )
-    return backend
-
-
-def _one_value_if_uniform(v0: torch.Tensor) -> torch.Tensor:
+def one_value_if_uniform(v0: torch.Tensor) -> torch.Tensor:
     """``v0`` itself, or its one value when it is a broadcast of a single value (the rest state
     ``v_leak.expand(...)`` a layer starts from by default): the saved tensors then hold 4 bytes
     per neuron and step and nothing per neuron. Backward expands it back."""
@@ -74,22 +23,20 @@ class FusedTimeLoop(torch.autograd.Function):
     """``(x [T, ...], *state, *kernel parameters) -> (outputs [T, ...], *final state)``."""
 
     @staticmethod
-    def forward(ctx, kind, backend, method, alpha, integrator, x, *tensors):
+    def forward(ctx, kind: str, loops: Backend, options: KernelOptions, x, *tensors):
         spec = NEURON_SPECS[kind]
         n_state = len(spec.state)
         state, P = tensors[:n_state], tensors[n_state:]
-        needs = ctx.needs_input_grad[5:]
+        needs = ctx.needs_input_grad[3:]
         param_grads = any(needs[1 + n_state:])
-        impl = loops(backend)
         with torch.no_grad():
-            out, final, saved = impl.forward(kind, x, state, P, save=any(needs), save_extra=param_grads,
-                                             integrator=integrator)
-        ctx.kind, ctx.backend, ctx.method, ctx.alpha, ctx.integrator = kind, backend, method, alpha, integrator
+            out, final, saved = loops.forward(kind, x, state, P, any(needs), param_grads, options)
+        ctx.kind, ctx.loops, ctx.options = kind, loops, options
         ctx.param_grads, ctx.n_saved = param_grads, len(saved)
         # The initial voltage only when backward reads it (LI with fixed parameters does not).
         ctx.v0_shape = (state[0].shape, state[0].dtype, state[0].device)
         ctx.with_v0 = spec.spiking or param_grads
-        ctx.save_for_backward(*saved, *P, *([_one_value_if_uniform(state[0])] if ctx.with_v0 else []))
+        ctx.save_for_backward(*saved, *P, *([one_value_if_uniform(state[0])] if ctx.with_v0 else []))
         ctx.saved_dtypes = [t.dtype for t in saved]  # float32 for a half input on triton, else x's
         return (out, *final)
 
@@ -114,23 +61,22 @@ class FusedTimeLoop(torch.autograd.Function):
             v0 = torch.empty(shape, dtype=dtype, device=device)
         gstate = [torch.zeros_like(v0) if g is None else g for g in gstate]
         with torch.no_grad():
-            gx, gstate0, G = loops(ctx.backend).backward(
-                ctx.kind, gout, gstate, list(saved), v0, tuple(P), ctx.method, ctx.alpha, ctx.param_grads,
-                integrator=ctx.integrator)
+            gx, gstate0, G = ctx.loops.backward(ctx.kind, gout, gstate, list(saved), v0, tuple(P), ctx.options,
+                                                ctx.param_grads)
         n_state = len(spec.state)
-        needs = ctx.needs_input_grad[5:]
+        needs = ctx.needs_input_grad[3:]
         gparams = [None] * len(P)
         if G is not None:
             gparams = [g.sum_to_size(p.shape) if need else None
                        for g, p, need in zip(G, P, needs[1 + n_state:], strict=True)]
         gstate0 = [g if need else None for g, need in zip(gstate0, needs[1:1 + n_state], strict=True)]
-        return (None, None, None, None, None, gx if needs[0] else None, *gstate0, *gparams)
+        return (None, None, None, gx if needs[0] else None, *gstate0, *gparams)
 
 
 def check_arguments(kind: str, x, state) -> torch.Size:
     """Checks what every backend needs, so that all of them accept or refuse the same arguments
-    (the layers check first, with their own names; these are for direct callers of
-    :func:`snn.neurons.fused.integrate`): ``x`` a dense floating-point ``[T, ...]`` tensor, ``state``
+    (the layers check these with their own names; these checks are for direct callers of
+    :func:`_integrate`): ``x`` a dense floating-point ``[T, ...]`` tensor, ``state``
     a NamedTuple of the neuron's fields, each shaped like one step of ``x``, of its dtype and on its
     device. Returns the neuron shape."""
     spec = NEURON_SPECS.get(kind)
@@ -181,20 +127,26 @@ def as_kernel_parameters(kind: str, P: tuple, x: torch.Tensor, neuron_shape: tor
     return tuple(converted)
 
 
-def integrate(kind: str, backend: str, x, state, p, dt: float):
-    """Runs layer ``kind`` ('adex', 'lif', 'li') over the time dimension of ``x`` with a fused
-    ``backend``: ``(outputs [T, ...], final state of the type of ``state``)``. AdEx's parameters
-    choose its integrator (``p.integrator``)."""
-    return run(kind, check_backend(backend), x, state, p, dt)
+def run(kind: str, backend: str, x: torch.Tensor, state, p, dt: float, options: KernelOptions):
+    """The layers' call: runs neuron type ``kind`` ('adex', 'lif', 'li') over the time dimension of
+    ``x`` on ``backend`` (one of :data:`~snn.neurons.constants.BACKENDS` but ``eager``): ``(outputs
+    [T, ...], final state of the type of ``state``)``. The layer has checked its input, state,
+    parameters (``p``, of ``x``'s dtype and device), backend and ``options`` (built from ``p``)."""
+    loops = resolve(backend, kind, (x,), options)
+    out, *final = FusedTimeLoop.apply(kind, loops, options, x, *state, *kernel_parameters(kind, p, dt))
+    return out, type(state)(*final)
 
 
-def run(kind: str, backend: str, x: torch.Tensor, state, p, dt: float):
-    """:func:`integrate` for a ``backend`` checked already (a layer checks its own when it is
-    set)."""
+def _integrate(kind: str, backend: str, x, state, p, dt: float):
+    """:func:`run` with the checks a layer makes first, for tests that call the loops without a
+    layer in front: any ``state`` NamedTuple and parameter values (numbers, tensors of another
+    dtype) are checked and converted, or refused with a ValueError that names them."""
+    check_backend(backend)
+    if backend == "eager":
+        raise ValueError("_integrate runs the fused loops; the eager loop is the layer's.")
     neuron_shape = check_arguments(kind, x, state)
-    method, alpha = getattr(p, "method", None), getattr(p, "alpha", 0.0)
-    integrator = check_integrator(getattr(p, "integrator", "euler"))
-    backend = resolve_backend(backend, kind, x, method)
+    options = KernelOptions.of(p)
+    loops = resolve(backend, kind, (x,), options)
     P = as_kernel_parameters(kind, kernel_parameters(kind, p, dt), x, neuron_shape)
-    out, *final = FusedTimeLoop.apply(kind, backend, method, float(alpha), integrator, x, *state, *P)
+    out, *final = FusedTimeLoop.apply(kind, loops, options, x, *state, *P)
     return out, type(state)(*final)

@@ -33,7 +33,7 @@
 #endif
 
 // MKL, as exported by libtorch_cpu. Weak: without MKL the library still loads and runs LIF and
-// LI (vml_available() tells cpp_loops.supports whether the VML functions were found); without
+// LI (vml_available() tells the backend's why_not whether the VML functions were found); without
 // the service function the kernels run without asking MKL for one thread.
 extern "C" int MKL_Set_Num_Threads_Local(int threads) __attribute__((weak));
 extern "C" void vmsExp(int n, const float* a, float* r, long long mode) __attribute__((weak));
@@ -147,7 +147,7 @@ SNN_INLINE T leaky_membrane(T v, T c_mem, T vl, T ij) { return v + c_mem * ((vl 
 
 // The gradient of i + x (the input's, and the synaptic current's before the step) from that of
 // the membrane drive (g_drive = c_mem g_vd) and that of the decayed current (gi). The names of
-// the backward loops below are those of torch_loops.py's step backward functions.
+// the backward loops below are those of python/feed_forward.py's step backward functions.
 template <typename T>
 SNN_INLINE T input_gradient(T g_drive, T gi, T c_syn) { return g_drive + (gi + gi * c_syn); }
 
@@ -293,7 +293,7 @@ void adex_backward(int64_t steps, int64_t t_stop, int64_t M, const T* gz, int64_
             *as = P.p[A_AS], *dT = P.p[A_DT], *vl = P.p[A_VL], *vth = P.p[A_VTH], *vr = P.p[A_VR];
     T gvv[kTile], gii[kTile], gaa[kTile], vv[kTile], exp_arg[kTile], ex[kTile], xs[kTile],
         sg[kTile], gb[kTile];
-    // The per-neuron parameter gradients, named as in torch_loops.adex_backward_step.
+    // The per-neuron parameter gradients, named as in python/feed_forward.py's adex_backward_step.
     T G[Params ? A_COUNT : 1][kTile];
     T *g_c_mem = G[0], *g_c_syn = G[Params ? A_CSYN : 0], *g_c_ada = G[Params ? A_CADA : 0],
       *g_ac = G[Params ? A_AC : 0], *g_a_spike = G[Params ? A_AS : 0],
@@ -427,7 +427,7 @@ void lif_backward(int64_t steps, int64_t t_stop, int64_t M, const T* gz, int64_t
     P.load(params, vector, n0, n);
     const T *c_mem = P.p[L_CMEM], *c_syn = P.p[L_CSYN], *vl = P.p[L_VL], *vth = P.p[L_VTH], *vr = P.p[L_VR];
     T gvv[kTile], gii[kTile], xs[kTile], sg[kTile], vv[kTile], gb[kTile];
-    T G[Params ? L_COUNT : 1][kTile];  // named as in torch_loops.lif_backward_step:
+    T G[Params ? L_COUNT : 1][kTile];  // named as in python/feed_forward.py's lif_backward_step:
     T *g_c_mem = G[0], *g_c_syn = G[Params ? L_CSYN : 0], *g_v_leak = G[Params ? L_VL : 0],
       *g_v_th = G[Params ? L_VTH : 0], *g_v_reset = G[Params ? L_VR : 0];
     std::memcpy(gvv, gv + n0, n * sizeof(T));
@@ -485,7 +485,7 @@ void li_backward(int64_t steps, int64_t M, const T* gout, int64_t gz_ts, int64_t
     P.load(params, vector, n0, n);
     const T *c_mem = P.p[I_CMEM], *c_syn = P.p[I_CSYN], *vl = P.p[I_VL];
     T gvv[kTile], gii[kTile], gb[kTile];
-    T G[Params ? I_COUNT : 1][kTile];  // named as in torch_loops.li_backward_step:
+    T G[Params ? I_COUNT : 1][kTile];  // named as in python/feed_forward.py's li_backward_step:
     T *g_c_mem = G[0], *g_c_syn = G[Params ? I_CSYN : 0], *g_v_leak = G[Params ? I_VL : 0];
     std::memcpy(gvv, gv + n0, n * sizeof(T));
     std::memcpy(gii, gi + n0, n * sizeof(T));
@@ -570,7 +570,7 @@ void li_backward(int64_t steps, int64_t M, const T* gout, int64_t gz_ts, int64_t
 SNN_ENTRY_POINTS(float, f32)
 SNN_ENTRY_POINTS(double, f64)
 
-// The entry points' version (cpp_loops.KERNELS_VERSION): a library that answers another is not used.
+// The entry points' version (build.KERNELS_VERSION): a library that answers another is not used.
 extern "C" int snn_kernels_version() { return 3; }
 
 // Whether MKL's VML functions resolved: the AdEx exponential and the sigmoid/tanh surrogates need them.

@@ -6,7 +6,7 @@ A recurrent population is the feed-forward neuron driven by the input current
     c_t = W_{\text{in}} x_t + W_{\text{rec}} z_{t-1}
 
 (:func:`~snn.neurons.adex.lif_adex_step`, :func:`~snn.neurons.lif.lif_step`). The forward runs the
-feed-forward loops of :mod:`.torch_loops` with :class:`RecurrentCurrent` in place of their input:
+feed-forward loops of :mod:`.feed_forward` with :class:`RecurrentCurrent` in place of their input:
 it computes ``c_t`` when the loop reaches step ``t``, from the spikes the loop wrote at ``t - 1``,
 with the step function's own expression, so outputs and states are bit-identical to the eager loop.
 (One GEMM for ``W_in x`` over all steps is not: BLAS rounds ``[T B, F] x [F, N]`` differently from
@@ -22,7 +22,8 @@ reset and adaptation jump, and the next step's current, so with :math:`g_c` the 
     g_{W_\text{in}} = \sum_t g_{c_t}^\top x_t, \qquad g_{x_t} = g_{c_t} W_{\text{in}}
 
 The per-step recursion is that of the feed-forward backward with ``g_z`` fed in step by step; the
-weight and input gradients are one GEMM each over all steps (:func:`weight_gradients`).
+weight and input gradients are one GEMM each over all steps, the same for every backend
+(:func:`snn.neurons.fused.recurrent.weight_gradients`).
 """
 
 from __future__ import annotations
@@ -30,9 +31,9 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from ..surrogate import surrogate_derivative
-from .spec import NEURON_SPECS
-from .torch_loops import (
+from ...surrogate import surrogate_derivative
+from ..spec import NEURON_SPECS, KernelOptions
+from .feed_forward import (
     adex_backward_step,
     adex_forward_loop,
     backward_loop,
@@ -63,12 +64,12 @@ class RecurrentCurrent:
 FORWARD_LOOPS = {"adex": adex_forward_loop, "lif": lif_forward_loop}
 
 
-def forward(kind, x, w_in, w_rec, z0, state, P, save, save_extra, integrator="euler"):
+def forward(kind, x, w_in, w_rec, z0, state, P, save, save_extra, options: KernelOptions):
     """All steps of a recurrent population: ``(spikes [T, B, N], final (v, i[, a]), saved)``.
 
     ``saved`` is the pre-reset voltage per step when ``save`` (plus ``i + c`` and ``a`` per step
     when ``save_extra``: parameter gradients need them), in the order :func:`backward` reads it.
-    ``integrator``: AdEx's (see :func:`~snn.neurons.adex.lif_adex_feed_forward_step`)."""
+    ``options.integrator``: AdEx's (see :func:`~snn.neurons.adex.lif_adex_feed_forward_step`)."""
     T, B, N = x.shape[0], z0.shape[0], w_rec.shape[0]
     out = x.new_empty((T, B, N))
     vd = torch.empty_like(out) if save else None
@@ -80,37 +81,37 @@ def forward(kind, x, w_in, w_rec, z0, state, P, save, save_extra, integrator="eu
         out,
         vd,
         *(extra or [None] * NEURON_SPECS[kind].extra),
-        **_flags(kind, integrator),
+        **_flags(kind, options),
     )
     return out, final, ([] if vd is None else [vd]) + extra
 
 
-def backward(kind, gout, gz, gstate, saved, v0, w_rec, P, method, alpha, param_grads, integrator="euler"):
+def backward(kind, gout, gz, gstate, saved, v0, w_rec, P, options: KernelOptions, param_grads):
     """Reverse time: ``(g_c [T, B, N], g_z0, gradients of the initial (v, i[, a]), per-neuron
     parameter gradients or None)``. ``gout`` (of the spikes) and ``gz`` (of the final spikes) may
     be None: no gradient reached them."""
-    derivative = surrogate_derivative(method)
+    derivative, alpha = surrogate_derivative(options.method), options.alpha
     vd = saved[0]
     if gz is None:
         gz = torch.zeros_like(vd[0])
     if param_grads:
         gstate = [g.clone(memory_format=torch.contiguous_format) for g in gstate]
-        gc, gstate, G = _stepwise(kind, gout, gz, gstate, saved, v0, w_rec, P, derivative, alpha, integrator)
+        gc, gstate, G = _stepwise(kind, gout, gz, gstate, saved, v0, w_rec, P, derivative, alpha, options)
     else:  # the feed-forward loop with g_z fed back through W_rec
         gc, gstate = backward_loop(kind, gout, gstate, vd, v0, P, derivative, alpha, w_rec, gz,
-                                   **_flags(kind, integrator))
+                                   **_flags(kind, options))
         G = None
     return gc, gc[0] @ w_rec, list(gstate), G
 
 
-def _flags(kind, integrator):
+def _flags(kind, options):
     """The keyword AdEx's loops take for the integrator (LIF's take none)."""
-    return {"symplectic": integrator == "symplectic"} if kind == "adex" else {}
+    return {"symplectic": options.symplectic} if kind == "adex" else {}
 
 
-def _stepwise(kind, gout, gz, gstate, saved, v0, w_rec, P, derivative, alpha, integrator):
+def _stepwise(kind, gout, gz, gstate, saved, v0, w_rec, P, derivative, alpha, options):
     """The backward with per-neuron parameter gradients: the feed-forward step backward
-    (:func:`~.torch_loops.adex_backward_step`) with ``g_z`` fed in step by step."""
+    (:func:`~.feed_forward.adex_backward_step`) with ``g_z`` fed in step by step."""
     vd, extra = saved[0], saved[1:]
     T = vd.shape[0]
     step = adex_backward_step if kind == "adex" else lif_backward_step
@@ -122,25 +123,7 @@ def _stepwise(kind, gout, gz, gstate, saved, v0, w_rec, P, derivative, alpha, in
         g_z = grec if gout is None else grec + gout[t]
         gstate = step(
             g_z, *gstate, vd[t], v, P, derivative, alpha, gc[t], *(e[t] for e in extra), G,
-            **_flags(kind, integrator),
+            **_flags(kind, options),
         )
         grec = gc[t] @ w_rec
     return gc, list(gstate), G
-
-
-def spikes_before(vd, z0, v_th):
-    """``z_{t-1}`` for every step ``t``: ``z0``, then the spikes recomputed from ``v_d``."""
-    z = torch.empty_like(vd)
-    z[0] = z0
-    torch.gt(vd[:-1], v_th, out=z[1:])  # v_d - v_th > 0 exactly when v_d > v_th (IEEE subtraction)
-    return z
-
-
-def weight_gradients(gc, x, zprev, need_x, need_w_in, need_w_rec, w_in):
-    """``(g_x, g_W_in, g_W_rec)`` from the current gradients ``g_c [T, B, N]``, each one GEMM over
-    all steps (None where not needed); ``zprev`` is :func:`spikes_before` (None: not needed)."""
-    flat = gc.flatten(0, 1)  # [T, B, N] -> [T B, N]
-    gx = (flat @ w_in).view(x.shape) if need_x else None  # [T B, N] x [N, F] -> [T, B, F]
-    gw_in = flat.t() @ x.reshape(flat.shape[0], -1) if need_w_in else None  # [N, F]
-    gw_rec = flat.t() @ zprev.flatten(0, 1) if need_w_rec else None  # [N, N]
-    return gx, gw_in, gw_rec

@@ -1,6 +1,6 @@
 r"""The time loops of recurrent AdEx and LIF populations on the ``triton`` backend.
 
-The loops of :mod:`.cpp_recurrent_loops` with the Triton kernels of :mod:`.triton_kernels` in place
+The loops of :mod:`snn.neurons.fused.cpp.recurrent` with the Triton kernels of :mod:`.kernels` in place
 of the C++ ones: step ``t`` of the forward computes the current
 
 .. math::
@@ -15,7 +15,7 @@ gradients to ``G``), with ``g_z = g_{\text{out}, t} + g_{c_{t+1}} W_{\text{rec}}
 step; the weight and input gradients are then one GEMM each over all steps, as on the other
 backends.
 
-Dtypes as on the feed-forward ``triton`` backend (:mod:`.triton_loops`): float16/bfloat16 inputs
+Dtypes as on the feed-forward ``triton`` backend (:mod:`.feed_forward`): float16/bfloat16 inputs
 keep the state, the saved voltages, ``g_c`` and its products with ``W_rec`` in float32 (the
 compute dtype) from step to step; the currents, the spikes, the final state and the gradients
 returned are in the input's dtype. Five launches per forward step (two products, their sum, the
@@ -29,9 +29,8 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from .function import loops
-from .spec import NEURON_SPECS
-from .triton_loops import NATIVE_SURROGATES, _compute_dtype, _parameters, _surrogate_constants
+from ..spec import NATIVE_SURROGATES, NEURON_SPECS, KernelOptions
+from .feed_forward import TritonLoops, compute_dtype, parameters, surrogate_constants
 
 
 def _check_inputs(x: torch.Tensor, w_in: torch.Tensor, w_rec: torch.Tensor, z0: torch.Tensor) -> None:
@@ -45,13 +44,13 @@ def _check_inputs(x: torch.Tensor, w_in: torch.Tensor, w_rec: torch.Tensor, z0: 
                              f"({x.dtype} on {x.device}), got {t.dtype} on {t.device}.")
 
 
-def forward(kind, x, w_in, w_rec, z0, state, P, save, save_extra, integrator="euler"):
+def forward(loops: TritonLoops, kind, x, w_in, w_rec, z0, state, P, save, save_extra, options: KernelOptions):
     """All steps of a recurrent population: ``(spikes [T, B, N], final (v, i[, a]), saved)``, as
-    :func:`.recurrent_loops.forward` returns them (the saved tensors in the compute dtype)."""
+    :func:`snn.neurons.fused.python.recurrent.forward` returns them (the saved tensors in the compute dtype)."""
     spec = NEURON_SPECS[kind]
     _check_inputs(x, w_in, w_rec, z0)
     T, B, N = x.shape[0], z0.shape[0], w_rec.shape[0]
-    M, cdt, device = B * N, _compute_dtype(x.dtype), x.device
+    M, cdt, device = B * N, compute_dtype(x.dtype), x.device
     out = torch.empty((T, B, N), dtype=x.dtype, device=device)
     vd = torch.empty((T, B, N), dtype=cdt, device=device) if save else None
     extra = [torch.empty((T, B, N), dtype=cdt, device=device) for _ in range(spec.extra if save_extra else 0)]
@@ -59,9 +58,9 @@ def forward(kind, x, w_in, w_rec, z0, state, P, save, save_extra, integrator="eu
     s = tuple(torch.empty((B, N), dtype=cdt, device=device).copy_(v) for v in state)
     current = torch.empty((B, N), dtype=x.dtype, device=device)
     z_prev = torch.empty((B, N), dtype=x.dtype, device=device)  # z_{t-1}, aligned as a fresh tensor: see below
-    params, P_ks, P_ns = _parameters(P, torch.Size((B, N)), cdt, device)
-    launch = loops("triton").launch
-    flags = dict(integrator=integrator, CDT=cdt, SAVE_VD=vd is not None, SAVE_EXTRA=bool(extra))
+    params, P_ks, P_ns = parameters(P, torch.Size((B, N)), cdt, device)
+    launch = loops.launch
+    flags = dict(symplectic=options.symplectic, CDT=cdt, SAVE_VD=vd is not None, SAVE_EXTRA=bool(extra))
     z = z0
     for t in range(T):
         # The expression of snn.neurons.module.recurrent_current (its rounding, bit for bit).
@@ -79,18 +78,19 @@ def forward(kind, x, w_in, w_rec, z0, state, P, save, save_extra, integrator="eu
     return out, final, ([] if vd is None else [vd]) + extra
 
 
-def backward(kind, gout, gz, gstate, saved, v0, w_rec, P, method, alpha, param_grads, integrator="euler"):
+def backward(loops: TritonLoops, kind, gout, gz, gstate, saved, v0, w_rec, P, options: KernelOptions, param_grads):
     """Reverse time: ``(g_c [T, B, N], g_z0, gradients of the initial (v, i[, a]), per-neuron
-    parameter gradients or None)``, as :func:`.recurrent_loops.backward` returns them (the first
+    parameter gradients or None)``, as :func:`snn.neurons.fused.python.recurrent.backward` returns them (the first
     three in ``v0``'s dtype, the parameter gradients in the compute dtype)."""
     spec = NEURON_SPECS[kind]
+    method = options.method
     if method not in NATIVE_SURROGATES:
         raise ValueError(f"snn's Triton kernels have no surrogate {method!r}.")
     vd, extra = saved[0], saved[1:]
     T, B, N = vd.shape
     M, dtype, cdt, device = B * N, v0.dtype, vd.dtype, vd.device
     expected = 1 + (spec.extra if param_grads else 0)
-    if len(saved) != expected or tuple(v0.shape) != (B, N) or cdt != _compute_dtype(dtype):
+    if len(saved) != expected or tuple(v0.shape) != (B, N) or cdt != compute_dtype(dtype):
         raise ValueError(f"snn's Triton recurrent loops: saved {[list(t.shape) for t in saved]} {cdt} tensors and "
                          f"v0 {list(v0.shape)} {dtype} do not match a forward of recurrent {kind!r}.")
     w = w_rec if w_rec.dtype == cdt else w_rec.to(cdt)  # g_c W_rec in the compute dtype
@@ -102,11 +102,12 @@ def backward(kind, gout, gz, gstate, saved, v0, w_rec, P, method, alpha, param_g
     if gz is not None:
         grec.copy_(gz)
     g_step = torch.empty((B, N), dtype=cdt, device=device) if gout is not None else grec
-    params, P_ks, P_ns = _parameters(P, torch.Size((B, N)), cdt, device)
-    consts = _surrogate_constants(alpha, cdt, device)
-    launch = loops("triton").launch
+    params, P_ks, P_ns = parameters(P, torch.Size((B, N)), cdt, device)
+    consts = surrogate_constants(options.alpha, cdt, device)
+    launch = loops.launch
     extra = tuple(extra) if param_grads else (vd,) * spec.extra  # never read without PARAMS
-    flags = dict(integrator=integrator, CDT=cdt, HAS_GOUT=True, PARAMS=param_grads, METHOD=NATIVE_SURROGATES[method])
+    flags = dict(symplectic=options.symplectic, CDT=cdt, HAS_GOUT=True, PARAMS=param_grads,
+                 METHOD=NATIVE_SURROGATES[method])
     for t in range(T - 1, -1, -1):
         if gout is not None:
             torch.add(gout[t], grec, out=g_step)
