@@ -37,7 +37,7 @@ DECODERS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 }
 
 
-def _neuron_parameters(cls: type, params: Mapping[str, Any], where: str, hint: str = ""):
+def parameters_from_config(cls: type, params: Mapping[str, Any], where: str, hint: str = ""):
     """``cls(**params)`` with a clear error for unknown fields or non-positive rates."""
     unknown = sorted(set(params) - set(cls._fields))
     if unknown:
@@ -65,11 +65,12 @@ def make_neurons(
         raise ValueError(f"Unknown neuron kind {kind!r}; choose one of {sorted(NEURONS)}.")
     layer_cls, params_cls = NEURONS[kind]
     hint = " (use model=lif for LIF neurons)" if kind == "lif" else ""
-    p = _neuron_parameters(params_cls, params, f"neuron kind {kind!r}", hint)
+    p = parameters_from_config(params_cls, params, f"neuron kind {kind!r}", hint)
     return layer_cls(p, dt=dt, learnable=tuple(learnable), shape=shape, backend=backend)
 
 
-def _hidden_sizes(hidden: int | Sequence[int]) -> list[int]:
+def hidden_sizes(hidden: int | Sequence[int]) -> list[int]:
+    """``hidden`` (one size or a list of them) as a non-empty list of positive sizes, else a ValueError."""
     sizes = [hidden] if isinstance(hidden, int) else list(hidden)
     if not sizes or any(not isinstance(h, int) or h <= 0 for h in sizes):
         raise ValueError(f"hidden must be a positive int or a non-empty list of them, got {hidden!r}.")
@@ -118,7 +119,7 @@ class _SpikingNet(nn.Module):
         learnable = readout.pop("learnable", ())
         # The readout's time loop runs on the spiking layers' backend unless it names its own.
         backend = readout.pop("backend", None) or self.neuron.get("backend", "auto")
-        self._readout_args = (_neuron_parameters(LIParameters, readout, "readout"), learnable, backend)
+        self._readout_args = (parameters_from_config(LIParameters, readout, "readout"), learnable, backend)
 
     def add_spiking(self, name: str, shape: Sequence[int]) -> nn.Module:
         """A spiking layer ``name`` of ``self.neuron``'s kind; learnable constants per ``shape``."""
@@ -203,7 +204,7 @@ class SpikingClassifier(_SpikingNet):
             self.conv = nn.Identity()
             features = math.prod(self.step_shape)
         self.dropout = nn.Dropout(dropout)
-        sizes = [features, *_hidden_sizes(hidden)]
+        sizes = [features, *hidden_sizes(hidden)]
         self.linear = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True))
         for i, size in enumerate(sizes[1:]):
             self.add_spiking(f"hidden{i + 1}", (size,))
@@ -263,7 +264,7 @@ class SpikingConvClassifier(_SpikingNet):
             self.add_spiking(f"conv{i + 1}", (conv_layer.out_channels, 1, 1))  # per-channel constants when learnable
             self.pools.append(block[3])
         c, h, w = layout.output_shape(self.step_shape)
-        hidden = _hidden_sizes(hidden)
+        hidden = hidden_sizes(hidden)
         if len(hidden) != 1:
             raise ValueError("SpikingConvClassifier has one hidden spiking layer; "
                              f"hidden must be an int, got {hidden}.")

@@ -35,7 +35,7 @@ from snn.neurons import (
     LIParameters,
 )
 
-from .classifiers import _hidden_sizes, _neuron_parameters
+from .classifiers import hidden_sizes, parameters_from_config
 
 RECURRENT: dict[str, tuple[type[nn.Module], type]] = {
     "adex": (LIFAdExRecurrent, LIFAdExParameters),
@@ -126,7 +126,7 @@ class SpikingSequenceClassifier(nn.Module):
             )
         self.decoder_steps = decoder_steps
         self.features = math.prod(self.input_shape[1:])
-        sizes = _hidden_sizes(hidden)
+        sizes = hidden_sizes(hidden)
         self.dropout = nn.Dropout(dropout)
         self.spiking = nn.ModuleDict()
         self.between = nn.ModuleList()
@@ -144,7 +144,7 @@ class SpikingSequenceClassifier(nn.Module):
         backend = readout.pop("backend", None) or "auto"
         self.output = nn.Linear(in_size, num_classes)
         self.readout = LI(
-            _neuron_parameters(LIParameters, readout, "readout"),
+            parameters_from_config(LIParameters, readout, "readout"),
             dt=self.dt,
             learnable=learnable,
             shape=(num_classes,),
@@ -165,7 +165,7 @@ class SpikingSequenceClassifier(nn.Module):
         layer_cls, params_cls = RECURRENT[kind]
         learnable = tuple(neuron.pop("learnable", ()))
         backend = neuron.pop("backend", "auto")
-        p = _neuron_parameters(params_cls, neuron, f"neuron kind {kind!r}")
+        p = parameters_from_config(params_cls, neuron, f"neuron kind {kind!r}")
         if tau_ada_range is not None:
             if kind != "adex":
                 raise ValueError(

@@ -422,8 +422,8 @@ def test_custom_surrogate_runs_in_python_and_cpp_refuses_it():
         del SURROGATES["test_gauss"]
 
 
-@pytest.mark.parametrize("recurrent", [False, True], ids=["feed-forward", "recurrent"])
-@pytest.mark.parametrize("backend", ["cpp", "triton", "compile", "python", "auto"])
+@pytest.mark.parametrize("backend, recurrent", [(b, False) for b in ("cpp", "triton", "compile", "python", "auto")]
+                         + [(b, True) for b in ("cpp", "triton", "python", "auto")])  # compile: feed-forward only
 def test_user_registered_surrogate_rule_is_the_same_on_every_backend(backend, recurrent, monkeypatch):
     """A backend whose kernels lack a user-registered surrogate (cpp, triton) raises a ValueError
     naming it when chosen explicitly, for feed-forward and recurrent layers alike; those that run
@@ -431,8 +431,6 @@ def test_user_registered_surrogate_rule_is_the_same_on_every_backend(backend, re
     if backend == "triton":
         pytest.importorskip("triton")
         monkeypatch.setenv("TRITON_INTERPRET", "1")  # else the CPU itself is the reason
-    if recurrent and backend == "compile":
-        pytest.skip("compile runs feed-forward layers only")
     monkeypatch.setitem(SURROGATES, "test_gauss", lambda x, a: a / math.sqrt(math.pi) * torch.exp(-(a * x) ** 2))
     x = torch.rand(4, 2, 3)
     tensors = (x, torch.rand(5, 3), torch.rand(5, 5)) if recurrent else (x,)

@@ -25,11 +25,11 @@ HUGE_PAGE_BYTES = 4 << 20
 def address(t: torch.Tensor) -> int:
     """``t``'s data pointer, refused when it is null but values would be read there (a tensor
     without memory, like autograd's efficient zero tensors)."""
-    address = t.data_ptr()
-    if address == 0 and t.numel() > 0:
+    value = t.data_ptr()
+    if value == 0 and t.numel() > 0:
         raise ValueError(f"snn's C++ kernels cannot take a {t.dtype} tensor of shape {list(t.shape)} "
                          "without memory (an efficient zero tensor?); pass a materialised one (.clone()).")
-    return address
+    return value
 
 
 def pointer(t: torch.Tensor | None):
@@ -78,15 +78,15 @@ def rows(t: torch.Tensor, steps: int, M: int, what: str = "the input") -> tuple[
     if t.dim() < 1 or t.shape[0] != steps or t.numel() != steps * M:
         raise refuse(what, t, f"{steps} steps of {M} values")
     try:
-        rows = t.view(steps, M)
+        view = t.view(steps, M)
     except RuntimeError:
-        rows = None
-    if rows is not None and (M == 1 or rows.stride(1) in (0, 1)):
-        rows, ts, ns = rows, rows.stride(0), 1 if M == 1 else rows.stride(1)
+        view = None
+    if view is not None and (M == 1 or view.stride(1) in (0, 1)):
+        view, ts, ns = view, view.stride(0), 1 if M == 1 else view.stride(1)
     else:
-        rows, ts, ns = t.contiguous(), M, 1
-    _check_rows(rows, ts, ns, steps, M, what)
-    return rows, ts, ns
+        view, ts, ns = t.contiguous(), M, 1
+    _check_rows(view, ts, ns, steps, M, what)
+    return view, ts, ns
 
 
 def _advise_huge_pages(buffer: torch.Tensor) -> None:
@@ -103,8 +103,8 @@ BUFFERS = BufferPool(on_new=_advise_huge_pages)
 # What each argument is called in a refusal, made once: formatting strings per call costs more
 # than the checks themselves.
 WHAT = {kind: (tuple(f"state.{name}" for name in spec.state),
-                tuple(f"the gradient of state.{name}" for name in spec.state))
-         for kind, spec in NEURON_SPECS.items()}
+               tuple(f"the gradient of state.{name}" for name in spec.state))
+        for kind, spec in NEURON_SPECS.items()}
 SAVED_WHAT = tuple(f"saved tensor {k}" for k in range(8))
 
 
