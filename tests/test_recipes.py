@@ -13,8 +13,9 @@ import torch
 from omegaconf import OmegaConf
 
 from snn.data import FashionMNISTDataModule
+from snn.training.config_errors import ConfigError
 from tests.helpers import ROOT, compose_config, idx_bytes, make_cfg
-from train import ConfigError, build, train
+from train import build, train
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 

@@ -11,7 +11,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from snn.training import SpikingClassifierModule
 from tests.helpers import ROOT, make_cfg, with_callback
-from train import fit_metrics, train
+from train import train
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 
@@ -42,7 +42,7 @@ class FitMetrics(L.Callback):
     def on_fit_end(self, trainer, pl_module):
         # LearningRateMonitor adds lr-AdamW: a learning rate, not a metric to optimise.
         self.logged = {m for m in trainer.callback_metrics if not m.startswith("lr-")}
-        self.declared = set(fit_metrics(pl_module))
+        self.declared = set(pl_module.fit_metrics())
 
 
 @pytest.mark.parametrize("rate_weight", [0.0, 0.1])

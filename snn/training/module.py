@@ -22,6 +22,26 @@ from .safe_load import check_targets, load_checkpoint
 
 STAGES = ("train", "val", "test")
 
+# The names of what SpikingClassifierModule logs, defined here once: fit_metrics (what optimized_metric
+# and a callback's monitor may name) and the callbacks use these.
+STEP_LOSS = "loss"  # the current training batch's loss, for the progress bar only
+RATE_PENALTY = "train/rate_penalty"
+
+
+def loss_metric(stage: str) -> str:
+    """The epoch mean of the loss over ``stage``."""
+    return f"{stage}/loss"
+
+
+def acc_metric(stage: str) -> str:
+    """The accuracy over ``stage``'s epoch."""
+    return f"{stage}/acc"
+
+
+def rate_metric(layer: str, stage: str) -> str:
+    """A layer's mean firing rate: at every training step, or the epoch mean over val/test."""
+    return f"spikes/{layer}/rate" if stage == "train" else f"spikes/{layer}/{stage}_rate"
+
 
 class SpikingClassifierModule(L.LightningModule):
     """Trains a spiking classifier (any ``snn.models.SpikingModel``) on ``(x, y)`` batches.
@@ -116,22 +136,31 @@ class SpikingClassifierModule(L.LightningModule):
         acc, mean_loss = getattr(self, f"{stage}_acc"), getattr(self, f"{stage}_loss")
         acc(logits.detach(), y)
         mean_loss(loss.detach())
-        self.log(f"{stage}/loss", mean_loss, on_step=False, on_epoch=True, prog_bar=stage != "train")
-        self.log(f"{stage}/acc", acc, on_step=False, on_epoch=True, prog_bar=True)
+        self.log(loss_metric(stage), mean_loss, on_step=False, on_epoch=True, prog_bar=stage != "train")
+        self.log(acc_metric(stage), acc, on_step=False, on_epoch=True, prog_bar=True)
         if stage == "train":
-            self.log("loss", loss.detach(), on_step=True, on_epoch=False, prog_bar=True, logger=False)
+            self.log(STEP_LOSS, loss.detach(), on_step=True, on_epoch=False, prog_bar=True, logger=False)
             for name, rate in rates.items():
-                self.log(f"spikes/{name}/rate", rate.detach(), on_step=True, on_epoch=False)
+                self.log(rate_metric(name, stage), rate.detach(), on_step=True, on_epoch=False)
             if self.hparams.rate_weight > 0:
                 penalty = torch.stack([(r - self.hparams.rate_target) ** 2 for r in rates.values()]).mean()
-                self.log("train/rate_penalty", penalty.detach(), on_step=True, on_epoch=False)
+                self.log(RATE_PENALTY, penalty.detach(), on_step=True, on_epoch=False)
                 loss = loss + self.hparams.rate_weight * penalty
         else:
             metrics = getattr(self, f"{stage}_rates")
             for name, rate in rates.items():
                 metrics[name](rate.detach(), weight=x.shape[0])
-                self.log(f"spikes/{name}/{stage}_rate", metrics[name], on_step=False, on_epoch=True)
+                self.log(rate_metric(name, stage), metrics[name], on_step=False, on_epoch=True)
         return loss
+
+    def fit_metrics(self) -> list[str]:
+        """The metrics :meth:`_step` logs while fitting: what ``optimized_metric`` and a checkpoint's
+        ``monitor`` can name (test metrics come after fitting; callbacks' statistics go to the
+        loggers only)."""
+        layers = self.recorder.names
+        names = [acc_metric("val"), loss_metric("val"), acc_metric("train"), loss_metric("train"), STEP_LOSS]
+        names += [rate_metric(layer, stage) for stage in ("val", "train") for layer in layers]
+        return names + ([RATE_PENALTY] if self.hparams.rate_weight > 0 else [])
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         return self._step(batch, "train")

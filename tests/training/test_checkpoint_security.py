@@ -22,9 +22,10 @@ from snn.training import (
     load_checkpoint,
     load_classifier,
 )
+from snn.training.config_errors import ConfigError
 from snn.training.safe_load import ALLOWED_TARGETS, check_targets
 from tests.helpers import make_cfg
-from train import ConfigError, train
+from train import train
 
 SMALL = ["dataset=synthetic", "model.T=6", "model.hidden=16", "model.conv=null", "trainer.accelerator=cpu",
          "logger=none", "test=false"]

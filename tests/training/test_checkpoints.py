@@ -21,8 +21,9 @@ from snn.training import (
     load_classifier,
     load_module,
 )
+from snn.training.config_errors import ConfigError
 from tests.helpers import make_cfg, with_callback
-from train import ConfigError, build, train
+from train import build, train
 
 # Randomness everywhere a resume could lose it: shuffled batches, Poisson input spikes, dropout.
 RANDOM = ["dataset=synthetic", "model.T=6", "model.hidden=16", "model.conv=null", "model.encoder.kind=poisson",

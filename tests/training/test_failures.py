@@ -19,8 +19,10 @@ from omegaconf import OmegaConf
 
 import train as train_script
 from snn.training import NonFiniteError, load_checkpoint
-from tests.helpers import ROOT, make_cfg, with_callback
-from train import ConfigError, check_epochs_left, explain_composition_error, train
+from snn.training.config_errors import ConfigError, explain_composition_error
+from snn.training.resume import check_epochs_left
+from tests.helpers import CONF, ROOT, make_cfg, with_callback
+from train import train
 
 DATASETS = ", ".join(sorted(p.stem for p in (ROOT / "conf" / "dataset").glob("*.yaml")))
 SMALL = ["dataset=synthetic", "model.T=6", "model.hidden=16", "model.conv=null", "trainer.max_epochs=2",
@@ -171,13 +173,13 @@ def test_main_reports_a_checkpoint_that_could_not_be_written_in_one_sentence(tmp
     ],
 )
 def test_unknown_keys_and_options_are_explained_with_the_valid_choices(overrides, message):
-    explanation = explain_composition_error(overrides)
+    explanation = explain_composition_error(CONF, overrides)
     assert message in explanation and "\n" not in explanation
     assert "+" + overrides[0].split("=")[0] in explanation or "choose one of" in explanation
 
 
 def test_a_composable_command_line_is_left_to_hydra():
-    assert explain_composition_error(["model=lif", "+model.neuron.extra=1", "hydra.run.dir=/tmp/x"]) is None
+    assert explain_composition_error(CONF, ["model=lif", "+model.neuron.extra=1", "hydra.run.dir=/tmp/x"]) is None
 
 
 @pytest.mark.parametrize(

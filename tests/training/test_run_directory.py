@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-import train as train_script
+from snn.training.config_errors import ConfigError
+from snn.training.run_directory import claim_run_dir, release_run_dir
 from tests.helpers import ROOT, make_cfg
-from train import ConfigError, claim_run_dir, train
+from train import train
 
 SMALL = ["dataset=synthetic", "model.T=6", "model.hidden=16", "model.conv=null", "trainer.max_epochs=2",
          "trainer.accelerator=cpu", "logger=none", "test=false"]
@@ -57,7 +58,7 @@ def test_a_crashed_runs_claim_does_not_outlive_it(tmp_path):
     process.join(timeout=60)
     assert (tmp_path / ".run.lock").exists()
     claim_run_dir(tmp_path)  # the directory holds no outputs: it is free again
-    train_script.release_run_dir(tmp_path)
+    release_run_dir(tmp_path)
 
 
 def test_a_run_directory_with_outputs_is_never_reused(tmp_path):

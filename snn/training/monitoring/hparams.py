@@ -9,6 +9,7 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.utilities import rank_zero_only
 
+from ..module import acc_metric
 from .writer import tensorboard
 
 
@@ -36,7 +37,7 @@ class ConfigHyperparameters(L.Callback):
     point.
     """
 
-    def __init__(self, metric: str = "val/acc"):
+    def __init__(self, metric: str = acc_metric("val")):
         super().__init__()
         self.metric = metric
 

@@ -1,0 +1,48 @@
+"""Resuming a run: from a checkpoint the user names, or from the one a requeued SLURM job left."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from lightning.pytorch.utilities import rank_zero_info
+from omegaconf import DictConfig
+
+
+def requeued_slurm_job(output_dir: Path) -> bool:
+    """A SLURM job requeued by Lightning's auto-requeue (on SIGUSR1) restarts in its own run directory
+    and resumes from the ``hpc_ckpt_N.ckpt`` its previous attempt saved there."""
+    restarts = os.environ.get("SLURM_RESTART_COUNT", "0")
+    return restarts.isdigit() and int(restarts) > 0 and any(output_dir.glob("hpc_ckpt_*.ckpt"))
+
+
+def resume_from(ckpt_path: str | None, output_dir: Path) -> str | None:
+    """What ``trainer.fit(ckpt_path=...)`` resumes from: ``"hpc"`` (Lightning's latest
+    ``hpc_ckpt_N.ckpt``) for a requeued SLURM job, else ``ckpt_path``."""
+    if requeued_slurm_job(output_dir):
+        rank_zero_info(f"Requeued SLURM job: continuing in {output_dir} from its latest hpc_ckpt_N.ckpt.")
+        return "hpc"
+    return ckpt_path
+
+
+def check_epochs_left(checkpoint: dict, trainer_cfg: DictConfig, path: str) -> None:
+    """Refuses to resume a checkpoint that already reached ``trainer.max_epochs`` or ``max_steps``
+    (Lightning would return at once, without a single metric)."""
+    fit_loop = checkpoint.get("loops", {}).get("fit_loop", {})
+    epochs = fit_loop.get("epoch_progress", {}).get("current", {})
+    finished = epochs.get("processed")  # an end-of-epoch checkpoint is written before the epoch counts as completed
+    in_epoch = isinstance(finished, int) and epochs.get("started", 0) > finished
+    if in_epoch and fit_loop.get("epoch_loop.batch_progress", {}).get("is_last_batch"):
+        finished += 1  # stopped after the epoch's last batch: Lightning resumes with the next epoch
+    max_epochs, max_steps = trainer_cfg.get("max_epochs"), trainer_cfg.get("max_steps")
+    if isinstance(finished, int) and finished > 0 and max_epochs is not None and 0 <= max_epochs <= finished:
+        raise ValueError(
+            f"The checkpoint {path} already finished epoch {finished - 1} ({finished} epochs), and "
+            f"trainer.max_epochs={max_epochs} leaves nothing to train: raise trainer.max_epochs (above {finished})."
+        )
+    step = checkpoint.get("global_step")
+    if isinstance(step, int) and max_steps is not None and 0 <= max_steps <= step:
+        raise ValueError(
+            f"The checkpoint {path} already took {step} optimizer steps, and trainer.max_steps={max_steps} "
+            f"leaves nothing to train: raise trainer.max_steps (above {step})."
+        )
