@@ -1,9 +1,10 @@
 """Spiking network models built from ``snn.neurons``: plain ``nn.Module``s, no training stack."""
 
-from .classifiers import DECODERS, NEURONS, SpikingClassifier, SpikingConvClassifier, make_neurons
+from .classifiers import DECODERS, SpikingClassifier, SpikingConvClassifier
 from .contract import SpikingModel, check_model
 from .conv import ConvBlock, ConvEncoder
 from .encoders import ENCODERS, ConstantCurrentEncoder, LatencyEncoder, PoissonEncoder, make_encoder
+from .layers import NEURONS, make_neurons
 from .monitor import SpikeRecorder
 from .sequence import SEQUENCE_DECODERS, SpikingSequenceClassifier
 

@@ -1,6 +1,7 @@
 """Spiking image classifiers: encoder -> (conv) -> spiking layers -> LI readout -> logits.
 
-Two architectures, both with AdEx (``neuron.kind="adex"``) or LIF (``"lif"``) neurons:
+Two architectures, both with AdEx (``neuron.kind="adex"``) or LIF (``"lif"``) neurons (any kind of
+:data:`snn.models.layers.NEURONS`):
 
 - ``SpikingClassifier``: a conventional conv encoder, then Linear -> spiking layer(s) -> Linear ->
   LI readout of ``num_classes`` neurons.
@@ -21,60 +22,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from snn.neurons import LI, LIF, LIFAdEx, LIFAdExParameters, LIFParameters, LIParameters
-
 from .conv import ConvEncoder
 from .encoders import check_steps, make_encoder
-
-NEURONS: dict[str, tuple[type[nn.Module], type]] = {
-    "adex": (LIFAdEx, LIFAdExParameters),
-    "lif": (LIF, LIFParameters),
-}
+from .layers import hidden_sizes, make_neurons, make_readout, readout_settings
 
 DECODERS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "max": lambda v: v.amax(dim=0),  # [T, B, K] -> [B, K]
     "mean": lambda v: v.mean(dim=0),
 }
-
-
-def parameters_from_config(cls: type, params: Mapping[str, Any], where: str, hint: str = ""):
-    """``cls(**params)`` with a clear error for unknown fields or non-positive rates."""
-    unknown = sorted(set(params) - set(cls._fields))
-    if unknown:
-        raise ValueError(f"{where}: {cls.__name__} has no field(s) {unknown}; valid: {list(cls._fields)}.{hint}")
-    for name, value in params.items():
-        if name.endswith("_inv") and isinstance(value, int | float) and not value > 0:
-            raise ValueError(f"{where}: {name} (an inverse time constant, 1/s) must be > 0, got {value!r}.")
-    return cls(**params)
-
-
-def make_neurons(
-    kind: str = "adex",
-    dt: float = 0.001,
-    shape: Sequence[int] | None = None,
-    learnable: Sequence[str] = (),
-    backend: str = "auto",
-    **params: Any,
-) -> nn.Module:
-    """A spiking layer ``[T, B, ...] -> (spikes, state)`` of ``kind`` (a key of ``NEURONS``).
-
-    ``params`` are fields of the kind's parameter NamedTuple (tau_mem_inv, v_th, method, alpha...);
-    ``shape`` makes the ``learnable`` ones per neuron.
-    """
-    if kind not in NEURONS:
-        raise ValueError(f"Unknown neuron kind {kind!r}; choose one of {sorted(NEURONS)}.")
-    layer_cls, params_cls = NEURONS[kind]
-    hint = " (use model=lif for LIF neurons)" if kind == "lif" else ""
-    p = parameters_from_config(params_cls, params, f"neuron kind {kind!r}", hint)
-    return layer_cls(p, dt=dt, learnable=tuple(learnable), shape=shape, backend=backend)
-
-
-def hidden_sizes(hidden: int | Sequence[int]) -> list[int]:
-    """``hidden`` (one size or a list of them) as a non-empty list of positive sizes, else a ValueError."""
-    sizes = [hidden] if isinstance(hidden, int) else list(hidden)
-    if not sizes or any(not isinstance(h, int) or h <= 0 for h in sizes):
-        raise ValueError(f"hidden must be a positive int or a non-empty list of them, got {hidden!r}.")
-    return sizes
 
 
 class _SpikingNet(nn.Module):
@@ -115,11 +70,7 @@ class _SpikingNet(nn.Module):
                 )
             self.step_shape = self.input_shape[1:]
         self.neuron = dict(neuron or {})
-        readout = dict(readout or {})
-        learnable = readout.pop("learnable", ())
-        # The readout's time loop runs on the spiking layers' backend unless it names its own.
-        backend = readout.pop("backend", None) or self.neuron.get("backend", "auto")
-        self._readout_args = (parameters_from_config(LIParameters, readout, "readout"), learnable, backend)
+        self._readout = readout_settings(readout, self.neuron.get("backend", "auto"))
 
     def add_spiking(self, name: str, shape: Sequence[int]) -> nn.Module:
         """A spiking layer ``name`` of ``self.neuron``'s kind; learnable constants per ``shape``."""
@@ -131,9 +82,8 @@ class _SpikingNet(nn.Module):
 
     def make_readout(self, in_features: int) -> None:
         """Linear projection into ``num_classes`` LI neurons."""
-        p, learnable, backend = self._readout_args
         self.output = nn.Linear(in_features, self.num_classes)
-        self.readout = LI(p, dt=self.dt, learnable=tuple(learnable), shape=(self.num_classes,), backend=backend)
+        self.readout = make_readout(self._readout, self.num_classes, self.dt)
 
     def spiking_layers(self) -> dict[str, nn.Module]:
         """Every spiking layer by name (in forward order): what ``SpikeRecorder`` hooks."""

@@ -26,21 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from snn.neurons import (
-    LI,
-    LIFAdExParameters,
-    LIFAdExRecurrent,
-    LIFParameters,
-    LIFRecurrent,
-    LIParameters,
-)
-
-from .classifiers import hidden_sizes, parameters_from_config
-
-RECURRENT: dict[str, tuple[type[nn.Module], type]] = {
-    "adex": (LIFAdExRecurrent, LIFAdExParameters),
-    "lif": (LIFRecurrent, LIFParameters),
-}
+from .layers import NEURONS, hidden_sizes, make_neurons, make_readout, readout_settings
 
 
 def _softmax_sum(v: torch.Tensor, k: int) -> torch.Tensor:
@@ -75,7 +61,7 @@ class SpikingSequenceClassifier(nn.Module):
         feedforward: a Linear between consecutive recurrent layers (else the next layer's input
             weights read the spikes directly).
         dropout: on the spikes leaving each recurrent layer.
-        readout: LI parameters plus optional ``learnable`` and ``backend``.
+        readout: LI parameters plus optional ``learnable`` and ``backend`` (default: the neuron's).
         decoder: ``last``, ``mean_last`` or ``softmax_sum`` (see the module docstring).
         decoder_steps: k of ``mean_last``.
     """
@@ -139,17 +125,9 @@ class SpikingSequenceClassifier(nn.Module):
                 in_size, size, dict(neuron or {}), autapses, tau_ada_range
             )
             in_size = size
-        readout = dict(readout or {})
-        learnable = tuple(readout.pop("learnable", ()))
-        backend = readout.pop("backend", None) or "auto"
+        settings = readout_settings(readout, dict(neuron or {}).get("backend", "auto"))
         self.output = nn.Linear(in_size, num_classes)
-        self.readout = LI(
-            parameters_from_config(LIParameters, readout, "readout"),
-            dt=self.dt,
-            learnable=learnable,
-            shape=(num_classes,),
-            backend=backend,
-        )
+        self.readout = make_readout(settings, num_classes, self.dt)
 
     def _recurrent(
         self,
@@ -159,13 +137,9 @@ class SpikingSequenceClassifier(nn.Module):
         autapses: bool,
         tau_ada_range: Sequence[float] | None,
     ) -> nn.Module:
-        kind = neuron.pop("kind", "adex")
-        if kind not in RECURRENT:
-            raise ValueError(f"Unknown neuron kind {kind!r}; choose one of {sorted(RECURRENT)}.")
-        layer_cls, params_cls = RECURRENT[kind]
-        learnable = tuple(neuron.pop("learnable", ()))
-        backend = neuron.pop("backend", "auto")
-        p = parameters_from_config(params_cls, neuron, f"neuron kind {kind!r}")
+        kind = neuron.get("kind", "adex")
+        if kind not in NEURONS:
+            raise ValueError(f"Unknown neuron kind {kind!r}; choose one of {sorted(NEURONS)}.")
         if tau_ada_range is not None:
             if kind != "adex":
                 raise ValueError(
@@ -178,15 +152,9 @@ class SpikingSequenceClassifier(nn.Module):
                     "tau_ada_range must be (low, high) seconds with 0 < low <= high, "
                     f"got {tau_ada_range}."
                 )
-            p = p._replace(tau_ada_inv=1.0 / log_uniform(hidden_size, low, high))
-        return layer_cls(
-            input_size,
-            hidden_size,
-            p,
-            dt=self.dt,
-            autapses=autapses,
-            learnable=learnable,
-            backend=backend,
+            neuron["tau_ada_inv"] = 1.0 / log_uniform(hidden_size, low, high)
+        return make_neurons(
+            dt=self.dt, shape=(hidden_size,), recurrent_inputs=input_size, autapses=autapses, **neuron
         )
 
     def spiking_layers(self) -> dict[str, nn.Module]:

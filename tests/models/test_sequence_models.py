@@ -96,6 +96,16 @@ def test_fused_model_equals_eager_with_learnable_adaptation():
     assert layer.tau_ada_inv.shape == (24,) and isinstance(layer.tau_ada_inv, torch.nn.Parameter)
 
 
+def test_readout_runs_on_the_neuron_backend_unless_it_names_its_own():
+    """readout.backend None means what it means in the image classifiers: the spiking layers' backend."""
+    model = make_model("eager")
+    assert model.spiking["recurrent1"].backend == "eager" and model.readout.backend == "eager"
+    assert make_model("eager", readout={"backend": "python"}).readout.backend == "python"
+    assert make_model().readout.backend == "auto"
+    with pytest.raises(ValueError, match="valid backends"):
+        make_model(readout={"backend": "fastest"})
+
+
 def test_heterogeneous_adaptation_time_constants():
     model = make_model(hidden=[200], neuron={"kind": "adex"})
     tau = 1 / model.spiking["recurrent1"].tau_ada_inv
