@@ -37,10 +37,10 @@ class ReferenceSpike(torch.autograd.Function):
 
 
 def reference_adex(x, p: dict, dt: float, method: str, alpha: float, integrator: str = "euler", state=None):
-    """The AdEx equations of issue 2, step by step: returns spikes [T, ...] and final (v, i, a).
+    """The AdEx equations (snn/neurons/adex.py), step by step: returns spikes [T, ...] and final (v, i, a).
 
-    ``integrator="euler"``: every right-hand side reads the old state. ``"symplectic"`` (issue 13,
-    SE-adLIF): v first, spike and reset, then a from the new (post-reset) v. ``state``: the initial
+    ``integrator="euler"``: every right-hand side reads the old state. ``"symplectic"``
+    (SE-adLIF): v first, spike and reset, then a from the new (post-reset) v. ``state``: the initial
     (v, i, a), else rest."""
     if state is None:
         state = (torch.zeros_like(x[0]) + p["v_leak"], torch.zeros_like(x[0]), torch.zeros_like(x[0]))

@@ -99,7 +99,7 @@ def test_every_neuron_parameter_is_settable_from_the_command_line(tmp_path):
 
 @pytest.mark.parametrize("model", ["adex", "adex_conv", "radex"])
 def test_integrator_reaches_every_adex_layer(tmp_path, model):
-    """model.neuron.integrator (issue 13) builds every spiking layer with it; euler is the default."""
+    """model.neuron.integrator builds every spiking layer with it; euler is the default."""
     dataset = "store_recall" if model == "radex" else "synthetic"
     default, _, _ = build(make_cfg(tmp_path, f"model={model}", f"dataset={dataset}"))
     assert {layer.p.integrator for layer in default.net.spiking_layers().values()} == {"euler"}

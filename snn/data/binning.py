@@ -125,7 +125,7 @@ def densify(cells: np.ndarray, steps: int, frame_shape: tuple[int, ...]) -> torc
     """Sparse cells -> float frames ``[T, *frame_shape]``.
 
     Built in numpy: torch's fills run on its thread pool, which in the main process of a busy
-    machine cost milliseconds per sample (28 ms vs 10 us for 69k zeros, measured on 2 loaded cores).
+    machine cost milliseconds per sample (benchmarks/RESULTS.md, "Event data loaders").
     """
     frames = np.zeros(steps * math.prod(frame_shape), dtype=np.float32)
     frames[cells["index"]] = cells["count"]

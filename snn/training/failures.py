@@ -39,10 +39,11 @@ def all_finite(tensors: Iterable[torch.Tensor]) -> torch.Tensor | None:
     """A boolean tensor, true when every floating-point tensor is free of NaN and inf (None: none given).
 
     Per device and dtype, the max-abs norm of every tensor (one ``_foreach_norm``), reduced on the
-    device: reading the result is the only host sync, and huge but finite values never overflow
-    into a false alarm. On CPU, where the max-abs norm is ~20x the cost of a sum, a plain sum of all
-    values comes first (NaN and inf propagate through it); only a non-finite sum, which finite
-    values can also give by overflowing, is confirmed with the exact max-abs check.
+    device: reading the result is the only host sync, and huge but finite values never overflow into
+    a false alarm. On CPU, where the max-abs norm costs many times a sum (benchmarks/RESULTS.md,
+    "Monitoring overhead"), a plain sum of all values comes first (NaN and inf propagate through
+    it); only a non-finite sum, which finite values can also give by overflowing, is confirmed with
+    the exact max-abs check.
     """
     groups: dict[tuple[torch.device, torch.dtype], list[torch.Tensor]] = defaultdict(list)
     for t in tensors:

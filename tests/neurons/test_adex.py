@@ -92,7 +92,7 @@ def test_hand_computed_non_default_parameters():
         assert state.a.item() == pytest.approx(a, rel=1e-14)
 
 
-# Hand-computed symplectic steps (issue 13; plain Python floats, in the order of the equations).
+# Hand-computed symplectic steps (plain Python floats, in the order of the equations).
 # dt = 1 ms: c_mem = 0.05, c_ada = 0.01, c_syn = -0.1; from v = 0.4, i = 0, a = 0.1, e^{(v - v_th) / delta_T} =
 # e^-0.1 = 0.9048374180359595.
 # x = 0: v_d = 0.4 + 0.05 (-0.5 + 0.9048374180359595 + 0 - 0.1) = 0.415241870901798 < v_th: no spike, v' = v_d,

@@ -1,5 +1,5 @@
 """Bad neuron constants and mismatched dtypes are refused with one sentence; a learnable time
-constant that overshot below zero recovers (issue 10, item 8)."""
+constant that overshot below zero recovers."""
 
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""snn.neurons as a norse drop-in (issue 11, item 4): ``.p`` on every module, and norse 1.1.0's own
+"""snn.neurons as a norse drop-in: ``.p`` on every module, and norse 1.1.0's own
 module and functional tests for LIFAdEx, LI and LIF run against our classes.
 
 norse's wheel ships its tests (``norse/torch/{module,functional}/test/``). Each test module is

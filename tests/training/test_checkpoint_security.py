@@ -1,4 +1,4 @@
-"""Loading a checkpoint never runs code from it (issue 17): not through its pickle, not through the
+"""Loading a checkpoint never runs code from it: not through its pickle, not through the
 configs Hydra instantiates from it, on all three load paths: ``load_classifier``, resuming
 (``ckpt_path=``) and evaluating (``train=false ckpt_path=``). Our own checkpoints, including ones
 written before these checks, load on all three."""

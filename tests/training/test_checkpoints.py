@@ -233,6 +233,21 @@ class SpoilWeightsAtEpochEnd(L.Callback):
                 pl_module.net.output.weight[0, 0] = float("nan")
 
 
+def test_a_checkpoint_naming_the_old_data_module_paths_loads_on_every_path(tmp_path, trained):
+    """The image DataModules moved from snn.training to snn.data; a checkpoint carries the run config
+    with the old ``_target_``. That config is never instantiated from the checkpoint (the dataset
+    comes from the current config), so such a checkpoint still rebuilds, evaluates and resumes."""
+    checkpoint = load_checkpoint(trained)
+    assert checkpoint["hyper_parameters"]["config"]["dataset"]["_target_"] == "snn.data.SyntheticDataModule"
+    checkpoint["hyper_parameters"]["config"]["dataset"]["_target_"] = "snn.training.SyntheticDataModule"
+    old = tmp_path / "old.ckpt"
+    SafeCheckpointIO().save_checkpoint(checkpoint, old)
+    assert load_classifier(old).num_classes == 4
+    acc = train(make_cfg(tmp_path / "eval", "dataset=synthetic", "train=false", f"ckpt_path={old}", "logger=none"))
+    assert 0.0 <= acc <= 1.0
+    assert 0.0 <= train(make_cfg(tmp_path / "resumed", *RANDOM, "trainer.max_epochs=2", f"ckpt_path={old}")) <= 1.0
+
+
 def test_training_never_writes_a_non_finite_weight(tmp_path, monkeypatch):
     with_callback(monkeypatch, SpoilWeightsAtEpochEnd())
     # The writer refuses (or the training guard stops the run first): either way nothing is written.

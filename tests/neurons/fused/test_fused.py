@@ -229,7 +229,7 @@ def test_strided_inputs_and_output_gradients(kind, backend, layout, request):
     assert (grad - ref_grad).abs().max() <= 1e-10 * ref_grad.abs().max()
 
 
-# ---------------------------------------------------------------- the symplectic integrator (issue 13)
+# ---------------------------------------------------------------- the symplectic integrator
 # AdEx with its adaptation driven by the voltage after the reset; v_reset != v_leak and a stronger
 # coupling, so that the reset's part in the adaptation shows.
 SYMPLECTIC = {"integrator": "symplectic", "adaptation_current": 2.0, "v_reset": -0.2}
@@ -488,7 +488,7 @@ def test_cpp_kernels_give_back_mkl_thread_setting(cpp_library):
     assert mkl.MKL_Get_Max_Threads() == before
 
 
-# ---------------------------------------------------------------- what reaches the kernels (issue 10)
+# ---------------------------------------------------------------- what reaches the kernels
 MISMATCHED_STATES = {  # input dtype, state dtype, state device
     "float64 input, float32 state": (torch.float64, torch.float32, "cpu"),  # segfaulted in cpp
     "float32 input, float16 state": (torch.float32, torch.float16, "cpu"),  # corrupted the heap

@@ -179,7 +179,7 @@ def test_gradient_from_final_state_only(kind, backend):
     assert ref["x"].abs().max() > 0
 
 
-# AdEx's symplectic integrator (issue 13), with v_reset != v_leak (see tests/neurons/fused/test_fused.py).
+# AdEx's symplectic integrator, with v_reset != v_leak (see tests/neurons/fused/test_fused.py).
 SYMPLECTIC = {"integrator": "symplectic", "adaptation_current": 2.0, "v_reset": -0.2}
 
 

@@ -176,7 +176,7 @@ def test_gradients_li_per_neuron_parameters():
     compare("li", None, "all", (37,))
 
 
-# AdEx's symplectic integrator (issue 13), with v_reset != v_leak (see tests/neurons/fused/test_fused.py).
+# AdEx's symplectic integrator, with v_reset != v_leak (see tests/neurons/fused/test_fused.py).
 SYMPLECTIC = {"integrator": "symplectic", "adaptation_current": 2.0, "v_reset": -0.2}
 
 

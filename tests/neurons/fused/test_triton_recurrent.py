@@ -198,7 +198,7 @@ def test_gradient_from_the_final_state_only(kind, triton_runs):
 
 
 def test_symplectic_integrator(triton_runs):
-    """AdEx's symplectic integrator (issue 13): the SYMPLECTIC kernels, with v_reset != v_leak."""
+    """AdEx's symplectic integrator: the SYMPLECTIC kernels, with v_reset != v_leak."""
     params = {"integrator": "symplectic", "adaptation_current": 2.0, "v_reset": -0.2}
     x, state = inputs("adex", torch.float64)
     (ref_out, ref_final, ref), (out, final, got) = run_both(
