@@ -66,6 +66,7 @@ would not be the same neuron; export refuses rather than drop terms silently. Re
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -248,8 +249,11 @@ def _nodes(layers: list[tuple[str, nn.Module]], shape: tuple[int, ...], dt: floa
             if (m.start_dim, m.end_dim) != (1, -1):
                 raise ValueError(f"Layer {name!r}: only nn.Flatten(1, -1) (all but the batch) is "
                                  "supported.")
+            # dims counted from the end mean the same with or without a leading batch dimension:
+            # NIR's are per sample, norse 1.1's and snntorch 1.0's importers hand them to
+            # torch.nn.Flatten on [B, ...] unchanged (start_dim=0 would flatten the batch too)
             out.append((key, nir.Flatten(input_type={"input": np.array(sample.shape[1:])},
-                                         start_dim=0, end_dim=-1)))
+                                         start_dim=1 - sample.dim(), end_dim=-1)))
             sample = m(sample)
         elif isinstance(m, nn.AvgPool2d):
             k, s, p = (np.broadcast_to(np.asarray(v), (2,)).copy() for v in
@@ -279,32 +283,188 @@ def _nodes(layers: list[tuple[str, nn.Module]], shape: tuple[int, ...], dt: floa
     return out, tuple(sample.shape[1:])
 
 
+class _LeafMap(dict):
+    """nirtorch's module map: our exporter for every layer type, our refusal for the rest."""
+
+    LAYERS = (*EXPORTABLE, SpikingSequential, LIFAdExCell, LIFAdExRecurrentCell)
+
+    def __init__(self, convert, names: dict[int, str]):
+        super().__init__({t: convert for t in self.LAYERS})  # the keys are fx's leaf types
+        self.convert, self.names = convert, names
+
+    def __missing__(self, kind: type) -> Any:  # nirtorch looks layers up by their exact type
+        if issubclass(kind, self.LAYERS):
+            return self.convert
+
+        def refuse(module: nn.Module) -> nir.NIRNode:
+            raise _unsupported(self.names.get(id(module), kind.__name__), module)
+        return refuse
+
+
+def _traced(model: nn.Module, sample: torch.Tensor, dt: float | None) -> tuple[nir.NIRGraph, float]:
+    """The graph of any ``nn.Module`` whose forward calls supported layers on ``[T, B, ...]``:
+    traced with nirtorch (torch.fx), each layer converted by :func:`_nodes` at the shape it saw
+    when the model ran one step of ``sample``; layers that become several nodes (a SpikingSequential
+    inside, a LIFRecurrent: input weights + sub-graph) are spliced in as chains."""
+    import nirtorch
+
+    modules = dict(model.named_modules())
+    names = {id(m): n for n, m in modules.items()}
+    seen: dict[int, tuple[int, ...]] = {}  # id(layer) -> shape of its input when the model ran
+    leaves = [m for m in modules.values() if isinstance(m, (*EXPORTABLE, SpikingSequential))]
+    def record(module: nn.Module, args: tuple) -> None:
+        seen.setdefault(id(module), tuple(args[0].shape))
+
+    hooks = [m.register_forward_pre_hook(record) for m in leaves]
+    try:
+        with torch.no_grad():
+            out = model(sample.unsqueeze(0))  # [1, B, ...]: one time step, time-major
+    finally:
+        for h in hooks:
+            h.remove()
+    if isinstance(out, tuple):
+        out = out[0]
+    layer_items = [(names[id(m)], m) for m in leaves]
+    for name, m in layer_items:
+        if isinstance(m, LIFAdExCell | LIFAdExRecurrentCell):
+            raise _unsupported(name, m)
+    dt = _check_dt(layer_items, dt)
+    spliced: dict[int, list[tuple[str, nir.NIRNode]]] = {}  # id(placeholder graph) -> chain
+
+    def convert(m: nn.Module) -> nir.NIRNode:
+        name = names[id(m)]
+        if id(m) not in seen:
+            raise ValueError(f"Layer {name!r} did not run when the model was called on "
+                             "sample_input; export_nir follows the layers the forward pass uses.")
+        shape = seen[id(m)]
+        if isinstance(m, nn.Flatten):  # per-sample dims, counted from the end (see _nodes)
+            # nirtorch traces no reshapes, so the input keeps its two leading dims [T, B]
+            start, end = (d - len(shape) if d >= 0 else d for d in (m.start_dim, m.end_dim))
+            if -start > len(shape) - 2:
+                raise ValueError(f"Layer {name!r}: {m} flattens the time or batch dimension of "
+                                 f"its input {list(shape)} ([T, B, ...]); only dimensions of one "
+                                 "sample can be exported.")
+            return nir.Flatten(input_type={"input": np.array(shape[2:])}, start_dim=start,
+                               end_dim=end)
+        if isinstance(m, SpikingSequential):
+            chain = list(_sequential_layers(m))
+            step = shape[2:]
+        elif getattr(m, "time_major", False):  # neuron layers: [T, B, ...]
+            chain, step = [("", m)], shape[2:]
+        elif isinstance(m, nn.Linear):
+            chain, step = [("", m)], shape[-1:]
+        elif isinstance(m, nn.Conv2d | nn.AvgPool2d | nn.BatchNorm2d):
+            chain, step = [("", m)], shape[-3:]
+        else:  # cells [B, ...], Dropout, Identity
+            chain, step = [("", m)], shape[1:]
+        chain = [(f"{name}.{n}" if n else name, layer) for n, layer in chain]
+        for n, layer in chain:
+            if not isinstance(layer, EXPORTABLE) or isinstance(layer, LIFAdExCell):
+                raise _unsupported(n, layer)
+        nodes, _ = _nodes(chain, (1, *step), dt)
+        if len(nodes) == 1 and not isinstance(m, SpikingSequential):
+            return nodes[0][1]
+        graph = nir.NIRGraph(nodes=dict(nodes), edges=[], type_check=False)
+        spliced[id(graph)] = nodes
+        return graph
+
+    try:
+        graph = nirtorch.torch_to_nir(model, _LeafMap(convert, names), default_dict=None,
+                                      type_check=False, stateful_modules=_STATEFUL)
+    except torch.fx.proxy.TraceError as e:
+        raise ValueError(f"Cannot trace {type(model).__name__}.forward ({e}): export_nir follows "
+                         "forward passes that call layers on the whole sequence [T, B, ...] (no "
+                         "loop over time, no branching on values).") from e
+    graph = _splice(graph, spliced)
+    for node in graph.nodes.values():  # the types nirtorch could not know
+        if isinstance(node, nir.Input):
+            node.input_type = node.output_type = {"input": np.array(sample.shape[1:])}
+        elif isinstance(node, nir.Output):
+            node.input_type = node.output_type = {"output": np.array(out.shape[2:])}
+    return graph, dt
+
+
+_STATEFUL = {LIF, LI, LIFRecurrent, LIFCell, LICell, LIFRecurrentCell}
+
+
+def _splice(graph: nir.NIRGraph, spliced: dict[int, list[tuple[str, nir.NIRNode]]]) -> nir.NIRGraph:
+    """Replace each node that stands for several layers by the chain of their nodes."""
+    nodes, edges = dict(graph.nodes), list(graph.edges)
+    for key, node in list(nodes.items()):
+        chain = spliced.get(id(node))
+        if chain is None:
+            continue
+        del nodes[key]
+        inner = [(k if k not in nodes else f"{key}_{k}", n) for k, n in chain]
+        preds = [a for a, b in edges if b == key]
+        succs = [b for a, b in edges if a == key]
+        edges = [e for e in edges if key not in e]
+        if not inner:  # nothing to compute (Dropout, Identity): connect around it
+            edges += [(a, b) for a in preds for b in succs]
+            continue
+        nodes.update(inner)
+        edges += [(a, inner[0][0]) for a in preds]
+        edges += [(b[0], c[0]) for b, c in zip(inner[:-1], inner[1:], strict=True)]
+        edges += [(inner[-1][0], b) for b in succs]
+    return nir.NIRGraph(nodes=nodes, edges=edges, type_check=False)
+
+
+def _voltages_in_tau_mem_over_dt(graph: nir.NIRGraph, dt: float) -> None:
+    """``r = tau_mem / dt`` with every voltage scaled by the same factor: the same spikes in NIR's
+    equations (the membrane equation is linear in v, r and the voltages), in snntorch's units."""
+    for node in graph.nodes.values():
+        if isinstance(node, nir.NIRGraph):
+            _voltages_in_tau_mem_over_dt(node, dt)
+        elif isinstance(node, nir.CubaLIF | nir.CubaLI):
+            k = np.asarray(node.tau_mem, dtype=np.float64) / dt
+            node.r, node.v_leak = node.r * k, node.v_leak * k
+            if isinstance(node, nir.CubaLIF):
+                node.v_threshold, node.v_reset = node.v_threshold * k, node.v_reset * k
+
+
 def export_nir(model: nn.Module, sample_input: torch.Tensor | None = None,
-               dt: float | None = None) -> nir.NIRGraph:
+               dt: float | None = None, r: float | str = 1, readout: bool = True) -> nir.NIRGraph:
     """The per-step NIR graph of ``model`` (see the module docstring for units and limits).
 
     Args:
         model: a ``SpikingClassifier`` (``conv=null``) or ``SpikingConvClassifier`` (average or no
-            pooling), or an ``nn.Sequential`` / ``SpikingSequential`` of supported layers.
-        sample_input: one time step ``[B, ...]`` of the input; needed for a Sequential (it gives
-            the shapes), optional for the classifiers (checked against their ``input_shape``).
+            pooling), an ``nn.Sequential`` / ``SpikingSequential`` of supported layers, or any
+            ``nn.Module`` whose forward calls supported layers on ``[T, B, ...]`` (traced).
+        sample_input: one time step ``[B, ...]`` of the input; needed except for the classifiers
+            (the shapes of the graph come from it; for them it is checked against ``input_shape``).
         dt: the time step in seconds; by default the neuron layers' own (a different value is an
             error: the layers integrate at their step).
+        r: ``1`` (our voltages) or ``"tau_mem/dt"``: every voltage (``v_threshold``, ``v_reset``,
+            ``v_leak``, the readout's ``v``) times ``tau_mem / dt`` and ``r = tau_mem / dt``, the
+            same network in the units snntorch's importer accepts.
+        readout: for the classifiers, ``False`` ends the graph at the readout's input current
+            (the output layer), for importers that cannot read ``CubaLI`` (snntorch 1.0 refuses
+            it, norse 1.1 leaves it out): run ``model.readout`` on what they give.
     """
+    if r not in (1, "tau_mem/dt"):
+        raise ValueError(f"r={r!r}: choose 1 or 'tau_mem/dt'.")
     if isinstance(model, SpikingClassifier | SpikingConvClassifier):
         layers, shape = list(_classifier_layers(model)), (1, *model.input_shape)
+        layers = layers if readout else layers[:-1]
         if sample_input is not None and tuple(sample_input.shape[1:]) != model.input_shape:
             raise ValueError(f"sample_input {list(sample_input.shape)} does not match the model's "
                              f"input [B, {', '.join(map(str, model.input_shape))}].")
-        metadata = {"T": model.T, "decoder": model.decoder, "encoder": type(model.encoder).__name__}
+        metadata = {"T": model.T, "decoder": model.decoder, "encoder": type(model.encoder).__name__,
+                    "readout": "CubaLI" if readout else "left out: the output is its input current"}
+    elif not readout:
+        raise ValueError("readout=False is for SpikingClassifier and SpikingConvClassifier; export "
+                         "another model without its last layer instead.")
+    elif not isinstance(sample_input, torch.Tensor) or sample_input.dim() < 2:
+        raise ValueError(f"Exporting a {type(model).__name__} needs sample_input: one time step "
+                         "[B, ...] of its input (the shapes of the graph come from it).")
     elif isinstance(model, nn.Sequential):
-        if not isinstance(sample_input, torch.Tensor) or sample_input.dim() < 2:
-            raise ValueError("Exporting a Sequential needs sample_input: one time step [B, ...] "
-                             "of its input (the shapes of the graph come from it).")
         layers, shape, metadata = list(_sequential_layers(model)), (1, *sample_input.shape[1:]), {}
     else:
-        raise ValueError(f"export_nir takes SpikingClassifier, SpikingConvClassifier or an "
-                         f"nn.Sequential of {SUPPORTED}; got {type(model).__name__}.")
+        graph, dt = _traced(model, sample_input, dt)
+        graph.metadata = {"dt": dt, "source": "snn"}
+        if r != 1:
+            _voltages_in_tau_mem_over_dt(graph, dt)
+        return graph
     for name, module in layers:  # refuse what has no NIR node before anything is converted
         if not isinstance(module, EXPORTABLE) or isinstance(module, LIFAdExCell):
             raise _unsupported(name, module)
@@ -314,13 +474,99 @@ def export_nir(model: nn.Module, sample_input: torch.Tensor | None = None,
     nodes = {"input": nir.Input(input_type={"input": np.array(shape[1:])}), **dict(chain),
              "output": nir.Output(output_type={"output": np.array(out_shape)})}
     names = list(nodes)
-    return nir.NIRGraph(nodes=nodes, edges=list(zip(names[:-1], names[1:], strict=True)),
-                        metadata={"dt": dt, "source": "snn", **metadata}, type_check=False)
+    graph = nir.NIRGraph(nodes=nodes, edges=list(zip(names[:-1], names[1:], strict=True)),
+                         metadata={"dt": dt, "source": "snn", **metadata}, type_check=False)
+    if r != 1:
+        _voltages_in_tau_mem_over_dt(graph, dt)
+    return graph
 
 
 # ---------------------------------------------------------------------------------------------
-# Import: NIR graph -> SpikingSequential
+# Import: NIR file -> checked NIR graph -> SpikingSequential
 # ---------------------------------------------------------------------------------------------
+
+# Numeric fields of the nodes import_nir reads: each must be finite (taus also positive).
+_FIELDS = ("weight", "bias", "scale", "tau", "tau_syn", "tau_mem", "r", "v_leak", "v_threshold",
+           "v_reset", "w_in")
+_TAUS = ("tau", "tau_syn", "tau_mem")
+
+
+def _check_file(path: str, max_bytes: int) -> None:
+    """Refuse a NIR (HDF5) file whose datasets declare more than ``max_bytes`` in all, from their
+    shapes and dtypes alone (nothing is read), or that links to other files."""
+    import h5py  # a dependency of nir
+
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise ValueError(f"{path}: not a readable NIR (HDF5) file ({e}).") from e
+    with f:
+        sizes: dict[str, tuple[tuple[int, ...], np.dtype, int]] = {}
+
+        def visit(name: str, link: Any) -> None:
+            if isinstance(link, h5py.ExternalLink):
+                raise ValueError(f"{path}: {name!r} links to another file ({link.filename}); "
+                                 "import_nir reads self-contained NIR files only.")
+            if isinstance(link, h5py.HardLink) and isinstance(f[name], h5py.Dataset):
+                d = f[name]
+                sizes[name] = (tuple(d.shape), d.dtype, int(d.size) * d.dtype.itemsize)
+
+        f.visititems_links(visit)
+    total = sum(n for _, _, n in sizes.values())
+    if total > max_bytes:
+        name, (shape, dtype, n) = max(sizes.items(), key=lambda kv: kv[1][2])
+        raise ValueError(
+            f"{path}: the file declares {total / 2**20:.1f} MiB of arrays (largest: {name!r}, shape "
+            f"{list(shape)} {dtype}, {n / 2**20:.1f} MiB), more than max_bytes={max_bytes} "
+            f"({max_bytes / 2**20:.0f} MiB). Nothing was read. If the network really is this "
+            f"large, pass import_nir(path, max_bytes=<bytes>) with a larger limit.")
+
+
+def _check_values(graph: nir.NIRGraph, source: str, prefix: str = "") -> None:
+    """Every numeric field of every node finite (time constants positive), named if not."""
+    for key, node in graph.nodes.items():
+        name = f"{prefix}{key}"
+        if isinstance(node, nir.NIRGraph):
+            _check_values(node, source, f"{name}.")
+            continue
+        for field in _FIELDS:
+            value = getattr(node, field, None)
+            if value is None or (field == "scale" and not isinstance(node, nir.Scale)):
+                continue
+            try:
+                array = np.asarray(value, dtype=np.float64)
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"{source}: node {name!r} ({type(node).__name__}) field {field!r} "
+                                 f"is not numeric ({e}).") from e
+            if not np.isfinite(array).all():
+                raise ValueError(f"{source}: node {name!r} ({type(node).__name__}) field {field!r} "
+                                 f"has {int((~np.isfinite(array)).sum())} non-finite value(s) "
+                                 "(NaN or inf); the graph cannot be simulated.")
+            if field in _TAUS and not (array > 0).all():
+                raise ValueError(f"{source}: node {name!r} ({type(node).__name__}) field {field!r} "
+                                 "must be positive (a time constant in seconds).")
+
+
+def _recurrent_subgraphs(graph: nir.NIRGraph) -> nir.NIRGraph:
+    """A cycle ``neuron <-> Linear|Affine`` in the graph itself (as snntorch writes its recurrent
+    layers) as one recurrent sub-graph node (as we write them), named after the neuron."""
+    nodes, edges = dict(graph.nodes), [tuple(e) for e in graph.edges]
+    for a, b in list(edges):
+        if (b, a) not in edges or a not in nodes or b not in nodes or \
+                not isinstance(nodes[a], nir.CubaLIF | nir.LIF) or \
+                not isinstance(nodes[b], nir.Linear | nir.Affine) or \
+                sum(b in e for e in edges) != 2:  # the weights feed back only: nothing else
+            continue
+        n = np.array([np.asarray(nodes[b].weight).shape[0]])
+        nodes[a] = nir.NIRGraph(
+            nodes={"input": nir.Input(input_type={"input": n}), "lif": nodes[a], "w_rec": nodes[b],
+                   "output": nir.Output(output_type={"output": n})},
+            edges=[("input", "lif"), ("lif", "w_rec"), ("w_rec", "lif"), ("lif", "output")],
+            type_check=False)
+        del nodes[b]
+        edges = [e for e in edges if b not in e]
+    return nir.NIRGraph(nodes=nodes, edges=edges, metadata=graph.metadata, type_check=False)
+
 
 def _chain(graph: nir.NIRGraph) -> list[str]:
     """The node names from the Input to the Output of a graph that is a single chain."""
@@ -350,57 +596,93 @@ def _constant(value: Any) -> torch.Tensor:
     return t.flatten()[0].clone() if t.numel() and bool((t == t.flatten()[0]).all()) else t
 
 
-def _input_scale(node: nir.NIRNode, dt: float) -> torch.Tensor | None:
-    """``r * w_in * dt / tau_syn``: what one step's input adds to our current ``i`` (None if 1)."""
-    k = _tensor(node.r) * _tensor(node.w_in) * dt / _tensor(node.tau_syn)
-    return None if torch.allclose(k, torch.ones_like(k), rtol=1e-9, atol=0.0) else _constant(k)
+CONVENTIONS = ("nir", "norse")
+_NEURONS = (nir.CubaLIF, nir.CubaLI, nir.LIF, nir.LI)
 
 
-def _parameters(node: nir.NIRNode) -> LIFParameters | LIParameters:
-    """Our parameters of a ``CubaLIF`` or ``CubaLI`` node (surrogate from its metadata if any)."""
-    common = dict(tau_syn_inv=1.0 / _constant(node.tau_syn),
-                  tau_mem_inv=1.0 / _constant(node.tau_mem), v_leak=_constant(node.v_leak))
-    if isinstance(node, nir.CubaLI):
-        return LIParameters(**common)
+def _neuron(name: str, node: nir.NIRNode, dt: float, convention: str):
+    """``(parameters, input scale or None)`` of a neuron node; see the module docstring.
+
+    A node without a synapse (``LIF``, ``LI``) becomes our neuron with ``tau_syn_inv = 1 / dt``:
+    its current then lasts exactly one step (``i' = i_j - i_j = 0``), so the membrane sees the
+    step's input and nothing else, as in NIR's ``LIF``.
+    """
+    synapse = isinstance(node, nir.CubaLIF | nir.CubaLI)
+    tau_mem, tau_syn = (node.tau_mem, node.tau_syn) if synapse else (node.tau, None)
+    if convention == "norse":  # norse's to_nir writes tau = dt / tau_inv
+        inv_mem = dt / _tensor(tau_mem)
+        inv_syn = dt / _tensor(tau_syn) if synapse else torch.tensor(1.0 / dt)
+        scale = _tensor(node.r) * (_tensor(node.w_in) if synapse else 1.0)
+    else:
+        for field, tau in (("tau_mem" if synapse else "tau", tau_mem), ("tau_syn", tau_syn)):
+            if tau is not None and bool((_tensor(tau) < dt * (1 - 1e-6)).any()):
+                raise ValueError(
+                    f"Node {name!r} ({type(node).__name__}): {field} = {float(_tensor(tau).min()):.3g} s is "
+                    f"shorter than dt = {dt:g} s, so explicit Euler at this step is unstable: this "
+                    "is not a graph in seconds at this dt. norse 1.1's to_nir writes tau = dt / "
+                    "tau_inv (5e-06 for tau_syn_inv = 200 at its default dt = 0.001): import such "
+                    "a graph with import_nir(graph, dt=<the dt given to to_nir>, "
+                    "convention='norse'). snntorch writes its graphs for dt = 1e-4 s. Otherwise "
+                    "pass the dt the graph was simulated at.")
+        inv_mem = 1.0 / _tensor(tau_mem)
+        inv_syn = 1.0 / _tensor(tau_syn) if synapse else torch.tensor(1.0 / dt)
+        scale = _tensor(node.r) * (_tensor(node.w_in) * dt / _tensor(tau_syn) if synapse else 1.0)
+    common = dict(tau_syn_inv=_constant(inv_syn), tau_mem_inv=_constant(inv_mem),
+                  v_leak=_constant(node.v_leak))
+    if scale.numel() == 0 or torch.allclose(scale, torch.ones_like(scale), rtol=1e-9, atol=0.0):
+        scale = None
+    else:
+        scale = _constant(scale)
+    if isinstance(node, nir.CubaLI | nir.LI):
+        return LIParameters(**common), scale
     meta = node.metadata or {}
     surrogate = {k: (str(meta[k]) if k == "method" else float(meta[k]))
                  for k in ("method", "alpha") if k in meta}
     return LIFParameters(**common, v_th=_constant(node.v_threshold),
-                         v_reset=_constant(node.v_reset), **surrogate)
+                         v_reset=_constant(node.v_reset), **surrogate), scale
 
 
-def _recurrent(name: str, graph: nir.NIRGraph, dt: float, before: nn.Module | None):
-    """A ``LIFRecurrent`` from a sub-graph ``input -> CubaLIF <-> Linear``, ``CubaLIF -> output``.
+def _recurrent(name: str, graph: nir.NIRGraph, dt: float, convention: str,
+               before: nn.Module | None):
+    """A ``LIFRecurrent`` from a sub-graph ``input -> CubaLIF|LIF <-> Linear|Affine -> output``.
 
-    A bias-free Linear just before it becomes its input weights; returns ``(layer, used_before)``.
+    A bias-free Linear just before it becomes its input weights (returns ``(layer, used_before)``);
+    a recurrent bias is added to the bias of the Affine before it (the same current every step).
     """
-    lifs = [k for k, n in graph.nodes.items() if isinstance(n, nir.CubaLIF)]
+    lifs = [k for k, n in graph.nodes.items() if isinstance(n, nir.CubaLIF | nir.LIF)]
     others = [k for k, n in graph.nodes.items() if not isinstance(n, nir.Input | nir.Output)]
     w_rec = [k for k in others if k not in lifs]
     if len(lifs) != 1 or len(w_rec) != 1 or \
             {(lifs[0], w_rec[0]), (w_rec[0], lifs[0])} - set(map(tuple, graph.edges)) or \
             not isinstance(graph.nodes[w_rec[0]], nir.Linear | nir.Affine):
         raise ValueError(f"Sub-graph {name!r}: import_nir reads recurrent sub-graphs of one CubaLIF "
-                         "and one Linear (its recurrent weights); got nodes "
+                         "or LIF and one Linear or Affine (its recurrent weights); got nodes "
                          f"{ {k: type(n).__name__ for k, n in graph.nodes.items()} }.")
     lif, rec = graph.nodes[lifs[0]], graph.nodes[w_rec[0]]
-    if isinstance(rec, nir.Affine) and np.any(rec.bias):
-        raise ValueError(f"Sub-graph {name!r}: recurrent weights with a bias are not supported.")
+    p, scale = _neuron(f"{name}.{lifs[0]}", lif, dt, convention)
     w_rec_t = _tensor(rec.weight).float()
     hidden = w_rec_t.shape[0]
+    bias = _tensor(rec.bias).float() if isinstance(rec, nir.Affine) and np.any(rec.bias) else None
+    has_bias = isinstance(before, nn.Linear) and before.bias is not None
+    if bias is not None and not (has_bias and before.out_features == hidden):
+        raise ValueError(f"Sub-graph {name!r}: its recurrent weights have a bias, which import_nir "
+                         "folds into the bias of an Affine node right before the sub-graph; there "
+                         "is none.")
     used = isinstance(before, nn.Linear) and before.bias is None and before.out_features == hidden
     w_in = before.weight.detach() if used else torch.eye(hidden)
-    scale = _input_scale(lif, dt)
+    if bias is not None:
+        with torch.no_grad():
+            before.bias.add_(bias)
     if scale is not None:  # the synapse is linear: scaling its input scales both weight matrices
         column = scale.reshape(-1, 1).to(w_in.dtype)
         w_in, w_rec_t = w_in * column, w_rec_t * column
-    layer = LIFRecurrent(w_in.shape[1], hidden, _parameters(lif), dt=dt,
+    layer = LIFRecurrent(w_in.shape[1], hidden, p, dt=dt,
                          autapses=bool(torch.diagonal(w_rec_t).any()), input_weights=w_in,
                          recurrent_weights=w_rec_t)
     return layer, used
 
 
-def _module(name: str, node: nir.NIRNode, dt: float) -> list[nn.Module]:
+def _module(name: str, node: nir.NIRNode, dt: float, convention: str) -> list[nn.Module]:
     """Our layer(s) for one NIR node (a Scale layer first when a neuron's input is scaled)."""
     if isinstance(node, nir.Affine | nir.Linear):
         weight = _tensor(node.weight).float()
@@ -420,8 +702,8 @@ def _module(name: str, node: nir.NIRNode, dt: float) -> list[nn.Module]:
         conv.bias.data.copy_(_tensor(node.bias))
         return [conv]
     if isinstance(node, nir.Flatten):  # NIR's dims count from the sample, ours from the batch
-        end = node.end_dim + 1 if node.end_dim >= 0 else node.end_dim
-        return [nn.Flatten(node.start_dim + 1, end)]
+        start, end = (int(d) + 1 if d >= 0 else int(d) for d in (node.start_dim, node.end_dim))
+        return [nn.Flatten(start, end)]
     if isinstance(node, nir.AvgPool2d | nir.SumPool2d):
         args = [tuple(int(v) for v in np.broadcast_to(a, (2,)))
                 for a in (node.kernel_size, node.stride, node.padding)]
@@ -429,40 +711,59 @@ def _module(name: str, node: nir.NIRNode, dt: float) -> list[nn.Module]:
         return [nn.AvgPool2d(*args, divisor_override=divisor)]
     if isinstance(node, nir.Scale):
         return [Scale(_tensor(node.scale).float())]
-    if isinstance(node, nir.CubaLIF | nir.CubaLI):
-        scale = _input_scale(node, dt)
-        p = _parameters(node)
+    if isinstance(node, _NEURONS):
+        p, scale = _neuron(name, node, dt, convention)
         neuron = LI(p, dt=dt) if isinstance(p, LIParameters) else LIF(p, dt=dt)
         return ([] if scale is None else [Scale(scale)]) + [neuron]
     raise ValueError(f"Cannot import NIR node {name!r} ({type(node).__name__}): import_nir reads "
                      "Affine, Linear, Conv2d, Flatten, AvgPool2d, SumPool2d, Scale, CubaLIF, "
-                     "CubaLI and recurrent CubaLIF sub-graphs.")
+                     "CubaLI, LIF, LI and recurrent CubaLIF/LIF sub-graphs.")
 
 
-def import_nir(graph: nir.NIRGraph | str, dt: float | None = None) -> SpikingSequential:
+DEFAULT_MAX_BYTES = 256 * 2**20
+
+
+def import_nir(graph: nir.NIRGraph | str | os.PathLike, dt: float | None = None, *,
+               convention: str = "nir", max_bytes: int = DEFAULT_MAX_BYTES) -> SpikingSequential:
     """A :class:`SpikingSequential` of our layers that runs ``graph`` on ``[T, B, ...]`` inputs.
 
     Args:
         graph: a ``nir.NIRGraph`` or the path of a NIR (HDF5) file.
         dt: the time step (seconds) to simulate at; by default the ``dt`` in ``graph.metadata``
-            (graphs from :func:`export_nir` carry it).
+            (graphs from :func:`export_nir` carry it; norse's and snntorch's do not).
+        convention: how the time constants were written: ``"nir"`` (seconds, NIR's equations, what
+            we and snntorch write) or ``"norse"`` (norse 1.1's ``to_nir``: ``tau = dt / tau_inv``,
+            the input added to the current as it is); see the module docstring.
+        max_bytes: a file whose arrays declare more bytes than this (from their shapes, before
+            anything is read) is refused.
     """
-    if isinstance(graph, str):
-        graph = nir.read(graph)
+    if convention not in CONVENTIONS:
+        raise ValueError(f"convention={convention!r}: choose one of {CONVENTIONS}.")
+    source = "graph"
+    if isinstance(graph, str | os.PathLike):
+        source = str(graph)
+        _check_file(source, max_bytes)
+        graph = nir.read(source)
+    _check_values(graph, source)
     if dt is None:
         dt = graph.metadata.get("dt") if isinstance(graph.metadata, dict) else None
         if dt is None:
-            raise ValueError("The graph does not record its time step (metadata 'dt'): pass "
-                             "import_nir(graph, dt=<seconds>), the step its author simulated at.")
+            raise ValueError(f"{source}: the graph does not record its time step (metadata 'dt'): "
+                             "pass import_nir(graph, dt=<seconds>), the step its author simulated "
+                             "at (snntorch: 1e-4; norse: the dt given to to_nir, with "
+                             "convention='norse').")
     dt = float(dt)
+    if not math.isfinite(dt) or dt <= 0:
+        raise ValueError(f"dt={dt}: the time step must be a positive number of seconds.")
+    graph = _recurrent_subgraphs(graph)
     layers: list[nn.Module] = []
     for name in _chain(graph):
         node = graph.nodes[name]
         if isinstance(node, nir.NIRGraph):
-            layer, used = _recurrent(name, node, dt, layers[-1] if layers else None)
+            layer, used = _recurrent(name, node, dt, convention, layers[-1] if layers else None)
             if used:
                 layers.pop()
             layers.append(layer)
         else:
-            layers.extend(_module(name, node, dt))
+            layers.extend(_module(name, node, dt, convention))
     return SpikingSequential(*layers)
