@@ -214,12 +214,24 @@ def _check_dt(layers: list[tuple[str, nn.Module]], dt: float | None) -> float:
     return float(dt if dt is not None else values[0])
 
 
-def _nodes(layers: list[tuple[str, nn.Module]], shape: tuple[int, ...], dt: float):
+def _nodes(layers: list[tuple[str, nn.Module]], shape: tuple[int, ...], dt: float,
+           sum_pools: bool = False):
     """NIR nodes for a chain of layers fed with one step of ``shape`` (with a batch of 1).
 
+    ``sum_pools``: average pools become ``SumPool2d`` with their ``1 / (k_h k_w)`` folded into the
+    weights of the next Linear or Conv2d (exact when ``k_h k_w`` is a power of two).
     Returns ``(nodes in order as (name, node), output shape without batch)``.
     """
     out: list[tuple[str, nir.NIRNode]] = []
+    fold: tuple[str, float] | None = None  # (average pool, its divisor) waiting for weights
+
+    def folded(node: nir.NIRNode) -> nir.NIRNode:
+        nonlocal fold
+        if fold is not None:
+            node.weight = (node.weight * fold[1]).astype(node.weight.dtype)
+            fold = None
+        return node
+
     sample = torch.zeros(shape)
     i = 0
     while i < len(layers):
@@ -232,14 +244,14 @@ def _nodes(layers: list[tuple[str, nn.Module]], shape: tuple[int, ...], dt: floa
         elif isinstance(m, nn.Linear):
             node = nir.Affine(_weights(m.weight), _weights(m.bias)) if m.bias is not None \
                 else nir.Linear(_weights(m.weight))
-            out.append((key, node))
+            out.append((key, folded(node)))
             sample = m(sample)
         elif isinstance(m, nn.Conv2d):
             norm = nxt if isinstance(nxt, nn.BatchNorm2d) else None
             if norm is not None and (norm.training or not norm.track_running_stats):
                 raise ValueError(f"Cannot fold BatchNorm2d {layers[i + 1][0]!r} into {name!r}: "
                                  "call model.eval() first (the running statistics are used).")
-            out.append((key, _conv_node(m, norm, tuple(sample.shape[1:]))))
+            out.append((key, folded(_conv_node(m, norm, tuple(sample.shape[1:])))))
             sample = m(sample)
             i += norm is not None  # the norm is folded in
         elif isinstance(m, nn.BatchNorm2d):
@@ -263,8 +275,14 @@ def _nodes(layers: list[tuple[str, nn.Module]], shape: tuple[int, ...], dt: floa
                     (p.any() and not m.count_include_pad):
                 raise ValueError(f"Layer {name!r}: only plain nn.AvgPool2d (or divisor_override=1,"
                                  " a sum pool) has a NIR node.")
+            if sum_pools and pool is nir.AvgPool2d:
+                pool, fold = nir.SumPool2d, (name, 1.0 / float(k[0] * k[1]))
             out.append((key, pool(kernel_size=k, stride=s, padding=p)))
             sample = m(sample)
+        elif fold is not None and isinstance(m, LIFRecurrentCell | LIFCell | LICell):
+            raise ValueError(f"avg_pool='sum': average pool {fold[0]!r} is followed by {name!r} "
+                             "before any Linear or Conv2d to fold its 1/(k*k) into; export it with "
+                             "avg_pool='avg'.")
         elif isinstance(m, LIFRecurrentCell):
             hidden = (m.hidden_size,)
             out.append((f"{key}_w_in", nir.Linear(_weights(m.input_weights))))
@@ -280,6 +298,9 @@ def _nodes(layers: list[tuple[str, nn.Module]], shape: tuple[int, ...], dt: floa
         else:
             raise _unsupported(name, m)
         i += 1
+    if fold is not None:
+        raise ValueError(f"avg_pool='sum': average pool {fold[0]!r} has no Linear or Conv2d after "
+                         "it to fold its 1/(k*k) into; export it with avg_pool='avg'.")
     return out, tuple(sample.shape[1:])
 
 
@@ -423,7 +444,8 @@ def _voltages_in_tau_mem_over_dt(graph: nir.NIRGraph, dt: float) -> None:
 
 
 def export_nir(model: nn.Module, sample_input: torch.Tensor | None = None,
-               dt: float | None = None, r: float | str = 1, readout: bool = True) -> nir.NIRGraph:
+               dt: float | None = None, r: float | str = 1, readout: bool = True,
+               avg_pool: str = "avg") -> nir.NIRGraph:
     """The per-step NIR graph of ``model`` (see the module docstring for units and limits).
 
     Args:
@@ -440,7 +462,12 @@ def export_nir(model: nn.Module, sample_input: torch.Tensor | None = None,
         readout: for the classifiers, ``False`` ends the graph at the readout's input current
             (the output layer), for importers that cannot read ``CubaLI`` (snntorch 1.0 refuses
             it, norse 1.1 leaves it out): run ``model.readout`` on what they give.
+        avg_pool: ``"avg"`` (``AvgPool2d`` nodes) or ``"sum"``: ``SumPool2d`` nodes with the
+            ``1 / (k_h k_w)`` folded into the next Linear or Conv2d, for importers without
+            ``AvgPool2d`` (norse 1.1); exact for 2x2 (any power-of-two area) pools.
     """
+    if avg_pool not in ("avg", "sum"):
+        raise ValueError(f"avg_pool={avg_pool!r}: choose 'avg' or 'sum'.")
     if r not in (1, "tau_mem/dt"):
         raise ValueError(f"r={r!r}: choose 1 or 'tau_mem/dt'.")
     if isinstance(model, SpikingClassifier | SpikingConvClassifier):
@@ -460,6 +487,10 @@ def export_nir(model: nn.Module, sample_input: torch.Tensor | None = None,
     elif isinstance(model, nn.Sequential):
         layers, shape, metadata = list(_sequential_layers(model)), (1, *sample_input.shape[1:]), {}
     else:
+        if avg_pool != "avg":
+            raise ValueError("avg_pool='sum' folds across layers, which export_nir does for "
+                             "classifiers and Sequentials only; wrap the layers in a "
+                             "SpikingSequential.")
         graph, dt = _traced(model, sample_input, dt)
         graph.metadata = {"dt": dt, "source": "snn"}
         if r != 1:
@@ -470,7 +501,7 @@ def export_nir(model: nn.Module, sample_input: torch.Tensor | None = None,
             raise _unsupported(name, module)
     dt = _check_dt(layers, dt)
     with torch.no_grad():
-        chain, out_shape = _nodes(layers, shape, dt)
+        chain, out_shape = _nodes(layers, shape, dt, sum_pools=avg_pool == "sum")
     nodes = {"input": nir.Input(input_type={"input": np.array(shape[1:])}), **dict(chain),
              "output": nir.Output(output_type={"output": np.array(out_shape)})}
     names = list(nodes)
