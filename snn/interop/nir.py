@@ -331,12 +331,13 @@ def _traced(model: nn.Module, sample: torch.Tensor, dt: float | None) -> tuple[n
 
     modules = dict(model.named_modules())
     names = {id(m): n for n, m in modules.items()}
-    seen: dict[int, tuple[int, ...]] = {}  # id(layer) -> shape of its input when the model ran
-    leaves = [m for m in modules.values() if isinstance(m, (*EXPORTABLE, SpikingSequential))]
-    def record(module: nn.Module, args: tuple) -> None:
-        seen.setdefault(id(module), tuple(args[0].shape))
+    seen: dict[int, tuple[int, ...]] = {}  # id(module) -> shape of its input when the model ran
 
-    hooks = [m.register_forward_pre_hook(record) for m in leaves]
+    def record(module: nn.Module, args: tuple) -> None:
+        if args and isinstance(args[0], torch.Tensor):
+            seen.setdefault(id(module), tuple(args[0].shape))
+
+    hooks = [m.register_forward_pre_hook(record) for m in modules.values()]
     try:
         with torch.no_grad():
             out = model(sample.unsqueeze(0))  # [1, B, ...]: one time step, time-major
@@ -345,10 +346,12 @@ def _traced(model: nn.Module, sample: torch.Tensor, dt: float | None) -> tuple[n
             h.remove()
     if isinstance(out, tuple):
         out = out[0]
-    layer_items = [(names[id(m)], m) for m in leaves]
-    for name, m in layer_items:
-        if isinstance(m, LIFAdExCell | LIFAdExRecurrentCell):
+    for name, m in modules.items():  # refuse what has no NIR node before anything is converted
+        if id(m) in seen and (isinstance(m, LIFAdExCell | LIFAdExRecurrentCell) or (
+                not any(m.children()) and not isinstance(m, EXPORTABLE))):
             raise _unsupported(name, m)
+    leaves = [m for m in modules.values() if isinstance(m, (*EXPORTABLE, SpikingSequential))]
+    layer_items = [(names[id(m)], m) for m in leaves]
     dt = _check_dt(layer_items, dt)
     spliced: dict[int, list[tuple[str, nir.NIRNode]]] = {}  # id(placeholder graph) -> chain
 
@@ -392,10 +395,16 @@ def _traced(model: nn.Module, sample: torch.Tensor, dt: float | None) -> tuple[n
     try:
         graph = nirtorch.torch_to_nir(model, _LeafMap(convert, names), default_dict=None,
                                       type_check=False, stateful_modules=_STATEFUL)
-    except torch.fx.proxy.TraceError as e:
+    except (torch.fx.proxy.TraceError, TypeError) as e:
         raise ValueError(f"Cannot trace {type(model).__name__}.forward ({e}): export_nir follows "
                          "forward passes that call layers on the whole sequence [T, B, ...] (no "
                          "loop over time, no branching on values).") from e
+    except ValueError as e:
+        if str(e).startswith(("Cannot export", "Layer ", "avg_pool")):
+            raise
+        raise ValueError(f"Cannot export {type(model).__name__}: nirtorch's tracer says: {e} "
+                         "Between layers, export_nir follows additions only (NIR sums the inputs "
+                         "of a node); other operations need a layer with a NIR node.") from e
     graph = _splice(graph, spliced)
     for node in graph.nodes.values():  # the types nirtorch could not know
         if isinstance(node, nir.Input):
@@ -533,16 +542,19 @@ def _check_file(path: str, max_bytes: int) -> None:
         raise ValueError(f"{path}: not a readable NIR (HDF5) file ({e}).") from e
     with f:
         sizes: dict[str, tuple[tuple[int, ...], np.dtype, int]] = {}
+        external: list[tuple[str, str]] = []
 
-        def visit(name: str, link: Any) -> None:
+        def visit(name: str, link: Any) -> None:  # no raising in here: h5py's C callback
             if isinstance(link, h5py.ExternalLink):
-                raise ValueError(f"{path}: {name!r} links to another file ({link.filename}); "
-                                 "import_nir reads self-contained NIR files only.")
-            if isinstance(link, h5py.HardLink) and isinstance(f[name], h5py.Dataset):
+                external.append((name, link.filename))
+            elif isinstance(link, h5py.HardLink) and isinstance(f[name], h5py.Dataset):
                 d = f[name]
                 sizes[name] = (tuple(d.shape), d.dtype, int(d.size) * d.dtype.itemsize)
 
         f.visititems_links(visit)
+    if external:
+        raise ValueError(f"{path}: {external[0][0]!r} links to another file ({external[0][1]}); "
+                         "import_nir reads self-contained NIR files only.")
     total = sum(n for _, _, n in sizes.values())
     if total > max_bytes:
         name, (shape, dtype, n) = max(sizes.items(), key=lambda kv: kv[1][2])

@@ -171,23 +171,95 @@ def test_norse_reads_our_graph_with_the_same_spikes():
     assert ours.sum() > 0 and torch.equal(torch.stack(spikes), ours)
 
 
-def test_snntorch_reads_our_graph_once_voltages_are_in_its_units():
-    """snntorch fixes dt = 1e-4 s and accepts only r = tau_mem / dt; scaling r and every voltage by
-    the same factor is the same network in NIR's equations, and then its spikes equal ours."""
-    pytest.importorskip("snntorch")
-    from snntorch.import_nir import import_from_nir
+class UserNetwork(nn.Module):
+    """A user's own composition of our layers (not a Sequential): features, recurrence, head."""
 
-    dt = 1e-4
-    net, x = lif_network(dt), torch.rand(40, 3, 4) * 50
+    def __init__(self, head=None, pool=True, dt=0.001):
+        super().__init__()
+        p = LIFParameters(v_th=0.2)
+        conv = nn.Conv2d(1, 3, 3, padding=1, stride=1 if pool else 2)
+        self.features = SpikingSequential(conv, LIF(p, dt=dt), nn.AvgPool2d(2) if pool else
+                                          nn.Identity(), nn.Flatten())
+        self.project = nn.Linear(12, 8, bias=False)
+        self.drop = nn.Dropout(0.2)
+        self.recurrent = LIFRecurrent(8, 6, p, dt=dt, input_weights=torch.rand(6, 8) * 2)
+        self.out = nn.Linear(6, 3)
+        self.head = head if head is not None else LI(dt=dt)
+
+    def forward(self, x):  # x [T, B, 1, 4, 4]
+        z = self.features(x)
+        z, _ = self.recurrent(self.drop(self.project(z)))
+        v, _ = self.head(self.out(z))
+        return v
+
+
+def test_a_users_own_module_exports_by_tracing(tmp_path):
+    torch.manual_seed(7)
+    net = UserNetwork().eval()
+    x = torch.rand(30, 3, 1, 4, 4) * 4
     graph = snn.export_nir(net, x[0])
-    with pytest.raises(AssertionError, match="r not supported"):
-        import_from_nir(graph)
-    for node in graph.nodes.values():
-        if isinstance(node, nir.CubaLIF):
-            k = node.tau_mem / dt
-            node.r, node.v_threshold, node.v_reset = node.r * k, node.v_threshold * k, node.v_reset * k
-    module = import_from_nir(graph)
+    kinds = [type(graph.nodes[k]).__name__ for k in snn.interop.nir._chain(graph)]
+    assert kinds == ["Conv2d", "CubaLIF", "AvgPool2d", "Flatten", "Linear", "Linear", "NIRGraph",
+                     "Affine", "CubaLI"]  # (the recurrent layer's input weights are a Linear)
+    imported = file_round_trip(graph, tmp_path)
     with torch.no_grad():
-        spikes = torch.stack([module(x_t)[0] for x_t in x])  # snntorch keeps the state inside
+        assert torch.equal(imported(x), net(x))
+        assert net.features(x).sum() > 0 and net.recurrent(net.project(net.features(x)))[0].sum() > 0
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # nirtorch.load, under norse's from_nir
+def test_norse_runs_a_users_module_at_batch_3():
+    pytest.importorskip("norse")
+    from norse.torch import from_nir
+
+    torch.manual_seed(8)
+    net = UserNetwork(head=LIF(LIFParameters(v_th=0.1)), pool=False).eval()  # norse: no AvgPool2d
+    x = torch.rand(30, 3, 1, 4, 4) * 4
+    graph = snn.export_nir(net, x[0])
+    with torch.no_grad():
         ours = net(x)
-    assert ours.sum() > 0 and torch.equal(spikes, ours)
+    module = from_nir(graph, dt=graph.metadata["dt"])
+    state, spikes = None, []
+    with torch.no_grad():
+        for x_t in x:
+            z, state = module(x_t, state)
+            spikes.append(z)
+    assert ours.sum() > 0 and torch.equal(torch.stack(spikes), ours)
+
+
+class Add(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.lif = nn.Linear(4, 3), nn.Linear(4, 3), LIF()
+
+    def forward(self, x):
+        return self.lif(self.a(x) + self.b(x))[0]
+
+
+def test_traced_additions_become_two_edges_into_a_node():
+    graph = snn.export_nir(Add(), torch.zeros(2, 4))
+    assert sorted(a for a, b in graph.edges if b == "lif") == ["a", "b"]
+
+
+class Bad(nn.Module):
+    def __init__(self, layer, functional=None):
+        super().__init__()
+        self.fc, self.layer, self.functional = nn.Linear(4, 4), layer, functional
+
+    def forward(self, x):
+        x = self.fc(x)
+        x = self.functional(x) if self.functional else x
+        return self.layer(x)
+
+
+def test_traced_modules_refuse_what_has_no_nir_node():
+    with pytest.raises(ValueError, match=r"'layer' \(ReLU\)"):
+        snn.export_nir(Bad(nn.ReLU()), torch.zeros(2, 4))
+    with pytest.raises(ValueError, match=r"'layer' \(LIFAdEx\).*no adaptive neuron"):
+        snn.export_nir(Bad(LIFAdEx()), torch.zeros(2, 4))
+    with pytest.raises(ValueError, match=r"nirtorch's tracer says.*additions only"):
+        snn.export_nir(Bad(LIF(), functional=torch.relu), torch.zeros(2, 4))
+    with pytest.raises(ValueError, match=r"'layer': Flatten.*time or batch dimension"):
+        snn.export_nir(Bad(nn.Flatten()), torch.zeros(2, 4), dt=1e-3)
+    with pytest.raises(ValueError, match="needs sample_input"):
+        snn.export_nir(Bad(LIF()))
