@@ -12,7 +12,7 @@ nir = pytest.importorskip("nir")
 h5py = pytest.importorskip("h5py")
 
 import snn  # noqa: E402
-import snn.interop.nir as snn_nir  # noqa: E402
+import snn.interop.nir_import as snn_nir  # noqa: E402
 from snn.interop import SpikingSequential  # noqa: E402
 from snn.neurons import LIF, LIFParameters  # noqa: E402
 

@@ -198,7 +198,7 @@ def test_a_users_own_module_exports_by_tracing(tmp_path):
     net = UserNetwork().eval()
     x = torch.rand(30, 3, 1, 4, 4) * 4
     graph = snn.export_nir(net, x[0])
-    kinds = [type(graph.nodes[k]).__name__ for k in snn.interop.nir._chain(graph)]
+    kinds = [type(graph.nodes[k]).__name__ for k in snn.interop.nir_import._chain(graph)]
     assert kinds == ["Conv2d", "CubaLIF", "AvgPool2d", "Flatten", "Linear", "Linear", "NIRGraph",
                      "Affine", "CubaLI"]  # (the recurrent layer's input weights are a Linear)
     imported = file_round_trip(graph, tmp_path)
