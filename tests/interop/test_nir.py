@@ -263,3 +263,15 @@ def test_traced_modules_refuse_what_has_no_nir_node():
         snn.export_nir(Bad(nn.Flatten()), torch.zeros(2, 4), dt=1e-3)
     with pytest.raises(ValueError, match="needs sample_input"):
         snn.export_nir(Bad(LIF()))
+
+
+def test_readme_nir_example_runs(tmp_path, monkeypatch):
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text.split("## NIR: moving networks", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    monkeypatch.chdir(tmp_path)  # it writes net.nir
+    exec(compile(code, "README.md", "exec"), {})
+    assert (tmp_path / "net.nir").exists()
