@@ -101,3 +101,28 @@ def test_non_finite_values_are_refused_with_node_and_field(tmp_path, node, field
     sub = nir.NIRGraph(nodes={"inner": graph}, edges=[], type_check=False)
     with pytest.raises(ValueError, match=rf"node 'inner.{node}'"):
         snn_nir._check_values(sub, "graph")
+
+
+def test_neuron_fields_of_different_shapes_are_refused_before_broadcasting(tmp_path):
+    """r [N, 1] and w_in [1, N] are 2N numbers and N^2 once multiplied: nir refuses such a node
+    when it reads a file (named here), and import_nir refuses a graph changed in memory."""
+    path, _ = write_graph(tmp_path)
+    graph = nir.read(path)
+    with h5py.File(path, "r+") as f:
+        for field, shape in (("r", (4, 1)), ("w_in", (1, 4))):
+            del f[f"node/nodes/1/{field}"]
+            f[f"node/nodes/1/{field}"] = np.ones(shape)
+    with pytest.raises(ValueError, match=r"net.nir: not a NIR graph .*same shape"):
+        snn.import_nir(path)
+    graph.nodes["1"].r, graph.nodes["1"].w_in = np.ones((4, 1)), np.ones((1, 4))
+    with pytest.raises(ValueError, match=r"node '1' \(CubaLIF\) has per-neuron fields of different "
+                                         r"shapes.*'r': \(4, 1\).*'w_in': \(1, 4\)"):
+        snn.import_nir(graph)
+
+
+def test_files_nir_cannot_read_are_refused_with_the_path(tmp_path):
+    path = tmp_path / "empty.nir"
+    with h5py.File(path, "w") as f:
+        f["version"] = "1.0"
+    with pytest.raises(ValueError, match=r"empty.nir: not a NIR graph that nir .* can read"):
+        snn.import_nir(path)
