@@ -238,6 +238,10 @@ def _nodes(layers: list[tuple[str, nn.Module]], shape: tuple[int, ...], dt: floa
     return out, tuple(sample.shape[1:])
 
 
+# Layers that return (output, state): nirtorch follows their output [0] and drops the state.
+_STATEFUL = {LIF, LI, LIFRecurrent, LIFCell, LICell, LIFRecurrentCell}
+
+
 class _LeafMap(dict):
     """nirtorch's module map: our exporter for every layer type, our refusal for the rest."""
 
@@ -256,7 +260,8 @@ class _LeafMap(dict):
         return refuse
 
 
-def _traced(model: nn.Module, sample: torch.Tensor, dt: float | None) -> tuple[nir.NIRGraph, float]:
+def _traced(model: nn.Module, sample: torch.Tensor, dt: float | None,
+            sum_pools: bool) -> tuple[nir.NIRGraph, float]:
     """The graph of any ``nn.Module`` whose forward calls supported layers on ``[T, B, ...]``:
     traced with nirtorch (torch.fx), each layer converted by :func:`_nodes` at the shape it saw
     when the model ran one step of ``sample``; layers that become several nodes (a SpikingSequential
@@ -319,7 +324,7 @@ def _traced(model: nn.Module, sample: torch.Tensor, dt: float | None) -> tuple[n
         for n, layer in chain:
             if not isinstance(layer, EXPORTABLE) or isinstance(layer, LIFAdExCell):
                 raise _unsupported(n, layer)
-        nodes, _ = _nodes(chain, (1, *step), dt)
+        nodes, _ = _nodes(chain, (1, *step), dt, sum_pools)  # folds within a SpikingSequential
         if len(nodes) == 1 and not isinstance(m, SpikingSequential):
             return nodes[0][1]
         graph = nir.NIRGraph(nodes=dict(nodes), edges=[], type_check=False)
@@ -346,9 +351,6 @@ def _traced(model: nn.Module, sample: torch.Tensor, dt: float | None) -> tuple[n
         elif isinstance(node, nir.Output):
             node.input_type = node.output_type = {"output": np.array(out.shape[2:])}
     return graph, dt
-
-
-_STATEFUL = {LIF, LI, LIFRecurrent, LIFCell, LICell, LIFRecurrentCell}
 
 
 def _splice(graph: nir.NIRGraph, spliced: dict[int, list[tuple[str, nir.NIRNode]]]) -> nir.NIRGraph:
@@ -430,11 +432,7 @@ def export_nir(model: nn.Module, sample_input: torch.Tensor | None = None,
     elif isinstance(model, nn.Sequential):
         layers, shape, metadata = list(_sequential_layers(model)), (1, *sample_input.shape[1:]), {}
     else:
-        if avg_pool != "avg":
-            raise ValueError("avg_pool='sum' folds across layers, which export_nir does for "
-                             "classifiers and Sequentials only; wrap the layers in a "
-                             "SpikingSequential.")
-        graph, dt = _traced(model, sample_input, dt)
+        graph, dt = _traced(model, sample_input, dt, sum_pools=avg_pool == "sum")
         graph.metadata = {"dt": dt, "source": "snn"}
         if r != 1:
             _voltages_in_tau_mem_over_dt(graph, dt)

@@ -205,6 +205,9 @@ def test_a_users_own_module_exports_by_tracing(tmp_path):
     with torch.no_grad():
         assert torch.equal(imported(x), net(x))
         assert net.features(x).sum() > 0 and net.recurrent(net.project(net.features(x)))[0].sum() > 0
+    # avg_pool="sum" folds within a chain of layers; this pool's next weights are another layer's
+    with pytest.raises(ValueError, match=r"average pool 'features.2' has no Linear or Conv2d"):
+        snn.export_nir(net, x[0], avg_pool="sum")
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # nirtorch.load, under norse's from_nir
