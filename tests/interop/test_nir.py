@@ -155,6 +155,7 @@ def lif_network(dt):
     return SpikingSequential(nn.Linear(4, 8), LIF(p, dt=dt), nn.Linear(8, 6), LIF(p, dt=dt))
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # nirtorch.load, under norse's from_nir
 def test_norse_reads_our_graph_with_the_same_spikes():
     pytest.importorskip("norse")
     from norse.torch import from_nir
