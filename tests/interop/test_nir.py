@@ -271,9 +271,10 @@ def test_traced_modules_refuse_what_has_no_nir_node():
 
 def test_readme_nir_example_runs(tmp_path, monkeypatch):
     import re
-    from pathlib import Path
 
-    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    from tests.helpers import ROOT
+
+    text = (ROOT / "README.md").read_text()
     section = text.split("## NIR: moving networks", 1)[1]
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     monkeypatch.chdir(tmp_path)  # it writes net.nir
