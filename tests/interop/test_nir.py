@@ -108,6 +108,10 @@ def test_sum_pooling_and_flatten_round_trip():
     x = torch.rand(3, 2, 2, 4, 4)  # [T, B, C, H, W]
     graph = snn.export_nir(net, x[0])
     assert isinstance(graph.nodes["0"], nir.SumPool2d) and graph.nodes["1"].start_dim == -3
+    # dims of one sample [2, 2, 2] as NIR reads them, counted from the end so that importers
+    # which apply them to [B, 2, 2, 2] (norse, snntorch) keep the batch
+    assert list(graph.nodes["1"].output_type["output"]) == [8]
+    assert nn.Flatten(graph.nodes["1"].start_dim, graph.nodes["1"].end_dim)(x[0, :, :, :2, :2]).shape == (2, 8)
     with torch.no_grad():
         assert torch.equal(snn.import_nir(graph)(x), net(x))
 
