@@ -120,12 +120,12 @@ def worker(seed: int, cases: int, draw_case: Callable, run_case: Callable) -> No
         print(f"DONE {index}", flush=True)
 
 
-def run_worker(module: str, seed: int, cases: int) -> list[str]:
-    """Runs ``python -m module seed cases`` from the repository root (OMP_NUM_THREADS=2) and fails
-    the calling test on a crash (naming the case), on any FAIL line, or when cases are missing;
-    returns each case's eager outcome (``ok`` or ``error``)."""
-    result = subprocess.run([sys.executable, "-m", module, str(seed), str(cases)], cwd=ROOT,
-                            capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "2"})
+def run_worker(module: str, seed: int, cases: int, threads: int = 2) -> list[str]:
+    """Runs ``python -m module seed cases`` from the repository root (OMP_NUM_THREADS=threads) and
+    fails the calling test on a crash (naming the case), on any FAIL line, or when cases are
+    missing; returns each case's eager outcome (``ok`` or ``error``). The timeout is a hang guard."""
+    result = subprocess.run([sys.executable, "-m", module, str(seed), str(cases)], cwd=ROOT, capture_output=True,
+                            text=True, timeout=900, env={**os.environ, "OMP_NUM_THREADS": str(threads)})
     started, failures, done, eager = None, [], 0, []
     for line in result.stdout.splitlines():
         if line.startswith("START "):

@@ -35,6 +35,7 @@ def test_import_snn_does_not_need_nir():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+@pytest.mark.exactness
 def test_sequential_round_trip_through_a_file_is_exact(tmp_path):
     torch.manual_seed(0)
     per_neuron = LIFParameters(v_th=torch.linspace(0.2, 0.5, 8), v_reset=-0.1, v_leak=0.05,
@@ -85,7 +86,9 @@ def test_classifier_round_trip_gives_the_same_logits(model, tmp_path):
     imported = file_round_trip(graph, tmp_path)
     with torch.no_grad():  # the graph runs on the encoded input; the decoder is applied after it
         logits = DECODERS[net.decoder](imported(net.encoder(x)))
-        assert torch.equal(logits, net(x))
+        # Not bit for bit: the classifier runs its first layer once per image ([B, ...]), the graph
+        # once per step ([T B, ...]), and BLAS may round the two shapes of product differently.
+        torch.testing.assert_close(logits, net(x))
 
 
 def test_batch_norm_is_folded_into_the_conv():
@@ -103,6 +106,7 @@ def test_batch_norm_is_folded_into_the_conv():
         snn.export_nir(net.train(), x[0])
 
 
+@pytest.mark.exactness
 def test_sum_pooling_and_flatten_round_trip():
     net = SpikingSequential(nn.AvgPool2d(2, divisor_override=1), nn.Flatten(), nn.Linear(8, 2), LI())
     x = torch.rand(3, 2, 2, 4, 4)  # [T, B, C, H, W]

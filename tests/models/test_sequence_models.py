@@ -74,6 +74,8 @@ def test_layers_see_the_sequence_time_major():
     assert torch.equal(model(x), v[-4:].mean(0))
 
 
+@pytest.mark.exactness
+@pytest.mark.usefixtures("one_blas_thread")
 def test_fused_model_equals_eager_with_learnable_adaptation():
     """Logits bit-identical and every gradient (weights, per-neuron adaptation and membrane
     constants) within 1e-10 of the eager step loop: the learnable parameters train through the

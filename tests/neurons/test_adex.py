@@ -291,6 +291,8 @@ def test_recurrent_cell_adds_input_and_recurrent_currents():
     assert torch.equal(z, z_ff) and torch.allclose(new.v, ff.v) and torch.equal(new.z, z)
 
 
+@pytest.mark.exactness
+@pytest.mark.usefixtures("one_blas_thread")
 def test_recurrent_layer_loops_the_cell_and_removes_autapses():
     torch.manual_seed(0)
     layer = LIFAdExRecurrent(3, 5)

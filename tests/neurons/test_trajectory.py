@@ -30,6 +30,8 @@ def drive(name: str) -> torch.Tensor:
     return torch.rand(25, 2, 5 if "recurrent" in name else 7, dtype=torch.float64) * 6
 
 
+@pytest.mark.exactness
+@pytest.mark.usefixtures("one_blas_thread")
 @pytest.mark.parametrize("name", LAYERS)
 def test_trajectory_is_the_layers_own_run(name):
     layer = LAYERS[name]().double()

@@ -57,6 +57,8 @@ def lines(ax, prefix):
     return [line for line in ax.get_lines() if line.get_label().startswith(prefix)]
 
 
+@pytest.mark.exactness
+@pytest.mark.usefixtures("one_blas_thread")
 @pytest.mark.parametrize("kind", ["feed_forward", "conv", "recurrent"])
 def test_voltage_view_draws_the_pre_reset_voltage_threshold_and_crossings(kind):
     net, x = model_and_input(kind)

@@ -33,7 +33,9 @@ LAYERS = {"adex": (LIFAdExRecurrent, LIFAdExState), "lif": (LIFRecurrent, LIFSta
 
 
 def test_fuzz_cpp_recurrent_gives_the_eager_result_or_a_clear_error():
-    eager = run_worker(__name__, SEED, CASES)
+    """On one thread, where the loops and the eager loop run their products alike (bit for bit;
+    on more threads the eager loop's products may round otherwise, see test_fused_recurrent.py)."""
+    eager = run_worker(__name__, SEED, CASES, threads=1)
     ran = eager.count("ok")
     assert 0.25 < ran / CASES < 0.9, f"{ran} of {CASES} cases ran in eager: a degenerate draw"
 

@@ -6,7 +6,8 @@ docstring says how and why): ``TRITON_INTERPRET=1`` for each test, programs of 6
 2 x 37 neurons make two programs, the second one partial. Every comparison also checks that the
 triton loops ran (a layer that fell back to ``python`` would pass them too).
 
-Forward: spikes bit-identical to the eager loop, LIF states too; AdEx states within 1e-6 (float32)
+Forward (products on one thread, as the loops run a small step's): spikes bit-identical to the
+eager loop, LIF states too; AdEx states within 1e-6 (float32)
 / 1e-14 (float64) of the largest (numpy's exp under the interpreter, see test_triton.py).
 Backward: gradients of the input, both weight matrices, the initial state and learnable per-neuron
 parameters within 1e-10 (float64) / 1e-6 (float32) of autograd through the step functions,
@@ -120,6 +121,8 @@ def assert_forward_equal(kind, out, final, ref_out, ref_final):
             assert torch.equal(a, b)
 
 
+@pytest.mark.exactness
+@pytest.mark.usefixtures("one_blas_thread")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("kind", ["adex", "lif"])
 def test_forward_matches_the_eager_loop(kind, dtype, triton_runs):
@@ -162,6 +165,8 @@ def test_gradients_float32(kind, method, triton_runs):
     assert_close_gradients(ref, got, TOLERANCE[torch.float32])
 
 
+@pytest.mark.exactness
+@pytest.mark.usefixtures("one_blas_thread")
 @pytest.mark.parametrize("autapses", [False, True])
 @pytest.mark.parametrize("kind", ["adex", "lif"])
 def test_rest_state_and_autapses(kind, autapses, triton_runs):
@@ -197,6 +202,8 @@ def test_gradient_from_the_final_state_only(kind, triton_runs):
     assert ref["x"].abs().max() > 0
 
 
+@pytest.mark.exactness
+@pytest.mark.usefixtures("one_blas_thread")
 def test_symplectic_integrator(triton_runs):
     """AdEx's symplectic integrator: the SYMPLECTIC kernels, with v_reset != v_leak."""
     params = {"integrator": "symplectic", "adaptation_current": 2.0, "v_reset": -0.2}

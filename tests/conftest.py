@@ -1,0 +1,26 @@
+"""Fixtures shared by the test modules."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+
+@pytest.fixture
+def intra_op_threads():
+    """``intra_op_threads(n)`` sets torch's intra-op thread count for the rest of the test; the count
+    is restored after it. BLAS splits a product by the thread count and may round it differently
+    for each (MKL on AVX-512: ``[4, 300] x [300, 300]`` on one thread and on two), so a test that
+    compares products run on different counts must set them itself."""
+    before = torch.get_num_threads()
+    yield torch.set_num_threads
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def one_blas_thread(intra_op_threads):
+    """Runs the test on one intra-op thread: the fused recurrent loops run the products of small
+    steps on one thread (the neuron update of such a step is not worth an OpenMP region), so a
+    test that compares them with the eager loop bit for bit runs the eager loop's products on one
+    thread too."""
+    intra_op_threads(1)
