@@ -42,7 +42,7 @@ def run(tmp_path: Path, run_dir: Path, devices: int, batch_size: int) -> str:
 
 
 def train_py(*args: str) -> str:
-    result = subprocess.run([sys.executable, "train.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    result = subprocess.run([sys.executable, "train.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-4000:]
     return result.stdout + result.stderr
 

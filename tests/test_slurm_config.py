@@ -81,21 +81,21 @@ def test_a_preempted_slurm_job_is_requeued_and_resumes_in_its_run_directory(tmp_
                f"hydra.run.dir={run}", f"paths.data_dir={tmp_path}"]
     process = subprocess.Popen([*command, "trainer.max_epochs=500"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 900
     for path, signum in ((run / "checkpoints" / "last.ckpt", signal.SIGUSR1),
                          (run / "hpc_ckpt_1.ckpt", signal.SIGTERM)):
         while not path.exists() and time.monotonic() < deadline and process.poll() is None:
             time.sleep(0.2)
         time.sleep(0.5)
         os.kill(process.pid, signum)
-    output, _ = process.communicate(timeout=120)
+    output, _ = process.communicate(timeout=900)
     assert process.returncode == 143, output[-3000:]
     assert (tmp_path / "scontrol.log").read_text() == "requeue 4242\n"
     # The rest of the epoch it was saved in, and one more.
     epochs = load_checkpoint(run / "hpc_ckpt_1.ckpt")["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"] + 2
 
     result = subprocess.run([*command, f"trainer.max_epochs={epochs}"], cwd=tmp_path, capture_output=True, text=True,
-                            env={**env, "SLURM_RESTART_COUNT": "1"}, timeout=300)
+                            env={**env, "SLURM_RESTART_COUNT": "1"}, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"Restored all states from the checkpoint at {run / 'hpc_ckpt_1.ckpt'}" in result.stdout + result.stderr
     assert load_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == epochs * 6

@@ -37,10 +37,10 @@ def test_two_runs_claiming_one_directory_at_once_exactly_one_wins(tmp_path):
     processes = [context.Process(target=_claim, args=(run_dir, barrier, results, done)) for _ in range(2)]
     for process in processes:
         process.start()
-    answers = sorted((results.get(timeout=60) for _ in processes), key=lambda a: a != "claimed")
+    answers = sorted((results.get(timeout=900) for _ in processes), key=lambda a: a != "claimed")
     done.set()
     for process in processes:
-        process.join(timeout=60)
+        process.join(timeout=900)
     assert answers[0] == "claimed", answers
     # The winner writes its process id into the lock file just after taking the lock.
     assert re.match(f"The run directory {run_dir} is in use by another run right now "
@@ -55,7 +55,7 @@ def test_a_crashed_runs_claim_does_not_outlive_it(tmp_path):
 
     process = multiprocessing.get_context("fork").Process(target=crash)
     process.start()
-    process.join(timeout=60)
+    process.join(timeout=900)
     assert (tmp_path / ".run.lock").exists()
     claim_run_dir(tmp_path)  # the directory holds no outputs: it is free again
     release_run_dir(tmp_path)
@@ -80,9 +80,9 @@ def test_a_run_that_ended_leaves_a_directory_the_next_run_on_it_refuses(tmp_path
     run = tmp_path / "run"
     command = [sys.executable, str(ROOT / "train.py"), "debug=fdr", "dataset=synthetic", "logger=none",
                f"hydra.run.dir={run}", f"paths.data_dir={tmp_path}"]
-    first = subprocess.run([*command, "seed=1"], cwd=tmp_path, capture_output=True, text=True, timeout=180)
+    first = subprocess.run([*command, "seed=1"], cwd=tmp_path, capture_output=True, text=True, timeout=900)
     assert first.returncode == 0, first.stderr
-    second = subprocess.run([*command, "seed=2"], cwd=tmp_path, capture_output=True, text=True, timeout=180)
+    second = subprocess.run([*command, "seed=2"], cwd=tmp_path, capture_output=True, text=True, timeout=900)
     assert second.returncode == 1
     assert "already holds another run's outputs (.hydra)" in second.stderr.strip().splitlines()[-1]
     assert OmegaConf.load(run / ".hydra" / "config.yaml").seed == 1
@@ -95,7 +95,7 @@ def test_two_runs_started_together_on_one_directory_never_mix(tmp_path):
                  f"seed={seed}", f"hydra.run.dir={run}", f"paths.data_dir={tmp_path}"] for seed in (1, 2)]
     processes = [subprocess.Popen(c, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
                  for c in commands]
-    errors = [process.communicate(timeout=180)[1] for process in processes]
+    errors = [process.communicate(timeout=900)[1] for process in processes]
     codes = [process.returncode for process in processes]
     assert sorted(codes) == [0, 1], errors
     winner, loser = (0, 1) if codes[0] == 0 else (1, 0)
@@ -112,7 +112,7 @@ def test_runs_started_in_the_same_second_get_their_own_directories(tmp_path):
     processes = [subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
                  for _ in range(2)]
     for process in processes:
-        assert process.wait(timeout=180) == 0, process.stderr.read()[-2000:]
+        assert process.wait(timeout=900) == 0, process.stderr.read()[-2000:]
     runs = sorted(p.parent.parent for p in (tmp_path / "outputs").glob("*/*/.hydra/config.yaml"))
     assert len(runs) == 2 and runs[0] != runs[1]
     assert all(re.fullmatch(r"\d\d-\d\d-\d\d_[0-9a-f]{6}", r.name) for r in runs), runs

@@ -123,7 +123,7 @@ def cache_copy(session_build, tmp_path):
 
 
 def probe(location, **env):
-    result = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=300,
+    result = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=900,
                             env={**os.environ, "TORCH_EXTENSIONS_DIR": os.path.dirname(location.directory),
                                  **env})
     assert result.returncode == 0, f"exit {result.returncode} (negative: a signal)\n{result.stderr[-3000:]}"
