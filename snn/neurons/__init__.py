@@ -12,6 +12,7 @@ from .adex import (
     LIFAdExRecurrent,
     LIFAdExRecurrentCell,
     LIFAdExState,
+    lif_adex_current_encoder,
     lif_adex_feed_forward_step,
     lif_adex_step,
 )
@@ -35,7 +36,8 @@ __all__ = [
     "LIF", "LIFCell", "LIFFeedForwardState", "LIFParameters", "LIFRecurrent", "LIFRecurrentCell",
     "LIFState", "lif_feed_forward_step", "lif_step",
     "LIFAdEx", "LIFAdExCell", "LIFAdExFeedForwardState", "LIFAdExParameters", "LIFAdExRecurrent",
-    "LIFAdExRecurrentCell", "LIFAdExState", "lif_adex_feed_forward_step", "lif_adex_step",
+    "LIFAdExRecurrentCell", "LIFAdExState", "lif_adex_current_encoder", "lif_adex_feed_forward_step",
+    "lif_adex_step",
     "SURROGATES", "register_surrogate", "spike",
     "Trajectory", "trajectory",
 ]

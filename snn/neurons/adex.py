@@ -184,6 +184,25 @@ def lif_adex_feed_forward_step(
     return z, LIFAdExFeedForwardState(v_new, i_decayed, a_new)
 
 
+def lif_adex_current_encoder(
+    input_current: torch.Tensor,
+    voltage: torch.Tensor,
+    adaptation: torch.Tensor,
+    p: LIFAdExParameters = LIFAdExParameters(),
+    dt: float = 0.001,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    r"""One step of an AdEx neuron driven by ``input_current`` directly (no synaptic current), as
+    norse's function of this name: :func:`lif_adex_feed_forward_step` with :math:`i = 0`, so
+    :math:`i_j = x`. Returns ``(z, v', a')``.
+
+    norse 1.1.0's sets :math:`a' = \tau_{\text{ada}}^{-1} (a_{\text{current}} (v' - v_{\text{leak}}) - a)
+    + z\, a_{\text{spike}}` (no :math:`a +`, no :math:`\Delta t`): not an Euler step of the
+    adaptation. Ours is the step above; ``z`` and ``v'`` agree with norse's."""
+    state = LIFAdExFeedForwardState(voltage, voltage.new_zeros(()), adaptation)
+    z, new = lif_adex_feed_forward_step(input_current, state, p, dt)
+    return z, new.v, new.a
+
+
 def lif_adex_step(
     input_tensor: torch.Tensor,
     state: LIFAdExState,

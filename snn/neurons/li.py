@@ -119,5 +119,5 @@ class LILinearCell(Projection, LICell):
         self.check_weights(input_tensor)
         if state is None:
             state = self.rest_state(input_tensor.new_zeros(hidden_shape))
-        self.check_state(state, hidden_shape, LIState, like=input_tensor)
+        state = self.check_state(state, hidden_shape, LIState, like=input_tensor)
         return li_step(input_tensor, state, self.input_weights, self.neuron_parameters(input_tensor), self.dt)

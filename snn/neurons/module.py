@@ -200,10 +200,56 @@ class NeuronModule(nn.Module):
     def p(self) -> NamedTuple:
         """The parameters as the NamedTuple, as in norse (``cell.p.v_leak``): the module's current
         tensors themselves (buffers, and the ``nn.Parameter`` of each learnable field, unclamped),
-        plus ``method``, ``alpha`` (and AdEx's ``integrator``). Read-only: change a value through its
-        tensor (``cell.v_th.fill_(0.8)``) or build a new module."""
+        plus ``method``, ``alpha`` (and AdEx's ``integrator``).
+
+        Assignable as in norse (``cell.p = cell.p._replace(v_th=0.8)``): each changed field is set
+        with :meth:`set_constant` (learnable ones stay the same ``nn.Parameter``, so an optimizer
+        holding them keeps training them), the options are replaced; everything is checked first."""
         return self.parameters_class(**{name: getattr(self, name) for name in self._tensor_fields},
                                      **self.options)
+
+    @p.setter
+    def p(self, p: NamedTuple) -> None:
+        if not isinstance(p, self.parameters_class):
+            raise ValueError(f"{type(self).__name__}.p must be a {self.parameters_class.__name__}, "
+                             f"got {type(p).__name__}.")
+        if "method" in p._fields:
+            surrogate_derivative(p.method)
+            check_alpha(p.alpha)
+        if "integrator" in p._fields:
+            check_integrator(p.integrator)
+        changed = {}
+        for name in self._tensor_fields:
+            value, current = getattr(p, name), getattr(self, name)
+            if value is current:  # the field as .p gave it: unchanged
+                continue
+            tensor = _as_float_tensor(name, value)
+            check_range(self.parameters_class.__name__, name, tensor)
+            changed[name] = tensor
+        for name, tensor in changed.items():
+            self.set_constant(name, tensor)
+        self.surrogate = {f: getattr(p, f) for f in SURROGATE_FIELDS if f in p._fields}
+        self.options = {f: getattr(p, f) for f in OPTION_FIELDS if f in p._fields}
+
+    @torch.no_grad()
+    def set_constant(self, name: str, value: Any) -> None:
+        """Sets constant ``name`` to ``value`` (checked against :data:`PARAMETER_RANGES`): a fixed
+        one's buffer is replaced (any shape that broadcasts to the neurons), a learnable one's
+        ``nn.Parameter`` is written in place (``value`` broadcasts to its shape)."""
+        if name not in self._tensor_fields:
+            raise ValueError(f"{type(self).__name__} has no constant {name!r}; its constants are "
+                             f"{self._tensor_fields}.")
+        tensor = _as_float_tensor(name, value)
+        check_range(self.parameters_class.__name__, name, tensor)
+        if name not in self.learnable:
+            buffer = self._buffers[name]
+            self._buffers[name] = tensor.to(device=buffer.device, dtype=buffer.dtype).clone()
+            return
+        param = self._parameters[name]
+        if not broadcasts_to(tensor.shape, param.shape):
+            raise ValueError(f"{type(self).__name__}.{name} is learnable with shape {list(param.shape)}; got a "
+                             f"value of shape {list(tensor.shape)}.")
+        param.copy_(tensor.to(param).expand(param.shape))
 
     def neuron_parameters(self, like: torch.Tensor) -> NamedTuple:
         """The parameter NamedTuple with every tensor in the dtype of ``like`` (the input)."""
@@ -264,21 +310,28 @@ class NeuronModule(nn.Module):
         return neuron_shape
 
     def check_state(self, state: Any, neuron_shape: torch.Size, state_class: type[NamedTuple],
-                    like: torch.Tensor) -> None:
-        """Checks ``state`` is a ``state_class`` of dense tensors of the neuron shape and, given the
-        input ``like``, of its dtype and on its device: every backend then sees the same arguments
-        (the eager step would promote a float64 state, the fused loops compute in the input's
-        dtype). A ValueError names the field and the fix."""
+                    like: torch.Tensor) -> NamedTuple:
+        """Checks ``state`` is a ``state_class`` of dense tensors that broadcast to the neuron shape
+        and, given the input ``like``, of its dtype and on its device (0-dim ones are converted):
+        every backend then sees the same arguments (the eager step would promote a float64 state,
+        the fused loops compute in the input's dtype). Returns the state with every field expanded
+        to the neuron shape (as norse's steps broadcast it). A ValueError names the field and the
+        fix."""
         if not isinstance(state, state_class):
             raise ValueError(
                 f"{type(self).__name__} expects state=None or a {state_class.__name__}, got {type(state).__name__}."
             )
+        fields = {}
         for name, value in zip(state._fields, state, strict=True):
-            if not isinstance(value, torch.Tensor) or value.shape != neuron_shape:
+            if isinstance(value, torch.Tensor) and value.dim() == 0 and value.is_floating_point():
+                # A 0-dim tensor (norse's tests pass v=cell.p.v_leak) takes the input's dtype and device,
+                # as in torch's type promotion, where a 0-dim operand never sets the result's dtype.
+                value = value.to(device=like.device, dtype=like.dtype)
+            if not isinstance(value, torch.Tensor) or not broadcasts_to(value.shape, neuron_shape):
                 got = list(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
                 raise ValueError(
                     f"{type(self).__name__}: state.{name} must have shape {list(neuron_shape)} "
-                    f"(the input without its time dimension), got {got}."
+                    f"(the input without its time dimension) or one that broadcasts to it, got {got}."
                 )
             if value.layout != torch.strided:
                 raise ValueError(f"{type(self).__name__}: state.{name} must be a dense tensor, got a "
@@ -290,6 +343,8 @@ class NeuronModule(nn.Module):
                     f"is {like.dtype} on {like.device}; pass state=None to start from rest, or convert "
                     f"the state to the input x: {state_class.__name__}(*(s.to(x) for s in state))."
                 )
+            fields[name] = value.expand(neuron_shape)  # a view, as norse's steps broadcast it
+        return state_class(**fields)
 
     def forward(self, input_tensor: torch.Tensor, state: NamedTuple | None = None):
         """Cell: ``[B, ...] -> (output, state)``. Layer: ``[T, B, ...] -> (outputs [T, B, ...], final state)``.
@@ -299,7 +354,7 @@ class NeuronModule(nn.Module):
         neuron_shape = self.check_input(input_tensor, self.time_major)
         if state is None:
             state = self.rest_state(input_tensor.new_zeros(neuron_shape), materialize=False)
-        self.check_state(state, neuron_shape, self.state_class, like=input_tensor)
+        state = self.check_state(state, neuron_shape, self.state_class, like=input_tensor)
         p = self.neuron_parameters(input_tensor)
         if not self.time_major:
             return type(self).step(input_tensor, state, p, self.dt)
@@ -460,7 +515,7 @@ class RecurrentNeuronModule(Projection, NeuronModule):
         self.check_weights(input_tensor)
         if state is None:  # v a broadcast of v_leak: the fused loops then save no initial voltage
             state = self.rest_state(input_tensor.new_zeros(hidden_shape), materialize=False)
-        self.check_state(state, hidden_shape, self.state_class, like=input_tensor)
+        state = self.check_state(state, hidden_shape, self.state_class, like=input_tensor)
         p = self.neuron_parameters(input_tensor)
         w_in, w_rec = self.input_weights, self.effective_recurrent_weights()
         step = type(self).step

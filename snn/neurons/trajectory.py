@@ -50,7 +50,7 @@ def trajectory(
     neuron_shape = layer.check_input(input_tensor, time_major=True)
     if state is None:
         state = layer.rest_state(input_tensor.new_zeros(neuron_shape))
-    layer.check_state(state, neuron_shape, layer.state_class, like=input_tensor)
+    state = layer.check_state(state, neuron_shape, layer.state_class, like=input_tensor)
     p = layer.neuron_parameters(input_tensor)
     step, subthreshold = type(layer).step, type(layer).subthreshold
     if isinstance(layer, RecurrentNeuronModule):

@@ -420,3 +420,118 @@ def test_float32_parameters_make_norse_round_dt_times_tau():
              if f not in ("method", "alpha")}
     _, s_norse_exact = norse.LIFAdEx(norse.LIFAdExParameters(**exact))(x)
     assert_same_states(s, s_norse_exact)
+
+
+def test_norse_defaults_train_as_ours_at_alpha_1():
+    """The practical consequence of norse's ``super``: with both libraries' defaults (``super``,
+    alpha 100) the input gradients differ several-fold; ours with ``alpha=1`` gives norse's."""
+    g = torch.Generator().manual_seed(11)
+    x = make_input("random", g, (100, B, N)) * 2
+    grads = {}
+    for name, layer in [("norse", norse.LIFAdEx(norse.LIFAdExParameters())), ("ours", LIFAdEx()),
+                        ("ours_alpha_1", LIFAdEx(LIFAdExParameters(alpha=1.0)))]:
+        xg = x.clone().requires_grad_()
+        z, s = layer(xg)
+        loss_of(z, s, torch.Generator().manual_seed(12)).backward()
+        grads[name] = xg.grad
+    assert_some_spikes(z)
+    torch.testing.assert_close(grads["ours_alpha_1"], grads["norse"], rtol=1e-5, atol=1e-6)
+    assert grads["norse"].abs().sum() > 2 * grads["ours"].abs().sum()  # 225 vs 79 here
+
+
+def test_rest_state_v_leak_gets_the_gradient_norse_detaches():
+    """From rest (state=None) norse starts from ``v_leak.detach()``; ours from ``v_leak`` itself, so
+    a learnable ``v_leak`` also gets the gradient of the initial voltage: ours = norse's + d/dv0."""
+    ours_p, norse_p = parameter_pair(LIFAdExParameters, ADEX_CUSTOM, "super", 1.0)
+    x = make_input("random", torch.Generator().manual_seed(13), (60, B, N)) * 2
+
+    def v_leak_grad(layer, p_leak, state=None):
+        z, s = layer(x, state)
+        loss_of(z, s, torch.Generator().manual_seed(14)).backward()
+        return p_leak.grad
+
+    norse_p = norse_p._replace(v_leak=norse_p.v_leak.requires_grad_())
+    g_norse = v_leak_grad(norse.LIFAdEx(norse_p), norse_p.v_leak)
+    ours = LIFAdEx(ours_p, learnable=["v_leak"]).double()
+    g_ours = v_leak_grad(ours, ours.v_leak)
+    detached = LIFAdEx(ours_p, learnable=["v_leak"]).double()
+    v0 = torch.full((B, N), float(ours_p.v_leak), dtype=F64, requires_grad=True)
+    rest = LIFAdExFeedForwardState(v0, torch.zeros(B, N, dtype=F64), torch.zeros(B, N, dtype=F64))
+    g_detached = v_leak_grad(detached, detached.v_leak, rest)
+    torch.testing.assert_close(g_detached, g_norse, rtol=1e-9, atol=ATOL)
+    torch.testing.assert_close(g_ours, g_norse + v0.grad.sum(), rtol=1e-9, atol=ATOL)
+    assert v0.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("method", ["super", "heaviside"])
+def test_recurrent_lif_reset_gradient_differs_from_norse_only_through_the_spike(method):
+    """norse's ``lif_step`` detaches the spike in the reset (its other steps do not); ours does
+    not. The forward is the same, and the gradients agree exactly when the spike has none
+    (heaviside); with a surrogate they differ."""
+    ours_p, norse_p = parameter_pair(LIFParameters, LIF_CUSTOM, method, 1.0)
+    g = torch.Generator().manual_seed(15)
+    w_in, w_rec = recurrent_weights(g, 4, N)
+    x = make_input("random", g, (80, B, 4)).abs()
+    results = []
+    for layer in (LIFRecurrent(4, N, ours_p, input_weights=w_in, recurrent_weights=w_rec).double(),
+                  norse.LIFRecurrent(4, N, norse_p, input_weights=w_in.clone(), recurrent_weights=w_rec.clone())):
+        xg = x.clone().requires_grad_()
+        z, s = layer(xg)
+        loss_of(z, s, torch.Generator().manual_seed(16)).backward()
+        results.append((z, xg.grad))
+    (z, grad), (z_norse, grad_norse) = results
+    assert_some_spikes(z)
+    assert torch.equal(z, z_norse)
+    if method == "heaviside":
+        torch.testing.assert_close(grad, grad_norse, rtol=1e-9, atol=ATOL)
+    else:
+        assert not torch.allclose(grad, grad_norse, rtol=1e-3, atol=1e-6)
+
+
+def test_exponential_is_clamped_where_norse_overflows():
+    """At ``v - v_th > 20 delta_T`` ours clamps the exponent (finite everywhere); norse's overflows.
+    Below that both agree (the forward tests above)."""
+    state = LIFAdExFeedForwardState(torch.full((1, 1), 1000.0, dtype=F64), torch.zeros(1, 1, dtype=F64),
+                                    torch.zeros(1, 1, dtype=F64))
+    x = torch.zeros(1, 1, dtype=F64)
+    _, ours = LIFAdExCell()(x, state)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _, theirs = norse.LIFAdExCell()(x, norse.LIFAdExFeedForwardState(*state))
+    assert all(torch.isfinite(s).all() for s in ours)
+    assert not all(torch.isfinite(s).all() for s in theirs)
+
+
+def test_current_encoder_integrates_the_adaptation_norse_sets_without_dt():
+    """``lif_adex_current_encoder``: spikes and voltage as norse's; its adaptation is
+    ``tau_ada_inv (a_current (v' - v_leak) - a) + z a_spike``, ours the Euler step of the
+    feed-forward neuron with no synaptic current."""
+    from norse.torch.functional.lif_adex import lif_adex_current_encoder as norse_encoder
+
+    from snn.neurons import lif_adex_current_encoder, lif_adex_feed_forward_step
+
+    ours_p, norse_p = parameter_pair(LIFAdExParameters, ADEX_CUSTOM)
+    g = torch.Generator().manual_seed(17)
+    v, a = random_state(LIFAdExFeedForwardState, g).v, torch.rand(B, N, generator=g, dtype=F64)
+    x = make_input("random", g, (B, N)) * 40
+    z, v_new, a_new = lif_adex_current_encoder(x, v, a, ours_p)
+    z_norse, v_norse, a_norse = norse_encoder(x, v, a, norse_p)
+    assert 0 < z.sum() < z.numel() and torch.equal(z, z_norse)
+    torch.testing.assert_close(v_new, v_norse, rtol=0, atol=ATOL)
+    p = ours_p
+    torch.testing.assert_close(a_norse, p.tau_ada_inv * (p.adaptation_current * (v_norse - p.v_leak) - a)
+                               + z * p.adaptation_spike, rtol=0, atol=ATOL)
+    step_z, step = lif_adex_feed_forward_step(x, LIFAdExFeedForwardState(v, torch.zeros_like(v), a), p)
+    assert torch.equal(step_z, z) and torch.equal(step.v, v_new) and torch.equal(step.a, a_new)
+    assert not torch.allclose(a_new, a_norse)
+
+
+def test_rest_state_needs_no_gradient_where_norse_asks_for_one():
+    """norse's rest state sets ``requires_grad=True`` on ``v``, so a module without parameters fed
+    an input without gradient still builds a graph; ours starts from a constant: nothing to
+    differentiate until the input or the state asks for it."""
+    x = make_input("random", torch.Generator().manual_seed(18), (10, B, N))
+    norse.LIFAdEx()(x)[0].sum().backward()  # norse: a graph from its rest state alone
+    with pytest.raises(RuntimeError, match="does not require grad"):
+        LIFAdEx()(x)[0].sum().backward()
+    LIFAdEx()(x.clone().requires_grad_())[0].sum().backward()  # the fix the README gives

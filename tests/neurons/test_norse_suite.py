@@ -5,7 +5,7 @@ norse's wheel ships its tests (``norse/torch/{module,functional}/test/``). Each 
 imported, every name it imported from norse is replaced by ours of the same name (classes,
 parameter and state NamedTuples, step functions), and its test functions run unchanged, with
 norse's own marks (e.g. "no cuda device"). A test that uses a norse function we do not provide
-(``lif_adex_current_encoder``, ``lif_feed_forward_integral``, ...) is skipped naming it; a test of
+(LIF's ``lif_current_encoder`` and ``lif_feed_forward_integral``) is skipped naming it; a test of
 behaviour that is deliberately not ours is skipped with the reason (``DELIBERATE``). norse's
 ``torch.compile`` tests take ~40 s together and are marked slow.
 
@@ -103,6 +103,54 @@ def test_p_drives_the_step_function_as_in_norse():
     )
 
 
+def test_p_is_assignable_as_in_norse():
+    """``cell.p = cell.p._replace(...)`` (norse code does this): fixed fields replace the buffers,
+    learnable ones are written into the same ``nn.Parameter`` (an optimizer holding it keeps
+    training it), options change, and the cell computes with the new values."""
+    cell = LIFAdExCell(LIFAdExParameters(method="super", alpha=100.0), learnable=("tau_mem_inv",), shape=(4,))
+    tau = cell.tau_mem_inv
+    optimizer = torch.optim.SGD(cell.parameters(), lr=1.0)
+    cell.p = cell.p._replace(v_th=0.8, tau_mem_inv=torch.full((4,), 150.0), alpha=5.0, method="atan")
+    assert cell.tau_mem_inv is tau and optimizer.param_groups[0]["params"][0] is tau
+    assert torch.equal(tau.detach(), torch.full((4,), 150.0)) and float(cell.v_th) == 0.8
+    assert cell.p.method == "atan" and cell.p.alpha == 5.0
+    x = torch.rand(3, 4, dtype=torch.float64) * 3
+    expected = LIFAdExCell(LIFAdExParameters(v_th=0.8, tau_mem_inv=150.0, method="atan", alpha=5.0)).double()
+    state = expected.initial_state(x)
+    assert torch.equal(cell.double()(x, state)[1].v, expected(x, state)[1].v)
+    cell.p = cell.p._replace(v_th=torch.linspace(0.5, 1.0, 4))  # a per-neuron buffer replaces a scalar
+    assert cell.v_th.shape == (4,)
+
+
+def test_p_assignment_is_checked_before_anything_changes():
+    cell = LIFAdExCell()
+    for bad, match in [(dict(tau_mem_inv=-1.0), "tau_mem_inv"), (dict(method="relu"), "relu"),
+                       (dict(delta_T=0.0), "delta_T")]:
+        with pytest.raises(ValueError, match=match):
+            cell.p = cell.p._replace(v_th=0.3, **bad)
+        assert float(cell.v_th) == 1.0 and cell.p.method == "super"
+    with pytest.raises(ValueError, match="LIFAdExParameters"):
+        cell.p = LIFParameters()
+
+
+@pytest.mark.parametrize("cls", [LIFAdExCell, LIFAdEx, LIFCell, LICell, LI])
+def test_broadcastable_states_are_expanded_as_norse_does(cls):
+    """A state field that broadcasts to the neurons (``v=cell.p.v_leak``, a 0-dim float64 buffer,
+    with float32 input: norse's own test) runs as its expansion; one that does not is refused."""
+    layer = cls()
+    x = torch.rand(5, 2, 4) * 3
+    full = layer.initial_state(x)
+    given = type(full)(**{f: (layer.p.v_leak if f == "v" else getattr(full, f)[:1]) for f in full._fields})
+    out, state = layer(x, given)
+    expected, expected_state = layer(x, full)
+    assert torch.equal(out, expected) and all(torch.equal(a, b) for a, b in zip(state, expected_state, strict=True))
+    wrong = type(full)(**{f: (torch.zeros(3) if f == "v" else getattr(full, f)) for f in full._fields})
+    with pytest.raises(ValueError, match="state.v must have shape .* or one that broadcasts to it, got \\[3\\]"):
+        layer(x, wrong)
+
+
+@pytest.mark.exactness
+@pytest.mark.usefixtures("one_blas_thread")
 @pytest.mark.parametrize("backend", ["python", "eager"])
 @pytest.mark.parametrize("cls", [LIFAdExRecurrent, LIFRecurrent])
 def test_recurrent_layers_take_any_batch_shape_on_every_backend(cls, backend):
@@ -148,11 +196,6 @@ DELIBERATE = {
     "test_lif_feedforward_layer_backward": FALLBACK_GRAD,
     "test_lif_feedforward_layer_backward_iteration": FALLBACK_GRAD,
     "test_backward_model": FALLBACK_GRAD,
-    "test_lif_adex_feedforward_cell_state": (
-        "it passes cell.p.v_leak (a 0-dim tensor) as the state's v; our modules require every "
-        "state tensor to have the neuron shape and the input's dtype, so that every backend gets "
-        "the same arguments (use cell.initial_state(x), or v_leak.expand_as(x))"
-    ),
     "test_lif_datatype": (
         "it feeds bool and sparse input; our modules take dense floating-point input and say so "
         "(cast with x.float(), x.to_dense())"
@@ -235,7 +278,6 @@ def test_norse_suite_replaces_every_neuron_name():
         for imported in _norse_names(module):
             (replaced if hasattr(ours, imported) else missing).add(imported)
     assert missing == {
-        "lif_adex_current_encoder",
         "lif_current_encoder",
         "lif_feed_forward_integral",
         "lif_step_integral",
