@@ -28,6 +28,7 @@ from snn.training import (
     build_from_config,
     check_model_config,
     load_checkpoint,
+    quiet_third_party,
 )
 from snn.training.config_errors import ConfigError, explain_composition_error
 from snn.training.evaluation import evaluate_checkpoint
@@ -38,6 +39,7 @@ from snn.training.signals import exit_on_sigterm
 
 CONF_DIR = Path(__file__).parent / "conf"
 register_run_id()
+quiet_third_party()  # before Hydra starts: its sweeper opens an Optuna study first
 
 
 def _container(node) -> dict | None:

@@ -1,5 +1,6 @@
 """The neuron library stays torch-only, and the README's example runs as written."""
 
+import os
 import re
 import subprocess
 import sys
@@ -26,3 +27,36 @@ def test_readme_neuron_example_runs():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "[100, 16, 64]" in out.stdout.replace("torch.Size(", "").replace(")", "")
+
+
+def test_importing_and_running_layers_on_the_cpu_prints_nothing(tmp_path):
+    """``import snn`` and a first call of every layer kind on the default backend (which loads the
+    C++ kernels, and with them torch's extension builder) write nothing to stdout or stderr, even
+    where CUDA_HOME exists on a machine without a GPU (torch's builder logs "No CUDA runtime is
+    found" there on import)."""
+    code = (
+        "import torch, snn, snn.neurons\n"
+        "from snn.neurons import LI, LIF, LIFAdEx, LIFAdExRecurrent\n"
+        "x = torch.rand(5, 2, 3)\n"
+        "for layer in (LIFAdEx(), LIF(), LI(), LIFAdExRecurrent(3, 4)):\n"
+        "    layer(x)\n"
+    )
+    cuda_home = tmp_path / "cuda"
+    cuda_home.mkdir()
+    env = {**os.environ, "CUDA_HOME": str(cuda_home)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=900)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "" and out.stderr == "", out.stdout + out.stderr
+
+
+def test_the_cuda_notice_filter_drops_only_that_line():
+    import logging
+
+    from snn.neurons.fused.cpp.build import _cpp_extension
+
+    _cpp_extension()
+    logger = logging.getLogger("torch.utils.cpp_extension")
+    notice = "No CUDA runtime is found, using CUDA_HOME='%s'"
+    record = logger.makeRecord(logger.name, logging.WARNING, __file__, 1, notice, ("/x",), None)
+    other = logger.makeRecord(logger.name, logging.WARNING, __file__, 1, "Error building extension", (), None)
+    assert not logger.filter(record) and logger.filter(other)

@@ -213,11 +213,7 @@ class NeuronModule(nn.Module):
         if not isinstance(p, self.parameters_class):
             raise ValueError(f"{type(self).__name__}.p must be a {self.parameters_class.__name__}, "
                              f"got {type(p).__name__}.")
-        if "method" in p._fields:
-            surrogate_derivative(p.method)
-            check_alpha(p.alpha)
-        if "integrator" in p._fields:
-            check_integrator(p.integrator)
+        kernel_options = KernelOptions.of(p)  # checks method, alpha and integrator
         changed = {}
         for name in self._tensor_fields:
             value, current = getattr(p, name), getattr(self, name)
@@ -228,6 +224,7 @@ class NeuronModule(nn.Module):
             changed[name] = tensor
         for name, tensor in changed.items():
             self.set_constant(name, tensor)
+        self.kernel_options = kernel_options
         self.surrogate = {f: getattr(p, f) for f in SURROGATE_FIELDS if f in p._fields}
         self.options = {f: getattr(p, f) for f in OPTION_FIELDS if f in p._fields}
 

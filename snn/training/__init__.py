@@ -19,6 +19,7 @@ from .monitoring import (
     SpikeRasterPlot,
     SpikeStatistics,
 )
+from .quiet import quiet_third_party
 from .summary import SpikingModelSummary, neuron_counts, summary_table
 
 __all__ = [
@@ -28,4 +29,5 @@ __all__ = [
     "CheckpointError", "CheckpointWriteError", "NonFiniteCheckpointError", "SafeCheckpointIO",
     "InterruptCheckpoint", "NonFiniteError", "NonFiniteGuard",
     "ConfigHyperparameters", "NeuronParameterHistograms", "SpikeRasterPlot", "SpikeStatistics",
+    "quiet_third_party",
 ]

@@ -31,6 +31,7 @@ import contextlib
 import ctypes
 import hashlib
 import json
+import logging
 import os
 import platform
 import sys
@@ -71,10 +72,22 @@ class _LoadError(RuntimeError):
     """A failure to build or load the kernels, said in a sentence (the warning of ``auto`` quotes it)."""
 
 
+class _NoCudaRuntimeNotice(logging.Filter):
+    """Drops the one line torch's extension builder logs on import where ``CUDA_HOME`` exists but no
+    GPU does ("No CUDA runtime is found, using CUDA_HOME=..."): our kernels are C++ for the CPU and
+    never use CUDA, so on a CPU machine the line says nothing about them. Its other messages pass."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("No CUDA runtime is found")
+
+
 def _cpp_extension():
     """``torch.utils.cpp_extension``, imported when a build needs it, not with this module: it takes
     about 0.1 s to import and warns on machines without CUDA, a cost for every process that uses
     ``snn.neurons`` whether it runs the ``cpp`` backend or not."""
+    logger = logging.getLogger("torch.utils.cpp_extension")  # the module's own logger, made ahead of it
+    if not any(isinstance(f, _NoCudaRuntimeNotice) for f in logger.filters):
+        logger.addFilter(_NoCudaRuntimeNotice())
     from torch.utils import cpp_extension
 
     return cpp_extension
