@@ -55,7 +55,7 @@ def run_variant(overrides: list[str], steps: int, out_dir: Path) -> dict[str, fl
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=[
             "experiment=fashion_mnist_adex", *overrides,
-            f"+trainer.max_steps={steps}", f"+trainer.val_check_interval={steps}", "test=false",
+            f"trainer.max_steps={steps}", f"trainer.val_check_interval={steps}", "test=false",
             "logger=csv", f"paths.output_dir={out_dir}", "callbacks.progress_bar=null",
         ])
     start = time.perf_counter()

@@ -1,5 +1,6 @@
 """Hydra configs: every option of every group composes and instantiates; CLI overrides reach the model."""
 
+import re
 import subprocess
 import sys
 
@@ -157,7 +158,7 @@ def test_command_line_sweep(tmp_path):
     sweep_dir = tmp_path / "multirun"
     command = [sys.executable, "train.py", "-m", "model=adex,lif", "seed=1,2", "debug=fdr", "dataset=synthetic",
                "logger=none", f"hydra.sweep.dir={sweep_dir}", f"paths.data_dir={tmp_path}"]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     runs = sorted(p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit())
     configs = [OmegaConf.load(r / ".hydra" / "config.yaml") for r in runs]
@@ -168,3 +169,51 @@ def test_command_line_sweep(tmp_path):
 def test_synthetic_dataset_is_built_from_config(tmp_path):
     _, datamodule, _ = build(make_cfg(tmp_path, "dataset=synthetic", "dataset.num_classes=5", "dataset.noise=0.7"))
     assert isinstance(datamodule, SyntheticDataModule) and datamodule.num_classes == 5 and datamodule.noise == 0.7
+
+
+COMMON_TRAINER_KEYS = ["max_steps=60", "max_time=00:00:05:00", "limit_train_batches=40", "limit_val_batches=0.5",
+                       "limit_test_batches=3", "val_check_interval=20", "num_sanity_val_steps=0",
+                       "accumulate_grad_batches=2", "overfit_batches=4", "fast_dev_run=true"]
+
+
+@pytest.mark.parametrize("trainer", options("trainer"))
+def test_common_trainer_arguments_need_no_plus(tmp_path, trainer):
+    """Lightning's limit_*_batches, max_steps, ... are declared in conf/trainer/default.yaml (every
+    trainer option starts from it), so ``trainer.limit_train_batches=40`` works without Hydra's
+    ``+``; each declared key is a Trainer argument, and its default is Lightning's."""
+    import inspect
+
+    import lightning
+
+    cfg = make_cfg(tmp_path, f"trainer={trainer}", *(f"trainer.{o}" for o in COMMON_TRAINER_KEYS))
+    assert cfg.trainer.limit_train_batches == 40 and cfg.trainer.fast_dev_run is True
+    arguments = inspect.signature(lightning.pytorch.Trainer.__init__).parameters
+    declared = OmegaConf.load(CONF / "trainer" / "default.yaml")
+    assert all(key in arguments for key in declared if not key.startswith("_")), "not a Trainer argument"
+    for key in (o.split("=")[0] for o in COMMON_TRAINER_KEYS):
+        assert declared[key] == arguments[key].default, key
+
+
+README_TABLE = "### Config groups (`conf/`)"
+
+
+def readme_options() -> dict[str, set[str]]:
+    """The options the README's config table lists per group: the backticked names in each row."""
+    text = (ROOT / "README.md").read_text().split(README_TABLE, 1)[1]
+    table = text.strip().split("\n\n", 1)[0].splitlines()[2:]  # without the header and its rule
+    rows = {}
+    for line in table:
+        group, listed = line.split("|")[1:3]
+        rows[group.strip().strip("`").rstrip("/")] = set(re.findall(r"`([\w.]+)`", listed))
+    return rows
+
+
+def test_the_readme_config_reference_lists_every_option():
+    """Every group of conf/ (and model/neuron/, hydra/launcher/) has a row in the README's table
+    that names exactly its options: a new option, or a removed one, fails here until the README
+    says so."""
+    groups = sorted(str(p.parent.relative_to(CONF)) for p in CONF.glob("**/*.yaml") if p.parent != CONF)
+    listed = readme_options()
+    assert set(listed) == set(groups)
+    for group in set(groups):
+        assert listed[group] == set(options(group)), group

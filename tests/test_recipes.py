@@ -128,8 +128,8 @@ def test_ablation_variants_compose():
 @pytest.mark.skipif(not FASHION_DIR.is_dir(), reason="Fashion-MNIST is not installed")
 def test_fashion_recipe_learns_in_a_few_steps(tmp_path):
     cfg = compose_config("experiment=fashion_mnist_adex", f"paths.output_dir={tmp_path}",
-                   f"paths.data_dir={tmp_path / 'data'}", "+trainer.max_steps=60", "+trainer.val_check_interval=60",
-                   "+trainer.limit_val_batches=10", "test=false", "logger=none", "callbacks.progress_bar=null")
+                   f"paths.data_dir={tmp_path / 'data'}", "trainer.max_steps=60", "trainer.val_check_interval=60",
+                   "trainer.limit_val_batches=10", "test=false", "logger=none", "callbacks.progress_bar=null")
     assert train(cfg) > 0.6  # 10 classes: chance is 0.1
 
 

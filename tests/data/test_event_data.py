@@ -594,14 +594,14 @@ def test_a_few_training_steps_through_train_py(tmp_path, dataset, model, extra):
         "dataset.download=false",
         "dataset.val_size=2",
         "dataset.batch_size=4",
-        "+trainer.limit_train_batches=2",
+        "trainer.limit_train_batches=2",
         "trainer.max_epochs=1",
         "trainer.accelerator=cpu",
         "logger=csv",
         "test=true",
         "dataset.num_workers=0",
-        "+trainer.limit_val_batches=1",
-        "+trainer.limit_test_batches=1",
+        "trainer.limit_val_batches=1",
+        "trainer.limit_test_batches=1",
         *extra,
     )
     value = train(cfg)
