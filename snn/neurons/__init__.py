@@ -25,8 +25,11 @@ from .lif import (
     LIFRecurrent,
     LIFRecurrentCell,
     LIFState,
+    lif_current_encoder,
+    lif_feed_forward_integral,
     lif_feed_forward_step,
     lif_step,
+    lif_step_integral,
 )
 from .surrogate import SURROGATES, register_surrogate, spike
 from .trajectory import Trajectory, trajectory
@@ -34,7 +37,8 @@ from .trajectory import Trajectory, trajectory
 __all__ = [
     "LI", "LICell", "LILinearCell", "LIParameters", "LIState", "li_feed_forward_step", "li_step",
     "LIF", "LIFCell", "LIFFeedForwardState", "LIFParameters", "LIFRecurrent", "LIFRecurrentCell",
-    "LIFState", "lif_feed_forward_step", "lif_step",
+    "LIFState", "lif_current_encoder", "lif_feed_forward_integral", "lif_feed_forward_step", "lif_step",
+    "lif_step_integral",
     "LIFAdEx", "LIFAdExCell", "LIFAdExFeedForwardState", "LIFAdExParameters", "LIFAdExRecurrent",
     "LIFAdExRecurrentCell", "LIFAdExState", "lif_adex_current_encoder", "lif_adex_feed_forward_step",
     "lif_adex_step",

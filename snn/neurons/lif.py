@@ -18,7 +18,7 @@ from typing import NamedTuple
 import torch
 
 from .equations import after_reset, leaky_subthreshold
-from .module import NeuronModule, RecurrentNeuronModule, recurrent_current
+from .module import NeuronModule, RecurrentNeuronModule, recurrent_current, run_time_loop
 from .surrogate import spike
 
 
@@ -100,6 +100,43 @@ def lif_step(
     current = recurrent_current(input_tensor, state.z, input_weights, recurrent_weights)
     z, s = lif_feed_forward_step(current, LIFFeedForwardState(state.v, state.i), p, dt)
     return z, LIFState(z, s.v, s.i)
+
+
+def lif_current_encoder(
+    input_current: torch.Tensor,
+    voltage: torch.Tensor,
+    p: LIFParameters = LIFParameters(),
+    dt: float = 0.001,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""One step of a LIF neuron driven by ``input_current`` directly (no synaptic current), as
+    norse's function of this name: :func:`lif_feed_forward_step` with :math:`i = 0`, so
+    :math:`i_j = x`. Returns ``(z, v')``."""
+    z, new = lif_feed_forward_step(input_current, LIFFeedForwardState(voltage, voltage.new_zeros(())), p, dt)
+    return z, new.v
+
+
+def lif_feed_forward_integral(
+    input_tensor: torch.Tensor,
+    state: LIFFeedForwardState,
+    p: LIFParameters = LIFParameters(),
+    dt: float = 0.001,
+) -> tuple[torch.Tensor, LIFFeedForwardState]:
+    """:func:`lif_feed_forward_step` over the first (time) dimension of ``input_tensor``, as
+    norse's function of this name: ``(spikes [T, ...], final state)``."""
+    return run_time_loop(lambda x, s: lif_feed_forward_step(x, s, p, dt), input_tensor, state)
+
+
+def lif_step_integral(
+    input_tensor: torch.Tensor,
+    state: LIFState,
+    input_weights: torch.Tensor,
+    recurrent_weights: torch.Tensor,
+    p: LIFParameters = LIFParameters(),
+    dt: float = 0.001,
+) -> tuple[torch.Tensor, LIFState]:
+    """:func:`lif_step` over the first (time) dimension of ``input_tensor``, as norse's function of
+    this name: ``(spikes [T, ...], final state)``."""
+    return run_time_loop(lambda x, s: lif_step(x, s, input_weights, recurrent_weights, p, dt), input_tensor, state)
 
 
 class LIFCell(NeuronModule):

@@ -535,3 +535,37 @@ def test_rest_state_needs_no_gradient_where_norse_asks_for_one():
     with pytest.raises(RuntimeError, match="does not require grad"):
         LIFAdEx()(x)[0].sum().backward()
     LIFAdEx()(x.clone().requires_grad_())[0].sum().backward()  # the fix the README gives
+
+
+def test_lif_encoder_and_integrals_equal_norse():
+    """``lif_current_encoder``, ``lif_feed_forward_integral`` and ``lif_step_integral`` (norse's
+    names; ours loop our step functions): the same spikes, states within 1e-9. norse's
+    ``lif_step_integral`` returns only the last step's spikes (its docstring promises all of them);
+    ours returns all, as ``lif_feed_forward_integral`` does."""
+    from norse.torch.functional import lif as norse_lif
+
+    from snn.neurons import lif_current_encoder, lif_feed_forward_integral, lif_step_integral
+
+    ours_p, norse_p = parameter_pair(LIFParameters, LIF_CUSTOM)
+    g = torch.Generator().manual_seed(19)
+    x = make_input("random", g, (60, B, N)) * 3
+    v = random_state(LIFFeedForwardState, g).v
+    z, v_new = lif_current_encoder(x[0] * 10, v, ours_p)
+    z_norse, v_norse = norse_lif.lif_current_encoder(x[0] * 10, v, norse_p)
+    assert 0 < z.sum() < z.numel() and torch.equal(z, z_norse)
+    torch.testing.assert_close(v_new, v_norse, rtol=0, atol=ATOL)
+
+    state = random_state(LIFFeedForwardState, g)
+    z, s = lif_feed_forward_integral(x, state, ours_p)
+    z_norse, s_norse = norse_lif.lif_feed_forward_integral(x, state, norse_p)
+    assert_some_spikes(z)
+    assert torch.equal(z, z_norse) and z.shape == x.shape
+    assert_same_states(s, s_norse)
+
+    w_in, w_rec = recurrent_weights(g, N, N)
+    state = random_state(LIFState, g)
+    z, s = lif_step_integral(x, state, w_in, w_rec, ours_p)
+    z_norse, s_norse = norse_lif.lif_step_integral(x, state, w_in, w_rec, norse_p)
+    assert_some_spikes(z)
+    assert z.shape == x.shape and z_norse.shape == x.shape[1:] and torch.equal(z[-1], z_norse)
+    assert_same_states(s, s_norse)

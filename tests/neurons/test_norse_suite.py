@@ -5,7 +5,7 @@ norse's wheel ships its tests (``norse/torch/{module,functional}/test/``). Each 
 imported, every name it imported from norse is replaced by ours of the same name (classes,
 parameter and state NamedTuples, step functions), and its test functions run unchanged, with
 norse's own marks (e.g. "no cuda device"). A test that uses a norse function we do not provide
-(LIF's ``lif_current_encoder`` and ``lif_feed_forward_integral``) is skipped naming it; a test of
+(none at present) is skipped naming it; a test of
 behaviour that is deliberately not ours is skipped with the reason (``DELIBERATE``). norse's
 ``torch.compile`` tests take ~40 s together and are marked slow.
 
@@ -271,17 +271,13 @@ def test_norse(module, name, monkeypatch):
 
 def test_norse_suite_replaces_every_neuron_name():
     """Guards the suite above: the names it replaces are norse's neuron classes and functions, each
-    with an equivalent of ours, and only the encoders/integrals listed here are missing."""
+    with an equivalent of ours, and none is missing."""
     pytest.importorskip("norse.torch", reason="norse is not installed")
     missing, replaced = set(), set()
     for module in map(_load, NORSE_TEST_MODULES):
         for imported in _norse_names(module):
             (replaced if hasattr(ours, imported) else missing).add(imported)
-    assert missing == {
-        "lif_current_encoder",
-        "lif_feed_forward_integral",
-        "lif_step_integral",
-    }
+    assert missing == set()
     assert {
         "LIFAdExCell",
         "LIFAdExRecurrent",
