@@ -10,9 +10,10 @@ that contradicts what we do:
   an interrupted run: we load checkpoints with ``weights_only=True``, ``snn.training.safe_load``);
 - torch's FutureWarning "``isinstance(treespec, LeafSpec)`` is deprecated", raised by Lightning's
   own ``_pytree`` module (nothing in our code uses it);
-- alembic's INFO lines (``Context impl SQLiteImpl``, ``Will assume non-transactional DDL``,
-  ``Running upgrade ...``) when Optuna's sweeper opens or creates its SQLite study: Hydra's logging
-  sends every INFO line to the console.
+- alembic's INFO lines when Optuna's sweeper opens or creates its SQLite study (``setup plugin
+  alembic.autogenerate.*``, seven of them, then ``Context impl SQLiteImpl``, ``Will assume
+  non-transactional DDL``, ``Running upgrade ...``): Hydra's logging sends every INFO line to the
+  console. Its warnings and errors still show.
 
 Each filter matches one logger (or one warning's module) and the start of one message, so any
 other line of those libraries still shows. :func:`quiet_third_party` installs them; calling it
@@ -30,6 +31,7 @@ LOG_LINES: dict[str, tuple[str, ...] | None] = {
     "lightning.fabric.utilities.rank_zero": ("💡 Tip:",),
     "lightning.pytorch.trainer.connectors.checkpoint_connector": ("`weights_only` was not set",),
     "alembic.runtime.migration": None,
+    "alembic.runtime.plugins": None,
 }
 # (category, message regex, module regex) for warnings.filterwarnings
 WARNINGS = [

@@ -40,6 +40,7 @@ def test_each_filter_drops_its_lines_and_nothing_else():
     name = "lightning.pytorch.trainer.connectors.checkpoint_connector"
     assert records(name, "`weights_only` was not set, defaulting to `False`.", "Restoring states") == [False, True]
     assert records("alembic.runtime.migration", "Context impl SQLiteImpl.") == [False]
+    assert records("alembic.runtime.plugins", "setup plugin alembic.autogenerate.schemas") == [False]
     assert records("alembic.runtime.migration", "Can't locate revision", level=logging.WARNING) == [True]
 
 
