@@ -8,7 +8,7 @@ forward computes the current
 
 with the step function's own torch operations (so with the BLAS products the eager loop runs, and
 bit-identical to it where both run them on the same number of threads: see
-:mod:`.recurrent_loops`), then runs the feed-forward kernel of ``cpu_kernels.cpp`` for that one step
+:mod:`snn.neurons.fused.python.recurrent`), then runs the feed-forward kernel of ``cpu_kernels.cpp`` for that one step
 on the population's state, writing the spikes and the pre-reset voltage of the step into the
 ``[T, B, N]`` outputs. The backward runs reverse time, one step of the feed-forward backward kernel
 at a time (``t_stop = t``: it reads the saved voltage of steps ``t`` and ``t - 1`` in place), with

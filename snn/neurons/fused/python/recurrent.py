@@ -12,10 +12,11 @@ with the step function's own expression, so outputs and states are bit-identical
 where both run the products on the same number of threads. (One GEMM for ``W_in x`` over all steps
 is not: BLAS rounds ``[T B, F] x [F, N]`` differently from ``[B, F] x [F, N]`` for some shapes.)
 The thread counts differ for small steps: the loop runs them, products included, on one thread
-(:func:`~.recurrent.step_threads`; an OpenMP region per step costs more than the step on a busy
-machine), the eager loop its products on all, and BLAS may round a product differently by thread
-count (MKL on AVX-512: ``[4, 300] x [300, 300]``, one ulp). There the states agree within that
-rounding (``tests/test_fused_recurrent.py``, ``blas_bound``).
+(:func:`~snn.neurons.fused.threads.serial_steps`, :func:`~snn.neurons.fused.cpp.step_threads`: an
+OpenMP region per step costs more than the step on a busy machine), the eager loop its products on
+all, and BLAS may round a product differently by thread count (MKL on AVX-512:
+``[4, 300] x [300, 300]``, one ulp). There the states agree within that rounding
+(``tests/neurons/fused/test_fused_recurrent.py``, ``blas_bound``).
 
 The backward runs reverse time. The spike ``z_t`` reaches the loss through the outputs, its own
 reset and adaptation jump, and the next step's current, so with :math:`g_c` the gradient of

@@ -7,7 +7,7 @@ of the C++ ones: step ``t`` of the forward computes the current
     c_t = W_{\text{in}} x_t + W_{\text{rec}} z_{t-1}
 
 with the step function's own torch operations (bit-identical to the eager loop's on the same
-thread count, see :mod:`.recurrent_loops`), then launches
+thread count, see :mod:`snn.neurons.fused.python.recurrent`), then launches
 the feed-forward kernel for that one step on the population's state, which writes the spikes and
 the pre-reset voltage of the step into row ``t`` of the ``[T, B, N]`` outputs. The backward runs
 reverse time, one launch of the feed-forward backward kernel per step (``T = t + 1, T_STOP = t``:
