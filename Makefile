@@ -11,6 +11,9 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
 	$(PY) -m pip install "torch>=2.4" "torchvision>=0.19"
+	@# The distribution is snn-adex; an editable install under the old name snn would map the
+	@# package to wherever it was installed from, ahead of this one.
+	-$(PY) -m pip uninstall -y -q snn 2>/dev/null
 	$(PY) -m pip install -e ".[dev]"
 	touch $(STAMP)
 
