@@ -13,6 +13,7 @@ from pathlib import Path
 
 import hydra
 import lightning as L
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
@@ -36,6 +37,7 @@ from snn.training.preflight import check_monitored_metrics, sync_batchnorm_works
 from snn.training.resume import check_epochs_left, resume_from
 from snn.training.run_directory import claim_fixed_run_dir, claim_run_dir, print_run_outputs, register_run_id
 from snn.training.signals import exit_on_sigterm
+from snn.training.threads import apply_threads
 
 CONF_DIR = Path(__file__).parent / "conf"
 register_run_id()
@@ -89,6 +91,9 @@ def train(cfg: DictConfig) -> float:
     ckpt_path, fit = cfg.get("ckpt_path"), cfg.get("train", True)
     try:
         module, datamodule, trainer = build(cfg)
+        hydra_cfg = HydraConfig.get() if HydraConfig.initialized() else None
+        threads, why = apply_threads(cfg.get("threads"), trainer, hydra_cfg)
+        rank_zero_info(f"{threads} intra-op thread(s) per process ({why}).")
         if fit:
             check_monitored_metrics(cfg, module)
         if ckpt_path:
