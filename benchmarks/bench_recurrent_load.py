@@ -60,6 +60,7 @@ def neighbours(kind: str, count: int):
             os.kill(p.pid, signal.SIGSTOP if paused else signal.SIGCONT)
         time.sleep(0.2)  # resumed: its threads running again; paused: its last time slice over
 
+    pause.pids = [p.pid for p in procs]
     try:
         time.sleep(1.0 if count else 0.0)  # imports done before the first pause
         pause(True)

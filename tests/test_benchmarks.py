@@ -4,6 +4,7 @@ measurements themselves live in benchmarks/RESULTS.md)."""
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from pathlib import Path
 
@@ -49,6 +50,20 @@ def test_bench_recurrent_runs_a_case_against_eager_and_norse():
     assert 0 < by_name["python"][4] < 1
     assert by_name["python"][3] < 8 < by_name["eager"][3]  # v_d, plus x and the weights at this size
     assert matmul_floor(T=5, B=4, N=16, repeats=1) > 0
+
+
+def test_bench_recurrent_load_runs_a_case_beside_a_neighbour_and_stops_it():
+    from bench_recurrent_load import neighbours, run_case
+
+    with neighbours("spin", 1) as pause:
+        (pid,) = pause.pids
+        times = run_case("adex", T=10, B=2, F=1, N=8, pause=pause, rounds=2, budget_s=0.0)
+    assert set(times) == {"quiet", "loaded"}
+    for by_name in times.values():
+        assert set(by_name) == {"python", "cpp", "cpp@1", "cpp@all"}
+        assert all(len(ts) == 2 and min(ts) > 0 for ts in by_name.values())
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # the neighbour is gone
 
 
 def test_bench_event_data_runs_every_set_on_tiny_files():
