@@ -155,6 +155,9 @@ def main(argv=None):
                         help="cpp with pinned threads beside python and cpp (none: --pinned alone)")
     parser.add_argument("--cases", nargs="+", help="T,B,N triples (default: the three of the module docstring)")
     args = parser.parse_args(argv)
+    # SIGTERM (and SIGINT, which a shell's background job ignores) end the run through the
+    # neighbours' clean-up.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     torch.set_num_threads(args.threads)
     cases = [tuple(map(int, c.split(","))) for c in args.cases] if args.cases else CASES
     if args.quick:
