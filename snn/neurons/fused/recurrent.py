@@ -20,6 +20,7 @@ from ..constants import check_recurrent_backend
 from .feed_forward import as_kernel_parameters, one_value_if_uniform
 from .registry import resolve
 from .spec import NEURON_SPECS, Backend, KernelOptions, kernel_parameters
+from .threads import free_threads, torch_threads
 
 
 def spikes_before(vd, z0, v_th):
@@ -49,7 +50,8 @@ class FusedRecurrentLoop(torch.autograd.Function):
         state, P = tensors[:n_state], tensors[n_state:]
         needs = ctx.needs_input_grad[3:]  # x, W_in, W_rec, z0, *state, *P
         param_grads = any(needs[4 + n_state :])
-        with torch.no_grad():
+        # On a busy machine one thread for the whole call (the backends' loops take at most these).
+        with torch.no_grad(), torch_threads(free_threads(x.device)):
             out, final, saved = loops.recurrent_forward(kind, x, w_in, w_rec, z0, state, P, any(needs), param_grads,
                                                         options)
         ctx.kind, ctx.loops, ctx.options = kind, loops, options
@@ -76,10 +78,9 @@ class FusedRecurrentLoop(torch.autograd.Function):
         v0 = v0.expand(ctx.v0_shape)
         gstate = [torch.zeros_like(v0) if g is None else g for g in gstate]
         needs = ctx.needs_input_grad[3:]
-        with torch.no_grad():
+        with torch.no_grad(), torch_threads(free_threads(v0.device)):
             gc, gz0, gstate0, G = ctx.loops.recurrent_backward(ctx.kind, gout, gz, gstate, saved, v0, w_rec, tuple(P),
                                                                ctx.options, ctx.param_grads)
-        with torch.no_grad():
             vd = saved[0]
             zprev = (  # in g_c's dtype: triton saves a half input's voltages in float32
                 spikes_before(vd, 0.0 if z0 is None else z0, P[-2]).to(gc.dtype)

@@ -16,7 +16,8 @@ from .build import KERNEL_DTYPES, load_library
 from .feed_forward import CppLoops
 
 # The multiply-adds of a step's [B, N] x [N, N] product from which the recurrent loops run each step
-# on all threads (BLAS and the kernel); below, on one while a step is within ATen's grain size.
+# on all the threads they are given (BLAS and the kernel; the recurrent node gives them one on a busy
+# machine, see ..threads.free_threads); below, on one while a step is within ATen's grain size.
 PARALLEL_STEP_MACS = 1 << 21
 
 
