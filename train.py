@@ -13,7 +13,6 @@ from pathlib import Path
 
 import hydra
 import lightning as L
-from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
@@ -91,9 +90,7 @@ def train(cfg: DictConfig) -> float:
     ckpt_path, fit = cfg.get("ckpt_path"), cfg.get("train", True)
     try:
         module, datamodule, trainer = build(cfg)
-        hydra_cfg = HydraConfig.get() if HydraConfig.initialized() else None
-        threads, why = apply_threads(cfg.get("threads"), trainer, hydra_cfg)
-        rank_zero_info(f"{threads} intra-op thread(s) per process ({why}).")
+        apply_threads(cfg.get("threads"), trainer)  # cores // processes on this host (README, "Threads")
         if fit:
             check_monitored_metrics(cfg, module)
         if ckpt_path:

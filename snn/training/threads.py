@@ -25,7 +25,9 @@ import os
 
 import lightning as L
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
+from lightning.pytorch.utilities import rank_zero_info
 
 # OMP_NUM_THREADS as the process was started with it (Lightning's DDP launcher exports one of its own
 # later, which is not the user's setting).
@@ -82,11 +84,14 @@ class ProcessThreads(L.Callback):
 
 
 def apply_threads(configured, trainer: L.Trainer, hydra_cfg=None) -> tuple[int, str]:
-    """Sets this process's intra-op threads by the rule (``configured``: the config's ``threads``)
-    now and, through :class:`ProcessThreads`, in every process ``trainer`` launches:
-    ``(threads, why)``."""
+    """Sets this process's intra-op threads by the rule (``configured``: the config's ``threads``;
+    ``hydra_cfg``: Hydra's node, by default the running job's) now and, through
+    :class:`ProcessThreads`, in every process ``trainer`` launches; says so once: ``(threads, why)``."""
+    if hydra_cfg is None and HydraConfig.initialized():
+        hydra_cfg = HydraConfig.get()
     threads, why = process_threads(configured, trainer.num_devices, side_by_side_jobs(hydra_cfg), usable_cores(),
                                    USER_OMP_NUM_THREADS)
     torch.set_num_threads(threads)
     trainer.callbacks.append(ProcessThreads(threads))
+    rank_zero_info(f"{threads} intra-op thread(s) per process ({why}).")
     return threads, why
