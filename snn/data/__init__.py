@@ -16,7 +16,8 @@ Event batches are ``(x [B, T, ...], y [B])`` of float event counts; ``model.enco
 passes them to the spiking layers time-major, ``[T, B, ...]``, with ``model.T`` equal to the data's T.
 
 Adding a data set: an event set is a subclass of ``EventDataModule`` naming its ``files``,
-``sensor`` and ``remotes`` and implementing ``read`` (yielding ``(events, label)``) and
+``sensor`` and ``remotes`` and implementing ``read`` (yielding ``(events, label, where)``, ``where``
+naming the file for errors; events off the sensor are refused before caching) and
 ``source_files``; an image set a subclass of ``images.FileDataModule`` (see ``MNISTDataModule``).
 Either way a ``conf/dataset/<name>.yaml`` whose ``_target_`` names the class (exported here), and
 tests in ``tests/data/`` that write a few samples in the set's real format.

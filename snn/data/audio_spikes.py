@@ -21,18 +21,33 @@ from typing import Any
 
 import numpy as np
 
-from .binning import make_events
+from .binning import checked_columns
 from .datamodule import EventDataModule
 from .download import Remote
 from .errors import DataError
+from .limits import check_elements
 
 CHANNELS = 700
 BASE_URL = "https://zenkelab.org/datasets/"
 CHUNK = 1024  # samples read from the file at once: SSC's training file is ~2 GB
 
 
+def declared_storage(dataset: Any, n: int) -> str | None:
+    """Why ``dataset`` (h5py) cannot hold the ``n`` elements its shape declares, or None: without
+    compression every element takes its type's size in the file (a variable-length one, a 16-byte
+    reference), so less storage than that means the file declares samples it does not hold."""
+    stored, element = dataset.id.get_storage_size(), dataset.id.get_type().get_size()
+    if dataset.id.get_create_plist().get_nfilters() == 0 and stored < n * element:
+        return f"{dataset.name} declares {n} samples but stores {stored} bytes, not the {n * element} they need"
+    return None
+
+
 def read_hdf5(path: Path, channels: int = CHANNELS) -> Iterator[tuple[np.ndarray, int]]:
-    """``(events, label)`` of every sample in an SHD/SSC file; a damaged file raises DataError."""
+    """``(events, label)`` of every sample in an SHD/SSC file; a damaged file raises DataError.
+
+    The sizes the file declares are checked against what it stores before anything is read (a few-kB
+    file declaring 10^8 samples is refused at once), and every sample's times, units and label
+    before they are converted (times beyond ``MAX_TIME_US`` would wrap in int64)."""
     import h5py  # the `train` stack does not need it: imported only when audio data is read
 
     def bad(what: str) -> DataError:
@@ -50,9 +65,17 @@ def read_hdf5(path: Path, channels: int = CHANNELS) -> Iterator[tuple[np.ndarray
                 f"lacks {error.args[0] if error.args else 'a dataset'}: an SHD/SSC file has "
                 "spikes/times, spikes/units and labels"
             ) from None
+        if any(d.ndim != 1 for d in (times, units, labels)):
+            raise bad("holds spikes/times, spikes/units or labels that are not one-dimensional")
         n = len(labels)
         if len(times) != n or len(units) != n:
             raise bad(f"holds {len(times)} spike-time and {len(units)} unit arrays for {n} labels")
+        if labels.dtype.kind not in "iuf":
+            raise bad(f"has labels of dtype {labels.dtype}, expected integers")
+        short = next(filter(None, (declared_storage(d, n) for d in (times, units, labels))), None)
+        if short or n > path.stat().st_size:
+            raise bad(f"is truncated or corrupt: {short or f'it declares {n} samples in {path.stat().st_size} bytes'}")
+        check_elements((n,), 8, f"The index of the {n} samples of {path}", "check the file")
         for start in range(0, n, CHUNK):
             try:
                 chunk = (
@@ -63,14 +86,14 @@ def read_hdf5(path: Path, channels: int = CHANNELS) -> Iterator[tuple[np.ndarray
             except (OSError, ValueError) as error:
                 raise bad(f"is truncated or corrupt near sample {start} ({error})") from None
             for i, (t, u, label) in enumerate(zip(*chunk, strict=True)):
+                where = f"{path} sample {start + i}"
                 if len(t) != len(u):
                     raise bad(f"sample {start + i} has {len(t)} spike times but {len(u)} units")
-                if len(u) and (u.min() < 0 or u.max() >= channels):
-                    raise bad(f"sample {start + i} has units outside 0..{channels - 1}")
+                if not (np.isfinite(label) and label == int(label)):
+                    raise DataError(f"{where}: label {label} is not a whole number. Delete the file and fetch "
+                                    "it again (dataset.download=true).")
                 t_us = np.round(np.asarray(t, dtype=np.float64) * 1e6)
-                if len(t_us) and not (np.isfinite(t_us).all() and t_us.min() >= 0):
-                    raise bad(f"sample {start + i} has negative or non-finite spike times")
-                yield make_events(t_us.astype(np.int64), u), int(label)
+                yield checked_columns(where, (1, 1, channels), t_us, u), int(label)
 
 
 class _HeidelbergDataModule(EventDataModule):
@@ -86,8 +109,10 @@ class _HeidelbergDataModule(EventDataModule):
     def source_files(self, folder: Path, split: str) -> list[Path]:
         return [folder / self.split_files[split]]
 
-    def read(self, folder: Path, split: str) -> Iterator[tuple[np.ndarray, int]]:
-        return read_hdf5(folder / self.split_files[split])
+    def read(self, folder: Path, split: str) -> Iterator[tuple[np.ndarray, int, str]]:
+        path = folder / self.split_files[split]
+        for i, (events, label) in enumerate(read_hdf5(path)):
+            yield events, label, f"{path} sample {i}"
 
 
 class SHDDataModule(_HeidelbergDataModule):

@@ -27,6 +27,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from .errors import DataError
+
 EVENT_DTYPE = np.dtype([("t", "<i8"), ("x", "<i2"), ("y", "<i2"), ("p", "<i1")])
 # One non-zero frame cell: its flat index into [T, P, H, W] and its event count.
 SPARSE_DTYPE = np.dtype([("index", "<i4"), ("count", "<u2")])
@@ -38,6 +40,57 @@ def make_events(t, x, y=0, p=0) -> np.ndarray:
     events = np.empty(t.shape[0], dtype=EVENT_DTYPE)
     events["t"], events["x"], events["y"], events["p"] = t, x, y, p
     return events
+
+
+# Largest event time in microseconds a reader accepts: ~146,000 years, far past any recording, and far
+# enough below int64's range that binning arithmetic on it cannot wrap.
+MAX_TIME_US = 2**62
+FIELDS = {"x": "x (column)", "y": "y (row)", "p": "p (polarity)", "t": "t (microseconds)"}
+
+
+def _limits(sensor: tuple[int, int, int]) -> dict[str, int]:
+    """Exclusive upper bounds of each event field on the sensor ``(P, H, W)`` (the lower bound is 0)."""
+    return {"x": sensor[2], "y": sensor[1], "p": sensor[0], "t": MAX_TIME_US}
+
+
+def _check_range(column: np.ndarray, name: str, sensor: tuple[int, int, int], where: str) -> None:
+    size = _limits(sensor)[name]
+    if column.size and (column.min() < 0 or column.max() >= size):
+        bad = int(np.count_nonzero((column < 0) | (column >= size)))
+        raise DataError(
+            f"{where}: {bad} event(s) have {FIELDS[name]} outside 0..{size - 1} (values from {column.min()} to "
+            f"{column.max()}) for the {'x'.join(map(str, sensor))} (P x H x W) sensor: corrupt, or not this data "
+            "set's file. Delete it and fetch it again; nothing was cached from it."
+        )
+
+
+def check_events(events: np.ndarray, sensor: tuple[int, int, int], where: str) -> None:
+    """Raises ``DataError`` naming ``where`` (the file, and sample) unless every event of the
+    structured ``events`` lies on the sensor ``(P, H, W)``: ``0 <= x < W``, ``0 <= y < H``,
+    ``0 <= p < P`` and ``0 <= t < MAX_TIME_US``. Binning trusts these ranges: an event outside them
+    would land in another pixel, polarity or frame, or outside the frames."""
+    for name in FIELDS:
+        _check_range(events[name], name, sensor, where)
+
+
+def checked_columns(where: str, sensor: tuple[int, int, int], t_us, x, y=0, p=0) -> np.ndarray:
+    """``make_events`` from columns of any numeric dtype (floats included), after checking them:
+    finite whole numbers on the sensor, times in ``0 .. MAX_TIME_US`` (see ``check_events``).
+    Checked before the conversion, which would otherwise wrap (``y = 40000`` as int16 is negative)."""
+    columns = {"t": np.asarray(t_us), "x": np.asarray(x), "y": np.asarray(y), "p": np.asarray(p)}
+    for name, column in columns.items():
+        if column.dtype.kind not in "iubf":
+            raise DataError(f"{where}: the {FIELDS[name]} column has dtype {column.dtype}, expected numbers.")
+        if column.dtype.kind == "f" and column.size and not (
+            np.isfinite(column).all() and (column == np.round(column)).all()
+        ):
+            raise DataError(
+                f"{where}: the {FIELDS[name]} column holds values that are not finite whole numbers (NaN, inf or "
+                "fractions): corrupt, or not this data set's file. Delete it and fetch it again; nothing was "
+                "cached from it."
+            )
+        _check_range(column, name, sensor, where)
+    return make_events(columns["t"].astype(np.int64), columns["x"], columns["y"], columns["p"])
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .binning import EVENT_DTYPE, SPARSE_DTYPE, FrameSpec, densify, pad_collate
+from .binning import EVENT_DTYPE, SPARSE_DTYPE, FrameSpec, check_events, densify, pad_collate
 from .cache import CachedSamples, file_fingerprint, load_or_build
 from .download import Remote, fetch, unpack
 from .errors import DataError
@@ -130,8 +130,9 @@ class EventDataModule(FileDataModule):
 
     # What subclasses provide.
 
-    def read(self, folder: Path, split: str) -> Iterator[tuple[np.ndarray, int]]:
-        """``(events as EVENT_DTYPE, label)`` of every sample of ``split`` (train, val, test)."""
+    def read(self, folder: Path, split: str) -> Iterator[tuple[np.ndarray, int, str]]:
+        """``(events as EVENT_DTYPE, label, where)`` of every sample of ``split`` (train, val, test);
+        ``where`` names the sample's file (and its place in it) for error messages."""
         raise NotImplementedError
 
     def source_files(self, folder: Path, split: str) -> list[Path]:
@@ -177,12 +178,13 @@ class EventDataModule(FileDataModule):
     def _samples(
         self, folder: Path, split: str, events: bool
     ) -> Iterator[tuple[np.ndarray, int, int]]:
-        for sample, label in self.read(folder, split):
+        for sample, label, where in self.read(folder, split):
             if not 0 <= label < self.num_classes:
                 raise DataError(
-                    f"{self.name} {split}: label {label} outside 0..{self.num_classes - 1} "
-                    f"(num_classes {self.num_classes}); files in {folder}."
+                    f"{where}: {self.name} {split} label {label} outside 0..{self.num_classes - 1} "
+                    f"(dataset.num_classes {self.num_classes})."
                 )
+            check_events(sample, self.sensor, where)  # whatever the reader: nothing off the sensor is cached
             sample = self.transforms.clean(sample)
             if events:
                 yield sample, 0, label
@@ -204,9 +206,20 @@ class EventDataModule(FileDataModule):
         }
         dtype = EVENT_DTYPE if events else SPARSE_DTYPE
         name = f"{self.name.lower().replace(' ', '_')}-{split}"
-        return load_or_build(
+        samples = load_or_build(
             self.cache_dir, name, settings, dtype, self._samples(folder, split, events)
         )
+        # Checked on every open, not only when built: the entry may be shared by configs that differ
+        # in num_classes (which does not change the entry's content, so it is not in its key).
+        labels = samples.labels
+        if len(labels) and (labels.min() < 0 or labels.max() >= self.num_classes):
+            raise DataError(
+                f"{self.name} {split}: the labels span {labels.min()}..{labels.max()}, outside "
+                f"0..{self.num_classes - 1} (dataset.num_classes {self.num_classes}); read from "
+                f"{samples.folder} (a cache of the files in {folder}). Set dataset.num_classes to the data set's "
+                "number of classes."
+            )
+        return samples
 
     def prepare_data(self) -> None:
         super().prepare_data()  # finds or downloads the files

@@ -33,10 +33,11 @@ from typing import Any
 
 import numpy as np
 
-from .binning import make_events
+from .binning import checked_columns, make_events
 from .datamodule import EventDataModule
 from .download import Remote
 from .errors import DataError
+from .limits import check_elements
 
 NMNIST_SIZE = 34
 NMNIST_OVERFLOW_Y = 240
@@ -165,9 +166,9 @@ class NMNISTDataModule(EventDataModule):
     def source_files(self, folder: Path, split: str) -> list[Path]:
         return [path for path, _ in self._labelled(folder, split)]
 
-    def read(self, folder: Path, split: str) -> Iterator[tuple[np.ndarray, int]]:
+    def read(self, folder: Path, split: str) -> Iterator[tuple[np.ndarray, int, str]]:
         for path, label in self._labelled(folder, split):
-            yield read_nmnist(path), label
+            yield read_nmnist(path), label, str(path)
 
 
 class DVSGestureDataModule(EventDataModule):
@@ -227,32 +228,52 @@ class DVSGestureDataModule(EventDataModule):
         recordings = self._recordings(folder, split)
         return [*recordings, *(p.with_name(f"{p.stem}_labels.csv") for p in recordings)]
 
-    def read(self, folder: Path, split: str) -> Iterator[tuple[np.ndarray, int]]:
+    def read(self, folder: Path, split: str) -> Iterator[tuple[np.ndarray, int, str]]:
         if self._is_npy(folder):
             for path in self._npy_files(folder, split):
-                yield read_gesture_npy(path), int(path.stem)
+                if not path.stem.isdigit():
+                    raise DataError(f"{path}: tonic's DVS Gesture files are named by their class (0.npy ... "
+                                    "10.npy); this name is not a class number. Remove the file or fetch the "
+                                    "folders again.")
+                yield read_gesture_npy(path), int(path.stem), str(path)
             return
         for recording in self._recordings(folder, split):
             events = read_aedat31(recording)
-            for label, start, end in read_gesture_labels(
-                recording.with_name(f"{recording.stem}_labels.csv")
-            ):
+            labels = recording.with_name(f"{recording.stem}_labels.csv")
+            for k, (label, start, end) in enumerate(read_gesture_labels(labels)):
                 segment = events[(events["t"] >= start) & (events["t"] < end)].copy()
                 segment["t"] -= start
-                yield segment, label
+                yield segment, label, f"{recording} (gesture {k + 1} of {labels})"
 
 
 def read_gesture_npy(path: Path) -> np.ndarray:
-    """One gesture of tonic's copy: an ``[N, 4]`` array of x, y, p, t (milliseconds)."""
+    """One gesture of tonic's copy: an ``[N, 4]`` array of x, y, p, t (milliseconds).
+
+    The header is read first and its declared shape checked against the file's size (and the
+    allocation limit) before the events are read; every event is checked against the 128 x 128
+    sensor and both polarities (``checked_columns``)."""
+
+    def bad(what: str) -> DataError:
+        return DataError(f"{path} {what}. Delete it and fetch it again.")
+
     try:
-        array = np.load(path)
+        with open(path, "rb") as f:
+            major, _ = np.lib.format.read_magic(f)
+            read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read_header(f)  # refuses headers over 10 kB
+            start = f.tell()
     except (ValueError, OSError, EOFError) as error:
-        raise DataError(
-            f"{path} is not a readable .npy file ({error}). Delete it and fetch it again."
-        ) from None
-    if array.ndim != 2 or array.shape[1] != 4:
-        raise DataError(
-            f"{path} holds an array of shape {list(array.shape)}, expected [N, 4] (x, y, p, t)."
-        )
-    t = np.round(array[:, 3].astype(np.float64) * 1000).astype(np.int64)
-    return make_events(t - (t.min() if len(t) else 0), array[:, 0], array[:, 1], array[:, 2])
+        raise bad(f"is not a readable .npy file ({error})") from None
+    if dtype.hasobject or dtype.kind not in "iuf" or len(shape) != 2 or shape[1] != 4:
+        raise bad(f"holds a {dtype} array of shape {list(shape)}, expected numbers of shape [N, 4] (x, y, p, t)")
+    declared = shape[0] * 4 * dtype.itemsize
+    size = path.stat().st_size - start
+    if size != declared:
+        raise bad(f"declares {shape[0]} events ({declared} bytes) but holds {size} bytes of data: truncated or "
+                  "corrupt")
+    check_elements(shape, 8, f"The events of {path}", "check the file")
+    array = np.fromfile(path, dtype=dtype, count=shape[0] * 4, offset=start)
+    array = array.reshape(shape, order="F" if fortran else "C")  # [N * 4] -> [N, 4]
+    t = np.round(array[:, 3].astype(np.float64) * 1000)  # ms -> us; NaN and inf are refused below
+    return checked_columns(str(path), (2, DVS_SIZE, DVS_SIZE), t - (t.min() if len(t) else 0),
+                           array[:, 0], array[:, 1], array[:, 2])

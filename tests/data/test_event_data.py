@@ -4,7 +4,13 @@ trained on through train.py; damaged files name themselves; downloads check thei
 from __future__ import annotations
 
 import io
+import os
+import re
+import stat
 import struct
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import h5py
@@ -27,6 +33,7 @@ from snn.data import (
     read_hdf5,
     read_nmnist,
 )
+from snn.data import cache as cache_module
 from snn.data import download as download_module
 from snn.data.binning import densify
 from snn.data.download import Remote
@@ -606,3 +613,206 @@ def test_a_few_training_steps_through_train_py(tmp_path, dataset, model, extra):
     )
     value = train(cfg)
     assert 0.0 <= value <= 1.0
+
+
+# Hostile and careless files: each refused naming itself, before binning, with nothing cached.
+
+
+def write_gesture_npy(root: Path, rows_by_split: dict[str, dict[str, np.ndarray]]) -> None:
+    """tonic's layout: ``ibmGesture{Train,Test}/<user>/<class>.npy`` arrays of x, y, p, t (ms)."""
+    for split, files in rows_by_split.items():
+        folder = root / split / "user01_led"
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, rows in files.items():
+            np.save(folder / name, rows)
+
+
+def good_gesture(label: int = 0) -> np.ndarray:
+    return np.stack([np.full(20, 4 * label), np.arange(20), np.ones(20), np.arange(20.0) * 10], 1)
+
+
+def gesture_module(root: Path, **kwargs) -> DVSGestureDataModule:
+    args = dict(data_dir=str(root), download=False, input_shape=(5, 2, 32, 32), T=5, num_classes=3,
+                frames={"bin_width": 0.1, "duration": 0.5, "downsample": 4}, val_size=1)
+    return DVSGestureDataModule(**{**args, **kwargs})
+
+
+def cache_entries(root: Path) -> list[str]:
+    """Every entry and temporary folder in the cache (the names of what was written)."""
+    cache = root / "event_cache"
+    return sorted(p.name for p in cache.iterdir()) if cache.exists() else []
+
+
+# x, y, p, t (ms) of one event that is not on the 128 x 128, 2-polarity sensor or not a time.
+HOSTILE_EVENTS = {
+    "x beyond the sensor": ([200, 3, 1, 5.0], r"x \(column\) outside 0\.\.127"),
+    "negative x": ([-1, 3, 1, 5.0], r"x \(column\) outside 0\.\.127"),
+    "y that wraps in int16": ([3, 40000, 1, 5.0], r"y \(row\) outside 0\.\.127"),
+    "polarity 5": ([3, 3, 5, 5.0], r"p \(polarity\) outside 0\.\.1"),
+    "fractional x": ([3.5, 3, 1, 5.0], "not finite whole numbers"),
+    "NaN time": ([3, 3, 1, np.nan], "not finite whole numbers"),
+    "time 1e30 ms": ([3, 3, 1, 1e30], r"t \(microseconds\) outside"),
+}
+
+
+@pytest.mark.parametrize("case", HOSTILE_EVENTS)
+def test_tonic_npy_events_off_the_sensor_are_refused_naming_the_file_and_never_cached(tmp_path, case):
+    row, message = HOSTILE_EVENTS[case]
+    bad = np.concatenate([good_gesture(1), np.array([row], dtype=np.float64)])
+    write_gesture_npy(tmp_path, {"ibmGestureTrain": {"0.npy": good_gesture(0), "1.npy": bad},
+                                 "ibmGestureTest": {"0.npy": good_gesture(0)}})
+    path = tmp_path / "ibmGestureTrain" / "user01_led" / "1.npy"
+    with pytest.raises(DataError, match=f"{path}: 1 event|{path}: the") as error:
+        gesture_module(tmp_path).setup()
+    assert re.search(message, str(error.value))
+    assert cache_entries(tmp_path) == []  # no entry, no temporary folder
+
+
+def npy_header(shape: tuple[int, ...], pad: int = 0) -> bytes:
+    """A version 2.0 .npy header for float64 ``shape`` (``pad`` spaces of padding)."""
+    text = f"{{'descr': '<f8', 'fortran_order': False, 'shape': {shape}, }}".encode() + b" " * pad
+    text += b" " * (-(len(text) + 13) % 64) + b"\n"
+    return b"\x93NUMPY\x02\x00" + struct.pack("<I", len(text)) + text
+
+
+@pytest.mark.parametrize("case", ["non-integer name", "huge header", "declares more rows", "object array",
+                                  "label beyond num_classes"])
+def test_malformed_tonic_npy_files_are_refused_naming_the_file(tmp_path, case):
+    folder = tmp_path / "ibmGestureTrain" / "user01_led"
+    write_gesture_npy(tmp_path, {"ibmGestureTrain": {"0.npy": good_gesture(0)},
+                                 "ibmGestureTest": {"0.npy": good_gesture(0)}})
+    path = folder / {"non-integer name": "zero.npy", "label beyond num_classes": "7.npy"}.get(case, "1.npy")
+    if case in ("non-integer name", "label beyond num_classes"):
+        np.save(path, good_gesture(1))
+    elif case == "huge header":
+        path.write_bytes(npy_header((20, 4), pad=200_000) + good_gesture().tobytes())
+    elif case == "declares more rows":  # 10^12 events declared, 20 stored
+        path.write_bytes(npy_header((10**12, 4)) + good_gesture().tobytes())
+    else:
+        np.save(path, np.array([[1, 2, 3, "x"]], dtype=object), allow_pickle=True)
+    expected = {"non-integer name": "not a class number", "huge header": "not a readable .npy file",
+                "declares more rows": "declares 1000000000000 events", "object array": "holds a object array",
+                "label beyond num_classes": r"label 7 outside 0\.\.2"}[case]
+    with pytest.raises(DataError, match=f"{re.escape(str(path))}.*{expected}"):
+        gesture_module(tmp_path).setup()
+    assert cache_entries(tmp_path) == []
+
+
+def write_h5_raw(path: Path, times: list, units: list, labels: np.ndarray) -> None:
+    with h5py.File(path, "w") as f:
+        t = f.create_dataset("spikes/times", (len(times),), dtype=h5py.vlen_dtype(np.float64))
+        u = f.create_dataset("spikes/units", (len(units),), dtype=h5py.vlen_dtype(np.uint16))
+        for i in range(len(times)):
+            t[i], u[i] = times[i], units[i]
+        f.create_dataset("labels", data=labels)
+
+
+def shd_module(root: Path, **kwargs) -> SHDDataModule:
+    args = dict(data_dir=str(root), download=False, input_shape=(10, 140), T=10, num_classes=3, val_size=1,
+                frames={"bin_width": 0.01, "duration": 0.1, "downsample": 5})
+    return SHDDataModule(**{**args, **kwargs})
+
+
+@pytest.mark.parametrize("case", ["time 1e14 s", "NaN label", "bytes label", "negative time", "unit 700"])
+def test_shd_samples_that_would_wrap_or_cannot_be_labels_are_refused_naming_file_and_sample(tmp_path, case):
+    make_shd(tmp_path, n_train=6, n_test=2)
+    rng = np.random.default_rng(0)
+    samples = [random_audio(rng, i % 3) for i in range(4)]
+    times, units = [s[0] for s in samples], [s[1] for s in samples]
+    labels = np.array([0, 1, 2, 0], dtype=np.uint16)
+    if case == "time 1e14 s":  # 1e20 us: past int64, it would wrap negative
+        times[2] = np.array([0.01, 1e14])
+        units[2] = np.array([3, 4])
+    elif case == "negative time":
+        times[2] = np.array([-0.5])
+        units[2] = np.array([3])
+    elif case == "unit 700":
+        units[2] = units[2].copy()
+        units[2][0] = 700
+    elif case == "NaN label":
+        labels = np.array([0, 1, np.nan, 0])
+    else:
+        labels = np.array([b"0", b"1", b"2", b"0"])
+    path = tmp_path / "shd_train.h5"
+    path.unlink()
+    write_h5_raw(path, times, units, labels)
+    expected = {"time 1e14 s": r"sample 2: 1 event\(s\) have t", "negative time": r"sample 2: 1 event\(s\) have t",
+                "unit 700": r"sample 2: 1 event\(s\) have x", "NaN label": "sample 2: label nan",
+                "bytes label": "labels of dtype"}[case]
+    with pytest.raises(DataError, match=f"{re.escape(str(path))}.*{expected}"):
+        shd_module(tmp_path).setup()
+    assert cache_entries(tmp_path) == []
+
+
+@pytest.mark.parametrize("dataset", ["labels", "spikes/times"])
+def test_an_hdf5_file_declaring_more_samples_than_it_stores_is_refused_before_reading(tmp_path, dataset):
+    path = tmp_path / "shd_train.h5"
+    with h5py.File(path, "w") as f:  # 10^8 samples declared, none written: a few kB on disk
+        n = 10**8
+        for name, dtype in (("spikes/times", h5py.vlen_dtype(np.float32)),
+                            ("spikes/units", h5py.vlen_dtype(np.uint16)), ("labels", np.uint16)):
+            if name == dataset:
+                f.create_dataset(name, (n,), dtype=dtype, chunks=(1024,))
+            else:  # the other two hold their samples (as a huge file would)
+                f.create_dataset(name, (n,), dtype=dtype, chunks=(1024,), fillvalue=None)
+                f[name][:3] = [np.zeros(1, np.float32), np.zeros(1, np.float32), np.zeros(1, np.float32)] \
+                    if name == "spikes/times" else ([np.zeros(1, np.uint16)] * 3 if name == "spikes/units"
+                                                    else np.zeros(3, np.uint16))
+    assert path.stat().st_size < 100_000
+    with pytest.raises(DataError, match=f"{re.escape(str(path))} is truncated or corrupt: .*declares 100000000"):
+        next(read_hdf5(path))
+
+
+def test_a_cache_hit_checks_the_labels_against_num_classes(tmp_path):
+    make_shd(tmp_path, n_train=6, n_test=3, classes=3)
+    shd_module(tmp_path).setup()  # labels 0..2 cached
+    entries = cache_entries(tmp_path)
+    with pytest.raises(DataError, match=r"labels span 0\.\.2, outside 0\.\.1 \(dataset.num_classes 2\).*event_cache"):
+        shd_module(tmp_path, num_classes=2).setup()
+    assert cache_entries(tmp_path) == entries  # nothing written
+
+
+def test_cache_entries_follow_the_umask(tmp_path):
+    make_shd(tmp_path, n_train=6, n_test=3, classes=3)
+    old = os.umask(0o002)  # a group-shared cache
+    try:
+        shd_module(tmp_path).setup()
+    finally:
+        os.umask(old)
+    entries = [p for p in (tmp_path / "event_cache").iterdir()]
+    assert entries and all(stat.S_IMODE(p.stat().st_mode) == 0o775 for p in entries)
+    assert all(stat.S_IMODE(f.stat().st_mode) == 0o664 for p in entries for f in p.iterdir())
+
+
+def test_a_build_killed_by_sigkill_leaves_a_folder_the_next_build_removes(tmp_path):
+    root = tmp_path / "cache"
+    code = (
+        "import sys, time, numpy as np\n"
+        "from snn.data.cache import load_or_build\n"
+        "def samples():\n"
+        "    yield np.zeros(3, np.int64), 1, 0\n"
+        "    print('writing', flush=True)\n"
+        "    time.sleep(600)\n"
+        f"load_or_build({str(root)!r}, 'killed', {{}}, np.int64, samples())\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                             env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        assert child.stdout.readline().strip() == "writing"
+    finally:
+        child.kill()  # SIGKILL: no cleanup runs
+        child.wait()
+    [left] = [p for p in root.iterdir() if p.name.startswith(".killed-")]
+    assert f".{child.pid}." in left.name
+    # A live build beside it (this process) and a fresh one from another host are left alone;
+    # another host's folder untouched for longer than STALE_SECONDS is removed.
+    live = root / f".live-0123.{cache_module.host()}.{os.getpid()}.0badc0de"
+    other = root / ".other-0123.elsewhere.12345.0badc0de"
+    old = root / ".old-0123.elsewhere.12345.0badc0de"
+    for folder in (live, other, old):
+        folder.mkdir()
+    stale = time.time() - cache_module.STALE_SECONDS - 60
+    os.utime(old, (stale, stale))
+    cache_module.load_or_build(root, "next", {}, np.dtype(np.int64), iter([(np.zeros(2, np.int64), 1, 0)]))
+    assert sorted(p.name for p in root.iterdir()) == sorted([live.name, other.name, "next-" + cache_module
+                                                             .settings_key({})])
