@@ -17,6 +17,8 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
+from snn.data.limits import check_elements
+
 from .errors import DataError
 from .idx import read_idx
 
@@ -333,6 +335,9 @@ class SyntheticDataModule(ClassificationDataModule):
         if num_train <= 0 or num_test <= 0 or noise < 0:
             raise ValueError(f"Need num_train > 0, num_test > 0, noise >= 0; got {num_train}, {num_test}, {noise}.")
         self.num_train, self.num_test, self.noise, self.seed = num_train, num_test, noise, seed
+        for name, n in (("num_train", num_train), ("num_test", num_test)):  # images and noise: float32
+            check_elements((n, *self.input_shape), 4, f"The synthetic {name}={n} images of shape "
+                           f"{list(self.input_shape)}", f"reduce dataset.{name} or dataset.input_shape")
         validation_count(self.val_size, num_train, self.name)  # the sizes are known: fail before training starts
 
     def load(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:

@@ -41,6 +41,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from .limits import check_elements
+
 SPLITS = {"train": 0, "val": 1, "test": 2}
 
 
@@ -218,6 +220,15 @@ class MemoryTaskDataModule(L.LightningDataModule):
                 f"{self.task.features}])."
             )
         self.T, self.input_shape, self.num_classes, self.dt = T, expected, 2, float(dt)
+        # Samples are drawn when loaded: the largest arrays are one sample's uniform draws (float64),
+        # one batch, and the shuffled order of the training indices (int64).
+        check_elements(expected, 8, f"One {self.name} sample ({self.task.T} steps of {self.task.features} "
+                       "inputs, drawn as float64)", "shorten the trial (dataset.task) or reduce "
+                       "neurons_per_group, and set dataset.T to match")
+        check_elements((batch_size, *expected), 4, f"A batch of {batch_size} {self.name} samples",
+                       "reduce dataset.batch_size or the trial length")
+        for name, n in (("num_train", num_train), ("num_val", num_val), ("num_test", num_test)):
+            check_elements((n,), 8, f"The sample order of {name}={n}", f"reduce dataset.{name}")
         self.sizes = {"train": num_train, "val": num_val, "test": num_test}
         self.seed, self.batch_size, self.num_workers = int(seed), batch_size, num_workers
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else bool(pin_memory)

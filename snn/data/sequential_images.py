@@ -30,6 +30,8 @@ from snn.models.encoders import make_encoder
 
 from .images import FashionMNISTDataModule, MNISTDataModule, collate_to_float
 
+from .limits import check_elements
+
 PIXELS = 28 * 28
 
 
@@ -88,6 +90,9 @@ class SequentialImageDataModule(L.LightningDataModule):
         self.name = f"sequential {self.images.name}"
         self.T, self.input_shape, self.num_classes = T, (T, 1), self.images.num_classes
         self.batch_size = self.images.batch_size
+        # A batch is coded as [steps_per_pixel, B, 784] and then [B, T, 1] (float32).
+        check_elements((self.batch_size, T), 4, f"A batch of {self.batch_size} sequences of T = {T} steps",
+                       "reduce dataset.pixels.steps_per_pixel (and dataset.T) or dataset.batch_size")
         self.permutation = pixel_permutation(permutation_seed) if permute else None
         self.pixel_encoder = make_encoder(kind, per_pixel, dt=dt, **pixels)
         self.collate = ImagesToSequences(self.permutation, self.pixel_encoder)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
+import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
+from torch.utils._python_dispatch import TorchDispatchMode
 
 
 def build_from_config(spec: Any, what: str) -> Any:
@@ -25,3 +28,50 @@ def build_from_config(spec: Any, what: str) -> Any:
         if isinstance(error.__cause__, ValueError):
             raise ValueError(f"Invalid {what} config: {error.__cause__}") from error.__cause__
         raise
+
+
+# Operations that allocate a tensor of a size given in their arguments (and not taken from a tensor).
+_FACTORIES = frozenset({"empty", "empty_strided", "zeros", "ones", "full", "rand", "randn", "randint", "normal",
+                        "new_empty", "new_empty_strided", "new_zeros", "new_ones", "new_full", "randperm", "eye"})
+
+
+class AllocationBudget(TorchDispatchMode):
+    """Refuses, before allocating, any tensor factory call that would take the tensors built inside
+    the ``with`` block past ``budget`` bytes: a config whose sizes disagree with the weights meant for
+    it (``hidden=[20000, 20000]`` beside weights of ``[100]``) fails before its layers are allocated.
+    ``source`` names the file in the error."""
+
+    def __init__(self, budget: int, source: str, what: str, saved: int):
+        super().__init__()
+        self.budget, self.source, self.what, self.saved, self.used = int(budget), source, what, saved, 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = func.overloadpacket.__name__
+        if name in _FACTORIES:
+            if name == "randperm":
+                numel = int(args[0])
+            elif name == "eye":
+                numel = int(args[0]) * int(args[1] if len(args) > 1 and isinstance(args[1], int) else args[0])
+            else:
+                size = next((a for a in args if isinstance(a, list | tuple)), ())
+                numel = math.prod(int(s) for s in size)
+            dtype = kwargs.get("dtype") or torch.get_default_dtype()
+            self.used += numel * dtype.itemsize
+            if self.used > self.budget:
+                raise ValueError(
+                    f"The {self.what} config in {self.source} asks for more than its weights hold: building it "
+                    f"needs over {self.used / 2**20:,.0f} MiB, its saved tensors are {self.saved / 2**20:,.2f} MiB "
+                    f"(allowed while building: {self.budget / 2**20:,.0f} MiB). A size in the config (e.g. hidden) "
+                    "does not match the saved tensors; nothing was built."
+                )
+        return func(*args, **kwargs)
+
+
+def build_within(spec: Any, what: str, weights: Mapping[str, Any], source: str, call: Any = None) -> Any:
+    """``build_from_config(spec, what)`` (or ``call()``) when every tensor it allocates fits in a
+    small multiple of the bytes of ``weights`` (the state dict meant for it): the sizes a checkpoint's
+    config declares are checked against its saved tensors before anything large is allocated."""
+    saved = sum(t.numel() * t.element_size() for t in weights.values() if isinstance(t, torch.Tensor))
+    with AllocationBudget(4 * saved + 64 * 2**20, source, what, saved):
+        return call() if call is not None else build_from_config(spec, what)

@@ -15,9 +15,10 @@ from torch.nn import functional as F
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from snn.data.limits import check_elements
 from snn.models import SpikeRecorder, check_model
 
-from .instantiation import build_from_config
+from .instantiation import build_from_config, build_within
 from .safe_load import check_targets, load_checkpoint
 
 STAGES = ("train", "val", "test")
@@ -96,7 +97,10 @@ class SpikingClassifierModule(L.LightningModule):
             setattr(self, f"{stage}_loss", MeanMetric())
         self.val_rates = nn.ModuleDict({name: MeanMetric() for name in self.recorder.names})
         self.test_rates = nn.ModuleDict({name: MeanMetric() for name in self.recorder.names})
-        self.example_input_array = torch.zeros(2, *self.net.input_shape)
+        shape = (2, *self.net.input_shape)
+        check_elements(shape, 4, f"The example input {list(shape)} (model.input_shape, whose first size is "
+                       "dataset.T for sequence data)", "check model.T, dataset.T and the input shapes")
+        self.example_input_array = torch.zeros(shape)
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path: str | Path, map_location: Any = "cpu",
@@ -114,7 +118,8 @@ class SpikingClassifierModule(L.LightningModule):
         hyper_parameters = {**checkpoint["hyper_parameters"], **overrides}
         check_targets(hyper_parameters, checkpoint_path)
         accepted = inspect.signature(cls.__init__).parameters
-        module = cls(**{k: v for k, v in hyper_parameters.items() if k in accepted})
+        module = build_within(None, "model", checkpoint["state_dict"], str(checkpoint_path),
+                              lambda: cls(**{k: v for k, v in hyper_parameters.items() if k in accepted}))
         module.on_load_checkpoint(checkpoint)
         try:
             module.load_state_dict(checkpoint["state_dict"], strict=True if strict is None else strict)

@@ -8,6 +8,8 @@ import pytest
 import torch
 from torch.utils.data import DistributedSampler
 
+from snn.data.images import SyntheticDataModule
+from snn.data.limits import SizeLimitError
 from snn.data.memory_tasks import (
     CueAccumulation,
     StoreRecall,
@@ -15,8 +17,9 @@ from snn.data.memory_tasks import (
     poisson_groups,
     steps,
 )
+from snn.data.sequential_images import SequentialMNISTDataModule
 from tests.helpers import make_cfg
-from train import train
+from train import build, train
 
 # A small STORE-RECALL: 6 frames of 10 ms (T = 60), 4 groups of 5 inputs.
 SMALL_STORE_RECALL = ["dataset.T=60", "dataset.input_shape=[60,20]", "dataset.task.frame_ms=10",
@@ -162,3 +165,42 @@ def test_small_store_recall_network_trains_above_chance(tmp_path):
                    "trainer.accelerator=cpu", "logger=none", "callbacks.spike_raster=null",
                    "test=false", "optimizer.lr=1e-2")
     assert train(cfg) > 0.75  # two balanced classes: chance is 0.5
+
+
+# --- Sizes from the config, checked before anything is allocated ------------------------------
+
+LIMIT = r"SNN_MAX_ALLOC_GB"
+
+
+def test_an_absurd_trial_length_is_refused_before_the_example_input_is_allocated(tmp_path):
+    # 100,000 frames of 100 ms: T = 10^7 steps; the example input alone would be 8 GB.
+    cfg = make_cfg(tmp_path, "experiment=store_recall_adex", "dataset.task.frames=100000", "dataset.T=10000000")
+    with pytest.raises(SizeLimitError, match=rf"example input \[2, 10000000, 100\].*dataset.T.*{LIMIT}"):
+        build(cfg)
+
+
+@pytest.mark.parametrize("setting, message", [
+    ({"num_train": 10**12}, r"sample order of num_train=1000000000000.*reduce dataset.num_train"),
+    ({"num_test": 10**12}, r"num_test=1000000000000.*reduce dataset.num_test"),
+    ({"batch_size": 10**6}, r"batch of 1000000 .*reduce dataset.batch_size"),
+    ({"frames": 100000}, r"One STORE-RECALL sample \(10000000 steps of 100 inputs"),
+])
+def test_memory_task_sizes_are_checked_against_the_limit_which_the_user_can_raise(monkeypatch, setting, message):
+    task = {"neurons_per_group": 25, "frames": setting.pop("frames", 10)}
+    T = task["frames"] * 100
+    args = dict(T=T, input_shape=(T, 100), task=task, **setting)
+    with pytest.raises(SizeLimitError, match=rf"{message}.*{LIMIT}"):
+        StoreRecallDataModule(**args)
+    monkeypatch.setenv(LIMIT, "1e9")  # raised: nothing is allocated when the module is built
+    assert StoreRecallDataModule(**args).T == T
+    monkeypatch.setenv(LIMIT, "lots")
+    with pytest.raises(ValueError, match=f"{LIMIT}='lots' is not a positive number"):
+        StoreRecallDataModule(**args)
+
+
+def test_sequential_image_and_synthetic_sizes_are_checked(tmp_path):
+    with pytest.raises(SizeLimitError, match=rf"batch of 64 sequences .*steps_per_pixel.*{LIMIT}"):
+        SequentialMNISTDataModule(T=784 * 10**6, input_shape=(784 * 10**6, 1), data_dir=str(tmp_path),
+                                  pixels={"kind": "constant", "steps_per_pixel": 10**6}, batch_size=64)
+    with pytest.raises(SizeLimitError, match=rf"synthetic num_train=1000000000000 images.*{LIMIT}"):
+        SyntheticDataModule(num_train=10**12)

@@ -10,6 +10,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import snn.training.checkpoint_io as checkpoint_io
 from snn.training import (
@@ -17,6 +18,7 @@ from snn.training import (
     CheckpointWriteError,
     NonFiniteCheckpointError,
     SafeCheckpointIO,
+    SpikingClassifierModule,
     load_checkpoint,
     load_classifier,
     load_module,
@@ -293,3 +295,33 @@ def test_loading_onto_cuda(trained):
     assert next(net.parameters()).is_cuda
     x = torch.rand(3, 1, 8, 8)
     torch.testing.assert_close(net(x.cuda()).cpu(), load_classifier(trained)(x), rtol=1e-4, atol=1e-5)
+
+
+class LargestFactory(TorchDispatchMode):
+    """Records the largest tensor a factory call (torch.empty, zeros, randn, ...) actually made."""
+
+    def __init__(self):
+        super().__init__()
+        self.largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if isinstance(out, torch.Tensor) and func.overloadpacket.__name__ in ("empty", "empty_strided", "zeros"):
+            self.largest = max(self.largest, out.numel() * out.element_size())
+        return out
+
+
+@pytest.mark.parametrize("loader", ["load_classifier", "load_from_checkpoint"])
+def test_a_config_larger_than_its_weights_is_refused_before_its_layers_are_allocated(tmp_path, loader):
+    net = {"_target_": "snn.models.SpikingClassifier", "input_shape": [1, 8, 8], "num_classes": 4, "T": 6,
+           "hidden": [16]}
+    module = SpikingClassifierModule(net=net, optimizer={"_target_": "torch.optim.Adam", "_partial_": True})
+    checkpoint = {"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}
+    load = load_classifier if loader == "load_classifier" else SpikingClassifierModule.load_from_checkpoint
+    torch.save(checkpoint, tmp_path / "fits.ckpt")
+    assert load(tmp_path / "fits.ckpt") is not None
+    checkpoint["hyper_parameters"]["net"]["hidden"] = [20000, 20000]  # 2.35 GB of layers for 16 neurons' weights
+    torch.save(checkpoint, tmp_path / "huge.ckpt")
+    with LargestFactory() as seen, pytest.raises(ValueError, match=f"{tmp_path / 'huge.ckpt'} asks for more"):
+        load(tmp_path / "huge.ckpt")
+    assert 0 < seen.largest < 2**26  # the 20000 x 20000 weight (1.6 GB) was never allocated
