@@ -87,3 +87,11 @@ def test_bench_gpu_parses_its_arguments_and_needs_a_gpu(capsys):
         pytest.skip("a GPU is present: the benchmark would run")
     with pytest.raises(SystemExit, match="needs a CUDA GPU"):
         bench_gpu.main(["--quick", "--cases", "lif"])
+
+
+def test_bench_memory_tasks_runs_on_a_tiny_task():
+    from bench_memory_tasks import main
+
+    results = main(["--quick", "--seconds", "0", "--reference"])
+    assert set(results) == {"generate", "step", "generate (before)", "loop w0", "loop w1"}
+    assert all(value > 0 for value in results.values())

@@ -55,12 +55,18 @@ def steps(ms: float, dt: float, what: str) -> int:
     return round(n)
 
 
-def poisson_groups(rates_hz: torch.Tensor, per_group: int, dt: float,
+def poisson_groups(rates_hz: torch.Tensor | np.ndarray, per_group: int, dt: float,
                    rng: np.random.Generator) -> torch.Tensor:
     """Spikes of ``per_group`` independent Poisson neurons per group: ``rates [T, G]`` (Hz) ->
-    ``[T, G * per_group]`` floats in {0, 1}, group g's neurons in columns ``g * per_group ...``."""
-    p = (rates_hz * dt).clamp(0.0, 1.0).repeat_interleave(per_group, dim=1)  # [T, G] -> [T, G*n]
-    return (torch.from_numpy(rng.random(tuple(p.shape))) < p).float()
+    ``[T, G * per_group]`` floats in {0, 1}, group g's neurons in columns ``g * per_group ...``.
+
+    A neuron spikes at step t when its uniform draw (float64, one per neuron and step, drawn row by
+    row) is below ``rate * dt`` (float32). In numpy throughout: torch's element-wise operations run on
+    its thread pool, which the training step keeps busy (on a loaded machine, milliseconds each)."""
+    p = np.clip(np.asarray(rates_hz, dtype=np.float32) * np.float32(dt), 0.0, 1.0)  # [T, G]
+    steps_, groups = p.shape
+    draws = rng.random((steps_, groups, per_group))  # the [T, G * per_group] draws, row by row
+    return torch.from_numpy((draws < p[:, :, None]).astype(np.float32).reshape(steps_, groups * per_group))
 
 
 class StoreRecall:
@@ -90,14 +96,14 @@ class StoreRecall:
         self.T, self.features = frames * self.frame, self.groups * neurons_per_group
 
     def sample(self, rng: np.random.Generator) -> tuple[torch.Tensor, int]:
-        bits = torch.from_numpy(rng.integers(2, size=self.frames - 1))  # one per non-recall frame
+        bits = rng.integers(2, size=self.frames - 1)  # one per non-recall frame
         store = int(rng.integers(self.frames - 1 - self.min_delay))
-        active = torch.zeros(self.frames, self.groups, dtype=torch.bool)  # [frames, groups]
+        active = np.zeros((self.frames, self.groups), dtype=bool)  # [frames, groups]
         active[store, 0] = True
         active[-1, 1] = True
-        active[torch.arange(self.frames - 1), 2 + bits] = True
-        rates = torch.where(active, self.rate, self.background)  # [frames, groups] (Hz)
-        rates = rates.repeat_interleave(self.frame, dim=0)  # -> [T, groups]
+        active[np.arange(self.frames - 1), 2 + bits] = True
+        rates = np.where(active, np.float32(self.rate), np.float32(self.background))  # [frames, groups] (Hz)
+        rates = np.repeat(rates, self.frame, axis=0)  # -> [T, groups]
         return poisson_groups(rates, self.per_group, self.dt, rng), int(bits[store])
 
 
@@ -135,9 +141,9 @@ class CueAccumulation:
 
     def sample(self, rng: np.random.Generator) -> tuple[torch.Tensor, int]:
         majority = int(rng.integers(2))
-        on_majority = torch.from_numpy(rng.random(self.cues) < self.p)
-        sides = torch.where(on_majority, majority, 1 - majority)  # [cues]: 0 left, 1 right
-        rates = torch.full((self.T, self.groups), self.background)
+        on_majority = rng.random(self.cues) < self.p
+        sides = np.where(on_majority, majority, 1 - majority)  # [cues]: 0 left, 1 right
+        rates = np.full((self.T, self.groups), self.background, dtype=np.float32)
         for k, side in enumerate(sides.tolist()):
             rates[k * self.spacing:k * self.spacing + self.cue, side] = self.rate
         rates[-self.recall:, 2] = self.rate

@@ -3,6 +3,9 @@ recipes' short training runs."""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -15,6 +18,7 @@ from snn.data.memory_tasks import (
     StoreRecall,
     StoreRecallDataModule,
     poisson_groups,
+    sample_rng,
     steps,
 )
 from snn.data.sequential_images import SequentialMNISTDataModule
@@ -204,3 +208,28 @@ def test_sequential_image_and_synthetic_sizes_are_checked(tmp_path):
                                   pixels={"kind": "constant", "steps_per_pixel": 10**6}, batch_size=64)
     with pytest.raises(SizeLimitError, match=rf"synthetic num_train=1000000000000 images.*{LIMIT}"):
         SyntheticDataModule(num_train=10**12)
+
+
+# --- Generation: numpy, the same samples as the per-sample torch generator it replaced ---------
+
+TASKS = [
+    (StoreRecall, {"neurons_per_group": 25}),
+    (StoreRecall, {"dt": 0.0007, "neurons_per_group": 3, "frame_ms": 7, "frames": 5, "min_delay_frames": 1,
+                   "rate_hz": 123.4, "background_hz": 3.3}),
+    (StoreRecall, {"dt": 0.01, "frame_ms": 50, "rate_hz": 150.0}),  # rate * dt > 1: clamped
+    (CueAccumulation, {}),
+    (CueAccumulation, {"dt": 0.002, "cues": 3, "rate_hz": 77.7, "noise_hz": 13.1, "background_hz": 1.1,
+                       "majority_probability": 0.9}),
+]
+
+
+@pytest.mark.parametrize("cls, options", TASKS)
+def test_generated_samples_are_bit_identical_to_the_per_sample_torch_generator(cls, options):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from bench_memory_tasks import reference_sample
+
+    task = cls(**options)
+    for i in range(30):
+        x, label = task.sample(sample_rng(7, "train", i))
+        x_ref, label_ref = reference_sample(task, sample_rng(7, "train", i))
+        assert x.dtype == x_ref.dtype == torch.float32 and torch.equal(x, x_ref) and label == label_ref
