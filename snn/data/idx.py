@@ -8,11 +8,15 @@ file's name, a wrong file) raises ``ValueError`` naming the file and what is wro
 from __future__ import annotations
 
 import gzip
+import io
+import math
 import zlib
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from snn.data.limits import check_bytes, max_bytes
 
 from .errors import DataError
 
@@ -25,11 +29,15 @@ def _read_bytes(path: Path) -> bytes:
     raw = path.read_bytes()
     if not raw.startswith(GZIP_MAGIC):
         return raw
+    limit = max_bytes()
     try:
-        return gzip.decompress(raw)
+        with gzip.GzipFile(fileobj=io.BytesIO(raw)) as f:
+            data = f.read(limit + 1)  # a small file can unpack to any size: read no more than allowed
     except (EOFError, OSError, zlib.error) as error:
         raise DataError(f"{path} is a corrupt or truncated gzip file ({error}); "
                         "delete it and fetch it again.") from None
+    check_bytes(len(data), f"Unpacking {path}", "check the file (MNIST's largest unpacks to 47 MB)")
+    return data
 
 
 def read_idx(path: str | Path) -> torch.Tensor:
@@ -47,7 +55,7 @@ def read_idx(path: str | Path) -> torch.Tensor:
         raise DataError(f"{path} is truncated: its header announces {ndim} dimensions "
                         f"but the file ends after {len(data)} bytes.")
     shape = tuple(int(s) for s in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
-    expected = int(np.prod(shape)) * dtype.itemsize
+    expected = math.prod(shape) * dtype.itemsize  # exact: a hostile shape cannot wrap around
     if len(data) - header != expected:
         problem = "truncated" if len(data) - header < expected else "longer than announced"
         raise DataError(

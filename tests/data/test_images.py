@@ -65,6 +65,15 @@ def test_read_idx_names_the_bad_file(tmp_path):
         assert str(path) in str(error.value)
 
 
+def test_a_gzip_that_unpacks_past_the_allocation_limit_is_refused_naming_it(tmp_path, monkeypatch):
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    path.write_bytes(gzip.compress(idx_bytes(np.zeros((1000, 32, 32), dtype=np.uint8))))  # 1 MB from ~1 kB
+    assert read_idx(path).shape == (1000, 32, 32)
+    monkeypatch.setenv("SNN_MAX_ALLOC_GB", str(0.5 / 1024))  # 512 kB
+    with pytest.raises(ValueError, match=rf"Unpacking {path} would allocate.*SNN_MAX_ALLOC_GB"):
+        read_idx(path)
+
+
 # --- MNIST family ---------------------------------------------------------------------------------
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import DistributedSampler
+from torch.utils.data import DistributedSampler, default_collate
 
 from snn.data.images import SyntheticDataModule
 from snn.data.limits import SizeLimitError
@@ -19,6 +19,7 @@ from snn.data.memory_tasks import (
     StoreRecallDataModule,
     poisson_groups,
     sample_rng,
+    stack_samples,
     steps,
 )
 from snn.data.sequential_images import SequentialMNISTDataModule
@@ -233,3 +234,13 @@ def test_generated_samples_are_bit_identical_to_the_per_sample_torch_generator(c
         x, label = task.sample(sample_rng(7, "train", i))
         x_ref, label_ref = reference_sample(task, sample_rng(7, "train", i))
         assert x.dtype == x_ref.dtype == torch.float32 and torch.equal(x, x_ref) and label == label_ref
+
+
+def test_batches_are_stacked_as_default_collate_would():
+    dm = store_recall(frame_ms=10, frames=6, neurons_per_group=5)
+    batch = [dm.datasets["train"][i] for i in range(5)]
+    x, y = next(iter(dm.train_dataloader()))
+    x_ref, y_ref = default_collate(batch)
+    x_ours, y_ours = stack_samples(batch)
+    assert torch.equal(x_ours, x_ref) and torch.equal(y_ours, y_ref) and y_ours.dtype == y_ref.dtype
+    assert x.shape == (8, 60, 20) and x.dtype == torch.float32 and y.dtype == torch.long
