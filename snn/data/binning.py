@@ -29,6 +29,8 @@ import torch
 
 from .errors import DataError
 
+from .limits import check_elements
+
 EVENT_DTYPE = np.dtype([("t", "<i8"), ("x", "<i2"), ("y", "<i2"), ("p", "<i1")])
 # One non-zero frame cell: its flat index into [T, P, H, W] and its event count.
 SPARSE_DTYPE = np.dtype([("index", "<i4"), ("count", "<u2")])
@@ -157,6 +159,11 @@ class FrameSpec:
         if self.duration is not None:
             events = events[events["t"] < self.duration * 1e6]
         steps, width = self._edges(events)
+        if steps * p_n * h_n * w_n >= 2**31:
+            raise ValueError(f"{steps} frames of {p_n}x{h_n}x{w_n} exceed the sparse index range (2^31 cells): "
+                             "set frames.duration, or fewer or wider bins.")
+        check_elements((steps, p_n, h_n, w_n), 4, f"The {steps} frames of one sample",
+                       "set frames.duration, or fewer or wider bins")
         k = self.downsample
         k_y = 1 if sensor[1] == 1 else k  # audio's single row is not pooled
         t = np.minimum(
@@ -167,8 +174,6 @@ class FrameSpec:
         x = events["x"].astype(np.int64) // k
         flat = ((t * p_n + p) * h_n + y) * w_n + x  # [T, P, H, W] row-major
         index, count = np.unique(flat, return_counts=True)
-        if steps * p_n * h_n * w_n >= 2**31:
-            raise ValueError(f"{steps} frames of {p_n}x{h_n}x{w_n} exceed the sparse index range.")
         cells = np.empty(len(index), dtype=SPARSE_DTYPE)
         cells["index"], cells["count"] = index, np.minimum(count, np.iinfo(np.uint16).max)
         return cells, steps

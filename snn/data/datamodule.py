@@ -32,6 +32,7 @@ from .cache import CachedSamples, file_fingerprint, load_or_build
 from .download import Remote, fetch, unpack
 from .errors import DataError
 from .images import FileDataModule
+from .limits import check_elements
 from .transforms import EventTransforms
 
 
@@ -115,6 +116,9 @@ class EventDataModule(FileDataModule):
         if self.audio:
             self.frame_shape = self.frame_shape[2:]  # [P=1, H=1, W] -> [channels]
         expected = (self.spec.steps, *self.frame_shape)
+        if self.spec.steps is not None:
+            check_elements((self.batch_size, *expected), 4, f"A batch of {self.name} frames {list(expected)}",
+                           "reduce dataset.batch_size, or set fewer bins or more downsampling in dataset.frames")
         if self.input_shape != expected or T != self.spec.steps:
             steps = (
                 "T = time_bins or ceil(duration / bin_width)"
@@ -189,7 +193,10 @@ class EventDataModule(FileDataModule):
             if events:
                 yield sample, 0, label
             else:
-                cells, steps = self.spec.to_sparse(sample, self.sensor)
+                try:
+                    cells, steps = self.spec.to_sparse(sample, self.sensor)
+                except ValueError as error:  # its frames would be too many: say which sample
+                    raise type(error)(f"{where}: {error}") from None
                 yield cells, steps, label
 
     def cache(self, split: str, events: bool = False) -> CachedSamples:

@@ -816,3 +816,27 @@ def test_a_build_killed_by_sigkill_leaves_a_folder_the_next_build_removes(tmp_pa
     cache_module.load_or_build(root, "next", {}, np.dtype(np.int64), iter([(np.zeros(2, np.int64), 1, 0)]))
     assert sorted(p.name for p in root.iterdir()) == sorted([live.name, other.name, "next-" + cache_module
                                                              .settings_key({})])
+
+
+@pytest.mark.parametrize("seconds, limit_gb, message", [
+    (1e6, None, r"sample 1: 100000001 frames of 1x1x140 exceed the sparse index range"),
+    (1e4, 0.1, r"sample 1: The 1000001 frames of one sample would allocate .*SNN_MAX_ALLOC_GB"),
+])
+def test_a_sample_whose_frames_would_be_too_many_is_refused_naming_it(tmp_path, monkeypatch, seconds, limit_gb,
+                                                                       message):
+    make_shd(tmp_path, n_train=6, n_test=2)
+    rng = np.random.default_rng(0)
+    samples = [random_audio(rng, i % 3) for i in range(4)]
+    samples[1] = (np.array([0.0, seconds]), np.array([1, 2]), 1)  # bins of 10 ms up to its last spike
+    write_h5(tmp_path / "shd_train.h5", samples)
+    if limit_gb:
+        monkeypatch.setenv("SNN_MAX_ALLOC_GB", str(limit_gb))
+    with pytest.raises(ValueError, match=f"{re.escape(str(tmp_path / 'shd_train.h5'))} {message}"):
+        shd_module(tmp_path, input_shape=(None, 140), T=None, frames={"bin_width": 0.01, "downsample": 5}).setup()
+    assert cache_entries(tmp_path) == []
+
+
+def test_a_batch_of_frames_beyond_the_limit_is_refused_from_the_config(tmp_path):
+    with pytest.raises(ValueError, match=r"batch of SHD frames \[1000000, 140\].*dataset.batch_size.*SNN_MAX"):
+        shd_module(tmp_path, input_shape=(10**6, 140), T=10**6, frames={"time_bins": 10**6, "downsample": 5},
+                   batch_size=64)
