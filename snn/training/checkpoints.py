@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .instantiation import build_within
+from .instantiation import build_from_config, weights_budget
 from .module import SpikingClassifierModule
 from .safe_load import CheckpointError, load_checkpoint, read_checkpoint  # noqa: F401 (re-exported)
 
@@ -61,7 +61,8 @@ def load_classifier(path: str | Path, map_location: Any = "cpu") -> nn.Module:
     """
     checkpoint = load_checkpoint(path, map_location)
     state = {k.removeprefix("net."): v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
-    net = build_within(checkpoint["hyper_parameters"]["net"], "model", state, str(path))
+    with weights_budget(state, str(path)):
+        net = build_from_config(checkpoint["hyper_parameters"]["net"], "model")
     try:
         net.load_state_dict(state)
     except RuntimeError as error:

@@ -56,7 +56,8 @@ class AllocationBudget(TorchDispatchMode):
             else:
                 size = next((a for a in args if isinstance(a, list | tuple)), ())
                 numel = math.prod(int(s) for s in size)
-            dtype = kwargs.get("dtype") or torch.get_default_dtype()
+            default = torch.int64 if name in ("randperm", "randint") else torch.get_default_dtype()
+            dtype = kwargs.get("dtype") or default
             self.used += numel * dtype.itemsize
             if self.used > self.budget:
                 raise ValueError(
@@ -68,10 +69,10 @@ class AllocationBudget(TorchDispatchMode):
         return func(*args, **kwargs)
 
 
-def build_within(spec: Any, what: str, weights: Mapping[str, Any], source: str, call: Any = None) -> Any:
-    """``build_from_config(spec, what)`` (or ``call()``) when every tensor it allocates fits in a
-    small multiple of the bytes of ``weights`` (the state dict meant for it): the sizes a checkpoint's
-    config declares are checked against its saved tensors before anything large is allocated."""
+def weights_budget(weights: Mapping[str, Any], source: str, what: str = "model") -> AllocationBudget:
+    """``with weights_budget(state_dict, path): build(...)``: the tensors built inside may take a
+    small multiple of the bytes of ``weights`` (the state dict meant for them, +64 MiB for buffers
+    and temporaries), so the sizes a checkpoint's config declares are checked against its saved
+    tensors before anything large is allocated."""
     saved = sum(t.numel() * t.element_size() for t in weights.values() if isinstance(t, torch.Tensor))
-    with AllocationBudget(4 * saved + 64 * 2**20, source, what, saved):
-        return call() if call is not None else build_from_config(spec, what)
+    return AllocationBudget(4 * saved + 64 * 2**20, source, what, saved)

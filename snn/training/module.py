@@ -18,7 +18,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from snn.data.limits import check_elements
 from snn.models import SpikeRecorder, check_model
 
-from .instantiation import build_from_config, build_within
+from .instantiation import build_from_config, weights_budget
 from .safe_load import check_targets, load_checkpoint
 
 STAGES = ("train", "val", "test")
@@ -118,8 +118,8 @@ class SpikingClassifierModule(L.LightningModule):
         hyper_parameters = {**checkpoint["hyper_parameters"], **overrides}
         check_targets(hyper_parameters, checkpoint_path)
         accepted = inspect.signature(cls.__init__).parameters
-        module = build_within(None, "model", checkpoint["state_dict"], str(checkpoint_path),
-                              lambda: cls(**{k: v for k, v in hyper_parameters.items() if k in accepted}))
+        with weights_budget(checkpoint["state_dict"], str(checkpoint_path)):
+            module = cls(**{k: v for k, v in hyper_parameters.items() if k in accepted})
         module.on_load_checkpoint(checkpoint)
         try:
             module.load_state_dict(checkpoint["state_dict"], strict=True if strict is None else strict)
