@@ -10,7 +10,9 @@
 - ``datamodule``: what they share (finding/downloading files, splits, caches, loaders).
 - ``binning``: events -> ``[T, ...]`` frames; ``transforms``: denoise, jitter, drop;
   ``cache``: the disk cache keyed by the settings; ``download``: checksummed downloads;
-  ``errors``: ``DataError``, raised for a corrupt or inconsistent file (naming it).
+  ``errors``: ``DataError``, raised for a corrupt or inconsistent file (naming it); ``limits``:
+  ``SNN_MAX_ALLOC_GB``, the limit every size from a config or a file is checked against before
+  anything is allocated (a new data set checks its declared sizes with ``check_elements``).
 
 Event batches are ``(x [B, T, ...], y [B])`` of float event counts; ``model.encoder.kind=events``
 passes them to the spiking layers time-major, ``[T, B, ...]``, with ``model.T`` equal to the data's T.

@@ -28,7 +28,6 @@ import numpy as np
 import torch
 
 from .errors import DataError
-
 from .limits import check_elements
 
 EVENT_DTYPE = np.dtype([("t", "<i8"), ("x", "<i2"), ("y", "<i2"), ("p", "<i1")])

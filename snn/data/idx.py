@@ -16,9 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from snn.data.limits import check_bytes, max_bytes
-
 from .errors import DataError
+from .limits import check_bytes, max_bytes
 
 # IDX type code -> numpy dtype (big-endian)
 IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}

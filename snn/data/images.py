@@ -17,10 +17,9 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
-from snn.data.limits import check_elements
-
 from .errors import DataError
 from .idx import read_idx
+from .limits import check_elements
 
 
 class ImageTensorDataset(Dataset):

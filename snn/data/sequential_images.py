@@ -29,7 +29,6 @@ from torch.utils.data import DataLoader
 from snn.models.encoders import make_encoder
 
 from .images import FashionMNISTDataModule, MNISTDataModule, collate_to_float
-
 from .limits import check_elements
 
 PIXELS = 28 * 28

@@ -16,6 +16,7 @@ from snn.data import (
     SyntheticDataModule,
     read_idx,
 )
+from snn.data.limits import SizeLimitError
 from tests.helpers import compose_config, idx_bytes, write_mnist
 
 MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -286,3 +287,8 @@ def test_synthetic_data_is_deterministic_and_class_dependent():
     means = torch.stack([x[y == k].mean(0) for k in range(3)]).flatten(1)
     nearest = torch.cdist(x.flatten(1), means).argmin(1)
     assert (nearest == y).float().mean() > 0.95
+
+
+def test_synthetic_sizes_beyond_the_allocation_limit_are_refused_from_the_config():
+    with pytest.raises(SizeLimitError, match=r"synthetic num_train=1000000000000 images.*SNN_MAX_ALLOC_GB"):
+        SyntheticDataModule(num_train=10**12)

@@ -4,14 +4,12 @@ recipes' short training runs."""
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from torch.utils.data import DistributedSampler, default_collate
 
-from snn.data.images import SyntheticDataModule
 from snn.data.limits import SizeLimitError
 from snn.data.memory_tasks import (
     CueAccumulation,
@@ -22,8 +20,7 @@ from snn.data.memory_tasks import (
     stack_samples,
     steps,
 )
-from snn.data.sequential_images import SequentialMNISTDataModule
-from tests.helpers import make_cfg
+from tests.helpers import ROOT, make_cfg
 from train import build, train
 
 # A small STORE-RECALL: 6 frames of 10 ms (T = 60), 4 groups of 5 inputs.
@@ -203,13 +200,6 @@ def test_memory_task_sizes_are_checked_against_the_limit_which_the_user_can_rais
         StoreRecallDataModule(**args)
 
 
-def test_sequential_image_and_synthetic_sizes_are_checked(tmp_path):
-    with pytest.raises(SizeLimitError, match=rf"batch of 64 sequences .*steps_per_pixel.*{LIMIT}"):
-        SequentialMNISTDataModule(T=784 * 10**6, input_shape=(784 * 10**6, 1), data_dir=str(tmp_path),
-                                  pixels={"kind": "constant", "steps_per_pixel": 10**6}, batch_size=64)
-    with pytest.raises(SizeLimitError, match=rf"synthetic num_train=1000000000000 images.*{LIMIT}"):
-        SyntheticDataModule(num_train=10**12)
-
 
 # --- Generation: numpy, the same samples as the per-sample torch generator it replaced ---------
 
@@ -226,7 +216,7 @@ TASKS = [
 
 @pytest.mark.parametrize("cls, options", TASKS)
 def test_generated_samples_are_bit_identical_to_the_per_sample_torch_generator(cls, options):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    sys.path.insert(0, str(ROOT / "benchmarks"))
     from bench_memory_tasks import reference_sample
 
     task = cls(**options)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from snn.data.limits import SizeLimitError
 from snn.data.sequential_images import (
     SequentialFashionMNISTDataModule,
     SequentialMNISTDataModule,
@@ -74,3 +75,9 @@ def test_sequential_image_recipes_run_a_few_steps(tmp_path, experiment):
     cfg = make_cfg(tmp_path, f"experiment={experiment}", "debug=fdr", "model.hidden=[8]",
                    "dataset.download=false", "dataset.val_size=10", "dataset.batch_size=4")
     assert 0.0 <= train(cfg) <= 1.0
+
+
+def test_a_batch_beyond_the_allocation_limit_is_refused_from_the_config(tmp_path):
+    with pytest.raises(SizeLimitError, match=r"batch of 64 sequences .*steps_per_pixel.*SNN_MAX_ALLOC_GB"):
+        SequentialMNISTDataModule(T=784 * 10**6, input_shape=(784 * 10**6, 1), data_dir=str(tmp_path),
+                                  pixels={"kind": "constant", "steps_per_pixel": 10**6}, batch_size=64)
