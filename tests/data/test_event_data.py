@@ -744,22 +744,23 @@ def test_shd_samples_that_would_wrap_or_cannot_be_labels_are_refused_naming_file
     assert cache_entries(tmp_path) == []
 
 
-@pytest.mark.parametrize("dataset", ["labels", "spikes/times"])
-def test_an_hdf5_file_declaring_more_samples_than_it_stores_is_refused_before_reading(tmp_path, dataset):
+@pytest.mark.parametrize("case", ["nothing stored", "labels short"])
+def test_an_hdf5_file_declaring_more_samples_than_it_stores_is_refused_before_reading(tmp_path, case):
     path = tmp_path / "shd_train.h5"
-    with h5py.File(path, "w") as f:  # 10^8 samples declared, none written: a few kB on disk
-        n = 10**8
-        for name, dtype in (("spikes/times", h5py.vlen_dtype(np.float32)),
-                            ("spikes/units", h5py.vlen_dtype(np.uint16)), ("labels", np.uint16)):
-            if name == dataset:
-                f.create_dataset(name, (n,), dtype=dtype, chunks=(1024,))
-            else:  # the other two hold their samples (as a huge file would)
-                f.create_dataset(name, (n,), dtype=dtype, chunks=(1024,), fillvalue=None)
-                f[name][:3] = [np.zeros(1, np.float32), np.zeros(1, np.float32), np.zeros(1, np.float32)] \
-                    if name == "spikes/times" else ([np.zeros(1, np.uint16)] * 3 if name == "spikes/units"
-                                                    else np.zeros(3, np.uint16))
-    assert path.stat().st_size < 100_000
-    with pytest.raises(DataError, match=f"{re.escape(str(path))} is truncated or corrupt: .*declares 100000000"):
+    n = 10**8 if case == "nothing stored" else 5000
+    with h5py.File(path, "w") as f:
+        times = f.create_dataset("spikes/times", (n,), dtype=h5py.vlen_dtype(np.float32))
+        units = f.create_dataset("spikes/units", (n,), dtype=h5py.vlen_dtype(np.uint16))
+        labels = f.create_dataset("labels", (n,), dtype=np.uint16, chunks=(1000,))
+        if case == "labels short":  # every sample's spikes, but labels for the first 1000 only
+            times[:] = [np.array([0.01], np.float32)] * n
+            units[:] = [np.array([3], np.uint16)] * n
+            labels[:1000] = 0
+    expected = {"nothing stored": r"/spikes/times declares 100000000 samples but stores 0 bytes",
+                "labels short": r"/labels declares 5000 samples but stores 2000 bytes, not the 10000"}[case]
+    if case == "nothing stored":
+        assert path.stat().st_size < 10_000  # what the 2,976-byte file was
+    with pytest.raises(DataError, match=f"{re.escape(str(path))} is truncated or corrupt: {expected}"):
         next(read_hdf5(path))
 
 
