@@ -184,8 +184,8 @@ class GeneratedDataset(Dataset):
 
 def stack_samples(batch: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor]:
     """``[(x [T, F], y), ...]`` -> ``(x [B, T, F], y [B])``, stacked in numpy: ``default_collate``'s
-    ``torch.stack`` runs on torch's thread pool, which on a busy machine took 350 ms for a batch that
-    numpy copies in 10 ms."""
+    ``torch.stack`` runs on torch's thread pool, which the training step keeps busy, and then waits
+    for it many times longer than numpy's copy takes (benchmarks/RESULTS.md, memory-task loaders)."""
     x = np.stack([sample.numpy() for sample, _ in batch])  # B x [T, F] -> [B, T, F]
     return torch.from_numpy(x), torch.tensor([label for _, label in batch], dtype=torch.long)
 
