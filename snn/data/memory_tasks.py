@@ -62,7 +62,7 @@ def poisson_groups(rates_hz: torch.Tensor | np.ndarray, per_group: int, dt: floa
 
     A neuron spikes at step t when its uniform draw (float64, one per neuron and step, drawn row by
     row) is below ``rate * dt`` (float32). In numpy throughout: torch's element-wise operations run on
-    its thread pool, which the training step keeps busy (on a loaded machine, milliseconds each)."""
+    its thread pool, which the training step keeps busy (on a loaded machine each one waits for it)."""
     p = np.clip(np.asarray(rates_hz, dtype=np.float32) * np.float32(dt), 0.0, 1.0)  # [T, G]
     steps_, groups = p.shape
     draws = rng.random((steps_, groups, per_group))  # the [T, G * per_group] draws, row by row
