@@ -60,6 +60,7 @@ def build(cfg: DictConfig) -> tuple[SpikingClassifierModule, L.LightningDataModu
         scheduler_interval=cfg.scheduler_interval,
         **cfg.regularizer,
         config=_container(cfg),
+        neuron_params=_container(cfg.get("neuron_params")),
     )
     datamodule = build_from_config(cfg.dataset, "dataset")
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]

@@ -110,3 +110,19 @@ def recurrent_inputs(kind: str, dtype, T: int = 12, B: int = 3, F: int = 3, N: i
     fields = {"adex": LIFAdExState, "lif": LIFState}[kind]._fields[1:]
     rest = [torch.rand(B, N, generator=g, dtype=dtype) for _ in fields]
     return x, [z, *rest]
+
+
+def value_grad(layer, name: str):
+    """The gradient of learnable constant ``name`` of ``layer`` with respect to its value, from that of
+    its raw parameter (the chain rule of the parametrization, undone): what an eager reference that
+    takes the value itself as a leaf computes."""
+    import torch
+
+    from snn.neurons.module import parametrization
+
+    raw, init = getattr(layer, f"{name}_raw"), getattr(layer, f"{name}_init")
+    if raw.grad is None:
+        return None
+    if parametrization(name) == "log":  # value = init * exp(raw): d value / d raw = value
+        return raw.grad / layer.constant(name).detach()
+    return raw.grad / torch.where(init == 0, torch.ones_like(init), init.abs()).to(raw.dtype)  # init + |init| raw

@@ -24,6 +24,7 @@ KERNEL = "snn-tests"
 # varies several-fold; the quick configuration takes well under a minute on an idle 2-core CPU).
 CELL_TIMEOUT_S = 900
 QUICK = "SNN_NOTEBOOK_QUICK"  # set to 1 for the kernel: the small configuration of long notebooks
+DRAWS = ("plt.subplots(", 'views["')  # a cell that draws with pyplot or shows one of snn's views
 
 
 @pytest.fixture(scope="module")
@@ -57,3 +58,8 @@ def test_notebook_runs(path, kernel_specs, monkeypatch):
     client = nbclient.NotebookClient(nb, km=km, timeout=CELL_TIMEOUT_S,
                                      resources={"metadata": {"path": str(path.parent)}})  # as in Jupyter
     client.execute()  # raises CellExecutionError, naming the cell, when a cell fails
+    # Every cell that draws shows its figure: none is lost to a backend switched behind its back.
+    for number, cell in enumerate(nb.cells):
+        if cell.cell_type == "code" and any(m in cell.source for m in DRAWS):
+            shown = [o for o in cell.outputs if "image/png" in o.get("data", {})]
+            assert shown, f"{path.name}, cell {number}: draws a figure but shows none"

@@ -267,8 +267,10 @@ class LIFAdExRecurrentCell(RecurrentNeuronModule):
 
     def __init__(self, input_size: int, hidden_size: int, p: LIFAdExParameters = LIFAdExParameters(),
                  dt: float = 0.001, autapses: bool = False, learnable: Iterable[str] = (),
-                 input_weights: torch.Tensor | None = None, recurrent_weights: torch.Tensor | None = None):
-        super().__init__(input_size, hidden_size, p, dt, autapses, learnable, input_weights, recurrent_weights)
+                 input_weights: torch.Tensor | None = None, recurrent_weights: torch.Tensor | None = None,
+                 shape: Sequence[int] | None = None):
+        super().__init__(input_size, hidden_size, p, dt, autapses, learnable, input_weights, recurrent_weights,
+                         shape)
 
 
 class LIFAdExRecurrent(LIFAdExRecurrentCell):
@@ -285,6 +287,7 @@ class LIFAdExRecurrent(LIFAdExRecurrentCell):
     def __init__(self, input_size: int, hidden_size: int, p: LIFAdExParameters = LIFAdExParameters(),
                  dt: float = 0.001, autapses: bool = False, learnable: Iterable[str] = (),
                  input_weights: torch.Tensor | None = None, recurrent_weights: torch.Tensor | None = None,
-                 backend: str = "auto"):
-        super().__init__(input_size, hidden_size, p, dt, autapses, learnable, input_weights, recurrent_weights)
+                 backend: str = "auto", shape: Sequence[int] | None = None):
+        super().__init__(input_size, hidden_size, p, dt, autapses, learnable, input_weights, recurrent_weights,
+                         shape)
         self.backend = backend  # checked by NeuronModule.backend

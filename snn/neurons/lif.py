@@ -174,8 +174,10 @@ class LIFRecurrentCell(RecurrentNeuronModule):
 
     def __init__(self, input_size: int, hidden_size: int, p: LIFParameters = LIFParameters(),
                  dt: float = 0.001, autapses: bool = False, learnable: Iterable[str] = (),
-                 input_weights: torch.Tensor | None = None, recurrent_weights: torch.Tensor | None = None):
-        super().__init__(input_size, hidden_size, p, dt, autapses, learnable, input_weights, recurrent_weights)
+                 input_weights: torch.Tensor | None = None, recurrent_weights: torch.Tensor | None = None,
+                 shape: Sequence[int] | None = None):
+        super().__init__(input_size, hidden_size, p, dt, autapses, learnable, input_weights, recurrent_weights,
+                         shape)
 
 
 class LIFRecurrent(LIFRecurrentCell):
@@ -192,6 +194,7 @@ class LIFRecurrent(LIFRecurrentCell):
     def __init__(self, input_size: int, hidden_size: int, p: LIFParameters = LIFParameters(),
                  dt: float = 0.001, autapses: bool = False, learnable: Iterable[str] = (),
                  input_weights: torch.Tensor | None = None, recurrent_weights: torch.Tensor | None = None,
-                 backend: str = "auto"):
-        super().__init__(input_size, hidden_size, p, dt, autapses, learnable, input_weights, recurrent_weights)
+                 backend: str = "auto", shape: Sequence[int] | None = None):
+        super().__init__(input_size, hidden_size, p, dt, autapses, learnable, input_weights, recurrent_weights,
+                         shape)
         self.backend = backend  # checked by NeuronModule.backend

@@ -77,41 +77,73 @@ def check_range(owner: str, name: str, tensor: torch.Tensor) -> None:
     raise ValueError(f"{owner}.{name} must be {valid}, got {got}.")
 
 
-class _ClampAtZero(torch.autograd.Function):
-    """``x.clamp(min=0)`` (same forward, same gradient where ``x >= 0``) whose backward also passes
-    the gradient where ``x < 0`` if it is negative, i.e. if gradient descent would raise ``x`` back
-    towards the valid range. ``torch.clamp`` gives such an ``x`` zero gradient forever, so a
-    learnable time constant that an optimizer step pushed below zero would stay stuck at 0."""
+# How a learnable constant is trained. The optimizer sees ``<name>_raw`` (one value per neuron, 0 at
+# the start); ``<name>_init`` keeps the value it started from, and the neuron computes with
+#
+# - ``"log"``: ``init * exp(raw)``, for the constants that must stay positive (the inverse time
+#   constants and delta_T, those of PARAMETER_RANGES). A step of ``raw`` is the same relative change
+#   at 2 ms and at 2 s, and no step can make a time constant negative (the clamp at zero of the
+#   ranges holds by construction);
+# - ``"scaled"``: ``init + scale * raw`` with ``scale = |init|`` (1 where init is 0), for the voltages
+#   and the adaptation strengths, which may take any sign: a step is a fraction of the constant's
+#   own size, so 0.02 and 4 move alike.
+#
+# At ``raw = 0`` both give ``init`` exactly: a module with learnable constants computes, bit for bit,
+# what the same module with fixed ones computes until the first optimizer step.
+PARAMETRIZATIONS = ("log", "scaled")
 
-    @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(x)
-        return x.clamp(min=0.0)
 
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        (x,) = ctx.saved_tensors
-        return torch.where((x >= 0) | (grad < 0), grad, torch.zeros_like(grad))
+def parametrization(name: str) -> str:
+    """How the learnable constant ``name`` is trained: ``"log"`` or ``"scaled"`` (see above)."""
+    return "log" if name in PARAMETER_RANGES else "scaled"
+
+
+def _scale(init: torch.Tensor) -> torch.Tensor:
+    return torch.where(init == 0, torch.ones_like(init), init.abs())
+
+
+def constant_value(kind: str, init: torch.Tensor, raw: torch.Tensor) -> torch.Tensor:
+    """The value of a learnable constant (in the dtype of ``init`` and ``raw``, which must agree)."""
+    if kind == "log":
+        return init * torch.exp(raw)
+    return init + _scale(init) * raw
+
+
+def raw_value(kind: str, init: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """The inverse of :func:`constant_value`: the raw parameter that gives ``value``."""
+    if kind == "log":
+        return torch.log(value / init)
+    return (value - init) / _scale(init)
+
+
+def _same_values(value: Any, current: torch.Tensor) -> bool:
+    return (isinstance(value, torch.Tensor) and value.shape == current.shape and value.dtype == current.dtype
+            and torch.equal(value.detach(), current.detach()))
 
 
 class NeuronModule(nn.Module):
     """Holds a neuron's parameters and checks inputs and states.
 
-    Each tensor field of ``p`` becomes a buffer, or an ``nn.Parameter`` when its name is in
-    ``learnable``, so ``.to(device)``, ``state_dict`` and DDP see it. A parameter may be a scalar or
-    any tensor that broadcasts to the neuron shape; ``shape`` (e.g. ``(N,)`` or ``(C, 1, 1)``)
-    expands the learnable ones to one value per neuron.
+    Each tensor field of ``p`` becomes a buffer, so ``.to(device)``, ``state_dict`` and DDP see it. A
+    parameter may be a scalar or any tensor that broadcasts to the neuron shape.
+
+    A field named in ``learnable`` is trained, one value per neuron: ``shape`` (e.g. ``(N,)``, or
+    ``(C, 1, 1)`` for one value per channel) is the neuron shape it is learned at; ``shape=()``
+    learns one value shared by all neurons. Without ``shape`` a per-neuron tensor in ``p`` sets it; a
+    learnable scalar without ``shape`` is refused (the module cannot know N before its first input).
+    The optimizer trains ``<name>_raw`` (an ``nn.Parameter``, 0 at the start; :func:`parametrization`
+    says how it maps to the value), ``<name>_init`` keeps the starting value, and ``module.<name>``
+    reads the current value (with autograd), as for a fixed constant; assigning to it sets the raw
+    parameter. :meth:`constant_parameters` lists the raw parameters (their own optimizer group:
+    ``snn.training``), :meth:`constants` the values.
 
     Fixed constants keep full (float64) precision and are cast to the input's dtype at every call,
-    so float32 and float64 inputs both see the parameter as written.
+    so float32 and float64 inputs both see the parameter as written; learnable ones are computed in
+    the input's dtype from their float64 start and their raw parameter.
 
     Every constant is checked against :data:`PARAMETER_RANGES` at construction (learnable ones by
-    their initial value): a ValueError names the field, its value and the valid range.
-
-    Learnable inverse time constants (fields ending in ``_inv``) are clamped at zero when used, so an
-    optimizer step can never make a time constant negative (the neuron would then grow, not decay).
-    The clamp lets a value that overshot below zero recover: its gradient still passes wherever it
-    points back into the valid range (:class:`_ClampAtZero`).
+    their initial value): a ValueError names the field, its value and the valid range. Learnable
+    inverse time constants and ``delta_T`` are trained on a log scale, so they stay in it.
 
     ``p`` returns the parameters as the NamedTuple, as norse's modules expose them
     (``cell.p.v_leak``).
@@ -173,16 +205,124 @@ class NeuronModule(nn.Module):
         self.surrogate = {f: getattr(p, f) for f in SURROGATE_FIELDS if f in p._fields}
         self.options = {f: getattr(p, f) for f in OPTION_FIELDS if f in p._fields}  # surrogate too
         self._tensor_fields = tensor_fields
+        self._learned: dict[str, str] = {}  # learnable field -> its parametrization
         for name in tensor_fields:
             tensor = _as_float_tensor(name, getattr(p, name))
             check_range(self.parameters_class.__name__, name, tensor)
             if name in learnable:
-                if self.shape is not None:
-                    tensor = tensor.expand(self.shape)
-                # Trained like the weights around it: in the default dtype (``.double()`` etc. apply).
-                self.register_parameter(name, nn.Parameter(tensor.to(torch.get_default_dtype()).clone()))
+                self._register_learnable(name, tensor)
             else:
                 self.register_buffer(name, tensor.clone())
+
+    def _register_learnable(self, name: str, tensor: torch.Tensor) -> None:
+        """``<name>_init`` (the starting value, float64, one per neuron) and ``<name>_raw`` (0)."""
+        owner = f"{self.parameters_class.__name__}.{name}"
+        if self.shape is None and tensor.dim() == 0:
+            raise ValueError(
+                f"{type(self).__name__}(learnable=[{name!r}, ...]) learns one value per neuron, but the "
+                f"module does not know its neurons: pass shape=(N,) (the input's dimensions after time and "
+                f"batch; (C, 1, 1) for one value per channel), a per-neuron tensor as {owner}, or shape=() to "
+                "learn one value shared by all neurons."
+            )
+        if self.shape is not None:
+            if not broadcasts_to(tensor.shape, self.shape):
+                raise ValueError(f"{owner} of shape {list(tensor.shape)} does not broadcast to the learnable "
+                                 f"shape {list(self.shape)}.")
+            tensor = tensor.expand(self.shape)
+        kind = parametrization(name)
+        if kind == "log" and tensor.numel() and tensor.min().item() <= 0:
+            raise ValueError(
+                f"{owner} is learnable and starts at {tensor.min().item()!r}: a learnable {name} is trained on a "
+                "log scale (relative steps) and must start > 0. Start it at a small positive value, or keep "
+                "it fixed."
+            )
+        self._learned[name] = kind
+        self.register_buffer(f"{name}_init", tensor.contiguous().clone())
+        # Trained like the weights around it: in the default dtype (``.double()`` etc. apply).
+        self.register_parameter(f"{name}_raw", nn.Parameter(torch.zeros(tensor.shape)))
+
+    def __getattr__(self, name: str) -> Any:
+        learned = self.__dict__.get("_learned")
+        if learned is not None and name in learned:
+            return self.constant(name)
+        return super().__getattr__(name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        learned = self.__dict__.get("_learned")
+        if learned is not None and name in learned:
+            self.set_constant(name, value)
+        else:
+            super().__setattr__(name, value)
+
+    def constant(self, name: str, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """The current value of constant ``name``: a learnable one computed from its raw parameter
+        (in ``dtype``, default the raw parameter's, with autograd), a fixed one its buffer (cast to
+        ``dtype`` if given)."""
+        kind = self._learned.get(name)
+        if kind is None:
+            tensor = super().__getattr__(name)
+            return tensor if dtype is None else tensor.to(dtype)
+        raw = self._parameters[f"{name}_raw"]
+        dtype = raw.dtype if dtype is None else dtype
+        return constant_value(kind, self._buffers[f"{name}_init"].to(dtype), raw.to(dtype))
+
+    @torch.no_grad()
+    def set_constant(self, name: str, value: Any) -> None:
+        """Sets constant ``name``: a fixed one's buffer, a learnable one's raw parameter (so the
+        module computes with ``value``; its start ``<name>_init`` stays). Checked against
+        :data:`PARAMETER_RANGES`; ``value`` broadcasts to the constant's shape (a fixed one's buffer is
+        replaced: any shape that broadcasts to the neurons)."""
+        if name not in self._tensor_fields:
+            raise ValueError(f"{type(self).__name__} has no constant {name!r}; its constants are "
+                             f"{self._tensor_fields}.")
+        tensor = _as_float_tensor(name, value)
+        check_range(self.parameters_class.__name__, name, tensor)
+        kind = self._learned.get(name)
+        if kind is None:
+            buffer = self._buffers[name]
+            self._buffers[name] = tensor.to(device=buffer.device, dtype=buffer.dtype).clone()
+            return
+        raw = self._parameters[f"{name}_raw"]
+        init = self._buffers[f"{name}_init"]
+        if not broadcasts_to(tensor.shape, raw.shape):
+            raise ValueError(f"{type(self).__name__}.{name} has shape {list(raw.shape)}; got a value of shape "
+                             f"{list(tensor.shape)}.")
+        if kind == "log" and tensor.numel() and tensor.min().item() <= 0:
+            raise ValueError(f"{type(self).__name__}.{name} is learnable on a log scale: it must stay > 0, "
+                             f"got {tensor.min().item()!r}.")
+        tensor = tensor.to(device=init.device, dtype=init.dtype).expand(raw.shape)
+        raw.copy_(raw_value(kind, init, tensor))
+
+    def constant_parameters(self) -> dict[str, nn.Parameter]:
+        """The raw ``nn.Parameter`` of every learnable constant, by field name (what an optimizer
+        trains; train them without weight decay, which would pull them to their start)."""
+        return {name: self._parameters[f"{name}_raw"] for name in self._learned}
+
+    def constants(self, learnable_only: bool = False) -> dict[str, torch.Tensor]:
+        """The current values of the neuron constants (all, or only the learnable ones), detached."""
+        names = self._learned if learnable_only else self._tensor_fields
+        with torch.no_grad():
+            return {name: self.constant(name).detach() for name in names}
+
+    def _stored(self, name: str) -> torch.Tensor:
+        """What holds constant ``name``: its buffer or, for a learnable one, its raw parameter (same
+        shape, device; checks read it instead of computing the value)."""
+        if name in self._learned:
+            return self._parameters[f"{name}_raw"]
+        return self._buffers[name]
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        # A state dict from before the raw parametrization holds a learnable constant's value as
+        # ``<name>``: it becomes the start, with raw 0, so the module computes what it computed.
+        for name in self._learned:
+            old, raw = prefix + name, f"{prefix}{name}_raw"
+            if old in state_dict and raw not in state_dict and f"{prefix}{name}_init" not in state_dict:
+                value = state_dict.pop(old)
+                state_dict[f"{prefix}{name}_init"] = value.to(torch.float64)
+                state_dict[raw] = torch.zeros(value.shape, dtype=value.dtype)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
 
     def rest_state(self, like: torch.Tensor, materialize: bool = True) -> NamedTuple:
         """The resting state shaped and typed like ``like`` (one time step): v = v_leak, the rest 0.
@@ -199,12 +339,13 @@ class NeuronModule(nn.Module):
     @property
     def p(self) -> NamedTuple:
         """The parameters as the NamedTuple, as in norse (``cell.p.v_leak``): the module's current
-        tensors themselves (buffers, and the ``nn.Parameter`` of each learnable field, unclamped),
-        plus ``method``, ``alpha`` (and AdEx's ``integrator``).
+        values (the buffers themselves; each learnable field's value computed from its raw parameter,
+        with autograd), plus ``method``, ``alpha`` (and AdEx's ``integrator``).
 
         Assignable as in norse (``cell.p = cell.p._replace(v_th=0.8)``): each changed field is set
-        with :meth:`set_constant` (learnable ones stay the same ``nn.Parameter``, so an optimizer
-        holding them keeps training them), the options are replaced; everything is checked first."""
+        with :meth:`set_constant` (a learnable one through its raw parameter, which stays the same
+        ``nn.Parameter``, so an optimizer holding it keeps training it), the options are replaced;
+        everything is checked first."""
         return self.parameters_class(**{name: getattr(self, name) for name in self._tensor_fields},
                                      **self.options)
 
@@ -217,8 +358,8 @@ class NeuronModule(nn.Module):
         changed = {}
         for name in self._tensor_fields:
             value, current = getattr(p, name), getattr(self, name)
-            if value is current:  # the field as .p gave it: unchanged
-                continue
+            if value is current or (name in self._learned and _same_values(value, current)):
+                continue  # the field as .p gave it: unchanged (a learnable one's value is computed anew)
             tensor = _as_float_tensor(name, value)
             check_range(self.parameters_class.__name__, name, tensor)
             changed[name] = tensor
@@ -228,39 +369,17 @@ class NeuronModule(nn.Module):
         self.surrogate = {f: getattr(p, f) for f in SURROGATE_FIELDS if f in p._fields}
         self.options = {f: getattr(p, f) for f in OPTION_FIELDS if f in p._fields}
 
-    @torch.no_grad()
-    def set_constant(self, name: str, value: Any) -> None:
-        """Sets constant ``name`` to ``value`` (checked against :data:`PARAMETER_RANGES`): a fixed
-        one's buffer is replaced (any shape that broadcasts to the neurons), a learnable one's
-        ``nn.Parameter`` is written in place (``value`` broadcasts to its shape)."""
-        if name not in self._tensor_fields:
-            raise ValueError(f"{type(self).__name__} has no constant {name!r}; its constants are "
-                             f"{self._tensor_fields}.")
-        tensor = _as_float_tensor(name, value)
-        check_range(self.parameters_class.__name__, name, tensor)
-        if name not in self.learnable:
-            buffer = self._buffers[name]
-            self._buffers[name] = tensor.to(device=buffer.device, dtype=buffer.dtype).clone()
-            return
-        param = self._parameters[name]
-        if not broadcasts_to(tensor.shape, param.shape):
-            raise ValueError(f"{type(self).__name__}.{name} is learnable with shape {list(param.shape)}; got a "
-                             f"value of shape {list(tensor.shape)}.")
-        param.copy_(tensor.to(param).expand(param.shape))
-
     def neuron_parameters(self, like: torch.Tensor) -> NamedTuple:
         """The parameter NamedTuple with every tensor in the dtype of ``like`` (the input)."""
         values = {}
         for name in self._tensor_fields:
-            tensor = getattr(self, name)
+            tensor = self._stored(name)
             if tensor.device != like.device:
                 raise ValueError(
                     f"{type(self).__name__}'s parameters are on {tensor.device} but the input is on "
                     f"{like.device}; move the module with .to({str(like.device)!r})."
                 )
-            if name in self.learnable and name.endswith("_inv"):
-                tensor = _ClampAtZero.apply(tensor)
-            values[name] = tensor.to(like.dtype)
+            values[name] = self.constant(name, like.dtype)
         return self.parameters_class(**values, **self.options)
 
     def check_input(self, x: Any, time_major: bool, hidden_size: int | None = None) -> torch.Size:
@@ -289,7 +408,7 @@ class NeuronModule(nn.Module):
             neuron_shape = neuron_shape[:-1] + (hidden_size,)
         on_cpu = x.is_cpu
         for name in self._tensor_fields:
-            param = getattr(self, name)
+            param = self._stored(name)
             param_shape = param.shape
             if param.layout != torch.strided:  # a buffer replaced after construction, say
                 raise ValueError(f"{type(self).__name__}'s parameter {name!r} is a {param.layout} tensor; "
@@ -467,7 +586,8 @@ class RecurrentNeuronModule(Projection, NeuronModule):
 
     Weights are He-initialised as in norse (``randn * sqrt(2 / hidden_size)``); ``autapses=False``
     (the default, as in norse) removes self-connections, also from user-given recurrent weights.
-    Learnable parameters get one value per neuron. The weights set the dtype, as in ``nn.Linear``
+    Learnable constants get one value per neuron (``shape=(hidden_size,)``, the default; ``shape=()``
+    learns one value shared by the population). The weights set the dtype, as in ``nn.Linear``
     (``module.double()`` for float64 input); the neuron constants follow it.
     """
 
@@ -476,14 +596,28 @@ class RecurrentNeuronModule(Projection, NeuronModule):
 
     def __init__(self, input_size: int, hidden_size: int, p: NamedTuple, dt: float, autapses: bool,
                  learnable: Iterable[str], input_weights: torch.Tensor | None,
-                 recurrent_weights: torch.Tensor | None):
+                 recurrent_weights: torch.Tensor | None, shape: Sequence[int] | None = None):
         self.check_sizes(input_size, hidden_size)
-        super().__init__(p, dt, learnable, shape=(hidden_size,) if learnable else None)
+        super().__init__(p, dt, learnable, shape=self.learnable_shape(hidden_size, learnable, shape))
         self.input_size, self.hidden_size, self.autapses = input_size, hidden_size, autapses
         self.input_weights = self._weights(input_weights, (hidden_size, input_size), "input_weights")
         self.recurrent_weights = self._weights(recurrent_weights, (hidden_size, hidden_size), "recurrent_weights")
         if not autapses:
             self.recurrent_weights.data.fill_diagonal_(0.0)
+
+    @staticmethod
+    def learnable_shape(hidden_size: int, learnable: Iterable[str] | str,
+                        shape: Sequence[int] | None) -> tuple[int, ...] | None:
+        """The shape learnable constants get: ``(hidden_size,)`` (one per neuron) when ``shape`` is None or
+        says so, ``()`` (one shared value) when asked; None without learnable constants."""
+        given = None if shape is None else tuple(shape)
+        if given not in (None, (hidden_size,), ()):
+            raise ValueError(f"A recurrent population of {hidden_size} neurons learns its constants at shape "
+                             f"({hidden_size},) (one per neuron, the default) or () (one shared value), "
+                             f"got shape={list(shape)}.")
+        if not learnable:
+            return None
+        return (hidden_size,) if given is None else given
 
     @staticmethod
     def _weights(given: torch.Tensor | None, shape: tuple[int, int], name: str) -> nn.Parameter:

@@ -17,6 +17,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from snn.data.limits import check_elements
 from snn.models import SpikeRecorder, check_model
+from snn.neurons.module import NeuronModule
 
 from .instantiation import build_from_config, weights_budget
 from .safe_load import check_targets, load_checkpoint
@@ -57,6 +58,11 @@ class SpikingClassifierModule(L.LightningModule):
             training loss, where ``rate`` is a layer's mean spikes per neuron and step (0 disables).
         config: the whole run config (train.py passes the resolved Hydra config); not used for
             training, but kept in the checkpoint and logged as hyperparameters.
+        neuron_params: options of the optimizer's parameter group of the learnable neuron constants
+            (``model.neuron.learnable``), e.g. ``{"lr": 1e-2, "weight_decay": 0.0}``; what it does not
+            set comes from the optimizer config, except weight decay, which is 0 unless given (it
+            would pull the constants towards their start). The weights are the other group
+            (``LearningRateMonitor`` logs ``lr-<optimizer>/weights`` and ``.../neuron_constants``).
 
     Logs the epoch means ``{stage}/loss`` and ``{stage}/acc`` (stage: train, val, test), the mean
     firing rate of every spiking layer at every training step, ``spikes/<layer>/rate``, and its
@@ -74,6 +80,7 @@ class SpikingClassifierModule(L.LightningModule):
         rate_target: float = 0.05,
         rate_weight: float = 0.0,
         config: Mapping[str, Any] | None = None,
+        neuron_params: Mapping[str, Any] | None = None,
     ):
         super().__init__()
         if scheduler_interval not in ("epoch", "step"):
@@ -176,17 +183,40 @@ class SpikingClassifierModule(L.LightningModule):
     def test_step(self, batch, batch_idx: int) -> None:
         self._step(batch, "test")
 
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """The optimizer's parameter groups: every parameter, or, when the network has learnable
+        neuron constants, ``weights`` (everything else) and ``neuron_constants`` (their raw
+        parameters, see :class:`snn.neurons.module.NeuronModule`) with the ``neuron_params`` options."""
+        constants = {id(p): p for module in self.net.modules() if isinstance(module, NeuronModule)
+                     for p in module.constant_parameters().values()}
+        if not constants:
+            return [{"params": list(self.parameters())}]
+        options = {"weight_decay": 0.0, **(self.hparams.get("neuron_params") or {})}
+        weights = [p for p in self.parameters() if id(p) not in constants]
+        return [{"params": weights, "name": "weights"},
+                {"params": list(constants.values()), "name": "neuron_constants", **options}]
+
     def _check_optimizer(self) -> None:
         """Builds the optimizer and scheduler once and drops them, so that a bad value
         (``optimizer.lr=abc``, ``lr=-1``, a wrong argument) fails with the module, not when fitting starts."""
-        lr = getattr(self.optimizer_factory, "keywords", {}).get("lr")
-        if lr is not None and not isinstance(lr, torch.Tensor) and (
-                isinstance(lr, bool) or not isinstance(lr, int | float) or not math.isfinite(lr) or lr <= 0):
-            raise ValueError(f"optimizer.lr must be a positive number, got {lr!r}.")
+        neuron_params = self.hparams.get("neuron_params")
+        if neuron_params is not None and not isinstance(neuron_params, Mapping):
+            raise ValueError(f"neuron_params must be a mapping of optimizer options (e.g. {{lr: 0.01, "
+                             f"weight_decay: 0.0}}) or null, got {neuron_params!r}.")
+        for where, options in (("optimizer", getattr(self.optimizer_factory, "keywords", {})),
+                               ("neuron_params", neuron_params or {})):
+            lr = options.get("lr")
+            if lr is not None and not isinstance(lr, torch.Tensor) and (
+                    isinstance(lr, bool) or not isinstance(lr, int | float) or not math.isfinite(lr) or lr <= 0):
+                raise ValueError(f"{where}.lr must be a positive number, got {lr!r}.")
         try:
-            optimizer = self.optimizer_factory(params=self.parameters())
+            optimizer = self.optimizer_factory(params=self.parameter_groups())
         except (TypeError, ValueError, KeyError) as error:
             raise ValueError(f"Invalid optimizer config: {error}") from error
+        unknown = sorted(set(neuron_params or {}) - set(optimizer.defaults))
+        if unknown:  # torch keeps unknown group options without a word: a typo would change nothing
+            raise ValueError(f"neuron_params sets {unknown}, which {type(optimizer).__name__} does not take; "
+                             f"its options are {sorted(optimizer.defaults)}.")
         if self.scheduler_factory is not None:
             try:
                 self.scheduler_factory(optimizer=optimizer)
@@ -194,7 +224,7 @@ class SpikingClassifierModule(L.LightningModule):
                 raise ValueError(f"Invalid scheduler config: {error}") from error
 
     def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(params=self.parameters())
+        optimizer = self.optimizer_factory(params=self.parameter_groups())
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer=optimizer)

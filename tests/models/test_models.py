@@ -204,7 +204,7 @@ def test_learnable_parameters_are_per_neuron_and_trained():
     assert layers["hidden1"].tau_mem_inv.shape == (16,)
     assert net.readout.tau_syn_inv.shape == (3,)
     net(torch.rand(4, *IMAGE) * 3).sum().backward()
-    assert layers["hidden1"].tau_mem_inv.grad is not None
+    assert layers["hidden1"].tau_mem_inv_raw.grad is not None and layers["hidden1"].tau_mem_inv_raw.grad.shape == (16,)
 
 
 @pytest.mark.parametrize(

@@ -95,7 +95,7 @@ def test_fused_model_equals_eager_with_learnable_adaptation():
         assert scale > 0, name
         assert (got[name] - ref[name]).abs().max() <= 1e-10 * scale, name
     layer = make_model("python").spiking["recurrent1"]
-    assert layer.tau_ada_inv.shape == (24,) and isinstance(layer.tau_ada_inv, torch.nn.Parameter)
+    assert layer.tau_ada_inv.shape == (24,) and isinstance(layer.tau_ada_inv_raw, torch.nn.Parameter)
 
 
 def test_readout_runs_on_the_neuron_backend_unless_it_names_its_own():

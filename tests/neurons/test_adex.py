@@ -11,6 +11,7 @@ from snn.neurons import (
     LIFAdExState,
     lif_adex_feed_forward_step,
 )
+from tests.helpers import value_grad
 from tests.reference import reference_adex
 
 SURROGATES = ["super", "triangle", "sigmoid", "atan", "tanh", "heaviside"]
@@ -233,10 +234,7 @@ def test_gradients_equal_eager_reference(method, integrator):
     values = random_parameters(n, ())
     learnable = tuple(values)
     p = LIFAdExParameters(**values, method=method, alpha=alpha, integrator=integrator)
-    layer = LIFAdEx(p, dt=dt, learnable=learnable).double()
-    with torch.no_grad():  # learnable parameters are created in the default dtype: restore the exact values
-        for name in learnable:
-            getattr(layer, name).copy_(values[name])
+    layer = LIFAdEx(p, dt=dt, learnable=learnable).double()  # per neuron: the values are [n]
     g = torch.Generator().manual_seed(2)
     x = (torch.rand(40, 3, n, generator=g, dtype=F64) * 3).requires_grad_(True)
     weights = torch.randn(40, 3, n, generator=g, dtype=F64)
@@ -253,7 +251,7 @@ def test_gradients_equal_eager_reference(method, integrator):
     torch.testing.assert_close(v, v_r, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-10, atol=1e-12)
     for name in learnable:
-        torch.testing.assert_close(getattr(layer, name).grad, ref_params[name].grad, rtol=1e-10, atol=1e-12,
+        torch.testing.assert_close(value_grad(layer, name), ref_params[name].grad, rtol=1e-10, atol=1e-12,
                                    msg=lambda m, name=name: f"{name}: {m}")
 
 
@@ -261,7 +259,7 @@ def test_gradients_equal_eager_reference(method, integrator):
 @pytest.mark.parametrize("integrator", ["euler", "symplectic"])
 def test_gradcheck_subthreshold_dynamics(integrator, backend):
     # Below threshold the step is smooth, so finite differences must agree with autograd.
-    layer = LIFAdEx(LIFAdExParameters(adaptation_current=1.5, integrator=integrator), backend=backend,
+    layer = LIFAdEx(LIFAdExParameters(adaptation_current=1.5, integrator=integrator), backend=backend, shape=(3,),
                     learnable=("tau_mem_inv", "adaptation_current", "delta_T", "tau_ada_inv")).double()
     x = (torch.rand(15, 2, 3, dtype=F64) * 0.05).requires_grad_(True)
 

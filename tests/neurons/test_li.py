@@ -58,7 +58,7 @@ def test_matches_reference_and_gradcheck():
     v, _ = LI()(x)
     v_ref, _ = reference_li(x, {"tau_syn_inv": 200.0, "tau_mem_inv": 100.0, "v_leak": 0.0}, 0.001)
     torch.testing.assert_close(v, v_ref, rtol=1e-14, atol=1e-15)
-    layer = LI(learnable=("tau_mem_inv", "tau_syn_inv")).double()
+    layer = LI(learnable=("tau_mem_inv", "tau_syn_inv"), shape=()).double()
 
     def voltages(x, tau_mem_inv, tau_syn_inv):
         p = layer.neuron_parameters(x)._replace(tau_mem_inv=tau_mem_inv, tau_syn_inv=tau_syn_inv)

@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from snn.neurons import LIF, LIFCell, LIFParameters, LIFRecurrent
+from tests.helpers import value_grad
 from tests.reference import reference_lif
 
 
@@ -27,7 +28,8 @@ def test_hand_computed_steps_and_reset():
 def test_gradients_equal_eager_reference(method):
     g = torch.Generator().manual_seed(0)
     x = (torch.rand(30, 2, 5, generator=g, dtype=torch.float64) * 2).requires_grad_(True)
-    layer = LIF(LIFParameters(method=method, alpha=4.0), learnable=("tau_mem_inv", "v_th")).double()
+    layer = LIF(LIFParameters(method=method, alpha=4.0), learnable=("tau_mem_inv", "v_th"),
+                shape=()).double()
     z, s = layer(x)
     (z.sum() + s.v.sum()).backward()
     params = {"tau_syn_inv": 200.0, "tau_mem_inv": torch.tensor(100.0, dtype=torch.float64, requires_grad=True),
@@ -38,7 +40,7 @@ def test_gradients_equal_eager_reference(method):
     assert z.sum() > 0 and torch.equal(z, z_ref)
     torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-10, atol=1e-12)
     for name in ("tau_mem_inv", "v_th"):
-        grad = getattr(layer, name).grad
+        grad = value_grad(layer, name)
         grad = torch.zeros((), dtype=torch.float64) if grad is None else grad  # heaviside: v_th has no gradient path
         torch.testing.assert_close(grad, params[name].grad, rtol=1e-10, atol=1e-12)
 

@@ -16,17 +16,16 @@ from snn.neurons.module import broadcasts_to
 
 
 def test_fixed_parameters_are_buffers_and_learnable_ones_parameters():
-    layer = LIFAdEx(learnable=("tau_mem_inv", "adaptation_current"))
-    assert {n for n, _ in layer.named_parameters()} == {"tau_mem_inv", "adaptation_current"}
+    layer = LIFAdEx(learnable=("tau_mem_inv", "adaptation_current"), shape=(3,))
+    assert {n for n, _ in layer.named_parameters()} == {"tau_mem_inv_raw", "adaptation_current_raw"}
     buffers = {n for n, _ in layer.named_buffers()}
-    assert {"v_th", "tau_syn_inv", "delta_T", "adaptation_spike"} <= buffers
-    assert set(layer.state_dict()) == buffers | {"tau_mem_inv", "adaptation_current"}
+    assert {"v_th", "tau_syn_inv", "delta_T", "adaptation_spike", "tau_mem_inv_init"} <= buffers
+    assert set(layer.state_dict()) == buffers | {"tau_mem_inv_raw", "adaptation_current_raw"}
 
 
 def test_state_dict_round_trip():
     a = LIFAdEx(LIFAdExParameters(v_th=0.7), learnable=("tau_mem_inv",), shape=(4,))
-    with torch.no_grad():
-        a.tau_mem_inv.copy_(torch.tensor([10.0, 20.0, 30.0, 40.0]))
+    a.tau_mem_inv = torch.tensor([10.0, 20.0, 30.0, 40.0])  # sets the raw parameter
     b = LIFAdEx(learnable=("tau_mem_inv",), shape=(4,))
     b.load_state_dict(a.state_dict())
     x = torch.rand(10, 2, 4) * 3
@@ -40,13 +39,13 @@ def test_per_neuron_learnable_parameters_get_per_neuron_gradients():
     layer.double()
     z, s = layer(x)
     (z.sum() + s.v.sum()).backward()
-    assert layer.tau_mem_inv.grad.shape == (5,)
+    assert layer.tau_mem_inv_raw.grad.shape == (5,)
     for k in range(5):  # each neuron's gradient is that of the same neuron simulated alone
-        alone = LIFAdEx(learnable=("tau_mem_inv", "v_th")).double()
+        alone = LIFAdEx(learnable=("tau_mem_inv", "v_th"), shape=()).double()
         z_k, s_k = alone(x[..., k])
         (z_k.sum() + s_k.v.sum()).backward()
-        torch.testing.assert_close(layer.v_th.grad[k], alone.v_th.grad, rtol=1e-12, atol=0)
-        torch.testing.assert_close(layer.tau_mem_inv.grad[k], alone.tau_mem_inv.grad, rtol=1e-12, atol=0)
+        torch.testing.assert_close(layer.v_th_raw.grad[k], alone.v_th_raw.grad, rtol=1e-12, atol=0)
+        torch.testing.assert_close(layer.tau_mem_inv_raw.grad[k], alone.tau_mem_inv_raw.grad, rtol=1e-12, atol=0)
 
 
 def test_per_neuron_fixed_tensor_parameters_broadcast():
@@ -64,13 +63,26 @@ def test_parameter_not_broadcasting_to_neurons_is_clear_error():
 
 
 def test_learnable_inverse_time_constants_cannot_go_negative():
-    layer = LIFAdEx(learnable=("tau_mem_inv",))
-    with torch.no_grad():
-        layer.tau_mem_inv.fill_(-50.0)  # as if an optimizer overshot
-    p = layer.neuron_parameters(torch.zeros(1))
-    assert p.tau_mem_inv.item() == 0.0
-    z, s = layer(torch.full((10, 1, 1), 5.0))
-    assert torch.equal(s.v, torch.zeros(1, 1))  # no membrane dynamics at tau_mem_inv = 0, not negative decay
+    """Trained on a log scale: steps of the same size in the raw parameter take a time constant down
+    by the same factor each, never below zero, and a value that went far down still gets the
+    gradient that brings it back."""
+    layer = LI(learnable=("tau_mem_inv",), shape=(1,), backend="eager").double()
+    x = torch.full((10, 1, 1), 5.0, dtype=torch.float64)
+    optimizer = torch.optim.SGD(layer.parameters(), lr=1.0)
+    values = []
+    for _ in range(12):  # +v: the loss wants slower charging, a smaller tau_mem_inv
+        optimizer.zero_grad()
+        layer(x)[0].sum().backward()
+        layer.tau_mem_inv_raw.grad.sign_()  # unit steps: -1 in the raw parameter each
+        optimizer.step()
+        values.append(layer.tau_mem_inv.item())
+    expected = 100.0 * torch.exp(-torch.arange(1.0, 13.0, dtype=torch.float64))
+    torch.testing.assert_close(torch.tensor(values, dtype=torch.float64), expected)
+    optimizer.zero_grad()
+    (-layer(x)[0].sum()).backward()  # -v: faster charging; the gradient still reaches the constant
+    assert layer.tau_mem_inv_raw.grad.item() < 0
+    with pytest.raises(ValueError, match=r"tau_mem_inv must be >= 0 .*got -50\.0"):
+        layer.tau_mem_inv = -50.0
 
 
 def test_to_dtype_and_device_moves_buffers():

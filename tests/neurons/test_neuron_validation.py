@@ -1,5 +1,5 @@
-"""Bad neuron constants and mismatched dtypes are refused with one sentence; a learnable time
-constant that overshot below zero recovers."""
+"""Bad neuron constants and mismatched dtypes are refused with one sentence; learnable constants
+trained far from their start compute the same on every backend."""
 
 import pytest
 import torch
@@ -204,52 +204,27 @@ def test_boundary_values_are_accepted_and_stay_finite():
     assert all(torch.isfinite(s).all() for s in state)
 
 
-# --- learnable time constants recover -------------------------------------------------------------
-
-
-def test_learnable_time_constant_pushed_below_zero_recovers():
-    """An optimizer step that overshot to tau_mem_inv < 0 used to freeze the parameter (the clamp
-    at 0 has zero gradient there). When the loss wants a larger value, the gradient passes and the
-    parameter climbs back; when it wants a smaller one, the parameter stays where it is."""
-    x = torch.full((20, 1, 1), 1.0)
-    layer = LI(learnable=("tau_mem_inv",), backend="eager")
-    with torch.no_grad():
-        layer.tau_mem_inv.fill_(-5.0)
-    optimizer = torch.optim.SGD(layer.parameters(), lr=10.0)
-    for _ in range(3):  # -v: faster charging (larger tau_mem_inv) lowers the loss
-        optimizer.zero_grad()
-        v, _ = layer(x)
-        (-v.sum()).backward()
-        assert layer.tau_mem_inv.grad.item() < 0
-        optimizer.step()
-    assert layer.tau_mem_inv.item() > 0
-    with torch.no_grad():
-        layer.tau_mem_inv.fill_(-5.0)
-    optimizer.zero_grad()
-    v, _ = layer(x)  # +v: the loss wants a smaller value, which the clamp cannot give
-    v.sum().backward()
-    assert layer.tau_mem_inv.grad.item() == 0.0
+# --- learnable time constants far from their start --------------------------------------------
 
 
 @pytest.mark.parametrize("backend", ["python", "cpp"])
 @pytest.mark.parametrize("cls", [LIFAdEx, LIF, LI])
-def test_negative_learnable_values_fused_equals_eager(cls, backend):
-    """The clamp sits in neuron_parameters, before the fused and eager paths split: forward and
-    every gradient stay bit-identical with some per-neuron time constants below zero."""
+def test_learnable_values_far_from_their_start_fused_equals_eager(cls, backend):
+    """The parametrization sits in neuron_parameters, before the fused and eager paths split:
+    forward and every gradient stay bit-identical with per-neuron time constants trained over
+    decades (down to e^-8 of their start) and negative voltages."""
     if backend == "cpp":
         try:
             cpp_build.load_library()
         except RuntimeError as error:
             pytest.skip(f"C++ kernels unavailable: {error}")
-    fields = tuple(f for f in cls.parameters_class._fields if f.endswith("_inv"))
+    fields = tuple(f for f in cls.parameters_class._fields if f.endswith("_inv") or f == "v_leak")
     results = []
     for path in ("eager", backend):
         layer = cls(learnable=fields, shape=(5,), backend=path).double()
         with torch.no_grad():
             for name in fields:
-                getattr(layer, name).copy_(
-                    getattr(layer, name) * torch.tensor([1.0, -0.5, 0.0, 2.0, -1e-3])
-                )
+                getattr(layer, f"{name}_raw").copy_(torch.tensor([1.0, -3.0, 0.0, 2.0, -8.0]))
         x = (
             torch.rand(30, 2, 5, generator=torch.Generator().manual_seed(1), dtype=F64) * 6 - 1
         ).requires_grad_()
@@ -261,7 +236,7 @@ def test_negative_learnable_values_fused_equals_eager(cls, backend):
                 out.detach(),
                 [s.detach() for s in state],
                 x.grad,
-                [getattr(layer, name).grad for name in fields],
+                [getattr(layer, f"{name}_raw").grad for name in fields],
             )
         )
     (out_e, state_e, gx_e, gp_e), (out_f, state_f, gx_f, gp_f) = results
@@ -269,6 +244,7 @@ def test_negative_learnable_values_fused_equals_eager(cls, backend):
     assert all(torch.equal(a, b) for a, b in zip(state_e, state_f, strict=True))
     torch.testing.assert_close(gx_f, gx_e, rtol=1e-10, atol=1e-12)
     for name, a, b in zip(fields, gp_f, gp_e, strict=True):
+        assert b.abs().max() > 0, name
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12, msg=name)
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import math
 import warnings
 
 import pytest
@@ -63,31 +64,38 @@ CUSTOM = {
 
 @pytest.mark.parametrize("cls, args", [pytest.param(c, a, id=c.__name__) for c, a in MODULES])
 def test_every_module_exposes_p_like_norse(cls, args):
-    """``module.p`` is the parameter NamedTuple of the module's current values: the buffers and
-    the learnable nn.Parameters themselves (so ``cell.p.v_leak`` reads what the module computes
-    with and an optimizer step shows in ``.p``), plus method and alpha."""
+    """``module.p`` is the parameter NamedTuple of the module's current values: the buffers
+    themselves and the values of the learnable constants (so ``cell.p.v_leak`` reads what the module
+    computes with and an optimizer step shows in ``.p``), plus method and alpha."""
     p = CUSTOM[cls.parameters_class]
-    module = cls(*args, p=p, learnable=("tau_mem_inv",))
+    module = cls(*args, p=p, learnable=("tau_mem_inv",), **({} if args else {"shape": (4,)}))
     assert type(module.p) is cls.parameters_class and module.p._fields == p._fields
     for name, value in zip(p._fields, p, strict=True):
         if name in ("method", "alpha", "integrator"):
             assert getattr(module.p, name) == value
         else:
-            assert getattr(module.p, name) is getattr(module, name)
+            if name != "tau_mem_inv":
+                assert getattr(module.p, name) is getattr(module, name)
             assert torch.allclose(
                 getattr(module.p, name).double(), torch.as_tensor(value, dtype=torch.float64)
             )
-    assert isinstance(module.p.tau_mem_inv, torch.nn.Parameter)
+    assert module.p.tau_mem_inv.requires_grad and module.p.tau_mem_inv.shape == (4,)
     with torch.no_grad():
-        module.tau_mem_inv.add_(1.0)  # as an optimizer step would
+        module.tau_mem_inv_raw.add_(0.5)  # as an optimizer step would
     assert torch.equal(module.p.tau_mem_inv, module.tau_mem_inv)
+    torch.testing.assert_close(module.p.tau_mem_inv.double(), torch.full((4,), value_of(p.tau_mem_inv) * math.exp(0.5),
+                                                                          dtype=torch.float64))
     assert float(module.p.v_leak) == -0.1
     module.double()
     assert module.p.tau_mem_inv.dtype == torch.float64
 
 
+def value_of(tensor) -> float:
+    return float(torch.as_tensor(tensor))
+
+
 def test_p_follows_the_module_to_a_device_and_dtype():
-    cell = LIFAdExCell(learnable=("v_th",)).to(device="meta", dtype=torch.float16)
+    cell = LIFAdExCell(learnable=("v_th",), shape=(3,)).to(device="meta", dtype=torch.float16)
     assert cell.p.v_th.device.type == "meta" and cell.p.v_th.dtype == torch.float16
     assert cell.p.v_leak.device.type == "meta"
 

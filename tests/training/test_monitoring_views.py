@@ -2,6 +2,7 @@
 what is drawn is the models' own run (pre-reset voltage, threshold, spikes, order, pooling)."""
 
 import matplotlib
+import matplotlib.pyplot as plt
 import pytest
 import torch
 from torch import nn
@@ -10,8 +11,6 @@ from snn.models import SpikingClassifier, SpikingConvClassifier, check_model
 from snn.neurons import LI, LIFAdExRecurrent
 from snn.training import SpikeRasterPlot
 from snn.training.monitoring import max_pool_time, order_neurons, pick_neurons, record
-
-matplotlib.use("Agg")
 
 
 class TinyRecurrent(nn.Module):
@@ -90,10 +89,17 @@ def test_voltage_view_draws_the_pre_reset_voltage_threshold_and_crossings(kind):
         markers = [line for line in ax.get_lines() if line.get_marker() == "v"]
         crossings = [y for m in markers for y in m.get_ydata()]
         assert crossings and min(crossings) > float(layer.v_th)  # spikes marked where v crossed
-        # AdEx: the synaptic and adaptation currents of the same neurons on the panel below.
-        states = axes[row + 1]
-        assert {line.get_label().split(" ")[0] for line in states.get_lines()} == {"i", "a"}
-        row += 2
+        # AdEx: the adaptation current, then the synaptic current of the same neurons, each on its own
+        # axis below (their scales differ: a flat-looking a beside i hid the adaptation).
+        for offset, field in ((1, "a"), (2, "i")):
+            states = axes[row + offset]
+            assert {line.get_label().split(" ")[0] for line in states.get_lines()} == {field}
+            assert states.get_ylabel() == field
+            values = getattr(traced.states, field)[:, 0].flatten(1)  # [T, N]
+            for line in states.get_lines():
+                j = int(line.get_label().split("#")[1])
+                assert line.get_ydata().tolist() == values[:, j].float().tolist()
+        row += 3
     readout = axes[row].get_lines()
     assert (
         len(readout) == net.num_classes and readout[1].get_linewidth() > readout[0].get_linewidth()
@@ -162,3 +168,41 @@ def test_configured_neurons_are_traced_and_checked():
         SpikeRasterPlot(neurons=[10]).figures(net, x)
     with pytest.raises(ValueError, match="sort must be one of"):
         SpikeRasterPlot(sort="latency")
+
+
+def test_views_leave_pyplot_and_the_backend_alone(tmp_path):
+    """Every view renders on its own canvas, also into TensorBoard: the process's backend stays the
+    one the user chose (notebook 02's figures after a view vanished when it switched to Agg) and no
+    figure is left in pyplot's list."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    from snn.training.monitoring.writer import write_figure
+
+    previous = matplotlib.get_backend()
+    matplotlib.use("svg")  # a backend the views would not choose themselves
+    try:
+        figures_before = plt.get_fignums()
+        with SummaryWriter(str(tmp_path)) as writer:
+            for kind in ("feed_forward", "conv", "recurrent"):
+                net, x = model_and_input(kind)
+                for tag, figure in SpikeRasterPlot(num_traces=2).figures(net, x, label=0).items():
+                    assert figure.canvas.get_renderer() is not None  # rendered without pyplot
+                    write_figure(writer, f"{kind}/{tag}", figure, 0)
+        assert matplotlib.get_backend() == "svg"
+        assert plt.get_fignums() == figures_before
+    finally:
+        matplotlib.use(previous)
+
+
+def test_learnable_constants_are_named_in_the_trace_legend():
+    """The traced neurons' own learned values: their spread is what learning them is for."""
+    torch.manual_seed(0)
+    net = SpikingClassifier((12,), 3, T=12, hidden=10, encoder={"kind": "constant", "scale": 8.0},
+                            neuron={"kind": "adex", "learnable": ["tau_ada_inv", "adaptation_spike"]})
+    layer = net.spiking_layers()["hidden1"]
+    layer.tau_ada_inv = torch.linspace(1.0, 10.0, 10)  # tau_ada 1000 ms ... 100 ms
+    x = torch.rand(1, 12)
+    figure = SpikeRasterPlot(neurons=[0, 9]).figures(net, x)["neurons/voltage"]
+    labels = [line.get_label() for line in lines(figure.axes[0], "#")]
+    assert labels[0].startswith("#0: rate") and "τ_ada 1e+03 ms, a_spk 0.02" in labels[0]
+    assert "τ_ada 100 ms, a_spk 0.02" in labels[1]

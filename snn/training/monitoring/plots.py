@@ -6,9 +6,16 @@
   in it), so the whole sequence is shown and no spike disappears from the picture.
 - :func:`trace_figure`: per spiking layer, the voltage *before* the reset (the value compared with
   the threshold) of a few neurons chosen across the range of firing rates, the threshold and the
-  reset level, spikes marked where the voltage crosses; below it the other state variables
-  (AdEx: adaptation current ``a`` and synaptic current ``i``); then the LI readout voltages.
+  reset level, spikes marked where the voltage crosses, and each neuron's learnable constants in
+  the legend; below it each other state variable on its own axis (AdEx: the adaptation current
+  ``a``, then the synaptic current ``i``: their scales differ by an order of magnitude); then the
+  LI readout voltages.
 - ``SpikeRasterPlot``: the callback that draws both every few epochs into TensorBoard.
+
+Figures are built with matplotlib's object API (:func:`new_figure`: a ``Figure`` on its own Agg
+canvas): nothing here touches pyplot's global state or the process's backend, so a notebook or an
+application that draws with pyplot keeps its own figures and backend. A ``Figure`` that is the
+last expression of a notebook cell shows itself (Jupyter's inline backend draws it).
 
 The traces come from :func:`snn.neurons.trajectory`, the layers' own step functions replayed on the
 inputs that :class:`~snn.models.SpikeRecorder` recorded during one forward pass.
@@ -31,6 +38,7 @@ from snn.neurons import LI, Trajectory, trajectory
 from .writer import tensorboard, write_figure
 
 SORTS = ("rate", "first_spike", "index")
+STATE_NAMES = {"a": "adaptation current", "i": "synaptic current"}
 
 
 def order_neurons(z: torch.Tensor, by: str) -> torch.Tensor:
@@ -97,6 +105,17 @@ def record(net: nn.Module, x: torch.Tensor) -> dict[str, Any]:
     }
 
 
+def new_figure(rows: int, height: float, **subplots: Any) -> tuple[Any, Any]:
+    """A figure 9 inches wide with ``rows`` axes in a column (``axes[row, 0]``), on an Agg canvas of
+    its own: rendered without pyplot, so no global figure list and no backend switch."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(9, height))
+    FigureCanvasAgg(figure)
+    return figure, figure.subplots(rows, 1, squeeze=False, **subplots)
+
+
 def _neurons(z: torch.Tensor) -> torch.Tensor:
     """``[T, 1, ...]`` (one sample) -> ``[T, N]`` on the CPU."""
     return z[:, 0].flatten(1).float().cpu()
@@ -109,16 +128,8 @@ def raster_figure(
     max_steps: int = 1000,
 ) -> Any:
     """Raster and population rate of every layer's spikes ``{name: [T, 1, ...]}`` (one sample)."""
-    import matplotlib.pyplot as plt
-
     rows = [ratio for _ in spikes for ratio in (3, 1)]
-    figure, axes = plt.subplots(
-        len(rows),
-        1,
-        figsize=(9, 2.4 * len(spikes)),
-        squeeze=False,
-        gridspec_kw={"height_ratios": rows},
-    )
+    figure, axes = new_figure(len(rows), 2.4 * len(spikes), gridspec_kw={"height_ratios": rows})
     for k, (name, z) in enumerate(spikes.items()):
         z = _neurons(z)
         T, N = z.shape
@@ -161,6 +172,23 @@ def _per_neuron(layer: nn.Module, name: str, like: torch.Tensor) -> torch.Tensor
     return torch.broadcast_to(value.detach(), like.shape).flatten().float().cpu()
 
 
+# Short names of the learnable constants in the trace legend.
+SYMBOLS = {"tau_mem_inv": "τ_mem", "tau_syn_inv": "τ_syn", "tau_ada_inv": "τ_ada", "adaptation_current": "a_cur",
+           "adaptation_spike": "a_spk"}
+
+
+def _constants_label(layer: nn.Module, like: torch.Tensor, j: int) -> str:
+    """``", τ_ada 120 ms, a_spk 0.051"``: neuron ``j``'s learnable constants (time constants in ms)."""
+    parts = []
+    for name in getattr(layer, "learnable", ()):
+        value = float(_per_neuron(layer, name, like)[j])
+        if name.startswith("tau_") and name.endswith("_inv"):
+            parts.append(f"{SYMBOLS[name]} {1e3 / value:.3g} ms" if value > 0 else f"{SYMBOLS[name]} ∞")
+        else:
+            parts.append(f"{SYMBOLS.get(name, name)} {value:.3g}")
+    return "".join(f", {part}" for part in parts)
+
+
 def trace_figure(
     layers: Mapping[str, nn.Module],
     traces: Mapping[str, Trajectory],
@@ -168,15 +196,13 @@ def trace_figure(
     readout: torch.Tensor | None = None,
     label: int | None = None,
 ) -> Any:
-    """Voltage traces of ``neurons[name]`` (flat indices) of every traced layer, their other state
-    variables underneath, and the readout voltages ``[T, 1, K]`` (class ``label`` thick)."""
-    import matplotlib.pyplot as plt
-
-    extra = {
-        name: [f for f in t.states._fields if f not in ("v", "z")] for name, t in traces.items()
-    }
-    rows = sum(1 + bool(extra[name]) for name in traces) + (readout is not None)
-    figure, axes = plt.subplots(rows, 1, figsize=(9, 2.4 * rows), squeeze=False, sharex=True)
+    """Voltage traces of ``neurons[name]`` (flat indices) of every traced layer, each of their other
+    state variables on its own axis underneath (AdEx: ``a``, then ``i``), and the readout voltages
+    ``[T, 1, K]`` (class ``label`` thick)."""
+    extra = {name: sorted((f for f in t.states._fields if f not in ("v", "z")), key=lambda f: f != "a")
+             for name, t in traces.items()}
+    rows = sum(1 + len(extra[name]) for name in traces) + (readout is not None)
+    figure, axes = new_figure(rows, 2.4 * rows, sharex=True)
     axes = iter(axes[:, 0])
     for name, traced in traces.items():
         layer = layers[name]
@@ -189,9 +215,8 @@ def trace_figure(
                 raise ValueError(
                     f"Neuron {j} of layer {name!r} does not exist: it has {v.shape[1]} neurons."
                 )
-            line = ax.plot(v[:, j].numpy(), lw=1, label=f"#{j}: rate {float(z[:, j].mean()):.2f}")[
-                0
-            ]
+            legend = f"#{j}: rate {float(z[:, j].mean()):.2f}" + _constants_label(layer, traced.v_pre[0], j)
+            line = ax.plot(v[:, j].numpy(), lw=1, label=legend)[0]
             colors[j] = line.get_color()
             t = z[:, j].nonzero().flatten()
             ax.plot(t.numpy(), v[t, j].numpy(), "v", ms=4, color=colors[j])  # at the crossing
@@ -207,22 +232,12 @@ def trace_figure(
             "▼ = spike",
         )
         ax.legend(loc="upper right", fontsize=7, ncol=4)
-        if extra[name]:
+        for field in extra[name]:  # each on its own axis: a and i differ in scale
             ax = next(axes)
-            for field, style in zip(extra[name], ("-", "--", ":", "-."), strict=False):
-                values = _neurons(getattr(traced.states, field))
-                for j in neurons[name]:
-                    ax.plot(
-                        values[:, j].numpy(), style, lw=1, color=colors[j], label=f"{field} #{j}"
-                    )
-            ax.set(
-                ylabel=" / ".join(extra[name]),
-                title=f"{name}: "
-                + ", ".join(
-                    f"{field} ({style})"
-                    for field, style in zip(extra[name], ("solid", "dashed"), strict=False)
-                ),
-            )
+            values = _neurons(getattr(traced.states, field))
+            for j in neurons[name]:
+                ax.plot(values[:, j].numpy(), lw=1, color=colors[j], label=f"{field} #{j}")
+            ax.set(ylabel=field, title=f"{name}: {STATE_NAMES.get(field, field)} {field}")
             ax.legend(loc="upper right", fontsize=7, ncol=4)
     if readout is not None:
         ax = next(axes)
@@ -315,9 +330,6 @@ class SpikeRasterPlot(L.Callback):
 
     def figures(self, net: nn.Module, x: torch.Tensor, label: int | None = None) -> dict[str, Any]:
         """``{"spikes/raster": figure, "neurons/voltage": figure}`` for ``x [1, ...]``."""
-        import matplotlib
-
-        matplotlib.use("Agg")
         rec = record(net, x)
         raster = raster_figure(rec["spikes"], self.sort, self.max_neurons, self.max_steps)
         traces = trace_figure(

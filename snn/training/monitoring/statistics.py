@@ -17,6 +17,7 @@ from torch import nn
 from torchmetrics import Metric
 
 from snn.models import SpikeRecorder
+from snn.neurons.module import NeuronModule
 
 from .writer import tensorboard
 
@@ -181,8 +182,24 @@ class SpikeStatistics(L.Callback):
         self._report(trainer, pl_module, "val")
 
 
+def learned_constants(net: nn.Module) -> dict[str, torch.Tensor]:
+    """``{"<layer>/<constant>": current values}`` of every learnable neuron constant of ``net`` (no
+    weights): layers by their ``spiking_layers()`` name (and ``readout``), any other neuron module
+    by its module path."""
+    names = {id(layer): name for name, layer in net.spiking_layers().items()}
+    if isinstance(getattr(net, "readout", None), NeuronModule):
+        names.setdefault(id(net.readout), "readout")
+    return {
+        f"{names.get(id(module), path)}/{constant}": value
+        for path, module in net.named_modules()
+        if isinstance(module, NeuronModule)
+        for constant, value in module.constants(learnable_only=True).items()
+    }
+
+
 class NeuronParameterHistograms(L.Callback):
-    """Histograms ``neuron_params/<layer>/<name>`` of every learnable neuron constant, every
+    """Histograms ``neuron_params/<layer>/<constant>`` of the values of every learnable neuron
+    constant (one entry per neuron; the weights are not neuron constants and are not shown), every
     ``every_n_epochs`` training epochs (rank 0, TensorBoard). Silent when nothing is learnable."""
 
     def __init__(self, every_n_epochs: int = 1):
@@ -194,19 +211,8 @@ class NeuronParameterHistograms(L.Callback):
             )
         self.every_n_epochs = every_n_epochs
 
-    @staticmethod
-    def learnable(net: nn.Module) -> dict[str, torch.Tensor]:
-        layers = dict(net.spiking_layers())
-        if isinstance(getattr(net, "readout", None), nn.Module):
-            layers["readout"] = net.readout
-        return {
-            f"{name}/{p_name}": p
-            for name, layer in layers.items()
-            for p_name, p in layer.named_parameters(recurse=False)
-        }
-
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not self.learnable(pl_module.net):
+        if not learned_constants(pl_module.net):
             rank_zero_info(
                 "NeuronParameterHistograms: no learnable neuron parameters "
                 "(model.neuron.learnable=[...]); nothing to plot."
@@ -216,7 +222,5 @@ class NeuronParameterHistograms(L.Callback):
         writer = tensorboard(trainer)
         if writer is None or trainer.current_epoch % self.every_n_epochs != 0:
             return
-        for tag, p in self.learnable(pl_module.net).items():
-            writer.add_histogram(
-                f"neuron_params/{tag}", p.detach().float().cpu(), trainer.global_step
-            )
+        for tag, values in learned_constants(pl_module.net).items():
+            writer.add_histogram(f"neuron_params/{tag}", values.float().cpu(), trainer.global_step)

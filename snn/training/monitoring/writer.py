@@ -17,8 +17,6 @@ def tensorboard(trainer: L.Trainer) -> Any | None:
 
 
 def write_figure(writer: Any, tag: str, figure: Any, step: int) -> None:
-    """Adds a matplotlib figure as an image and closes it (pyplot keeps every open figure)."""
-    import matplotlib.pyplot as plt
-
+    """Adds a matplotlib figure as an image. The views' figures are not pyplot's (see
+    :mod:`.plots`), so there is nothing to close: they go when the last reference does."""
     writer.add_figure(tag, figure, step, close=False)
-    plt.close(figure)

@@ -51,12 +51,15 @@ def make_layer(kind, backend, method="super", learnable=(), shape=None, dtype=to
     if kind != "li":
         kwargs = {"method": method, "alpha": 7.0 if method in ("triangle", "sigmoid", "tanh") else 30.0}
     p = params_class(**kwargs, **params)
+    if shape is None and learnable:
+        shape = ()  # one shared learnable value
     layer = layer_class(p, learnable=fields if learnable == "all" else learnable, shape=shape, backend=backend)
     layer = layer.to(dtype)
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():  # perturb learnable per-neuron values so every neuron differs
-        for param in layer.parameters():
-            param.mul_(1 + 0.2 * torch.rand(param.shape, generator=g, dtype=dtype))
+        for name in layer.learnable:
+            value = getattr(layer, name)
+            setattr(layer, name, value * (1 + 0.2 * torch.rand(value.shape, generator=g, dtype=dtype)))
     return layer
 
 

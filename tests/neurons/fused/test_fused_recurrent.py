@@ -71,9 +71,9 @@ def make_layer(
         backend=backend,
     ).to(dtype)
     with torch.no_grad():  # every neuron's learnable constants differ
-        for name, param in layer.named_parameters():
-            if not name.endswith("weights"):
-                param.mul_(1 + 0.2 * torch.rand(param.shape, generator=g, dtype=dtype))
+        for name in layer.learnable:
+            value = getattr(layer, name)
+            setattr(layer, name, value * (1 + 0.2 * torch.rand(value.shape, generator=g, dtype=dtype)))
     return layer
 
 

@@ -255,7 +255,13 @@ def build(case: dict, backend: str):
             kwargs[name] = make_tensor(rng, g, shape, dtype_of(dtype), low=low, high=high)[1]
     if case["kind"] != "li":
         kwargs["method"] = case["method"]
-    layer = layer_class(params_class(**kwargs), learnable=case["learnable"], backend=backend)
+    # Learnable constants at the one neuron shape their tensors give (one shared value for numbers);
+    # learnable tensors of two different shapes are refused at construction.
+    shapes = {tuple(case["params"][f][1]) if case["params"].get(f, ("number",))[0] == "tensor" else ()
+              for f in case["learnable"]} - {()}
+    shape = () if not shapes else (next(iter(shapes)) if len(shapes) == 1 else None)
+    layer = layer_class(params_class(**kwargs), learnable=case["learnable"], backend=backend,
+                        shape=shape if case["learnable"] else None)
     if case["module_dtype"] is not None:
         layer = layer.to(dtype_of(case["module_dtype"]))
     layer = layer.to(case["module_device"])
@@ -275,8 +281,8 @@ def build(case: dict, backend: str):
 
 def run_layer(case: dict, backend: str):
     """``("error", type, message)`` or ``("ok", outputs, final state, gradients)``."""
-    layer, leaf, x, state, weights = build(case, backend)
     try:
+        layer, leaf, x, state, weights = build(case, backend)
         out, final = layer(x, state)
     except CLEAR as error:
         return ("error", type(error).__name__, str(error))

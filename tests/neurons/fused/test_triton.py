@@ -71,13 +71,14 @@ def make_layer(
     layer = layer_class(
         params_class(**kwargs, **params),
         learnable=fields if learnable == "all" else learnable,
-        shape=shape,
+        shape=() if shape is None and learnable else shape,  # () : one shared learnable value
         backend=backend,
     ).to(dtype)
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():  # every neuron's learnable values differ
-        for param in layer.parameters():
-            param.mul_(1 + 0.2 * torch.rand(param.shape, generator=g, dtype=dtype))
+        for name in layer.learnable:
+            value = getattr(layer, name)
+            setattr(layer, name, value * (1 + 0.2 * torch.rand(value.shape, generator=g, dtype=dtype)))
     return layer
 
 
@@ -313,7 +314,7 @@ def test_half_inputs_with_learnable_parameters_give_gradients_of_the_parameters_
     )
     for name, p in layer.named_parameters():
         assert grads[name].dtype == torch.bfloat16 and grads[name].shape == p.shape, name
-    assert grads["v_th"].abs().max() > 0
+    assert grads["v_th_raw"].abs().max() > 0
 
 
 def test_cpu_without_the_interpreter_is_a_clear_error(monkeypatch):
