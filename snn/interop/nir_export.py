@@ -80,7 +80,7 @@ def _array(value: torch.Tensor | float, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def _neuron_constants(layer: nn.Module, shape: tuple[int, ...]) -> dict[str, np.ndarray]:
-    """The layer's parameters (learnable ones clamped as in its forward pass) at the neuron shape."""
+    """The layer's parameters (learnable ones as its forward pass computes them) at the neuron shape."""
     p = layer.neuron_parameters(torch.zeros((), dtype=torch.float64, device=layer.v_leak.device))
     return {name: _array(getattr(p, name), shape)
             for name in p._fields if name not in ("method", "alpha")}

@@ -90,7 +90,6 @@ def check_range(owner: str, name: str, tensor: torch.Tensor) -> None:
 #
 # At ``raw = 0`` both give ``init`` exactly: a module with learnable constants computes, bit for bit,
 # what the same module with fixed ones computes until the first optimizer step.
-PARAMETRIZATIONS = ("log", "scaled")
 
 
 def parametrization(name: str) -> str:
@@ -230,7 +229,7 @@ class NeuronModule(nn.Module):
                                  f"shape {list(self.shape)}.")
             tensor = tensor.expand(self.shape)
         kind = parametrization(name)
-        if kind == "log" and tensor.numel() and tensor.min().item() <= 0:
+        if kind == "log" and tensor.numel() and tensor.device.type != "meta" and tensor.min().item() <= 0:
             raise ValueError(
                 f"{owner} is learnable and starts at {tensor.min().item()!r}: a learnable {name} is trained on a "
                 "log scale (relative steps) and must start > 0. Start it at a small positive value, or keep "
