@@ -93,7 +93,7 @@ def test_every_neuron_parameter_is_settable_from_the_command_line(tmp_path):
             assert layer.surrogate["alpha"] == base.model.neuron.alpha + 0.5
         else:
             assert torch.allclose(getattr(layer, k).float(), torch.tensor(base.model.neuron[k] + 0.5)), k
-    assert layer.surrogate["method"] == "atan" and isinstance(layer.tau_mem_inv, torch.nn.Parameter)
+    assert layer.surrogate["method"] == "atan" and isinstance(layer.tau_mem_inv_raw, torch.nn.Parameter)
     assert (net.T, net.dt, net.decoder, float(net.readout.tau_mem_inv)) == (7, 0.002, "mean", 33.0)
     assert net.encoder.T == 7
 

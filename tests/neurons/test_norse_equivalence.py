@@ -46,6 +46,7 @@ from snn.neurons import (
     register_surrogate,
     spike,
 )
+from tests.helpers import value_grad
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # norse uses torch.jit.script, deprecated in recent torch
@@ -76,8 +77,8 @@ PARAMETER_SETS = {
 def parameter_pair(ours_class, overrides, method="super", alpha=100.0):
     """The same float64 parameters as (ours, norse's) NamedTuple; norse's class has our fields.
 
-    The values are rounded to float32 first, so that learnable parameters (kept by our modules in
-    the default dtype, then ``.double()``) hold exactly the numbers norse is given."""
+    The values are rounded to float32 first, so that a module in float32 or float64 holds exactly the
+    numbers norse is given."""
     norse_class = getattr(norse, ours_class.__name__)
     values = {f: getattr(ours_class(), f) for f in ours_class._fields if f not in ("method", "alpha", "integrator")}
     values.update(overrides)
@@ -304,7 +305,7 @@ def test_lif_adex_gradients_equal_norse(surrogate, params, norse_tanh):
     _, norse_p = parameter_pair(LIFAdExParameters, overrides, norse_method, norse_alpha)
     fields = [f for f in LIFAdExParameters._fields if f not in ("method", "alpha", "integrator")]
     norse_p = norse_p._replace(**{f: getattr(norse_p, f).requires_grad_() for f in fields})
-    layer = LIFAdEx(ours_p, learnable=fields).double()
+    layer = LIFAdEx(ours_p, learnable=fields, shape=(N,) if params == "per_neuron" else ()).double()
     g = torch.Generator().manual_seed(7)
     x = make_input("random", g, (100, B, N)) * 2
     state = random_state(LIFAdExFeedForwardState, g)
@@ -322,9 +323,10 @@ def test_lif_adex_gradients_equal_norse(surrogate, params, norse_tanh):
     torch.testing.assert_close(x_ours.grad, x_norse.grad, rtol=1e-9, atol=ATOL)
     for name, a, b in zip(state._fields, s_ours, s_norse, strict=True):
         torch.testing.assert_close(a.grad, b.grad, rtol=1e-9, atol=ATOL, msg=lambda m, n=name: f"d/d state.{n}: {m}")
-    for name in fields:
-        torch.testing.assert_close(getattr(layer, name).grad, getattr(norse_p, name).grad, rtol=1e-9, atol=ATOL,
-                                   msg=lambda m, n=name: f"d/d {n}: {m}")
+    for name in fields:  # per neuron for ours; summed where norse's constant is one value
+        norse_grad = getattr(norse_p, name).grad
+        torch.testing.assert_close(value_grad(layer, name).sum_to_size(norse_grad.shape), norse_grad, rtol=1e-9,
+                                   atol=ATOL, msg=lambda m, n=name: f"d/d {n}: {m}")
 
 
 @pytest.mark.parametrize("autapses", [False, True])
@@ -363,7 +365,7 @@ def test_lif_and_li_gradients_equal_norse(surrogate):
         _, norse_p = parameter_pair(ours_class, overrides, norse_method, norse_alpha)
         fields = [f for f in ours_class._fields if f not in ("method", "alpha", "integrator")]
         norse_p = norse_p._replace(**{f: getattr(norse_p, f).requires_grad_() for f in fields})
-        layer = ours_module(ours_p, learnable=fields).double()
+        layer = ours_module(ours_p, learnable=fields, shape=()).double()
         state = random_state(LIFFeedForwardState if spiking else LIState, g)
         x_ours, x_norse = x.clone().requires_grad_(), x.clone().requires_grad_()
         out, s = layer(x_ours, state)
@@ -374,7 +376,7 @@ def test_lif_and_li_gradients_equal_norse(surrogate):
             assert_some_spikes(out)
         torch.testing.assert_close(x_ours.grad, x_norse.grad, rtol=1e-9, atol=ATOL)
         for name in fields:
-            torch.testing.assert_close(getattr(layer, name).grad, getattr(norse_p, name).grad, rtol=1e-9,
+            torch.testing.assert_close(value_grad(layer, name), getattr(norse_p, name).grad, rtol=1e-9,
                                        atol=ATOL, msg=lambda m, n=name, k=ours_module.__name__: f"{k} d/d {n}: {m}")
 
 
