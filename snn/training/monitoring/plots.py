@@ -183,7 +183,8 @@ def _constants_label(layer: nn.Module, like: torch.Tensor, j: int) -> str:
     for name in getattr(layer, "learnable", ()):
         value = float(_per_neuron(layer, name, like)[j])
         if name.startswith("tau_") and name.endswith("_inv"):
-            parts.append(f"{SYMBOLS[name]} {1e3 / value:.3g} ms" if value > 0 else f"{SYMBOLS[name]} ∞")
+            symbol = SYMBOLS.get(name, name)
+            parts.append(f"{symbol} {1e3 / value:.3g} ms" if value > 0 else f"{symbol} ∞")
         else:
             parts.append(f"{SYMBOLS.get(name, name)} {value:.3g}")
     return "".join(f", {part}" for part in parts)
