@@ -113,19 +113,30 @@ def test_p_drives_the_step_function_as_in_norse():
 
 def test_p_is_assignable_as_in_norse():
     """``cell.p = cell.p._replace(...)`` (norse code does this): fixed fields replace the buffers,
-    learnable ones are written into the same ``nn.Parameter`` (an optimizer holding it keeps
-    training it), options change, and the cell computes with the new values."""
-    cell = LIFAdExCell(LIFAdExParameters(method="super", alpha=100.0), learnable=("tau_mem_inv",), shape=(4,))
-    tau = cell.tau_mem_inv
+    learnable ones are written into the same raw ``nn.Parameter`` (an optimizer holding it keeps
+    training it; the fields left as they were are not touched), options change, and the cell
+    computes with the new values."""
+    cell = LIFAdExCell(LIFAdExParameters(method="super", alpha=100.0), learnable=("tau_mem_inv", "v_reset"),
+                       shape=(4,))
+    tau, v_reset = cell.tau_mem_inv_raw, cell.v_reset_raw
+    with torch.no_grad():
+        v_reset.add_(0.3)  # as an optimizer step would: a value that no longer equals its start
+    reset = v_reset.detach().clone()
     optimizer = torch.optim.SGD(cell.parameters(), lr=1.0)
     cell.p = cell.p._replace(v_th=0.8, tau_mem_inv=torch.full((4,), 150.0), alpha=5.0, method="atan")
-    assert cell.tau_mem_inv is tau and optimizer.param_groups[0]["params"][0] is tau
-    assert torch.equal(tau.detach(), torch.full((4,), 150.0)) and float(cell.v_th) == 0.8
+    assert cell.tau_mem_inv_raw is tau and any(p is tau for p in optimizer.param_groups[0]["params"])
+    torch.testing.assert_close(cell.tau_mem_inv.detach(), torch.full((4,), 150.0))
+    assert float(cell.v_th) == 0.8
+    assert torch.equal(cell.v_reset_raw, reset)  # unchanged, to the bit
     assert cell.p.method == "atan" and cell.p.alpha == 5.0
     x = torch.rand(3, 4, dtype=torch.float64) * 3
-    expected = LIFAdExCell(LIFAdExParameters(v_th=0.8, tau_mem_inv=150.0, method="atan", alpha=5.0)).double()
+    cell.double()
+    with torch.no_grad():
+        cell.v_reset_raw.zero_()
+    expected = LIFAdExCell(LIFAdExParameters(v_th=0.8, tau_mem_inv=cell.tau_mem_inv.detach(), method="atan",
+                                             alpha=5.0)).double()
     state = expected.initial_state(x)
-    assert torch.equal(cell.double()(x, state)[1].v, expected(x, state)[1].v)
+    assert torch.equal(cell(x, state)[1].v, expected(x, state)[1].v)
     cell.p = cell.p._replace(v_th=torch.linspace(0.5, 1.0, 4))  # a per-neuron buffer replaces a scalar
     assert cell.v_th.shape == (4,)
 
