@@ -447,19 +447,21 @@ def test_rest_state_v_leak_gets_the_gradient_norse_detaches():
     ours_p, norse_p = parameter_pair(LIFAdExParameters, ADEX_CUSTOM, "super", 1.0)
     x = make_input("random", torch.Generator().manual_seed(13), (60, B, N)) * 2
 
-    def v_leak_grad(layer, p_leak, state=None):
+    def backward(layer, state=None):
         z, s = layer(x, state)
         loss_of(z, s, torch.Generator().manual_seed(14)).backward()
-        return p_leak.grad
 
     norse_p = norse_p._replace(v_leak=norse_p.v_leak.requires_grad_())
-    g_norse = v_leak_grad(norse.LIFAdEx(norse_p), norse_p.v_leak)
-    ours = LIFAdEx(ours_p, learnable=["v_leak"]).double()
-    g_ours = v_leak_grad(ours, ours.v_leak)
-    detached = LIFAdEx(ours_p, learnable=["v_leak"]).double()
+    backward(norse.LIFAdEx(norse_p))
+    g_norse = norse_p.v_leak.grad
+    ours = LIFAdEx(ours_p, learnable=["v_leak"], shape=()).double()
+    backward(ours)
+    g_ours = value_grad(ours, "v_leak")
+    detached = LIFAdEx(ours_p, learnable=["v_leak"], shape=()).double()
     v0 = torch.full((B, N), float(ours_p.v_leak), dtype=F64, requires_grad=True)
     rest = LIFAdExFeedForwardState(v0, torch.zeros(B, N, dtype=F64), torch.zeros(B, N, dtype=F64))
-    g_detached = v_leak_grad(detached, detached.v_leak, rest)
+    backward(detached, rest)
+    g_detached = value_grad(detached, "v_leak")
     torch.testing.assert_close(g_detached, g_norse, rtol=1e-9, atol=ATOL)
     torch.testing.assert_close(g_ours, g_norse + v0.grad.sum(), rtol=1e-9, atol=ATOL)
     assert v0.grad.abs().sum() > 0
