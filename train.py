@@ -32,7 +32,7 @@ from snn.training import (
 )
 from snn.training.config_errors import ConfigError, explain_composition_error
 from snn.training.evaluation import evaluate_checkpoint
-from snn.training.preflight import check_monitored_metrics, sync_batchnorm_works
+from snn.training.preflight import check_monitored_metrics, check_trains_something, sync_batchnorm_works
 from snn.training.resume import check_epochs_left, resume_from
 from snn.training.run_directory import claim_fixed_run_dir, claim_run_dir, print_run_outputs, register_run_id
 from snn.training.signals import exit_on_sigterm
@@ -93,6 +93,7 @@ def train(cfg: DictConfig) -> float:
         module, datamodule, trainer = build(cfg)
         apply_threads(cfg.get("threads"), trainer)  # cores // processes on this host (README, "Threads")
         if fit:
+            check_trains_something(cfg.trainer)
             check_monitored_metrics(cfg, module)
         if ckpt_path:
             checkpoint = load_checkpoint(ckpt_path)

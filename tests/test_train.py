@@ -32,6 +32,16 @@ def test_missing_dataset_stops_the_run_with_one_clear_message(tmp_path):
     assert "t10k-images-idx3-ubyte" in message and "dataset=fashion_mnist" in message
 
 
+@pytest.mark.parametrize("setting", ["max_epochs=0", "max_steps=0", "limit_train_batches=0", "limit_train_batches=0.0"])
+def test_a_trainer_that_would_train_nothing_is_refused_before_fitting(tmp_path, setting):
+    cfg = make_cfg(tmp_path, "dataset=synthetic", "model.conv=null", "trainer=cpu", f"trainer.{setting}")
+    with pytest.raises(ValueError) as error:
+        train(cfg)
+    assert type(error.value).__name__ == "ConfigError"
+    assert f"trainer.{setting} trains nothing" in str(error.value) and "train=false ckpt_path=" in str(error.value)
+    assert not (tmp_path / "checkpoints").exists()
+
+
 @pytest.mark.parametrize("model", ["adex", "lif", "adex_conv"])
 def test_fast_dev_run_of_every_model(tmp_path, model):
     value = train(make_cfg(tmp_path, f"model={model}", "dataset=synthetic", "debug=fdr", "model.T=8"))

@@ -22,6 +22,22 @@ def check_monitored_metrics(cfg: DictConfig, module) -> None:
                              f"choose one of {', '.join(logged)}.")
 
 
+def check_trains_something(trainer_cfg: DictConfig) -> None:
+    """Refuses a trainer config under which fitting runs no training step (``max_epochs=0``,
+    ``max_steps=0``, ``limit_train_batches=0``): Lightning would only run the sanity check and stop,
+    leaving no metric to return and no checkpoint to test. ``fast_dev_run`` overrides all three."""
+    if trainer_cfg.get("fast_dev_run"):
+        return
+    for key in ("max_epochs", "max_steps", "limit_train_batches"):
+        value = trainer_cfg.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool) and value == 0:
+            raise ValueError(
+                f"trainer.{key}={value} trains nothing (the run would stop before its first training step, "
+                "with no metric to report and no checkpoint to test): set it to 1 or more "
+                "(a short run: trainer.max_epochs=1 trainer.limit_train_batches=<batches>); to only test "
+                "a checkpoint: train=false ckpt_path=<path to a .ckpt file>.")
+
+
 def sync_batchnorm_works(accelerator) -> bool:
     """Whether torch's SyncBatchNorm runs on ``accelerator`` ("auto" resolved the way Lightning does):
     it needs CUDA (or XPU, HPU...), not the CPU or Apple's MPS."""
