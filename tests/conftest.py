@@ -2,8 +2,33 @@
 
 from __future__ import annotations
 
+import importlib.util
+import shlex
+import sys
+
 import pytest
-import torch
+
+# What the test modules import; without them collection would stop at the first module with a bare
+# ModuleNotFoundError, which does not say that this pytest runs outside the project's environment.
+REQUIRED = ("torch", "lightning", "hydra", "tensorboard")
+
+
+def _importable(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ImportError:
+        return False
+
+
+def pytest_configure(config):
+    missing = [name for name in REQUIRED if not _importable(name)]
+    if missing:
+        args = shlex.join(config.invocation_params.args)
+        raise pytest.UsageError(
+            f"{', '.join(missing)} cannot be imported by this pytest's Python ({sys.executable}): it is not "
+            f"the project's environment. Run the tests with `make test ARGS=\"{args}\"` (creates .venv and "
+            f"installs the project when missing), or `.venv/bin/python -m pytest {args}` after `make install` "
+            "(or `source .venv/bin/activate`, then pytest).")
 
 
 @pytest.fixture
@@ -12,6 +37,8 @@ def intra_op_threads():
     is restored after it. BLAS splits a product by the thread count and may round it differently
     for each (MKL on AVX-512: ``[4, 300] x [300, 300]`` on one thread and on two), so a test that
     compares products run on different counts must set them itself."""
+    import torch
+
     before = torch.get_num_threads()
     yield torch.set_num_threads
     torch.set_num_threads(before)

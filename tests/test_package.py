@@ -29,6 +29,25 @@ def test_readme_neuron_example_runs():
     assert "[100, 16, 64]" in out.stdout.replace("torch.Size(", "").replace(")", "")
 
 
+def test_pytest_outside_the_projects_environment_says_how_to_run_the_tests():
+    # The pyenv/system pytest, whose Python lacks torch: one line saying which interpreter and what to run.
+    code = (
+        "import sys, pytest\n"
+        "class Hide:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'torch':\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+        "sys.meta_path.insert(0, Hide())\n"
+        "sys.exit(pytest.main(['tests/neurons/test_li.py', '-q', '--co', '-p', 'no:cacheprovider']))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=README.parent)
+    assert out.returncode == 4, out.stdout + out.stderr
+    text = out.stdout + out.stderr
+    assert f"torch cannot be imported by this pytest's Python ({sys.executable})" in text
+    assert '`make test ARGS="tests/neurons/test_li.py -q --co -p no:cacheprovider"`' in text
+    assert "`.venv/bin/python -m pytest tests/neurons/test_li.py" in text
+
+
 def test_importing_and_running_layers_on_the_cpu_prints_nothing(tmp_path):
     """``import snn`` and a first call of every layer kind on the default backend (which loads the
     C++ kernels, and with them torch's extension builder) write nothing to stdout or stderr, even
