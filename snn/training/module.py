@@ -19,6 +19,7 @@ from snn.data.limits import check_elements
 from snn.models import SpikeRecorder, check_model
 from snn.neurons.module import NeuronModule
 
+from .config_errors import ConfigError
 from .instantiation import build_from_config, weights_budget
 from .safe_load import check_targets, load_checkpoint
 
@@ -141,7 +142,16 @@ class SpikingClassifierModule(L.LightningModule):
 
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
         x, y = batch
-        logits = self(x)  # [B, num_classes]
+        try:
+            logits = self(x)  # [B, num_classes]
+        except (RuntimeError, ValueError) as error:  # e.g. "mat1 and mat2 shapes cannot be multiplied": name both
+            expected = tuple(self.net.input_shape)
+            if tuple(x.shape[1:]) == expected:
+                raise
+            raise ConfigError(
+                f"The {stage} data's samples have shape {list(x.shape[1:])}, but the model "
+                f"{type(self.net).__name__} was built for input_shape {list(expected)}, and its forward failed "
+                f"({error}). Make model.input_shape (or the dataset's shape settings) match.") from error
         loss = F.cross_entropy(logits, y)
         rates = self.recorder.rates()
         self.recorder.clear()
