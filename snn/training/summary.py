@@ -41,14 +41,17 @@ def summary_table(net: nn.Module) -> Table:
     table = Table(title=f"{type(net).__name__}: T={net.T}, dt={net.dt}, decoder={net.decoder}")
     for column in ("layer", "type", "params", "neurons"):
         table.add_column(column, justify="right" if column in ("params", "neurons") else "left")
+    # Spiking layers are found by identity: ours sit in a ModuleDict ``spiking``, a user's model may
+    # hold them as plain attributes.
+    spiking = {id(layer): layer_name for layer_name, layer in net.spiking_layers().items()}
     for name, child in net.named_children():
-        if name == "spiking":
+        if isinstance(child, nn.ModuleDict) and any(id(layer) in spiking for layer in child.values()):
             for layer_name, layer in child.items():
-                table.add_row(
-                    f"spiking.{layer_name}", type(layer).__name__, f"{_params(layer):,}", f"{neurons[layer_name]:,}"
-                )
+                count = neurons.get(spiking.get(id(layer)))
+                table.add_row(f"{name}.{layer_name}", type(layer).__name__, f"{_params(layer):,}",
+                              f"{count:,}" if count else "")
         else:
-            count = net.num_classes if name == "readout" else None
+            count = net.num_classes if name == "readout" else neurons.get(spiking.get(id(child)))
             table.add_row(name, type(child).__name__, f"{_params(child):,}", f"{count:,}" if count else "")
     trainable = sum(p.numel() for p in net.parameters() if p.requires_grad)
     table.add_section()
