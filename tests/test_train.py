@@ -85,11 +85,12 @@ def test_learns_a_separable_task_logs_everything_and_checkpoints_rebuild_the_mod
     assert val_acc > 0.9  # 4 classes: chance is 0.25
 
     logged = scalars(tmp_path)
-    for tag in ("train/loss", "train/acc", "val/loss", "val/acc", "test/loss", "test/acc",
+    for tag in ("train/loss", "train/loss_epoch", "train/acc", "val/loss", "val/acc", "test/loss", "test/acc",
                 "spikes/hidden1/rate", "spikes/hidden1/val_rate", "spikes/hidden1/test_rate", "lr-AdamW"):
         assert tag in logged, (tag, sorted(logged))
-    train_loss = logged["train/loss"]
+    train_loss = logged["train/loss_epoch"]
     assert len(train_loss) == 6 and train_loss[-1] < 0.85 * train_loss[0]
+    assert len(logged["train/loss"]) == 6 * 6  # per step: 6 batches of 64 in each of 6 epochs
     assert max(logged["val/acc"]) == pytest.approx(val_acc)
     assert logged["test/acc"][-1] > 0.9
     assert all(0.0 <= r <= 1.0 for r in logged["spikes/hidden1/rate"]) and max(logged["spikes/hidden1/rate"]) > 0

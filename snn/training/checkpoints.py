@@ -13,7 +13,7 @@ A checkpoint is data, never code: every read goes through :mod:`.safe_load` (zip
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -50,16 +50,18 @@ def check_model_config(checkpoint: Mapping[str, Any], net_config: Mapping[str, A
         )
 
 
-def load_classifier(path: str | Path, map_location: Any = "cpu") -> nn.Module:
+def load_classifier(path: str | Path, map_location: Any = "cpu", trusted: Iterable[str] | str | None = None,
+                    ) -> nn.Module:
     """The trained network (``nn.Module``, eval mode) of a checkpoint, built from the config it carries.
 
     The file is read with ``load_checkpoint`` (integrity, ``weights_only``, only ``snn.models``
-    classes built), so an untrusted checkpoint can be refused but cannot run code.
+    classes built), so an untrusted checkpoint can be refused but cannot run code. A model of your
+    own needs your explicit ``trusted=["mynet"]`` (packages or classes, see ``safe_load.trusted_names``).
 
     >>> net = load_classifier("outputs/.../checkpoints/last.ckpt")  # doctest: +SKIP
     >>> logits = net(images)                                         # [B, num_classes]
     """
-    checkpoint = load_checkpoint(path, map_location)
+    checkpoint = load_checkpoint(path, map_location, trusted)
     state = {k.removeprefix("net."): v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
     with weights_budget(state, str(path)):
         net = build_from_config(checkpoint["hyper_parameters"]["net"], "model")
@@ -70,10 +72,11 @@ def load_classifier(path: str | Path, map_location: Any = "cpu") -> nn.Module:
     return net.to(map_location if isinstance(map_location, str | torch.device) else "cpu").eval()
 
 
-def load_module(path: str | Path, map_location: Any = "cpu") -> SpikingClassifierModule:
+def load_module(path: str | Path, map_location: Any = "cpu", trusted: Iterable[str] | str | None = None,
+                **overrides: Any) -> SpikingClassifierModule:
     """The ``SpikingClassifierModule`` of a checkpoint, checked before anything is built:
     ``SpikingClassifierModule.load_from_checkpoint`` (which reads through :mod:`.safe_load`)."""
-    return SpikingClassifierModule.load_from_checkpoint(path, map_location=map_location)
+    return SpikingClassifierModule.load_from_checkpoint(path, map_location=map_location, trusted=trusted, **overrides)
 
 
 def rng_states() -> dict[str, Any]:

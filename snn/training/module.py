@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Callable, Mapping
+import warnings
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from torch.nn import functional as F
 from torchmetrics import MeanMetric
@@ -28,11 +30,20 @@ STAGES = ("train", "val", "test")
 # The names of what SpikingClassifierModule logs, defined here once: fit_metrics (what optimized_metric
 # and a callback's monitor may name) and the callbacks use these.
 STEP_LOSS = "loss"  # the current training batch's loss, for the progress bar only
+TRAIN_EPOCH_LOSS = "train/loss_epoch"  # the training loss's epoch mean (train/loss is logged per step)
 RATE_PENALTY = "train/rate_penalty"
+# A scheduler's state that records progress, not settings: everything else must match the config's.
+_PROGRESS = frozenset({"last_epoch", "_step_count", "_last_lr", "_get_lr_called_within_step", "_is_initial",
+                       "verbose", "base_lrs"})
+
+
+class ScheduleError(ValueError):
+    """A training epoch would run with every learning rate at 0."""
 
 
 def loss_metric(stage: str) -> str:
-    """The epoch mean of the loss over ``stage``."""
+    """The loss over ``stage``: per step for training (its epoch mean is ``TRAIN_EPOCH_LOSS``), the
+    epoch mean for validation and test."""
     return f"{stage}/loss"
 
 
@@ -65,11 +76,20 @@ class SpikingClassifierModule(L.LightningModule):
             would pull the constants towards their start). The weights are the other group
             (``LearningRateMonitor`` logs ``lr-<optimizer>/weights`` and ``.../neuron_constants``).
 
-    Logs the epoch means ``{stage}/loss`` and ``{stage}/acc`` (stage: train, val, test), the mean
+    Logs the training loss of every step, ``train/loss`` (and its epoch mean, ``train/loss_epoch``),
+    the epoch means ``{stage}/acc`` (stage: train, val, test) and ``{val,test}/loss``, the mean
     firing rate of every spiking layer at every training step, ``spikes/<layer>/rate``, and its
     epoch means over validation and test, ``spikes/<layer>/{val,test}_rate``. Epoch means are
     torchmetrics objects, so they are reduced across processes. The progress bar also shows the
     training loss of the current batch.
+
+    Resuming (``trainer.fit(ckpt_path=...)``) restores the optimizer and the scheduler, then
+    continues the schedule this module's ``scheduler`` config describes from the step reached: when
+    the config's schedule differs from the restored one (``T_max`` follows ``trainer.max_epochs``,
+    which was raised), the restored scheduler takes the config's settings and the learning rate
+    becomes the config's schedule at the current step (a cosine stretched to the new horizon);
+    otherwise the restored state continues untouched. An epoch never starts with every learning
+    rate at 0 (``ScheduleError``).
     """
 
     def __init__(
@@ -113,18 +133,21 @@ class SpikingClassifierModule(L.LightningModule):
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path: str | Path, map_location: Any = "cpu",
                              hparams_file: Any = None, strict: bool | None = None,
-                             weights_only: bool | None = None, **overrides: Any) -> SpikingClassifierModule:
+                             weights_only: bool | None = None, trusted: Iterable[str] | str | None = None,
+                             **overrides: Any) -> SpikingClassifierModule:
         """The module of a checkpoint, read as data: :func:`~snn.training.safe_load.load_checkpoint`
         checks the file's integrity, unpickles it with ``weights_only=True`` and refuses any
         ``_target_`` outside our own classes *before* ``__init__`` instantiates the configs.
         Lightning's own version unpickles first and builds whatever the file names.
         A ``weights_only`` of False is not honoured; ``hparams_file`` is not supported (the checkpoint
-        carries its configs); ``overrides`` replace hyperparameters (checked as well)."""
+        carries its configs); ``overrides`` replace hyperparameters (checked as well). ``trusted``
+        names your own packages or classes a checkpoint may build too (``["mynet", "mypkg.optim.Lion"]``;
+        see :func:`~snn.training.safe_load.trusted_names`): your choice, never the file's."""
         if hparams_file is not None:
             raise ValueError("hparams_file is not supported: the checkpoint carries the configs that built it.")
-        checkpoint = load_checkpoint(checkpoint_path, map_location)
+        checkpoint = load_checkpoint(checkpoint_path, map_location, trusted)
         hyper_parameters = {**checkpoint["hyper_parameters"], **overrides}
-        check_targets(hyper_parameters, checkpoint_path)
+        check_targets(hyper_parameters, checkpoint_path, trusted)
         accepted = inspect.signature(cls.__init__).parameters
         with weights_budget(checkpoint["state_dict"], str(checkpoint_path)):
             module = cls(**{k: v for k, v in hyper_parameters.items() if k in accepted})
@@ -158,9 +181,11 @@ class SpikingClassifierModule(L.LightningModule):
         acc, mean_loss = getattr(self, f"{stage}_acc"), getattr(self, f"{stage}_loss")
         acc(logits.detach(), y)
         mean_loss(loss.detach())
-        self.log(loss_metric(stage), mean_loss, on_step=False, on_epoch=True, prog_bar=stage != "train")
         self.log(acc_metric(stage), acc, on_step=False, on_epoch=True, prog_bar=True)
         if stage == "train":
+            # Per step for the loss curve (every trainer.log_every_n_steps); the epoch mean beside it.
+            self.log(loss_metric(stage), loss.detach(), on_step=True, on_epoch=False)
+            self.log(TRAIN_EPOCH_LOSS, mean_loss, on_step=False, on_epoch=True)
             self.log(STEP_LOSS, loss.detach(), on_step=True, on_epoch=False, prog_bar=True, logger=False)
             for name, rate in rates.items():
                 self.log(rate_metric(name, stage), rate.detach(), on_step=True, on_epoch=False)
@@ -169,6 +194,7 @@ class SpikingClassifierModule(L.LightningModule):
                 self.log(RATE_PENALTY, penalty.detach(), on_step=True, on_epoch=False)
                 loss = loss + self.hparams.rate_weight * penalty
         else:
+            self.log(loss_metric(stage), mean_loss, on_step=False, on_epoch=True, prog_bar=True)
             metrics = getattr(self, f"{stage}_rates")
             for name, rate in rates.items():
                 metrics[name](rate.detach(), weight=x.shape[0])
@@ -180,7 +206,8 @@ class SpikingClassifierModule(L.LightningModule):
         ``monitor`` can name (test metrics come after fitting; callbacks' statistics go to the
         loggers only)."""
         layers = self.recorder.names
-        names = [acc_metric("val"), loss_metric("val"), acc_metric("train"), loss_metric("train"), STEP_LOSS]
+        names = [acc_metric("val"), loss_metric("val"), acc_metric("train"), loss_metric("train"), TRAIN_EPOCH_LOSS,
+                 STEP_LOSS]
         names += [rate_metric(layer, stage) for stage in ("val", "train") for layer in layers]
         return names + ([RATE_PENALTY] if self.hparams.rate_weight > 0 else [])
 
@@ -232,6 +259,60 @@ class SpikingClassifierModule(L.LightningModule):
                 self.scheduler_factory(optimizer=optimizer)
             except (TypeError, ValueError, KeyError) as error:
                 raise ValueError(f"Invalid scheduler config: {error}") from error
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._resuming = "optimizer_states" in checkpoint
+
+    def on_train_start(self) -> None:
+        """After Lightning restored the optimizer and scheduler of a resumed run: continue the
+        config's schedule from the step reached (see the class docstring)."""
+        if getattr(self, "_resuming", False) and self.scheduler_factory is not None:
+            for config in self.trainer.lr_scheduler_configs:
+                self._continue_schedule(config.scheduler)
+        self._resuming = False
+
+    def _continue_schedule(self, restored: Any) -> None:
+        """Gives ``restored`` the settings of this config's scheduler, at the step it reached, when
+        they differ: a fresh scheduler from the config, on a stand-in optimizer with the restored
+        groups' initial learning rates, is stepped ``last_epoch`` times, and its state and learning
+        rates replace the restored ones."""
+        if not isinstance(restored, torch.optim.lr_scheduler.LRScheduler):
+            return  # ReduceLROnPlateau follows the metric, not a horizon
+        optimizer = restored.optimizer
+        groups = [{**{k: v for k, v in g.items() if k != "params"}, "params": [torch.zeros(1)]}
+                  for g in optimizer.param_groups]
+        for group in groups:
+            group["lr"] = group.get("initial_lr", group["lr"])
+        stand_in = torch.optim.SGD(groups, lr=groups[0]["lr"])
+        with warnings.catch_warnings():  # stepping a scheduler without optimizer.step() is what we mean here
+            warnings.simplefilter("ignore", UserWarning)
+            fresh = self.scheduler_factory(optimizer=stand_in)
+            for _ in range(restored.last_epoch):
+                fresh.step()
+        old, new = restored.state_dict(), fresh.state_dict()
+        settings = {k: (old.get(k), v) for k, v in new.items() if k not in _PROGRESS and old.get(k) != v}
+        if not settings:
+            return
+        restored.load_state_dict(new)
+        for group, replayed in zip(optimizer.param_groups, stand_in.param_groups, strict=True):
+            group["lr"] = replayed["lr"]
+        changes = ", ".join(f"{k} {a} -> {b}" for k, (a, b) in settings.items())
+        rates = ", ".join(f"{group['lr']:.3g}" for group in optimizer.param_groups)
+        rank_zero_info(f"Resumed {type(restored).__name__} takes this run's settings ({changes}) from step "
+                       f"{restored.last_epoch}: learning rate {rates}.")
+
+    def on_train_epoch_start(self) -> None:
+        rates = [g["lr"] for o in self.trainer.optimizers for g in o.param_groups]
+        if rates and all(float(r) == 0.0 for r in rates):
+            schedulers = [c.scheduler for c in self.trainer.lr_scheduler_configs]
+            named = ", ".join(type(s).__name__ + (f" (T_max={s.T_max})" if hasattr(s, "T_max") else "")
+                              for s in schedulers) or "none"
+            raise ScheduleError(
+                f"Epoch {self.current_epoch} would train with learning rate 0 everywhere (scheduler: {named}; "
+                f"trainer.max_epochs={self.trainer.max_epochs}); a cosine reaches 0 at T_max. Give the schedule the "
+                "run's length (scheduler.T_max=${trainer.max_epochs}, the default), or start a fresh schedule from "
+                "the weights with init_from=<checkpoint>."
+            )
 
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(params=self.parameter_groups())

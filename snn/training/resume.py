@@ -1,4 +1,5 @@
-"""Resuming a run: from a checkpoint the user names, or from the one a requeued SLURM job left."""
+"""Resuming a run (from a checkpoint the user names, or from the one a requeued SLURM job left) and
+fine-tuning one's weights (``init_from=``: a fresh optimizer, schedule and epoch count)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ from pathlib import Path
 
 from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig
+
+from .checkpoints import config_differences, load_checkpoint
+from .module import SpikingClassifierModule
 
 
 def requeued_slurm_job(output_dir: Path) -> bool:
@@ -38,7 +42,9 @@ def check_epochs_left(checkpoint: dict, trainer_cfg: DictConfig, path: str) -> N
     if isinstance(finished, int) and finished > 0 and max_epochs is not None and 0 <= max_epochs <= finished:
         raise ValueError(
             f"The checkpoint {path} already finished epoch {finished - 1} ({finished} epochs), and "
-            f"trainer.max_epochs={max_epochs} leaves nothing to train: raise trainer.max_epochs (above {finished})."
+            f"trainer.max_epochs={max_epochs} leaves nothing to train: raise trainer.max_epochs (above {finished}); "
+            "the learning-rate schedule is then stretched to the new length from where it stopped. To train its "
+            f"weights with a fresh optimizer and schedule instead: init_from={path} (without ckpt_path)."
         )
     step = checkpoint.get("global_step")
     if isinstance(step, int) and max_steps is not None and 0 <= max_steps <= step:
@@ -46,3 +52,23 @@ def check_epochs_left(checkpoint: dict, trainer_cfg: DictConfig, path: str) -> N
             f"The checkpoint {path} already took {step} optimizer steps, and trainer.max_steps={max_steps} "
             f"leaves nothing to train: raise trainer.max_steps (above {step})."
         )
+
+
+def fine_tune_from(module: SpikingClassifierModule, path: str, trusted=None) -> None:
+    """Loads the network weights of the checkpoint ``path`` into ``module`` (``init_from=``): the
+    optimizer, the schedule and the epoch count start afresh. A ValueError when they do not fit,
+    with the model config differences."""
+    checkpoint = load_checkpoint(path, trusted=trusted)
+    state = {k.removeprefix("net."): v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
+    try:
+        module.net.load_state_dict(state)
+    except RuntimeError as error:
+        differences = config_differences(checkpoint["hyper_parameters"]["net"], module.hparams.net)
+        reason = " ".join(str(error).split())
+        reason = reason if len(reason) < 300 else reason[:300] + "..."
+        raise ValueError(
+            f"init_from={path}: its weights do not fit this run's model ({reason}). "
+            f"Model config differences (checkpoint -> this run): {'; '.join(differences[:8]) or 'none'}."
+        ) from None
+    rank_zero_info(f"Fine-tuning from the weights of {Path(path).resolve()} (after {checkpoint.get('epoch', 0) + 1} "
+                   "epochs there); optimizer, learning-rate schedule and epochs start afresh.")

@@ -6,14 +6,20 @@ A checkpoint is data, never code: every read checks the zip's checksums first, u
 the configs it carries may only build our own classes (``snn.models`` networks, ``torch.optim``
 optimizers and schedulers) before Hydra instantiates anything from them. This module knows nothing
 of the LightningModule, so the module itself can load through it (``load_from_checkpoint``).
+
+Trust is the user's choice, never the file's: ``trusted`` (train.py's ``trust=[...]``,
+``load_classifier(path, trusted=[...])``) names the user's own classes, or packages of them, that a
+checkpoint may build as well. It never comes from the checkpoint, and it cannot name the standard
+library or a whole framework package (those can open files and run commands).
 """
 
 from __future__ import annotations
 
 import pickle
 import re
+import sys
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -48,34 +54,88 @@ ALLOWED_TARGETS: dict[str, frozenset[str]] = {
 }
 
 
-def check_targets(hyper_parameters: Mapping[str, Any], path: str | Path) -> None:
-    """Refuses (CheckpointError) a checkpoint whose net, optimizer or scheduler config names any
-    ``_target_`` outside ``ALLOWED_TARGETS``, or carries an OmegaConf interpolation (``${...}``,
-    which would run resolvers): Hydra instantiates these configs, so they decide what code runs."""
+# Packages a trust entry may not name as a whole: trusting them would let a file build anything.
+_FRAMEWORKS = frozenset({"torch", "lightning", "pytorch_lightning", "hydra", "omegaconf", "numpy", "snn"})
+_DOTTED_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 
-    def walk(node: Any, where: str, allowed: frozenset[str], section: str) -> None:
-        if isinstance(node, Mapping):
-            target = node.get("_target_", None)
-            if "_target_" in node and (not isinstance(target, str) or target not in allowed):
-                kinds = {"net": "snn.models classes", "optimizer": "torch.optim optimizers",
-                         "scheduler": "torch.optim.lr_scheduler schedulers"}[section]
-                raise CheckpointError(
-                    f"{path} asks to build {target!r} ({where}['_target_']), but a checkpoint may only build "
-                    f"{kinds}; it was refused and nothing from it was built or run."
-                )
-            for key, value in node.items():
-                walk(value, f"{where}[{key!r}]", allowed, section)
-        elif isinstance(node, list | tuple):
-            for i, value in enumerate(node):
-                walk(value, f"{where}[{i}]", allowed, section)
-        elif isinstance(node, str) and "${" in node:
-            raise CheckpointError(
-                f"{path} carries the config interpolation {node!r} at {where}, which would run a resolver when "
-                "the model is built; checkpoints store resolved values, so it was refused."
+
+def trusted_names(trusted: Iterable[str] | str | None) -> tuple[str, ...]:
+    """``trusted`` checked: each entry a dotted Python name, a package of the user's own code
+    (``mynet``: ``mynet.MyNet``, ``mynet.layers.Block``...) or one class (``mypkg.optim.Lion``).
+    The standard library and whole framework packages (``torch``, ``hydra``...) are refused."""
+    if trusted is None:
+        return ()
+    if isinstance(trusted, str):
+        trusted = [trusted]
+    names = []
+    for entry in trusted:
+        if not isinstance(entry, str) or not _DOTTED_NAME.fullmatch(entry):
+            raise ValueError(
+                f"trust entry {entry!r} is not a Python name: give a package of your own code (trust=[mynet]) or one "
+                "class (trust=[mypkg.optim.Lion])."
             )
+        top = entry.split(".")[0]
+        if top in sys.stdlib_module_names or entry in _FRAMEWORKS:
+            what = "the standard library" if top in sys.stdlib_module_names else "a whole framework package"
+            raise ValueError(
+                f"trust entry {entry!r} names {what}, "
+                "whose callables can open files and run commands: trust only your own code (trust=[mynet]) or single "
+                "classes (trust=[mypkg.optim.Lion])."
+            )
+        names.append(entry)
+    return tuple(names)
 
+
+def is_trusted(target: str, trusted: Iterable[str]) -> bool:
+    """Whether ``target`` is a trusted class itself or lies inside a trusted package."""
+    return any(target == name or target.startswith(f"{name}.") for name in trusted)
+
+
+def check_targets(hyper_parameters: Mapping[str, Any], path: str | Path,
+                  trusted: Iterable[str] | str | None = None) -> None:
+    """Refuses (CheckpointError) a checkpoint whose net, optimizer or scheduler config names any
+    ``_target_`` outside ``ALLOWED_TARGETS`` and ``trusted`` (see :func:`trusted_names`), or carries an
+    OmegaConf interpolation (``${...}``, which would run resolvers): Hydra instantiates these configs,
+    so they decide what code runs."""
+    trusted = trusted_names(trusted)
     for section, allowed in ALLOWED_TARGETS.items():
-        walk(hyper_parameters.get(section), f"hyper_parameters[{section!r}]", allowed, section)
+        check_config_targets(hyper_parameters.get(section), f"hyper_parameters[{section!r}]", allowed, path,
+                             _KINDS[section], trusted)
+
+
+_KINDS = {"net": "snn.models classes", "optimizer": "torch.optim optimizers",
+          "scheduler": "torch.optim.lr_scheduler schedulers"}
+
+
+def check_config_targets(node: Any, where: str, allowed: frozenset[str], path: str | Path, kinds: str,
+                         trusted: Iterable[str] | str | None = None) -> None:
+    """Refuses (CheckpointError) a ``_target_`` in the config ``node`` (read from ``path``, found at
+    ``where``) that is neither in ``allowed`` nor ``trusted``, and any ``${...}`` interpolation."""
+    trusted = trusted_names(trusted)
+    if isinstance(node, Mapping):
+        target = node.get("_target_", None)
+        if "_target_" in node and not (isinstance(target, str) and (target in allowed or is_trusted(target, trusted))):
+            package = target.split(".")[0] if isinstance(target, str) else ""
+            if package and package not in sys.stdlib_module_names and package not in _FRAMEWORKS:
+                how = (f"If this is your own code and you trust the file's author, allow it: trust=[{package}] on "
+                       f"train.py's command line (or in your config), trusted=[{package!r}] in load_classifier / "
+                       "load_from_checkpoint.")
+            else:
+                how = "Standard-library and framework callables can never be trusted."
+            raise CheckpointError(
+                f"{path} asks to build {target!r} ({where}['_target_']), but a checkpoint may only build {kinds} "
+                f"or classes you trust; it was refused and nothing from it was built or run. {how}"
+            )
+        for key, value in node.items():
+            check_config_targets(value, f"{where}[{key!r}]", allowed, path, kinds, trusted)
+    elif isinstance(node, list | tuple):
+        for i, value in enumerate(node):
+            check_config_targets(value, f"{where}[{i}]", allowed, path, kinds, trusted)
+    elif isinstance(node, str) and "${" in node:
+        raise CheckpointError(
+            f"{path} carries the config interpolation {node!r} at {where}, which would run a resolver when "
+            "the model is built; checkpoints store resolved values, so it was refused."
+        )
 
 
 def check_map_location(map_location: Any) -> None:
@@ -159,9 +219,12 @@ def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
         raise CheckpointError(f"{path} is not a readable checkpoint (corrupt or truncated?): {error}") from None
 
 
-def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
+def load_checkpoint(path: str | Path, map_location: Any = "cpu",
+                    trusted: Iterable[str] | str | None = None) -> dict[str, Any]:
     """The checkpoint dictionary in ``path``, read safely (``read_checkpoint``), with a clear error for a
-    missing, damaged or foreign file and for a model config that would build anything but our classes."""
+    missing, damaged or foreign file and for a model config that would build anything but our classes
+    and those ``trusted`` (:func:`trusted_names`)."""
+    trusted = trusted_names(trusted)
     path = Path(path)
     checkpoint = read_checkpoint(path, map_location)
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
@@ -173,5 +236,5 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
             f"{path} does not record the model config (hyper_parameters['net'] with a _target_): "
             "it was not written by SpikingClassifierModule built from a config."
         )
-    check_targets(hyper_parameters, path)
+    check_targets(hyper_parameters, path, trusted)
     return checkpoint

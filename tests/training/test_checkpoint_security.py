@@ -39,16 +39,17 @@ def trained(tmp_path_factory) -> Path:
     return run / "checkpoints" / "last.ckpt"
 
 
-def load_on(path_kind: str, ckpt: Path, tmp_path: Path) -> None:
-    """Loads ``ckpt`` the way a user would on ``path_kind``."""
+def load_on(path_kind: str, ckpt: Path, tmp_path: Path, trust: tuple[str, ...] = ()) -> None:
+    """Loads ``ckpt`` the way a user would on ``path_kind``, trusting the packages ``trust``."""
+    trust_override = f"trust=[{','.join(trust)}]"
     if path_kind == "load_classifier":
-        load_classifier(ckpt)
+        load_classifier(ckpt, trusted=trust)
     elif path_kind == "load_from_checkpoint":
-        SpikingClassifierModule.load_from_checkpoint(ckpt)
+        SpikingClassifierModule.load_from_checkpoint(ckpt, trusted=trust)
     elif path_kind == "resume":
-        train(make_cfg(tmp_path / "resumed", *SMALL, "trainer.max_epochs=2", f"ckpt_path={ckpt}"))
+        train(make_cfg(tmp_path / "resumed", *SMALL, "trainer.max_epochs=2", f"ckpt_path={ckpt}", trust_override))
     else:
-        train(make_cfg(tmp_path / "evaluated", *SMALL, "train=false", f"ckpt_path={ckpt}"))
+        train(make_cfg(tmp_path / "evaluated", *SMALL, "train=false", f"ckpt_path={ckpt}", trust_override))
 
 
 PATHS = ["load_classifier", "load_from_checkpoint", "resume", "evaluate"]
@@ -151,16 +152,32 @@ def test_the_hostile_checkpoints_would_run_their_payload_when_loaded_unsafely(tm
     assert (tmp_path / "marker").exists()
 
 
+@pytest.mark.parametrize("trust", [(), ("mynet", "mypkg.optim.Lion")])
 @pytest.mark.parametrize("path_kind", PATHS)
 @pytest.mark.parametrize("kind", KINDS)
-def test_hostile_checkpoints_are_refused_on_every_path_and_run_nothing(tmp_path, trained, kind, path_kind):
+def test_hostile_checkpoints_are_refused_on_every_path_and_run_nothing(tmp_path, trained, kind, path_kind, trust):
+    """Refused as well when the user trusts their own code (trust=[...]): that opt-in extends to
+    the packages it names, nothing else."""
     path, expected = hostile(kind, trained, tmp_path)
     error_type = CheckpointError if path_kind.startswith("load_") else ConfigError
     with pytest.raises(error_type, match=rf"{path} {expected}" if kind.startswith("pickle") else expected) as error:
-        load_on(path_kind, path, tmp_path)
+        load_on(path_kind, path, tmp_path, trust)
     assert "\n" not in str(error.value)
     assert not (tmp_path / "marker").exists()
     assert not (tmp_path / "resumed" / "checkpoints").exists() and not (tmp_path / "evaluated" / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("trust", [(), ("mynet",)])
+def test_evaluation_refuses_a_hostile_data_set_config_in_the_checkpoint(tmp_path, trained, trust):
+    """Evaluation builds the data set the checkpoint's run config names: it is checked like the model."""
+    checkpoint = load_checkpoint(trained)
+    marker = tmp_path / "marker"
+    checkpoint["hyper_parameters"]["config"]["dataset"] = {"_target_": "builtins.open", "_args_": [str(marker), "w"]}
+    torch.save(checkpoint, tmp_path / "hostile.ckpt")
+    with pytest.raises(ConfigError, match=r"asks to build 'builtins.open' \(hyper_parameters\['config'\]\['dataset'\]"
+                                          r"\['_target_'\]\), but a checkpoint may only build snn data modules"):
+        load_on("evaluate", tmp_path / "hostile.ckpt", tmp_path, trust)
+    assert not marker.exists()
 
 
 def test_lightnings_own_reads_refuse_a_pickle_payload(tmp_path, trained):

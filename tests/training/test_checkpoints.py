@@ -95,16 +95,16 @@ def test_evaluation_entry_reports_the_test_metrics_of_a_checkpoint(tmp_path, cap
     column = logged[0].index("test/acc")
     test_acc = float(next(row[column] for row in logged[1:] if row[column]))
 
-    # Only the dataset comes from the config: the model is the checkpoint's (other defaults here).
-    acc = train(make_cfg(tmp_path / "eval", "dataset=synthetic", "train=false", f"ckpt_path={best}", "logger=none"))
+    # The model and the data set are the checkpoint's (the defaults here are another model and MNIST).
+    acc = train(make_cfg(tmp_path / "eval", "train=false", f"ckpt_path={best}", "logger=none"))
     assert acc == test_acc
     assert "Evaluating" in capsys.readouterr().out
 
     with pytest.raises(ConfigError, match="train=false evaluates a checkpoint: add ckpt_path"):
         train(make_cfg(tmp_path / "eval2", "dataset=synthetic", "train=false"))
+    command_line = ["dataset=synthetic", "dataset.num_classes=5", "train=false", f"ckpt_path={best}"]
     with pytest.raises(ConfigError, match=r"takes inputs \[1, 8, 8\] with 4 classes.*\[1, 8, 8\] with 5"):
-        train(make_cfg(tmp_path / "eval3", "dataset=synthetic", "dataset.num_classes=5", "train=false",
-                       f"ckpt_path={best}"))
+        train(make_cfg(tmp_path / "eval3", *command_line), overrides=command_line)
 
 
 def test_checkpoint_of_another_model_config_is_refused(tmp_path):

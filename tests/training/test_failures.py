@@ -189,7 +189,8 @@ def test_a_composable_command_line_is_left_to_hydra():
         ("model.neuron.method=relu", r"relu.*atan.*super"),
         ("+model.neuron.tau_mem=3", r"no field\(s\) \['tau_mem'\]; valid: \[.*'tau_syn_inv', 'tau_mem_inv'"),
         ("optimized_metric=val/foo", "optimized_metric=val/foo is not a metric logged during training; choose one of "
-                                     "val/acc, val/loss, train/acc, train/loss, loss, spikes/hidden1/val_rate, "
+                                     "val/acc, val/loss, train/acc, train/loss, train/loss_epoch, loss, "
+                                     "spikes/hidden1/val_rate, "
                                      "spikes/hidden1/rate."),
         ("optimized_metric=test/acc",
          r"test/acc is not a metric logged during training \(test metrics are logged only after training\)"),

@@ -115,4 +115,5 @@ def test_runs_started_in_the_same_second_get_their_own_directories(tmp_path):
         assert process.wait(timeout=900) == 0, process.stderr.read()[-2000:]
     runs = sorted(p.parent.parent for p in (tmp_path / "outputs").glob("*/*/.hydra/config.yaml"))
     assert len(runs) == 2 and runs[0] != runs[1]
-    assert all(re.fullmatch(r"\d\d-\d\d-\d\d_[0-9a-f]{6}", r.name) for r in runs), runs
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d_[0-9a-f]{6}", r.name) for r in runs), runs
+    assert {r.parent.name for r in runs} == {"adex-synthetic"}  # outputs/<model>-<dataset>/ without an experiment

@@ -5,13 +5,13 @@ conf/callbacks/.
   per-neuron rate histograms, the training rate) and ``NeuronParameterHistograms`` (learnable
   neuron constants);
 - :mod:`.plots`: ``SpikeRasterPlot``, a raster and voltage traces of one validation sample;
-- :mod:`.hparams`: ``ConfigHyperparameters``, the resolved config in the HPARAMS tab.
+- :mod:`.hparams`: ``ConfigHyperparameters``, the values runs are compared by in the HPARAMS tab.
 
 Spikes come from :class:`snn.models.SpikeRecorder`, voltages and states from
 :func:`snn.neurons.trajectory`; the networks satisfy :class:`snn.models.SpikingModel`.
 """
 
-from .hparams import ConfigHyperparameters, flatten_config
+from .hparams import COLUMNS, ConfigHyperparameters, comparison_hparams, flatten_config
 from .plots import (
     SpikeRasterPlot,
     max_pool_time,
@@ -25,7 +25,9 @@ from .statistics import NeuronParameterHistograms, NeuronSpikeCounts, SpikeStati
 from .writer import tensorboard
 
 __all__ = [
+    "COLUMNS",
     "ConfigHyperparameters",
+    "comparison_hparams",
     "flatten_config",
     "SpikeRasterPlot",
     "max_pool_time",

@@ -1,0 +1,53 @@
+"""The run's log: ``<run dir>/train.log`` (Hydra's file handler on the root logger) holds our lines
+and Lightning's, with their times; the console shows the messages alone (``conf/config.yaml``,
+``hydra.job_logging``). Outside a Hydra run (tests, notebooks) our lines are printed."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+log = logging.getLogger("train")
+
+
+def log_to_run_log() -> None:
+    """Sends Lightning's log records to the root logger, which Hydra writes to the run's log file
+    and the console. Lightning, imported before Hydra configured logging, gave its loggers their
+    own console handlers and cut them off from the root."""
+    if not logging.getLogger().handlers:
+        return
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logger = logging.getLogger(name)
+        for handler in [h for h in logger.handlers if type(h) is logging.StreamHandler]:
+            logger.removeHandler(handler)
+        logger.propagate = True
+
+
+def report(message: str) -> None:
+    """A line for the user: into the run's log (and on the console) in a Hydra run, printed otherwise."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized() and logging.getLogger().handlers:
+        log.info(message)
+    else:
+        print(message)
+
+
+def exit_with(message: str) -> None:
+    """Ends the process with ``message`` on stderr and a copy in the run's log file (if it still has one)."""
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, message, None, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+    sys.exit(message)
+
+
+def close_log_files_in(folder) -> None:
+    """Closes and drops the root logger's file handlers writing into ``folder`` (before it is removed)."""
+    from pathlib import Path
+
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if isinstance(h, logging.FileHandler)]:
+        if Path(handler.baseFilename).resolve().parent == Path(folder).resolve():
+            root.removeHandler(handler)
+            handler.close()

@@ -1,0 +1,81 @@
+"""Evaluating a checkpoint (train=false ckpt_path=...) builds what the checkpoint was trained with:
+its model and its data set, from the configs it carries, unless the command line picks a data set
+(whose shapes are then checked) or changes single values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from snn.training import load_checkpoint
+from snn.training.config_errors import ConfigError
+from tests.helpers import make_cfg
+from train import train
+
+FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+QUICK = ["trainer.accelerator=cpu", "logger=none", "test=false", "callbacks.spike_raster=null",
+         "callbacks.progress_bar=null", "trainer.max_epochs=1"]
+# A synthetic data set unlike the defaults (MNIST's 1x28x28, 10 classes): 2x6x6 inputs, 3 classes.
+SYNTHETIC = ["dataset=synthetic", "dataset.input_shape=[2,6,6]", "dataset.num_classes=3", "dataset.num_train=160",
+             "dataset.val_size=32", "dataset.num_test=48", "model.T=4", "model.hidden=8", "model.conv=null"]
+
+
+def evaluate(tmp_path: Path, ckpt: Path, *overrides: str) -> tuple[float, list]:
+    """Evaluates ``ckpt`` as ``train.py train=false ckpt_path=<ckpt> <overrides>`` would."""
+    command_line = ["train=false", f"ckpt_path={ckpt}", "trainer.accelerator=cpu", "logger=none", *overrides]
+    return train(make_cfg(tmp_path, *command_line), overrides=command_line)
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("synthetic")
+    train(make_cfg(run, *SYNTHETIC, *QUICK))
+    return run / "checkpoints" / "last.ckpt"
+
+
+def test_evaluation_uses_the_checkpoints_data_set_and_model(tmp_path, synthetic, capsys):
+    accuracy = evaluate(tmp_path, synthetic)
+    out = capsys.readouterr().out
+    assert "its model and the data set from the checkpoint's config (synthetic" in out
+    assert f"Run directory: {tmp_path.resolve()}" in out
+    assert 0.0 <= accuracy <= 1.0
+
+
+def test_a_data_set_chosen_on_the_command_line_is_used_and_checked(tmp_path, synthetic, capsys):
+    # The same shapes from the command line: used (a different noise level, so a different accuracy).
+    evaluate(tmp_path / "same", synthetic, "dataset=synthetic", "dataset.input_shape=[2,6,6]",
+             "dataset.num_classes=3", "dataset.num_test=48")
+    assert "data set from the command line" in capsys.readouterr().out
+    # Other shapes: refused, naming both and the way back to the checkpoint's own data set.
+    with pytest.raises(ConfigError, match=r"takes inputs \[2, 6, 6\] with 3 classes, the dataset config gives "
+                                          r"\[1, 8, 8\] with 4; leave dataset= out"):
+        evaluate(tmp_path / "other", synthetic, "dataset=synthetic")
+
+
+def test_single_values_override_the_checkpoints_configs(tmp_path, synthetic, capsys):
+    evaluate(tmp_path / "a", synthetic, "dataset.batch_size=16", "model.neuron.backend=eager")
+    assert "from the checkpoint's config" in capsys.readouterr().out
+    with pytest.raises(ConfigError, match=r"dataset.val_fraction is not a key of the checkpoint's dataset config"):
+        evaluate(tmp_path / "b", synthetic, "+dataset.val_fraction=0.5")
+
+
+def test_a_store_recall_checkpoint_evaluates_its_recurrent_model_on_its_task(tmp_path, capsys):
+    task = ["experiment=store_recall_adex", "dataset.task.frame_ms=10", "dataset.task.frames=4", "dataset.T=40",
+            "model.decoder_steps=10", "model.hidden=[8]", "dataset.num_train=64", "dataset.num_val=32",
+            "dataset.num_test=32"]
+    train(make_cfg(tmp_path / "run", *task, *QUICK))
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    assert load_checkpoint(ckpt)["hyper_parameters"]["net"]["_target_"] == "snn.models.SpikingSequenceClassifier"
+    accuracy = evaluate(tmp_path / "evaluated", ckpt)
+    assert "data set from the checkpoint's config (STORE-RECALL)" in capsys.readouterr().out
+    assert 0.0 <= accuracy <= 1.0
+
+
+@pytest.mark.skipif(not FASHION_DIR.is_dir(), reason="Debian's dataset-fashion-mnist is not installed")
+def test_a_fashion_mnist_checkpoint_is_evaluated_on_fashion_mnist(tmp_path, capsys):
+    run = ["dataset=fashion_mnist", "model.T=2", "model.hidden=8", "model.conv=null", "+trainer.limit_train_batches=2",
+           "+trainer.limit_val_batches=1", *QUICK]
+    train(make_cfg(tmp_path / "run", *run))
+    evaluate(tmp_path / "evaluated", tmp_path / "run" / "checkpoints" / "last.ckpt", "+trainer.limit_test_batches=2")
+    assert "data set from the checkpoint's config (Fashion-MNIST" in capsys.readouterr().out

@@ -1,0 +1,87 @@
+"""A researcher's own model, optimizer and scheduler (a package outside snn, its config on
+hydra.searchpath) train, resume, evaluate and reload once the user says they trust them
+(trust=[...] / trusted=[...]); without that, and for anything else, checkpoints stay data."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import torch
+
+from snn.training import CheckpointError, SpikingClassifierModule, load_checkpoint, load_classifier
+from snn.training.config_errors import ConfigError
+from snn.training.safe_load import trusted_names
+from tests.helpers import make_cfg
+from tests.user_package import user_overrides, write_user_package
+from train import train
+
+TINY = ["dataset=synthetic", "dataset.num_train=192", "dataset.val_size=64", "dataset.num_test=64",
+        "trainer.accelerator=cpu", "logger=none", "test=false", "callbacks.spike_raster=null",
+        "callbacks.progress_bar=null"]
+REFUSED = (r"asks to build 'mynet.MyNet' \(hyper_parameters\['net'\]\['_target_'\]\), but a checkpoint may only "
+           r"build snn.models classes or classes you trust.*allow it: trust=\[mynet\] on train.py's command line")
+
+
+@pytest.fixture(scope="module")
+def user(tmp_path_factory):
+    """The user's package on sys.path and a checkpoint of one epoch of their model, trained with
+    trust=[mynet] in its config (which the file then carries: it must never count)."""
+    root = tmp_path_factory.mktemp("user")
+    code, conf = write_user_package(root)
+    sys.path.insert(0, str(code))
+    overrides = [*user_overrides(conf), *TINY]
+    train(make_cfg(root / "run", *overrides, "trainer.max_epochs=1", "trust=[mynet]"))
+    yield root / "run" / "checkpoints" / "last.ckpt", overrides
+    sys.path.remove(str(code))
+    for name in [m for m in sys.modules if m == "mynet" or m.startswith("mynet.")]:
+        del sys.modules[name]
+
+
+def test_the_users_checkpoint_is_refused_until_they_trust_their_code(tmp_path, user):
+    ckpt, overrides = user
+    assert load_checkpoint(ckpt, trusted="mynet")["hyper_parameters"]["config"]["trust"] == ["mynet"]
+    with pytest.raises(CheckpointError, match=REFUSED):  # the file's own trust list counts for nothing
+        load_classifier(ckpt)
+    with pytest.raises(CheckpointError, match=REFUSED):
+        SpikingClassifierModule.load_from_checkpoint(ckpt)
+    with pytest.raises(ConfigError, match=REFUSED):
+        train(make_cfg(tmp_path / "resumed", *overrides, "trainer.max_epochs=2", f"ckpt_path={ckpt}"))
+    with pytest.raises(ConfigError, match=REFUSED):
+        train(make_cfg(tmp_path / "evaluated", "train=false", f"ckpt_path={ckpt}", "logger=none"))
+    # Trusting the model class alone leaves the optimizer refused, named.
+    with pytest.raises(CheckpointError, match=r"asks to build 'mynet.optim.Signum' \(hyper_parameters\['optimizer'\]"):
+        load_classifier(ckpt, trusted=["mynet.MyNet"])
+
+
+def test_with_the_opt_in_it_reloads_resumes_and_evaluates(tmp_path, user):
+    ckpt, overrides = user
+    net = load_classifier(ckpt, trusted=["mynet"])
+    assert type(net).__module__ == "mynet" and not net.training
+    exact = load_classifier(ckpt, trusted=["mynet.MyNet", "mynet.optim.Signum", "mynet.optim.Halving"])
+    x = torch.rand(3, 1, 8, 8)
+    torch.testing.assert_close(net(x), exact(x))
+    module = SpikingClassifierModule.load_from_checkpoint(ckpt, trusted=["mynet"])
+    assert type(module.configure_optimizers()["optimizer"]).__name__ == "Signum"
+
+    train(make_cfg(tmp_path / "resumed", *overrides, "trainer.max_epochs=2", f"ckpt_path={ckpt}", "trust=[mynet]"))
+    resumed = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.ckpt", trusted="mynet")
+    assert resumed["epoch"] == 1 and resumed["lr_schedulers"][0]["last_epoch"] == 2
+    # Halving: lr 0.01 -> 0.005 -> 0.0025 after two epochs, the second one resumed.
+    assert resumed["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(0.0025)
+
+    # Evaluation needs neither the model nor the data set on the command line: the checkpoint has both.
+    accuracy = train(make_cfg(tmp_path / "evaluated", "train=false", f"ckpt_path={ckpt}", "trust=[mynet]",
+                              "trainer.accelerator=cpu", "logger=none"))
+    assert 0.0 <= accuracy <= 1.0
+
+
+@pytest.mark.parametrize("entry", ["os", "builtins", "subprocess.run", "pathlib.Path", "torch", "hydra", "snn",
+                                   "", "my net", "mynet.", "1abc"])
+def test_trust_never_extends_to_the_standard_library_whole_frameworks_or_non_names(tmp_path, entry):
+    with pytest.raises(ValueError, match=rf"trust entry {entry!r} (names|is not a Python name)"):
+        trusted_names([entry])
+    with pytest.raises(ConfigError, match="trust entry"):
+        train(make_cfg(tmp_path, *TINY, f"trust=[{entry!r}]" if entry else "trust=['']"))
+    assert trusted_names(["mynet", "torch.optim.Lion", "mypkg.optim.Lion"]) == (
+        "mynet", "torch.optim.Lion", "mypkg.optim.Lion")
