@@ -36,6 +36,9 @@ from .signals import exit_on_sigterm
 
 # Config groups whose choice on the command line replaces the checkpoint's data set.
 DATASET_GROUPS = ("dataset", "experiment")
+# DataModules that moved: checkpoints written before name them by their old path.
+MOVED_DATAMODULES = ("ClassificationDataModule", "MNISTDataModule", "FashionMNISTDataModule", "CIFAR10DataModule",
+                     "SyntheticDataModule")
 
 
 def allowed_datamodules() -> frozenset[str]:
@@ -95,6 +98,9 @@ def checkpoint_dataset(checkpoint: Mapping[str, Any], path: str | Path,
     if "_target_" not in dataset:
         raise CheckpointError(f"{path} records a data set config without a _target_ (hyper_parameters['config']"
                               "['dataset']); choose the data set on the command line: dataset=<name>.")
+    old, name = str(dataset["_target_"]).rpartition(".")[::2]
+    if old == "snn.training" and name in MOVED_DATAMODULES:  # the image DataModules live in snn.data now
+        dataset = {**dataset, "_target_": f"snn.data.{name}"}
     check_config_targets(dataset, "hyper_parameters['config']['dataset']", allowed_datamodules(), path,
                          "snn data modules", trusted_names(trusted))
     return dict(dataset)

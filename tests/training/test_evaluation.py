@@ -79,3 +79,14 @@ def test_a_fashion_mnist_checkpoint_is_evaluated_on_fashion_mnist(tmp_path, caps
     train(make_cfg(tmp_path / "run", *run))
     evaluate(tmp_path / "evaluated", tmp_path / "run" / "checkpoints" / "last.ckpt", "+trainer.limit_test_batches=2")
     assert "data set from the checkpoint's config (Fashion-MNIST" in capsys.readouterr().out
+
+
+def test_a_checkpoint_naming_a_data_module_by_its_old_path_evaluates_on_it(tmp_path, synthetic):
+    """The image DataModules moved from snn.training to snn.data; older checkpoints name the old path."""
+    from snn.training import SafeCheckpointIO
+
+    checkpoint = load_checkpoint(synthetic)
+    assert checkpoint["hyper_parameters"]["config"]["dataset"]["_target_"] == "snn.data.SyntheticDataModule"
+    checkpoint["hyper_parameters"]["config"]["dataset"]["_target_"] = "snn.training.SyntheticDataModule"
+    SafeCheckpointIO().save_checkpoint(checkpoint, tmp_path / "old.ckpt")
+    assert evaluate(tmp_path / "run", tmp_path / "old.ckpt") == evaluate(tmp_path / "new", synthetic)
