@@ -71,8 +71,8 @@ def claim_run_dir(output_dir: Path, data_dir: Path | None = None, before_hydra: 
         check_fresh_output_dir(output_dir, data_dir)
         return
     _created.update(p for p in [output_dir, *output_dir.parents] if not p.exists())
-    if output_dir.is_dir() and output_dir not in _created:
-        _preexisting.setdefault(output_dir, {p.name for p in output_dir.iterdir()} - {RUN_LOCK})
+    existed = output_dir.is_dir() and output_dir not in _created
+    held_before = {p.name for p in output_dir.iterdir()} - {RUN_LOCK} if existed else set()
     output_dir.mkdir(parents=True, exist_ok=True)
     lock = output_dir / RUN_LOCK
     while True:
@@ -102,6 +102,7 @@ def claim_run_dir(output_dir: Path, data_dir: Path | None = None, before_hydra: 
         os.close(fd)
         raise
     _new_locks.discard(fd)
+    _preexisting.setdefault(output_dir, held_before)
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"process {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
     _claimed[output_dir] = fd
@@ -179,8 +180,8 @@ def discard_run_dir(output_dir: Path) -> bool:
     this process created it (with the folders created for it, once empty). A directory the run did
     not claim, or one that holds anything else, is left alone. True if anything was removed."""
     output_dir = output_dir.resolve()
-    if output_dir not in _created | set(_preexisting) or not output_dir.is_dir():
-        return False
+    if not output_dir.is_dir() or (output_dir not in _created and output_dir not in _claimed):
+        return False  # never a directory another process holds
     kept = set() if output_dir in _created else _preexisting.get(output_dir, set())
     entries = [e for e in output_dir.iterdir() if e.name not in kept]
     for entry in entries:

@@ -70,3 +70,22 @@ def test_a_refused_run_keeps_a_directory_it_did_not_create(tmp_path):
     done = run(tmp_path, *TINY, "hydra.run.dir=runs/empty")
     assert done.returncode == 0, done.stderr[-2000:]
     assert {".hydra", "checkpoints", "train.log"} <= set(tree(tmp_path / "runs" / "empty"))
+
+
+def test_a_run_refused_for_a_directory_in_use_leaves_that_runs_lock_alone(tmp_path):
+    held = tmp_path / "held"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; "
+         "from snn.training.run_directory import claim_run_dir; claim_run_dir(Path(sys.argv[1])); print('held', "
+         "flush=True); time.sleep(120)", str(held)],
+        env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        lock = (held / ".run.lock").read_text()
+        done = run(tmp_path, *TINY, f"paths.output_dir={held}")
+        assert done.returncode == 1 and f"The run directory {held} is in use by another run" in done.stderr
+        assert (held / ".run.lock").read_text() == lock  # the holder's lock, untouched
+        assert tree(tmp_path) == ["held", "held/.run.lock"]  # and the refused run's own directory is gone
+    finally:
+        holder.kill()
+        holder.wait()
