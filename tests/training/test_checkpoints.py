@@ -237,8 +237,8 @@ class SpoilWeightsAtEpochEnd(L.Callback):
 
 def test_a_checkpoint_naming_the_old_data_module_paths_loads_on_every_path(tmp_path, trained):
     """The image DataModules moved from snn.training to snn.data; a checkpoint carries the run config
-    with the old ``_target_``. That config is never instantiated from the checkpoint (the dataset
-    comes from the current config), so such a checkpoint still rebuilds, evaluates and resumes."""
+    with the old ``_target_``. Evaluation builds that data set under its new path
+    (``snn.training.evaluation``), so such a checkpoint still rebuilds, evaluates and resumes."""
     checkpoint = load_checkpoint(trained)
     assert checkpoint["hyper_parameters"]["config"]["dataset"]["_target_"] == "snn.data.SyntheticDataModule"
     checkpoint["hyper_parameters"]["config"]["dataset"]["_target_"] = "snn.training.SyntheticDataModule"
