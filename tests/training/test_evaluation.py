@@ -74,10 +74,10 @@ def test_a_store_recall_checkpoint_evaluates_its_recurrent_model_on_its_task(tmp
 
 @pytest.mark.skipif(not FASHION_DIR.is_dir(), reason="Debian's dataset-fashion-mnist is not installed")
 def test_a_fashion_mnist_checkpoint_is_evaluated_on_fashion_mnist(tmp_path, capsys):
-    run = ["dataset=fashion_mnist", "model.T=2", "model.hidden=8", "model.conv=null", "+trainer.limit_train_batches=2",
-           "+trainer.limit_val_batches=1", *QUICK]
+    run = ["dataset=fashion_mnist", "model.T=2", "model.hidden=8", "model.conv=null", "trainer.limit_train_batches=2",
+           "trainer.limit_val_batches=1", *QUICK]
     train(make_cfg(tmp_path / "run", *run))
-    evaluate(tmp_path / "evaluated", tmp_path / "run" / "checkpoints" / "last.ckpt", "+trainer.limit_test_batches=2")
+    evaluate(tmp_path / "evaluated", tmp_path / "run" / "checkpoints" / "last.ckpt", "trainer.limit_test_batches=2")
     assert "data set from the checkpoint's config (Fashion-MNIST" in capsys.readouterr().out
 
 
