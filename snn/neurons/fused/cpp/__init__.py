@@ -70,9 +70,11 @@ class CppBackend:
         return self.loops.backward(kind, gout, gstate, saved, v0, P, options, param_grads)
 
     def recurrent_forward(self, kind, x, w_in, w_rec, z0, state, P, save, save_extra, options):
+        loop = recurrent.forward if recurrent.native_available() else recurrent.forward_per_step
         with step_threads(w_rec, z0):
-            return recurrent.forward(kind, x, w_in, w_rec, z0, state, P, save, save_extra, options)
+            return loop(kind, x, w_in, w_rec, z0, state, P, save, save_extra, options)
 
     def recurrent_backward(self, kind, gout, gz, gstate, saved, v0, w_rec, P, options, param_grads):
+        loop = recurrent.backward if recurrent.native_available() else recurrent.backward_per_step
         with step_threads(w_rec, v0):
-            return recurrent.backward(kind, gout, gz, gstate, saved, v0, w_rec, P, options, param_grads)
+            return loop(kind, gout, gz, gstate, saved, v0, w_rec, P, options, param_grads)

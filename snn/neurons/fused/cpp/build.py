@@ -59,7 +59,7 @@ KERNEL_DTYPES = {torch.float32: "f32", torch.float64: "f64"}
 
 # The version cpu_kernels.cpp's snn_kernels_version() returns: the entry points' signatures. A
 # library that answers anything else is not loaded (bump both together when a signature changes).
-KERNELS_VERSION = 3
+KERNELS_VERSION = 4
 # The lock file beside the build (cpp_extension takes its own, "lock", inside ours).
 LOCK_NAME = "snn.lock"
 
@@ -280,6 +280,7 @@ def load_library() -> ctypes.CDLL:
             library.advise_huge_pages.argtypes = [ctypes.c_void_p, ctypes.c_int64]
             library.advise_huge_pages.restype = None
             library.vml_available.restype = ctypes.c_int
+            library.blas_available.restype = ctypes.c_int
         except Exception as error:
             _error = str(error) if isinstance(error, _LoadError) else (
                 f"the C++ neuron kernels could not be loaded ({_short(error)})")

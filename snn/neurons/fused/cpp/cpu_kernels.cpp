@@ -40,6 +40,14 @@ extern "C" void vmsExp(int n, const float* a, float* r, long long mode) __attrib
 extern "C" void vmdExp(int n, const double* a, double* r, long long mode) __attribute__((weak));
 extern "C" void vmsTanh(int n, const float* a, float* r, long long mode) __attribute__((weak));
 extern "C" void vmdTanh(int n, const double* a, double* r, long long mode) __attribute__((weak));
+// BLAS's Fortran GEMM, the function torch's CPU matrix products call (at::native::cpublas::gemm):
+// the native recurrent loops below multiply through it with torch's own arguments.
+extern "C" void sgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k,
+                       const float* alpha, const float* a, const int* lda, const float* b, const int* ldb,
+                       const float* beta, float* c, const int* ldc) __attribute__((weak));
+extern "C" void dgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k,
+                       const double* alpha, const double* a, const int* lda, const double* b, const int* ldb,
+                       const double* beta, double* c, const int* ldc) __attribute__((weak));
 
 namespace {
 
@@ -523,6 +531,108 @@ void li_backward(int64_t steps, int64_t M, const T* gout, int64_t gz_ts, int64_t
   });
 }
 
+
+// ---------------------------------------------------------------- native recurrent loops
+// The whole forward and the whole backward of a recurrent AdEx or LIF population in one call:
+// each step's products go through BLAS's GEMM with the arguments torch's mm passes for the eager
+// step's operands (a "plan" of 9 values computed by cpp/recurrent.py's gemm_plan: transa, transb,
+// m, n, k, lda, ldb, ldc, and whether torch swaps its two operands), into 64-byte aligned buffers
+// as torch's fresh tensors are: BLAS's rounding can depend on where rows start. With one thread the
+// results are bit-identical to the step loop; with several, BLAS may split the sums differently.
+enum { G_TA, G_TB, G_M, G_N, G_K, G_LDA, G_LDB, G_LDC, G_SWAP, G_COUNT };
+
+inline void gemm_call(const char* ta, const char* tb, const int* m, const int* n, const int* k, const float* a,
+                      const int* lda, const float* b, const int* ldb, float* c, const int* ldc) {
+  const float one = 1.0f, zero = 0.0f;
+  sgemm_(ta, tb, m, n, k, &one, a, lda, b, ldb, &zero, c, ldc);
+}
+inline void gemm_call(const char* ta, const char* tb, const int* m, const int* n, const int* k, const double* a,
+                      const int* lda, const double* b, const int* ldb, double* c, const int* ldc) {
+  const double one = 1.0, zero = 0.0;
+  dgemm_(ta, tb, m, n, k, &one, a, lda, b, ldb, &zero, c, ldc);
+}
+
+// c = m1 @ m2 as torch's mm(m1, m2) computes it (beta 0, alpha 1), by its plan.
+template <typename T>
+void torch_mm(const int64_t* plan, const T* m1, const T* m2, T* c) {
+  const char ta = plan[G_TA] ? 't' : 'n', tb = plan[G_TB] ? 't' : 'n';
+  const int m = int(plan[G_M]), n = int(plan[G_N]), k = int(plan[G_K]);
+  const int lda = int(plan[G_LDA]), ldb = int(plan[G_LDB]), ldc = int(plan[G_LDC]);
+  const T* a = plan[G_SWAP] ? m2 : m1;
+  const T* b = plan[G_SWAP] ? m1 : m2;
+  gemm_call(&ta, &tb, &m, &n, &k, a, &lda, b, &ldb, c, &ldc);
+}
+
+// Threads for a kernel step over M neurons: no more than it has tiles.
+inline int step_kernel_threads(int64_t M, int threads) {
+  const int64_t tiles = (M + kTile - 1) / kTile;
+  return int(std::max<int64_t>(1, std::min<int64_t>(threads, tiles)));
+}
+
+// Forward: step t computes c = x[t] W_in^T + z[t-1] W_rec^T (two products and their sum, as
+// recurrent_current's torch.add(F.linear(...), F.linear(...))) into cin, then the neuron kernel of
+// one step writes row t of z, v_d and the extras. zbuf holds z[t-1] (z0 first) in aligned memory;
+// xbuf (if not null) x[t]'s x_numel values, for a GEMM that torch hands a fresh copy of x[t].
+template <typename T>
+void recurrent_forward(int kind, int integrator, int64_t steps, int64_t M, const T* x, int64_t x_ts, T* xbuf,
+                       int64_t x_numel, const T* w_in,
+                       const T* w_rec, const int64_t* plan_in, const int64_t* plan_rec, T* zbuf, T* cin, T* crec,
+                       T* v, T* i, T* a, const T* const* p, const int64_t* vec, T* z, T* vd, T* ij, T* as,
+                       int threads) {
+  const int kt = step_kernel_threads(M, threads);
+  for (int64_t t = 0; t < steps; ++t) {
+    const int64_t off = t * M;
+    const T* xt = x + t * x_ts;
+    if (xbuf) {  // torch multiplies a fresh copy of x[t] here
+      std::memcpy(xbuf, xt, x_numel * sizeof(T));
+      xt = xbuf;
+    }
+    torch_mm(plan_in, xt, w_in, cin);
+    torch_mm(plan_rec, zbuf, w_rec, crec);
+    for (int64_t k = 0; k < M; ++k) cin[k] = cin[k] + crec[k];
+    T* vdt = vd ? vd + off : nullptr;
+    T* ijt = ij ? ij + off : nullptr;
+    if (kind == 0) {
+      T* ast = as ? as + off : nullptr;
+      if (integrator) adex_forward<T, true>(1, M, cin, 0, 1, v, i, a, p, vec, z + off, vdt, ijt, ast, kt);
+      else adex_forward<T, false>(1, M, cin, 0, 1, v, i, a, p, vec, z + off, vdt, ijt, ast, kt);
+    } else {
+      leaky_forward<T, true>(1, M, cin, 0, 1, v, i, p, vec, z + off, vdt, ijt, kt);
+    }
+    std::memcpy(zbuf, z + off, M * sizeof(T));
+  }
+}
+
+// Backward, reverse time: g_z of step t is gout[t] + g_c[t + 1] W_rec (grec; gz of the final
+// spikes first), then one step of the neuron kernel's backward writes row t of g_c, then
+// grec = g_c[t] W_rec as torch.mm(g_c[t], W_rec). grec ends as the gradient of z0.
+template <typename T>
+void recurrent_backward(int kind, int integrator, int method, double alpha, int64_t steps, int64_t M,
+                        const T* gout, int64_t g_ts, int64_t g_ns, T* grec, T* gstep, T* gv, T* gi, T* ga,
+                        const T* vd, const T* v0, const T* ij, const T* as, const T* const* p, const int64_t* vec,
+                        const T* w_rec, const int64_t* plan_back, T* gc, T* gp, int threads) {
+  const int kt = step_kernel_threads(M, threads);
+  for (int64_t t = steps - 1; t >= 0; --t) {
+    const T* g = grec;
+    if (gout) {
+      const T* go = gout + t * g_ts;
+      if (g_ns) for (int64_t k = 0; k < M; ++k) gstep[k] = go[k] + grec[k];
+      else for (int64_t k = 0; k < M; ++k) gstep[k] = go[0] + grec[k];
+      g = gstep;
+    }
+    if (kind == 0) {
+      if (gp && integrator) adex_backward<T, true, true>(t + 1, t, M, g, 0, 1, gv, gi, ga, vd, v0, ij, as, p, vec, method, alpha, gc, gp, kt);
+      else if (gp) adex_backward<T, true, false>(t + 1, t, M, g, 0, 1, gv, gi, ga, vd, v0, ij, as, p, vec, method, alpha, gc, gp, kt);
+      else if (integrator) adex_backward<T, false, true>(t + 1, t, M, g, 0, 1, gv, gi, ga, vd, v0, ij, as, p, vec, method, alpha, gc, gp, kt);
+      else adex_backward<T, false, false>(t + 1, t, M, g, 0, 1, gv, gi, ga, vd, v0, ij, as, p, vec, method, alpha, gc, gp, kt);
+    } else {
+      if (gp) lif_backward<T, true>(t + 1, t, M, g, 0, 1, gv, gi, vd, v0, ij, p, vec, method, alpha, gc, gp, kt);
+      else lif_backward<T, false>(t + 1, t, M, g, 0, 1, gv, gi, vd, v0, ij, p, vec, method, alpha, gc, gp, kt);
+    }
+    torch_mm(plan_back, gc + t * M, w_rec, grec);
+  }
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------- C entry points (ctypes)
@@ -570,11 +680,34 @@ void li_backward(int64_t steps, int64_t M, const T* gout, int64_t gz_ts, int64_t
 SNN_ENTRY_POINTS(float, f32)
 SNN_ENTRY_POINTS(double, f64)
 
+// The native recurrent loops (kind 0 AdEx, 1 LIF; a, as, ga and integrator unused for LIF).
+#define SNN_RECURRENT_ENTRY_POINTS(T, suffix)                                                        \
+  extern "C" void recurrent_forward_##suffix(int kind, int integrator, int64_t steps, int64_t M, const T* x,    \
+      int64_t x_ts, T* xbuf, int64_t x_numel, const T* w_in, const T* w_rec, const int64_t* plan_in, const int64_t* plan_rec, T* zbuf,    \
+      T* cin, T* crec, T* v, T* i, T* a, const T* const* p, const int64_t* vec, T* z, T* vd, T* ij, T* as,      \
+      int threads) {                                                                                 \
+    recurrent_forward<T>(kind, integrator, steps, M, x, x_ts, xbuf, x_numel, w_in, w_rec, plan_in, plan_rec, zbuf, cin, crec, \
+                         v, i, a, p, vec, z, vd, ij, as, threads);                                   \
+  }                                                                                                  \
+  extern "C" void recurrent_backward_##suffix(int kind, int integrator, int method, double alpha, int64_t steps, \
+      int64_t M, const T* gout, int64_t g_ts, int64_t g_ns, T* grec, T* gstep, T* gv, T* gi, T* ga,          \
+      const T* vd, const T* v0, const T* ij, const T* as, const T* const* p, const int64_t* vec,             \
+      const T* w_rec, const int64_t* plan_back, T* gc, T* gp, int threads) {                         \
+    recurrent_backward<T>(kind, integrator, method, alpha, steps, M, gout, g_ts, g_ns, grec, gstep, gv, gi, ga, \
+                          vd, v0, ij, as, p, vec, w_rec, plan_back, gc, gp, threads);                \
+  }
+
+SNN_RECURRENT_ENTRY_POINTS(float, f32)
+SNN_RECURRENT_ENTRY_POINTS(double, f64)
+
 // The entry points' version (build.KERNELS_VERSION): a library that answers another is not used.
-extern "C" int snn_kernels_version() { return 3; }
+extern "C" int snn_kernels_version() { return 4; }
 
 // Whether MKL's VML functions resolved: the AdEx exponential and the sigmoid/tanh surrogates need them.
 extern "C" int vml_available() { return vmsExp && vmdExp && vmsTanh && vmdTanh ? 1 : 0; }
+
+// Whether BLAS's sgemm_/dgemm_ resolved: the native recurrent loops need them.
+extern "C" int blas_available() { return sgemm_ && dgemm_ ? 1 : 0; }
 
 // Asks the kernel to back [p, p + bytes) with transparent huge pages before it is first written:
 // one fault per 2 MiB instead of 512 for the large fresh buffers of every call. Only whole

@@ -24,13 +24,27 @@ as for the feed-forward loops (:mod:`.arguments`); the per-step arguments are of
 from __future__ import annotations
 
 import ctypes
+from typing import NamedTuple
 
 import torch
 from torch.nn import functional as F
 
 from ..spec import NATIVE_SURROGATES, NEURON_SPECS, KernelOptions
-from .arguments import BUFFERS, WHAT, block, dense, integrator_argument, kernel_dtype, parameters
+from .arguments import (
+    BUFFERS,
+    WHAT,
+    block,
+    dense,
+    integrator_argument,
+    kernel_dtype,
+    parameters,
+    pointer,
+    refuse,
+    rows,
+)
 from .build import KERNEL_DTYPES, load_library
+
+KINDS = {"adex": 0, "lif": 1}  # the native entry points' kind argument
 
 
 def _kernel(kind: str, direction: str, dtype: torch.dtype):
@@ -59,9 +73,8 @@ def _check_inputs(x: torch.Tensor, w_in: torch.Tensor, w_rec: torch.Tensor, z0: 
     return dtype
 
 
-def forward(kind, x, w_in, w_rec, z0, state, P, save, save_extra, options: KernelOptions):
-    """All steps of a recurrent population: ``(spikes [T, B, N], final (v, i[, a]), saved)``, as
-    :func:`snn.neurons.fused.python.recurrent.forward` returns them."""
+def forward_per_step(kind, x, w_in, w_rec, z0, state, P, save, save_extra, options: KernelOptions):
+    """:func:`forward` one C++ call per step, the products by torch between them."""
     spec = NEURON_SPECS[kind]
     dtype = _check_inputs(x, w_in, w_rec, z0)
     T, B, N = x.shape[0], z0.shape[0], w_rec.shape[0]
@@ -98,9 +111,8 @@ def forward(kind, x, w_in, w_rec, z0, state, P, save, save_extra, options: Kerne
     return out, tuple(state), rows[1:]
 
 
-def backward(kind, gout, gz, gstate, saved, v0, w_rec, P, options: KernelOptions, param_grads):
-    """Reverse time: ``(g_c [T, B, N], g_z0, gradients of the initial (v, i[, a]), per-neuron
-    parameter gradients or None)``, as :func:`snn.neurons.fused.python.recurrent.backward` returns them."""
+def backward_per_step(kind, gout, gz, gstate, saved, v0, w_rec, P, options: KernelOptions, param_grads):
+    """:func:`backward` one C++ call per step, the products by torch between them."""
     spec = NEURON_SPECS[kind]
     method = options.method
     if method not in NATIVE_SURROGATES:
@@ -147,6 +159,246 @@ def backward(kind, gout, gz, gstate, saved, v0, w_rec, P, options: KernelOptions
             torch.add(gout[t], grec, out=g_step)
         step(ctypes.c_int64(t + 1), ctypes.c_int64(t), size, *tail)
         torch.mm(gc[t], w_rec, out=grec)  # g_z of step t - 1 through the recurrent weights
+    del keep
+    G = None if gp is None else [g.view(B, N) for g in gp]
+    return gc, grec, list(gstate), G
+
+
+# ---------------------------------------------------------------- the native loops
+
+INT_MAX = 2**31 - 1  # BLAS's Fortran interface takes 32-bit sizes and leading dimensions
+
+
+class GemmPlan(NamedTuple):
+    """The arguments torch's ``mm(m1, m2)`` hands BLAS's GEMM for a fresh contiguous result
+    (ATen's ``addmm_impl_cpu_`` and ``cpublas::gemm``): the C++ loops call GEMM with them, so a
+    product rounds as the eager step's. ``swap``: GEMM's A is ``m2`` and B is ``m1``."""
+
+    transa: int
+    transb: int
+    m: int
+    n: int
+    k: int
+    lda: int
+    ldb: int
+    ldc: int
+    swap: int
+
+    def extents(self) -> tuple[int, int]:
+        """The last element GEMM reads in ``m1`` and in ``m2``, counted from each one's first."""
+        a = (self.k - 1) + (self.m - 1) * self.lda if self.transa else (self.m - 1) + (self.k - 1) * self.lda
+        b = (self.n - 1) + (self.k - 1) * self.ldb if self.transb else (self.k - 1) + (self.n - 1) * self.ldb
+        return (b, a) if self.swap else (a, b)
+
+
+def _standard_strides(shape) -> tuple[int, int]:
+    return (shape[1], 1)
+
+
+def gemm_plan(m1_shape, m1_strides, m2_shape, m2_strides) -> tuple[GemmPlan, bool, bool] | None:
+    """``(plan, copy m1, copy m2)`` of ``mm(m1, m2)`` into a fresh contiguous ``[rows, cols]``
+    result, from the operands' shapes and strides: what ATen does, step by step, including the
+    operands it copies to fresh contiguous tensors first (a copied operand's plan reads the copy).
+    None where torch would not call GEMM (an empty product, sizes beyond 32 bits)."""
+    rows, cols = m1_shape[0], m2_shape[1]
+    if min(rows, cols, m1_shape[1]) == 0:  # torch fills an empty product itself
+        return None
+    result = _standard_strides((rows, cols))
+    if result[0] == 1 and (cols == 1 or result[1] >= max(1, rows)):
+        transpose_c = False
+    elif result[1] == 1 and (rows == 1 or result[0] >= max(1, cols)):
+        transpose_c = True
+    else:  # unreachable for a contiguous result
+        return None
+    shapes, strides = [tuple(m1_shape), tuple(m2_shape)], [tuple(m1_strides), tuple(m2_strides)]
+    if transpose_c:
+        shapes.reverse()
+        strides.reverse()
+    first, second = (1, 0) if transpose_c else (0, 1)
+    m = cols if transpose_c else rows
+    n = rows if transpose_c else cols
+    k = shapes[0][second]
+    copies = [False, False]  # in GEMM's order (A, B)
+    transposes = [False, False]
+    for j, need_leading in ((0, (m, k)), (1, (k, n))):
+        st = strides[j]
+        if st[first] == 1 and st[second] >= max(1, need_leading[0]):
+            transposes[j] = False
+        elif st[second] == 1 and st[first] >= max(1, need_leading[1]):
+            transposes[j] = True
+        else:  # torch copies the operand to a fresh contiguous tensor
+            transposes[j] = not transpose_c
+            copies[j] = True
+            strides[j] = _standard_strides(shapes[j])
+    transpose_a, transpose_b = transposes
+    lda = strides[0][1 if transpose_a == transpose_c else 0]
+    ldb = strides[1][1 if transpose_b == transpose_c else 0]
+    ldc = result[0 if transpose_c else 1]
+    # cpublas::gemm's normalize_last_dims: leading dimensions of size-1 operands made valid.
+    if n == 1:
+        ldc = m
+    if transpose_a:
+        lda = k if m == 1 else lda
+    elif k == 1:
+        lda = m
+    if transpose_b:
+        ldb = n if k == 1 else ldb
+    elif n == 1:
+        ldb = k
+    # cpublas's use_blas_gemm: else torch runs its own kernel.
+    if not (max(m, n, k, lda, ldb, ldc) <= INT_MAX and lda >= max(1, k if transpose_a else m)
+            and ldb >= max(1, n if transpose_b else k) and ldc >= max(1, m)):
+        return None
+    if transpose_c:
+        copies.reverse()
+    plan = GemmPlan(int(transpose_a), int(transpose_b), m, n, k, lda, ldb, ldc, int(transpose_c))
+    return plan, copies[0], copies[1]
+
+
+def _available(t: torch.Tensor) -> int:
+    """Elements of ``t``'s storage from its first element on."""
+    return t.untyped_storage().nbytes() // t.element_size() - t.storage_offset()
+
+
+def _within(plan: GemmPlan, m1: torch.Tensor, m2: torch.Tensor, steps: int = 1, step: int = 0) -> bool:
+    """Whether GEMM stays inside both operands' storage (``m1`` advanced by ``step`` elements for
+    each of ``steps`` steps)."""
+    a, b = plan.extents()
+    return step >= 0 and a + (steps - 1) * step < _available(m1) and b < _available(m2)
+
+
+def _plan_array(plan: GemmPlan):
+    return (ctypes.c_int64 * len(plan))(*plan)
+
+
+def _standard(t: torch.Tensor) -> torch.Tensor:
+    """A copy of ``t`` with the strides of a fresh contiguous tensor (what torch's clone makes)."""
+    return torch.empty(t.shape, dtype=t.dtype).copy_(t)
+
+
+def _weight_operand(m1, m1_shape, m1_strides, w):
+    """``(plan, m2)`` of ``m1 @ w`` with ``w`` copied where torch copies it; None: not through GEMM."""
+    planned = gemm_plan(m1_shape, m1_strides, tuple(w.shape), w.stride())
+    if planned is None:
+        return None
+    plan, copy_m1, copy_w = planned
+    if copy_m1:  # not for the loops' own buffers, which are contiguous
+        return None
+    return plan, (_standard(w) if copy_w else w)
+
+
+def native_available() -> bool:
+    """Whether the library found BLAS's GEMM (the native loops call it)."""
+    return bool(load_library().blas_available())
+
+
+def forward(kind, x, w_in, w_rec, z0, state, P, save, save_extra, options: KernelOptions):
+    """All steps of a recurrent population in one C++ call: ``(spikes [T, B, N], final (v, i[, a]),
+    saved)``, as :func:`snn.neurons.fused.python.recurrent.forward` returns them."""
+    spec = NEURON_SPECS[kind]
+    dtype = _check_inputs(x, w_in, w_rec, z0)
+    if len(state) != len(spec.state) or len(P) != len(spec.params):
+        raise ValueError(f"snn's C++ kernels for {kind!r} take {len(spec.state)} state tensors and "
+                         f"{len(spec.params)} parameters, got {len(state)} and {len(P)}.")
+    x, w_in, w_rec = (dense(t, what, dtype) for t, what in ((x, "the input"), (w_in, "input_weights"),
+                                                           (w_rec, "recurrent_weights")))
+    T, B, F_ = x.shape
+    N = w_rec.shape[0]
+    M = B * N
+    zbuf = torch.empty((B, N), dtype=dtype)  # z[t - 1], where the eager step's fresh z would be
+    # The operands as the eager step's F.linear hands them to mm: x[t] [B, F] and W^T.
+    planned = gemm_plan((B, F_), x.stride()[1:], (F_, N), w_in.t().stride())
+    recurrent = _weight_operand(zbuf, (B, N), zbuf.stride(), w_rec.t())
+    if planned is None or recurrent is None or T == 0:
+        return forward_per_step(kind, x, w_in, w_rec, z0, state, P, save, save_extra, options)
+    plan_in, copy_x, copy_w_in = planned
+    plan_rec, w_rec_t = recurrent
+    w_in_t = _standard(w_in.t()) if copy_w_in else w_in.t()
+    # torch copies x[t] to a fresh tensor where GEMM cannot take it: the loop copies each step's
+    # rows of a contiguous x to an aligned buffer of its own.
+    xbuf = torch.empty((B, F_), dtype=dtype) if copy_x else None
+    if copy_x:
+        x = _standard(x)
+    if not (_within(plan_in, xbuf if copy_x else x, w_in_t, 1 if copy_x else T, x.stride(0))
+            and _within(plan_rec, zbuf, w_rec_t) and (not copy_x or x.is_contiguous())):
+        raise refuse("the input", x, f"[{T}, {B}, {F_}] values GEMM can read within its storage")
+    zbuf.copy_(z0)
+    state = [block(s.detach(), what, dtype, M).clone() for what, s in zip(WHAT[kind][0], state, strict=True)]
+    keep, ptrs, flags = parameters(P, (B, N), dtype)
+    out = BUFFERS.empty((T, B, N), dtype, x.device)
+    vd = BUFFERS.empty((T, B, N), dtype, x.device) if save else None
+    extra = [BUFFERS.empty((T, B, N), dtype, x.device) for _ in range(spec.extra if save_extra else 0)]
+    ij, a_saved = (extra + [None, None])[:2]
+    current, rec_current = torch.empty((B, N), dtype=dtype), torch.empty((B, N), dtype=dtype)  # 64-byte aligned
+    a = state[2] if kind == "adex" else None
+    ptr = pointer
+    getattr(load_library(), f"recurrent_forward_{KERNEL_DTYPES[dtype]}")(
+        ctypes.c_int(KINDS[kind]), *(integrator_argument(kind, options) or [ctypes.c_int(0)]),
+        ctypes.c_int64(T), ctypes.c_int64(M), ptr(x), ctypes.c_int64(x.stride(0)), ptr(xbuf),
+        ctypes.c_int64(B * F_), ptr(w_in_t), ptr(w_rec_t), _plan_array(plan_in), _plan_array(plan_rec),
+        ptr(zbuf), ptr(current), ptr(rec_current),
+        ptr(state[0]), ptr(state[1]), ptr(a), ptrs, flags, ptr(out), ptr(vd), ptr(ij), ptr(a_saved),
+        ctypes.c_int(torch.get_num_threads()))
+    del keep
+    return out, tuple(state), ([] if vd is None else [vd]) + extra
+
+
+def backward(kind, gout, gz, gstate, saved, v0, w_rec, P, options: KernelOptions, param_grads):
+    """Reverse time in one C++ call: ``(g_c [T, B, N], g_z0, gradients of the initial (v, i[, a]),
+    per-neuron parameter gradients or None)``, as :func:`snn.neurons.fused.python.recurrent.backward`
+    returns them."""
+    spec = NEURON_SPECS[kind]
+    method = options.method
+    if method not in NATIVE_SURROGATES:
+        raise ValueError(f"snn's C++ kernels have no surrogate {method!r}.")
+    dtype = kernel_dtype(v0, "the initial voltage")
+    expected = 1 + (spec.extra if param_grads else 0)
+    if len(saved) != expected:
+        raise ValueError(f"snn's C++ kernels: {len(saved)} saved tensors for recurrent {kind!r}, expected {expected}.")
+    if len(gstate) != len(spec.state) or len(P) != len(spec.params):
+        raise ValueError(f"snn's C++ kernels for {kind!r} take {len(spec.state)} state gradients and "
+                         f"{len(spec.params)} parameters, got {len(gstate)} and {len(P)}.")
+    vd = dense(saved[0], "saved tensor 0", dtype)
+    if v0.dim() != 2 or vd.dim() != 3:
+        raise ValueError(f"snn's C++ recurrent loops take v0 [B, N] and saved voltages [T, B, N], got "
+                         f"{list(v0.shape)} and {list(vd.shape)}.")
+    T, B, N = vd.shape
+    M = B * N
+    _check_shape("the initial voltage", v0, (B, N))
+    w_rec = dense(w_rec, "recurrent_weights", dtype)
+    _check_shape("recurrent_weights", w_rec, (N, N))
+    g_ts, g_ns = M, 1
+    if gout is not None:
+        gout = dense(gout, "the output gradient", dtype)
+        _check_shape("the output gradient", gout, (T, B, N))
+        gout, g_ts, g_ns = rows(gout, T, M, "the output gradient")
+    gc = BUFFERS.empty((T, B, N), dtype, v0.device)
+    planned = _weight_operand(gc, (B, N), (N, 1), w_rec)  # torch.mm(g_c[t], W_rec)
+    if planned is None or T == 0:
+        return backward_per_step(kind, gout, gz, gstate, saved, v0, w_rec, P, options, param_grads)
+    plan, w_rec_m2 = planned
+    if not _within(plan, gc, w_rec_m2, T, M):
+        raise refuse("recurrent_weights", w_rec, f"[{N}, {N}] values GEMM can read within its storage")
+    saved = [block(s, f"saved tensor {k}", dtype, T * M) for k, s in enumerate(saved)]
+    gstate = [block(g, what, dtype, M).clone() for what, g in zip(WHAT[kind][1], gstate, strict=True)]
+    v0 = block(v0.detach(), "the initial voltage", dtype, M)
+    keep, ptrs, flags = parameters(P, (B, N), dtype)
+    gp = v0.new_zeros((len(P), M)) if param_grads else None  # the kernels add each step's share
+    grec = torch.zeros((B, N), dtype=dtype)  # g_z of the last step's spikes; then g_z of each earlier one
+    if gz is not None:
+        gz = dense(gz, "the final spikes' gradient", dtype)
+        _check_shape("the final spikes' gradient", gz, (B, N))
+        grec.copy_(gz)
+    gstep = torch.empty((B, N), dtype=dtype)
+    ij, a_saved = (saved[1:] + [None, None])[:2]
+    ga = gstate[2] if kind == "adex" else None
+    ptr = pointer
+    getattr(load_library(), f"recurrent_backward_{KERNEL_DTYPES[dtype]}")(
+        ctypes.c_int(KINDS[kind]), *(integrator_argument(kind, options) or [ctypes.c_int(0)]),
+        ctypes.c_int(NATIVE_SURROGATES[method]), ctypes.c_double(options.alpha), ctypes.c_int64(T),
+        ctypes.c_int64(M), ptr(gout), ctypes.c_int64(g_ts), ctypes.c_int64(g_ns), ptr(grec), ptr(gstep),
+        ptr(gstate[0]), ptr(gstate[1]), ptr(ga), ptr(saved[0]), ptr(v0), ptr(ij), ptr(a_saved), ptrs, flags,
+        ptr(w_rec_m2), _plan_array(plan), ptr(gc), ptr(gp), ctypes.c_int(torch.get_num_threads()))
     del keep
     G = None if gp is None else [g.view(B, N) for g in gp]
     return gc, grec, list(gstate), G
