@@ -571,12 +571,13 @@ inline int step_kernel_threads(int64_t M, int threads) {
 
 // Forward: step t computes c = x[t] W_in^T + z[t-1] W_rec^T (two products and their sum, as
 // recurrent_current's torch.add(F.linear(...), F.linear(...))) into cin, then the neuron kernel of
-// one step writes row t of z, v_d and the extras. zbuf holds z[t-1] (z0 first) in aligned memory;
+// one step writes row t of z, v_d and the extras. Step 0 multiplies z0 (in its layout, by plan_z0),
+// later ones zbuf, which holds z[t-1] in aligned memory, as torch's fresh z would be;
 // xbuf (if not null) x[t]'s x_numel values, for a GEMM that torch hands a fresh copy of x[t].
 template <typename T>
 void recurrent_forward(int kind, int integrator, int64_t steps, int64_t M, const T* x, int64_t x_ts, T* xbuf,
-                       int64_t x_numel, const T* w_in,
-                       const T* w_rec, const int64_t* plan_in, const int64_t* plan_rec, T* zbuf, T* cin, T* crec,
+                       int64_t x_numel, const T* w_in, const T* w_rec, const int64_t* plan_in, const int64_t* plan_rec,
+                       const T* z0, const int64_t* plan_z0, T* zbuf, T* cin, T* crec,
                        T* v, T* i, T* a, const T* const* p, const int64_t* vec, T* z, T* vd, T* ij, T* as,
                        int threads) {
   const int kt = step_kernel_threads(M, threads);
@@ -588,7 +589,8 @@ void recurrent_forward(int kind, int integrator, int64_t steps, int64_t M, const
       xt = xbuf;
     }
     torch_mm(plan_in, xt, w_in, cin);
-    torch_mm(plan_rec, zbuf, w_rec, crec);
+    if (t == 0) torch_mm(plan_z0, z0, w_rec, crec);
+    else torch_mm(plan_rec, zbuf, w_rec, crec);
     for (int64_t k = 0; k < M; ++k) cin[k] = cin[k] + crec[k];
     T* vdt = vd ? vd + off : nullptr;
     T* ijt = ij ? ij + off : nullptr;
@@ -683,10 +685,12 @@ SNN_ENTRY_POINTS(double, f64)
 // The native recurrent loops (kind 0 AdEx, 1 LIF; a, as, ga and integrator unused for LIF).
 #define SNN_RECURRENT_ENTRY_POINTS(T, suffix)                                                        \
   extern "C" void recurrent_forward_##suffix(int kind, int integrator, int64_t steps, int64_t M, const T* x,    \
-      int64_t x_ts, T* xbuf, int64_t x_numel, const T* w_in, const T* w_rec, const int64_t* plan_in, const int64_t* plan_rec, T* zbuf,    \
+      int64_t x_ts, T* xbuf, int64_t x_numel, const T* w_in, const T* w_rec, const int64_t* plan_in,         \
+      const int64_t* plan_rec, const T* z0, const int64_t* plan_z0, T* zbuf,                               \
       T* cin, T* crec, T* v, T* i, T* a, const T* const* p, const int64_t* vec, T* z, T* vd, T* ij, T* as,      \
       int threads) {                                                                                 \
-    recurrent_forward<T>(kind, integrator, steps, M, x, x_ts, xbuf, x_numel, w_in, w_rec, plan_in, plan_rec, zbuf, cin, crec, \
+    recurrent_forward<T>(kind, integrator, steps, M, x, x_ts, xbuf, x_numel, w_in, w_rec, plan_in, plan_rec, z0, \
+                         plan_z0, zbuf, cin, crec,                                                   \
                          v, i, a, p, vec, z, vd, ij, as, threads);                                   \
   }                                                                                                  \
   extern "C" void recurrent_backward_##suffix(int kind, int integrator, int method, double alpha, int64_t steps, \

@@ -94,7 +94,7 @@ def forward_per_step(kind, x, w_in, w_rec, z0, state, P, save, save_extra, optio
     # adex: (steps, M, x, x_ts, x_ns, v, i, a, params, flags, integrator, z, v_d, i + c, a, threads);
     # lif: no a, no integrator.
     head = [ctypes.c_int64(1), ctypes.c_int64(M), ctypes.c_void_p(current.data_ptr()), ctypes.c_int64(0),
-            ctypes.c_int64(1), *(ctypes.c_void_p(s.data_ptr()) for s in state), ptrs, flags,
+            ctypes.c_int64(1), *map(pointer, state), ptrs, flags,
             *integrator_argument(kind, options)]
     missing = [None] * (1 + spec.extra - (len(rows) - 1))  # v_d and the extras not saved
     threads = ctypes.c_int(torch.get_num_threads())
@@ -147,12 +147,11 @@ def backward_per_step(kind, gout, gz, gstate, saved, v0, w_rec, P, options: Kern
     extra = saved[1:] if param_grads else [None] * spec.extra
     # (steps, t_stop, M, g_z, ts, ns, gv, gi[, ga], v_d, v0[, i + c, a | i + c], params, flags,
     #  [integrator (adex),] method, alpha, g_x, g_params, threads)
-    ptr = ctypes.c_void_p
-    tail = [ptr(g_step.data_ptr()), ctypes.c_int64(0), ctypes.c_int64(1), *(ptr(g.data_ptr()) for g in gstate),
-            ptr(saved[0].data_ptr()), ptr(v0.data_ptr()), *(None if e is None else ptr(e.data_ptr()) for e in extra),
+    # pointer(): a tensor without memory (an efficient zero tensor handed back as a saved one) is refused.
+    tail = [pointer(g_step), ctypes.c_int64(0), ctypes.c_int64(1), *map(pointer, gstate),
+            pointer(saved[0]), pointer(v0), *map(pointer, extra),
             ptrs, flags, *integrator_argument(kind, options), ctypes.c_int(NATIVE_SURROGATES[method]),
-            ctypes.c_double(options.alpha), ptr(gc.data_ptr()),
-            None if gp is None else ptr(gp.data_ptr()), ctypes.c_int(torch.get_num_threads())]
+            ctypes.c_double(options.alpha), pointer(gc), pointer(gp), ctypes.c_int(torch.get_num_threads())]
     size = ctypes.c_int64(M)
     for t in range(T - 1, -1, -1):
         if gout is not None:
@@ -322,7 +321,14 @@ def forward(kind, x, w_in, w_rec, z0, state, P, save, save_extra, options: Kerne
     if not (_within(plan_in, xbuf if copy_x else x, w_in_t, 1 if copy_x else T, x.stride(0))
             and _within(plan_rec, zbuf, w_rec_t) and (not copy_x or x.is_contiguous())):
         raise refuse("the input", x, f"[{T}, {B}, {F_}] values GEMM can read within its storage")
-    zbuf.copy_(z0)
+    # Step 0 multiplies z0 as the eager step does: in its own layout, or a fresh copy where mm makes one.
+    z0 = dense(z0, "state.z", dtype)
+    planned = gemm_plan((B, N), z0.stride(), (N, N), w_rec_t.stride())
+    if planned is None or planned[2] or not _within(planned[0], z0, w_rec_t):
+        planned = (plan_rec, True, False)
+    plan_z0 = planned[0]
+    if planned[1]:
+        z0 = _standard(z0)
     state = [block(s.detach(), what, dtype, M).clone() for what, s in zip(WHAT[kind][0], state, strict=True)]
     keep, ptrs, flags = parameters(P, (B, N), dtype)
     out = BUFFERS.empty((T, B, N), dtype, x.device)
@@ -336,7 +342,7 @@ def forward(kind, x, w_in, w_rec, z0, state, P, save, save_extra, options: Kerne
         ctypes.c_int(KINDS[kind]), *(integrator_argument(kind, options) or [ctypes.c_int(0)]),
         ctypes.c_int64(T), ctypes.c_int64(M), ptr(x), ctypes.c_int64(x.stride(0)), ptr(xbuf),
         ctypes.c_int64(B * F_), ptr(w_in_t), ptr(w_rec_t), _plan_array(plan_in), _plan_array(plan_rec),
-        ptr(zbuf), ptr(current), ptr(rec_current),
+        ptr(z0), _plan_array(plan_z0), ptr(zbuf), ptr(current), ptr(rec_current),
         ptr(state[0]), ptr(state[1]), ptr(a), ptrs, flags, ptr(out), ptr(vd), ptr(ij), ptr(a_saved),
         ctypes.c_int(torch.get_num_threads()))
     del keep
