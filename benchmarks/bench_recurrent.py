@@ -13,8 +13,14 @@ on this machine with the same threads: no implementation that computes them dens
 Memory: one forward + backward at each T in a fresh process; peak resident set size during the
 call (VmHWM, reset just before it) and its growth over the size before it (see ``bench_train.py``).
 
+``--floor-table``: the ``cpp`` backend's native loops (the whole time loop in one C++ call), its
+per-step loops (one C++ call per step, the products by torch between them), norse and the floor
+itself, each a round's entry, interleaved in rotating order; a ratio to the floor is the median over
+rounds of the per-round ratio (the floor measured beside it), the spread the lowest and highest.
+
     python benchmarks/bench_recurrent.py             # the issue's case, the T x N grid, memory vs T
     python benchmarks/bench_recurrent.py --quick     # tiny sizes: checks that it runs
+    python benchmarks/bench_recurrent.py --floor-table --sizes 128 256 --budget 120
 """
 
 from __future__ import annotations
@@ -33,6 +39,9 @@ from bench_layers import forward_backward, interleaved_times, saved_bytes
 from bench_train import peak_rss_mb, reset_peak_rss, rss_mb
 
 from snn.neurons import LIFAdExRecurrent, LIFRecurrent
+from snn.neurons.fused import registry
+from snn.neurons.fused.cpp import CppBackend, step_threads
+from snn.neurons.fused.cpp import recurrent as cpp_recurrent
 
 warnings.filterwarnings("ignore")  # norse's torch.jit deprecation warnings
 
@@ -86,6 +95,80 @@ def matmul_floor(T, B, N, repeats=3):
         gc.t() @ zs
         best = min(best, time.perf_counter() - t0)
     return best
+
+
+class PerStepCpp(CppBackend):
+    """The ``cpp`` backend with its per-step recurrent loops (one C++ call per step)."""
+
+    def recurrent_forward(self, kind, x, w_in, w_rec, z0, state, P, save, save_extra, options):
+        with step_threads(w_rec, z0):
+            return cpp_recurrent.forward_per_step(kind, x, w_in, w_rec, z0, state, P, save, save_extra, options)
+
+    def recurrent_backward(self, kind, gout, gz, gstate, saved, v0, w_rec, P, options, param_grads):
+        with step_threads(w_rec, v0):
+            return cpp_recurrent.backward_per_step(kind, gout, gz, gstate, saved, v0, w_rec, P, options, param_grads)
+
+
+class PerStepLayer(torch.nn.Module):
+    """A ``cpp`` layer whose calls run the per-step loops: the autograd node keeps the backend its
+    forward resolved, so swapping the registry's entry during forward covers backward too."""
+
+    def __init__(self, layer):
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x, state=None):
+        native = registry.REGISTRY["cpp"]
+        registry.REGISTRY["cpp"] = PerStepCpp()
+        try:
+            return self.layer(x, state)
+        finally:
+            registry.REGISTRY["cpp"] = native
+
+
+class Floor(torch.nn.Module):
+    """The floor (:func:`matmul_floor`'s products, once) as a layer: its call runs them and returns
+    ``x`` for the benchmark's backward."""
+
+    def __init__(self, T, B, N):
+        super().__init__()
+        self.T = T
+        self.z, self.w = torch.rand(B, N), torch.randn(N, N)
+        self.gc, self.zs, self.out = torch.randn(T * B, N), torch.rand(T * B, N), torch.empty(B, N)
+
+    def forward(self, x, state=None):
+        for _ in range(2 * self.T):
+            torch.mm(self.z, self.w, out=self.out)
+        self.gc.t() @ self.zs
+        return x * 1, None
+
+
+def floor_rows(kind, T, B, F, N, budget_s, norse=True):
+    """``{name: (median s, (min, max) s, median ratio to the floor, (min, max) ratio)}`` for the
+    native and per-step ``cpp`` loops, norse and the floor, interleaved (module docstring)."""
+    torch.manual_seed(1)
+    x = torch.rand(T, B, F) * INPUT_SCALE
+    ours = implementations(kind, F, N, ["cpp"], norse)
+    per_step = PerStepLayer(implementations(kind, F, N, ["cpp"], False)["cpp"])
+    layers = {"cpp native": ours["cpp"], "cpp per-step": per_step,
+              **({"norse": ours["norse"]} if "norse" in ours else {}), "floor": Floor(T, B, N)}
+    times = interleaved_times(layers, x, budget_s)
+    rows = {}
+    for name, seconds in times.items():
+        ratios = [a / b for a, b in zip(seconds, times["floor"], strict=True)]
+        rows[name] = (statistics.median(seconds), (min(seconds), max(seconds)), statistics.median(ratios),
+                      (min(ratios), max(ratios)), len(seconds))
+    return rows
+
+
+def floor_table(kind, T, B, F, sizes, budget_s):
+    print(f"\n{kind}, T = {T}, B = {B}, F = {F}: forward + backward, interleaved rounds\n")
+    print("| N | implementation | median ms | min-max ms | / floor (median) | / floor min-max | rounds |")
+    print("|---|---|---|---|---|---|---|")
+    for N in sizes:
+        for name, (med, (lo, hi), ratio, (rlo, rhi), n) in floor_rows(kind, T, B, F, N, budget_s).items():
+            print(f"| {N} | {name} | {med * 1e3:.0f} | {lo * 1e3:.0f}-{hi * 1e3:.0f} | {ratio:.2f}x "
+                  f"| {rlo:.2f}-{rhi:.2f}x | {n} |", flush=True)
 
 
 def run_case(kind, T, B, F, N, backends, budget_s, norse=True):
@@ -191,6 +274,9 @@ def main():
         default=784 * 128 * 256,
         help="largest T*B*N of the grid that norse and eager run on",
     )
+    parser.add_argument("--floor-table", action="store_true",
+                        help="only the native and per-step cpp loops, norse and the floor, interleaved")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[128, 256], help="N of --floor-table")
     parser.add_argument("--memory-child", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child:
@@ -198,6 +284,13 @@ def main():
         print(json.dumps(memory_child(kind, name, *map(int, sizes))))
         return
     torch.set_num_threads(args.threads)
+    if args.floor_table:
+        print(f"torch {torch.__version__}, {args.threads} threads, {os.cpu_count()} cores, load average "
+              f"{' '.join(f'{v:.1f}' for v in os.getloadavg())}")
+        T, B = (20, 8) if args.quick else (784, 128)
+        floor_table(args.kind, T, B, 1, args.sizes, 0.0 if args.quick else args.budget)
+        print(f"\nload average at the end: {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
+        return
     B, F = (8, 1) if args.quick else (128, 1)
     main_case = (50, 32) if args.quick else (784, 256)
     grid = [

@@ -66,6 +66,14 @@ def test_bench_recurrent_load_runs_a_case_beside_a_neighbour_and_stops_it():
         os.kill(pid, 0)  # the neighbour is gone
 
 
+def test_bench_recurrent_floor_table_runs_native_per_step_and_floor():
+    from bench_recurrent import floor_rows
+
+    rows = floor_rows("lif", T=5, B=4, F=1, N=16, budget_s=0.0, norse=HAS_NORSE)
+    assert {"cpp native", "cpp per-step", "floor"} <= set(rows) and ("norse" in rows) == HAS_NORSE
+    assert rows["floor"][2] == 1.0 and all(row[0] > 0 and row[4] >= 3 for row in rows.values())
+
+
 def test_bench_event_data_runs_every_set_on_tiny_files():
     from bench_event_data import SETS, main
 
