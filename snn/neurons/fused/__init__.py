@@ -32,8 +32,10 @@ recurrent loops.
 An explicit backend that cannot run a case (a user-registered surrogate on ``cpp`` or
 ``triton``, a dtype it lacks) raises a ValueError saying why; ``auto`` falls back
 (:mod:`.registry`). Recurrent AdEx and LIF layers have every backend but ``compile``; their
-``cpp`` and ``triton`` loops run the feed-forward kernels one step per call, the currents
-computed between the steps with torch's own products.
+``cpp`` loops run the whole time loop in one C++ call, the products through the GEMM torch's own
+products call, with torch's arguments (:mod:`.cpp.recurrent`); their ``triton`` loops run the
+feed-forward kernels one step per launch, the currents computed between the steps with torch's
+products.
 
 AdEx's two integrators (``options.integrator``: ``euler``, ``symplectic``; see
 :func:`~snn.neurons.adex.lif_adex_feed_forward_step`) run on every backend: the C++ entry points

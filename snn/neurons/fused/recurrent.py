@@ -4,12 +4,14 @@ One node per layer call: ``(x [T, B, F], W_in [N, F], W_rec [N, N], z0, *state, 
 parameters) -> (spikes [T, B, N], final z, *final state)``. The forward keeps the pre-reset voltage
 of each step (plus ``i + c`` and ``a`` per step when per-neuron parameters need gradients); the
 spikes, the voltage entering each step and the surrogate follow from it. Backends: ``cpp`` (the
-neuron update of each step in C++, :mod:`.cpp.recurrent`; CPU, float32/float64, the built-in
-surrogates), ``triton`` (the same with the Triton kernels, :mod:`.triton.recurrent`; CUDA, on
-the CPU only under ``TRITON_INTERPRET=1``; float16/bfloat16 inputs with float32 state, as for
-feed-forward layers), ``python`` (:mod:`.python.recurrent`: any device and dtype, every registered
-surrogate), ``eager`` (the step function under autograd, the reference, run by the layer), ``auto``
-(``cpp`` on CPU and ``triton`` on CUDA where they run, else ``python``): :mod:`.registry`.
+whole time loop in one C++ call, products through BLAS's GEMM with torch's arguments,
+:mod:`.cpp.recurrent`; CPU, float32/float64, the built-in surrogates), ``triton`` (the neuron
+update of each step with the Triton kernels, the products by torch between them,
+:mod:`.triton.recurrent`; CUDA, on the CPU only under ``TRITON_INTERPRET=1``; float16/bfloat16
+inputs with float32 state, as for feed-forward layers), ``python`` (:mod:`.python.recurrent`: any
+device and dtype, every registered surrogate), ``eager`` (the step function under autograd, the
+reference, run by the layer), ``auto`` (``cpp`` on CPU and ``triton`` on CUDA where they run, else
+``python``): :mod:`.registry`.
 """
 
 from __future__ import annotations

@@ -16,6 +16,10 @@
 // (benchmarks/RESULTS.md). Tiles are handed out dynamically: on a shared machine a thread that
 // loses its core does not hold the others up at the end of the loop.
 //
+// The recurrent loops (recurrent_forward/recurrent_backward, at the end) run a whole recurrent
+// layer in one call: per step, the products through BLAS's GEMM as torch calls it, then these
+// kernels for that one step.
+//
 // Inputs (x forward, the output gradient backward) may be strided views: row t of neuron block n0
 // starts at base + t * ts + n0 * ns with ns = 1 (contiguous neurons; ts = 0 for an input broadcast
 // over time) or ns = 0 (one value per step, e.g. the gradient of outputs.sum()).

@@ -1,24 +1,40 @@
 r"""The time loops of recurrent AdEx and LIF populations on the ``cpp`` backend.
 
-The loops of :mod:`snn.neurons.fused.python.recurrent` with the neuron update of each step in C++: step ``t`` of the
-forward computes the current
+The loops of :mod:`snn.neurons.fused.python.recurrent` in C++. :func:`forward` and :func:`backward`
+are the native loops: the whole time loop in one call into ``cpu_kernels.cpp``
+(``recurrent_forward_*``, ``recurrent_backward_*``). Step ``t`` of the forward computes the current
 
 .. math::
     c_t = W_{\text{in}} x_t + W_{\text{rec}} z_{t-1}
 
-with the step function's own torch operations (so with the BLAS products the eager loop runs, and
-bit-identical to it where both run them on the same number of threads: see
-:mod:`snn.neurons.fused.python.recurrent`), then runs the feed-forward kernel of ``cpu_kernels.cpp`` for that one step
-on the population's state, writing the spikes and the pre-reset voltage of the step into the
-``[T, B, N]`` outputs. The backward runs reverse time, one step of the feed-forward backward kernel
-at a time (``t_stop = t``: it reads the saved voltage of steps ``t`` and ``t - 1`` in place), with
-``g_z = g_{\text{out}, t} + g_{c_{t+1}} W_{\text{rec}}`` fed in per step; the weight and input
-gradients are then one GEMM each over all steps, as on the ``python`` backend.
+as the step function does (``torch.add(F.linear(x_t, W_in), F.linear(z, W_rec))``): two products
+through BLAS's GEMM (``sgemm_``/``dgemm_``, the functions torch's CPU products call, found in the
+libraries torch loads), each with the very arguments torch's ``mm`` would hand it for the eager
+step's operands (:func:`gemm_plan`, ATen's ``addmm_impl_cpu_`` and ``cpublas::gemm`` written down:
+transposes, leading dimensions, the operand order, the operands it copies first), into 64-byte
+aligned buffers as torch's fresh tensors are (BLAS's rounding can depend on where rows start), then
+their sum, then the neuron update of the feed-forward kernel for that one step on the population's
+state, writing the spikes and the pre-reset voltage of the step into the ``[T, B, N]`` outputs. On
+one thread the spikes and states are therefore bit-identical to the eager loop's; on several, BLAS
+may split a product's sums otherwise than torch's call on another thread count (within rounding).
+The backward runs reverse time, one step of the feed-forward backward kernel at a time (``t_stop =
+t``: it reads the saved voltage of steps ``t`` and ``t - 1`` in place), with ``g_z = g_{\text{out},
+t} + g_{c_{t+1}} W_{\text{rec}}`` (``torch.mm(g_c[t], W_rec)``'s GEMM) fed in per step; the weight
+and input gradients are then one GEMM each over all steps (:mod:`..recurrent`), as on the
+``python`` backend. What is saved is unchanged: the pre-reset voltage, 4 bytes per neuron and step
+in float32.
+
+:func:`forward_per_step` and :func:`backward_per_step` are the same loops with one C++ call per
+step and the products by torch between them. They run where the library found no GEMM (a torch
+built without a BLAS that exports it), where torch would not hand a product to GEMM (an empty
+product, sizes beyond 32 bits) and for ``T = 0``; ``benchmarks/bench_recurrent.py --floor-table``
+measures them beside the native loops.
 
 The products with ``W_rec`` are dense: spikes are 0/1 and sparse, but a sum over the spikes that
 fired adds in another order than BLAS and would not be bit-identical to the eager loop. They bound
-the time (``benchmarks/bench_recurrent.py`` measures the floor they set). Arguments are checked
-as for the feed-forward loops (:mod:`.arguments`); the per-step arguments are offsets into buffers made here.
+the time (``benchmarks/bench_recurrent.py`` measures the floor they set). Every tensor is checked as
+for the feed-forward loops (:mod:`.arguments`), and every GEMM's reach (its plan's extents) against
+the storage of the operands it reads, before an address goes to C++.
 """
 
 from __future__ import annotations
