@@ -152,7 +152,8 @@ def test_gemm_plan_copies_what_torch_copies():
 
 
 def test_native_loops_on_two_threads_within_the_blas_bound(monkeypatch, threads):
-    """Products and kernel on two threads (forced for a small population): BLAS may split the sums
+    """Products on two threads (forced for a small population; the neuron update of a step this small
+    stays on one, see cpu_kernels.cpp's kParallelStepNeurons): BLAS may split the sums
     otherwise than on one, so the spikes stay those of the eager loop and the states within what
     the summation order allows (T (2 K u S + 8 u M), see test_fused_recurrent's blas_bound);
     gradients within 1e-10 in float64."""

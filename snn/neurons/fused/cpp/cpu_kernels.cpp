@@ -567,8 +567,15 @@ void torch_mm(const int64_t* plan, const T* m1, const T* m2, T* c) {
   gemm_call(&ta, &tb, &m, &n, &k, a, &lda, b, &ldb, c, &ldc);
 }
 
-// Threads for a kernel step over M neurons: no more than it has tiles.
+// Neurons of a step from which its neuron update runs on the loops' threads. One step of the
+// update is microseconds of work; an OpenMP region around it costs as much on an idle machine, and
+// on a shared one every region can wait a scheduler time slice for a descheduled thread, thousands
+// of times per call. The products keep BLAS's own threading.
+constexpr int64_t kParallelStepNeurons = int64_t(1) << 17;
+
+// Threads for a kernel step over M neurons: one below kParallelStepNeurons, else no more than it has tiles.
 inline int step_kernel_threads(int64_t M, int threads) {
+  if (M < kParallelStepNeurons) return 1;
   const int64_t tiles = (M + kTile - 1) / kTile;
   return int(std::max<int64_t>(1, std::min<int64_t>(threads, tiles)));
 }
