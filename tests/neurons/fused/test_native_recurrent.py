@@ -111,18 +111,20 @@ def _layouts(x):
     yield "expanded", x[:1].expand(T, B, F)  # one step broadcast over time
 
 
+@pytest.mark.parametrize("features", [5, 1], ids=["F5", "F1"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("kind", ["adex", "lif"])
-def test_native_forward_bit_identical_to_eager_for_any_layout(kind, dtype, threads):
+def test_native_forward_bit_identical_to_eager_for_any_layout(kind, dtype, features, threads):
     """Inputs in every layout and transposed weights (the layout a layer keeps when given one):
     the native loops hand GEMM what torch's mm does (operands as they are, or a fresh copy where
-    mm makes one), so on one thread the forward equals the eager loop's bit for bit."""
+    mm makes one; with one input feature the loop multiplies x[t, b] w_in[n] itself, one rounding
+    as in GEMM), so on one thread the forward equals the eager loop's bit for bit."""
     threads(1)
-    x, state = inputs(kind, dtype, T=30, B=4, F=5, N=300)
+    x, state = inputs(kind, dtype, T=30, B=4, F=features, N=300)
     for transposed in (False, True):
         # With autapses the layer multiplies its own W_rec, in the layout it keeps.
-        eager = make_layer(kind, "eager", F=5, N=300, dtype=dtype, autapses=True)
-        native = make_layer(kind, "cpp", F=5, N=300, dtype=dtype, autapses=True)
+        eager = make_layer(kind, "eager", F=features, N=300, dtype=dtype, autapses=True)
+        native = make_layer(kind, "cpp", F=features, N=300, dtype=dtype, autapses=True)
         if transposed:
             with torch.no_grad():
                 for layer in (eager, native):

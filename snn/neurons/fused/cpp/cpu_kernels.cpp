@@ -585,9 +585,10 @@ inline int step_kernel_threads(int64_t M, int threads) {
 // one step writes row t of z, v_d and the extras. Step 0 multiplies z0 (in its layout, by plan_z0),
 // later ones zbuf, which holds z[t-1] in aligned memory, as torch's fresh z would be;
 // xbuf (if not null) x[t]'s x_numel values, for a GEMM that torch hands a fresh copy of x[t].
+// k1_x_bs >= 0: one input feature, x[t, b] at b * k1_x_bs, w_in[n] at n * k1_w_ns, k1_batch rows.
 template <typename T>
 void recurrent_forward(int kind, int integrator, int64_t steps, int64_t M, const T* x, int64_t x_ts, T* xbuf,
-                       int64_t x_numel, const T* w_in, const T* w_rec, const int64_t* plan_in, const int64_t* plan_rec,
+                       int64_t x_numel, int64_t k1_batch, int64_t k1_x_bs, int64_t k1_w_ns, const T* w_in, const T* w_rec, const int64_t* plan_in, const int64_t* plan_rec,
                        const T* z0, const int64_t* plan_z0, T* zbuf, T* cin, T* crec,
                        T* v, T* i, T* a, const T* const* p, const int64_t* vec, T* z, T* vd, T* ij, T* as,
                        int threads) {
@@ -599,10 +600,22 @@ void recurrent_forward(int kind, int integrator, int64_t steps, int64_t M, const
       std::memcpy(xbuf, xt, x_numel * sizeof(T));
       xt = xbuf;
     }
-    torch_mm(plan_in, xt, w_in, cin);
     if (t == 0) torch_mm(plan_z0, z0, w_rec, crec);
     else torch_mm(plan_rec, zbuf, w_rec, crec);
-    for (int64_t k = 0; k < M; ++k) cin[k] = cin[k] + crec[k];
+    if (k1_x_bs >= 0) {
+      // One input feature: GEMM's product is one rounded multiplication, x[t, b] w_in[n], whatever
+      // BLAS it is, so it is computed here, added as torch.add adds it.
+      const int64_t N = M / k1_batch;
+      for (int64_t b = 0; b < k1_batch; ++b) {
+        const T xb = xt[b * k1_x_bs];
+        T* c = cin + b * N;
+        const T* r = crec + b * N;
+        for (int64_t n = 0; n < N; ++n) c[n] = xb * w_in[n * k1_w_ns] + r[n];
+      }
+    } else {
+      torch_mm(plan_in, xt, w_in, cin);
+      for (int64_t k = 0; k < M; ++k) cin[k] = cin[k] + crec[k];
+    }
     T* vdt = vd ? vd + off : nullptr;
     T* ijt = ij ? ij + off : nullptr;
     if (kind == 0) {
@@ -696,11 +709,13 @@ SNN_ENTRY_POINTS(double, f64)
 // The native recurrent loops (kind 0 AdEx, 1 LIF; a, as, ga and integrator unused for LIF).
 #define SNN_RECURRENT_ENTRY_POINTS(T, suffix)                                                        \
   extern "C" void recurrent_forward_##suffix(int kind, int integrator, int64_t steps, int64_t M, const T* x,    \
-      int64_t x_ts, T* xbuf, int64_t x_numel, const T* w_in, const T* w_rec, const int64_t* plan_in,         \
+      int64_t x_ts, T* xbuf, int64_t x_numel, int64_t k1_batch, int64_t k1_x_bs, int64_t k1_w_ns, const T* w_in, \
+      const T* w_rec, const int64_t* plan_in,                                                        \
       const int64_t* plan_rec, const T* z0, const int64_t* plan_z0, T* zbuf,                               \
       T* cin, T* crec, T* v, T* i, T* a, const T* const* p, const int64_t* vec, T* z, T* vd, T* ij, T* as,      \
       int threads) {                                                                                 \
-    recurrent_forward<T>(kind, integrator, steps, M, x, x_ts, xbuf, x_numel, w_in, w_rec, plan_in, plan_rec, z0, \
+    recurrent_forward<T>(kind, integrator, steps, M, x, x_ts, xbuf, x_numel, k1_batch, k1_x_bs, k1_w_ns, w_in,  \
+                         w_rec, plan_in, plan_rec, z0,                                               \
                          plan_z0, zbuf, cin, crec,                                                   \
                          v, i, a, p, vec, z, vd, ij, as, threads);                                   \
   }                                                                                                  \

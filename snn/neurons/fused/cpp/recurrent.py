@@ -337,6 +337,13 @@ def forward(kind, x, w_in, w_rec, z0, state, P, save, save_extra, options: Kerne
     if not (_within(plan_in, xbuf if copy_x else x, w_in_t, 1 if copy_x else T, x.stride(0))
             and _within(plan_rec, zbuf, w_rec_t) and (not copy_x or x.is_contiguous())):
         raise refuse("the input", x, f"[{T}, {B}, {F_}] values GEMM can read within its storage")
+    # One input feature: the C++ loop multiplies x[t, b] w_in[n] itself (one rounding, as GEMM's
+    # product of one term is, whatever the BLAS); (x's batch stride, W_in^T's neuron stride), else (-1, 0).
+    k1 = (-1, 0)
+    if F_ == 1:
+        xbuf, k1 = None, (x.stride(1), w_in_t.stride(1))
+        if (T - 1) * x.stride(0) + (B - 1) * k1[0] >= _available(x) or (N - 1) * k1[1] >= _available(w_in_t):
+            raise refuse("the input", x, f"[{T}, {B}, 1] values within its storage")
     # Step 0 multiplies z0 as the eager step does: in its own layout, or a fresh copy where mm makes one.
     z0 = dense(z0, "state.z", dtype)
     planned = gemm_plan((B, N), z0.stride(), (N, N), w_rec_t.stride())
@@ -357,7 +364,8 @@ def forward(kind, x, w_in, w_rec, z0, state, P, save, save_extra, options: Kerne
     getattr(load_library(), f"recurrent_forward_{KERNEL_DTYPES[dtype]}")(
         ctypes.c_int(KINDS[kind]), *(integrator_argument(kind, options) or [ctypes.c_int(0)]),
         ctypes.c_int64(T), ctypes.c_int64(M), ptr(x), ctypes.c_int64(x.stride(0)), ptr(xbuf),
-        ctypes.c_int64(B * F_), ptr(w_in_t), ptr(w_rec_t), _plan_array(plan_in), _plan_array(plan_rec),
+        ctypes.c_int64(B * F_), ctypes.c_int64(B), ctypes.c_int64(k1[0]), ctypes.c_int64(k1[1]), ptr(w_in_t),
+        ptr(w_rec_t), _plan_array(plan_in), _plan_array(plan_rec),
         ptr(z0), _plan_array(plan_z0), ptr(zbuf), ptr(current), ptr(rec_current),
         ptr(state[0]), ptr(state[1]), ptr(a), ptrs, flags, ptr(out), ptr(vd), ptr(ij), ptr(a_saved),
         ctypes.c_int(torch.get_num_threads()))
