@@ -91,8 +91,13 @@ SNN_INLINE const T* row(const T* base, int64_t t, int64_t ts, int64_t ns, int64_
 // stores are non-temporal when the destination is aligned: the row is read again only by a later
 // pass over all of memory, so writing around the caches saves reading every line in before it is
 // overwritten. for_each_tile fences them before returning.
+// Whether the kernels' outputs (spikes forward, the input gradient backward) may be written around
+// the caches on this thread: the recurrent loops read each step's at once (the next product's
+// operand) and turn it off. The saved rows stream either way: they are read a whole pass later.
+thread_local bool t_stream_rows = true;
+
 template <typename T>
-SNN_INLINE void store_row(T* dst, const T* src, int64_t n) {
+SNN_INLINE void store_row(T* dst, const T* src, int64_t n, bool streaming = true) {
 #if defined(SNN_X86) && defined(__AVX512F__)
   using Vec = __m512i;
   auto stream = [](T* d, const T* s) { _mm512_stream_si512(reinterpret_cast<Vec*>(d), _mm512_loadu_si512(s)); };
@@ -109,7 +114,7 @@ SNN_INLINE void store_row(T* dst, const T* src, int64_t n) {
 #endif
 #if defined(SNN_X86)
   constexpr int64_t per = sizeof(Vec) / sizeof(T);
-  if ((reinterpret_cast<uintptr_t>(dst) & (sizeof(Vec) - 1)) == 0) {
+  if (streaming && (reinterpret_cast<uintptr_t>(dst) & (sizeof(Vec) - 1)) == 0) {
     int64_t k = 0;
     for (; k + per <= n; k += per) stream(dst + k, src + k);
     for (; k < n; ++k) dst[k] = src[k];
@@ -217,6 +222,16 @@ struct TileParams {
 template <typename F>
 void for_each_tile(int64_t M, int threads, F body) {
   const int64_t tiles = (M + kTile - 1) / kTile;
+  if (threads == 1) {  // no OpenMP region: its start and end cost more than a small step's work
+    for (int64_t tile = 0; tile < tiles; ++tile) {
+      const int64_t n0 = tile * kTile;
+      body(n0, std::min(kTile, M - n0));
+    }
+#if defined(SNN_X86)
+    _mm_sfence();
+#endif
+    return;
+  }
 #pragma omp parallel num_threads(threads)
   {
     const int mkl_threads = MKL_Set_Num_Threads_Local ? MKL_Set_Num_Threads_Local(1) : 0;
@@ -277,7 +292,7 @@ void adex_forward(int64_t steps, int64_t M, const T* x, int64_t x_ts, int64_t x_
         aa[k] = ad + zz * as[k];
         e[k] = vd;
       }
-      store_row(z + off, zt, n);
+      store_row(z + off, zt, n, t_stream_rows);
       if (vd_saved) store_row(vd_saved + off, e, n);
     }
     std::memcpy(v + n0, vv, n * sizeof(T));
@@ -368,7 +383,7 @@ void adex_backward(int64_t steps, int64_t t_stop, int64_t M, const T* gz, int64_
           g_v_reset[k] += g_v_new * zz;
         }
       }
-      store_row(gx + off, gxt, n);
+      store_row(gx + off, gxt, n, t_stream_rows);
     }
     std::memcpy(gv + n0, gvv, n * sizeof(T));
     std::memcpy(gi + n0, gii, n * sizeof(T));
@@ -418,7 +433,7 @@ void leaky_forward(int64_t steps, int64_t M, const T* x, int64_t x_ts, int64_t x
         }
       }
       if (Spiking) {
-        store_row(out + off, zt, n);
+        store_row(out + off, zt, n, t_stream_rows);
         if (vd_saved) store_row(vd_saved + off, vds, n);
       } else {
         store_row(out + off, vv, n);
@@ -476,7 +491,7 @@ void lif_backward(int64_t steps, int64_t t_stop, int64_t M, const T* gz, int64_t
           g_v_reset[k] += gv * zz;
         }
       }
-      store_row(gx + off, gxt, n);
+      store_row(gx + off, gxt, n, t_stream_rows);
     }
     std::memcpy(gv + n0, gvv, n * sizeof(T));
     std::memcpy(gi + n0, gii, n * sizeof(T));
@@ -527,7 +542,7 @@ void li_backward(int64_t steps, int64_t M, const T* gout, int64_t gz_ts, int64_t
           g_v_leak[k] += g_drive;
         }
       }
-      store_row(gx + off, gxt, n);
+      store_row(gx + off, gxt, n, t_stream_rows);
     }
     std::memcpy(gv + n0, gvv, n * sizeof(T));
     std::memcpy(gi + n0, gii, n * sizeof(T));
@@ -593,6 +608,8 @@ void recurrent_forward(int kind, int integrator, int64_t steps, int64_t M, const
                        T* v, T* i, T* a, const T* const* p, const int64_t* vec, T* z, T* vd, T* ij, T* as,
                        int threads) {
   const int kt = step_kernel_threads(M, threads);
+  const bool stream = t_stream_rows;
+  t_stream_rows = false;
   for (int64_t t = 0; t < steps; ++t) {
     const int64_t off = t * M;
     const T* xt = x + t * x_ts;
@@ -627,6 +644,7 @@ void recurrent_forward(int kind, int integrator, int64_t steps, int64_t M, const
     }
     std::memcpy(zbuf, z + off, M * sizeof(T));
   }
+  t_stream_rows = stream;
 }
 
 // Backward, reverse time: g_z of step t is gout[t] + g_c[t + 1] W_rec (grec; gz of the final
@@ -638,6 +656,8 @@ void recurrent_backward(int kind, int integrator, int method, double alpha, int6
                         const T* vd, const T* v0, const T* ij, const T* as, const T* const* p, const int64_t* vec,
                         const T* w_rec, const int64_t* plan_back, T* gc, T* gp, int threads) {
   const int kt = step_kernel_threads(M, threads);
+  const bool stream = t_stream_rows;
+  t_stream_rows = false;
   for (int64_t t = steps - 1; t >= 0; --t) {
     const T* g = grec;
     if (gout) {
@@ -657,6 +677,7 @@ void recurrent_backward(int kind, int integrator, int method, double alpha, int6
     }
     torch_mm(plan_back, gc + t * M, w_rec, grec);
   }
+  t_stream_rows = stream;
 }
 
 }  // namespace
