@@ -48,11 +48,19 @@ def parameters_from_config(cls: type, params: Mapping[str, Any], where: str, hin
     return cls(**params)
 
 
+def learnable_names(learnable: str | Sequence[str] | None) -> tuple[str, ...]:
+    """``learnable`` as a tuple of field names: a single name (``learnable=tau_mem_inv`` on the command
+    line) is one name, never iterated character by character."""
+    if learnable is None:
+        return ()
+    return (learnable,) if isinstance(learnable, str) else tuple(learnable)
+
+
 def make_neurons(
     kind: str = "adex",
     dt: float = 0.001,
     shape: Sequence[int] | None = None,
-    learnable: Sequence[str] = (),
+    learnable: str | Sequence[str] = (),
     backend: str = "auto",
     recurrent_inputs: int | None = None,
     autapses: bool = False,
@@ -72,10 +80,10 @@ def make_neurons(
     hint = f" (use model={'rlif' if recurrent_inputs else 'lif'} for LIF neurons)" if kind == "lif" else ""
     p = parameters_from_config(row.parameters, params, f"neuron kind {kind!r}", hint)
     if recurrent_inputs is None:
-        return row.feedforward(p, dt=dt, learnable=tuple(learnable), shape=shape, backend=backend)
+        return row.feedforward(p, dt=dt, learnable=learnable_names(learnable), shape=shape, backend=backend)
     if shape is None or len(shape) != 1:
         raise ValueError(f"A recurrent population has shape (N,), got {shape!r}.")
-    return row.recurrent(recurrent_inputs, shape[0], p, dt=dt, autapses=autapses, learnable=tuple(learnable),
+    return row.recurrent(recurrent_inputs, shape[0], p, dt=dt, autapses=autapses, learnable=learnable_names(learnable),
                          backend=backend)
 
 
@@ -84,7 +92,7 @@ def readout_settings(readout: Mapping[str, Any] | None, neuron_backend: str) -> 
     config (LI parameters plus optional ``learnable`` and ``backend``). A ``backend`` of None runs
     the readout's time loop on the spiking layers' backend, ``neuron_backend``."""
     readout = dict(readout or {})
-    learnable = tuple(readout.pop("learnable", ()))
+    learnable = learnable_names(readout.pop("learnable", ()))
     backend = readout.pop("backend", None) or neuron_backend
     return parameters_from_config(LIParameters, readout, "readout"), learnable, backend
 

@@ -207,6 +207,15 @@ def test_learnable_parameters_are_per_neuron_and_trained():
     assert layers["hidden1"].tau_mem_inv_raw.grad is not None and layers["hidden1"].tau_mem_inv_raw.grad.shape == (16,)
 
 
+def test_a_single_learnable_name_is_one_name_not_its_characters():
+    # learnable=tau_mem_inv on the command line arrives as a string, not a list
+    net = small_classifier(neuron={"kind": "adex", "learnable": "tau_mem_inv"}, readout={"learnable": "tau_syn_inv"})
+    assert net.spiking_layers()["hidden1"].tau_mem_inv.shape == (16,)
+    assert net.readout.tau_syn_inv.shape == (3,)
+    assert make_neurons("adex", dt=0.001, shape=(7,), learnable="v_th").v_th.shape == (7,)
+    assert make_neurons("lif", dt=0.001, recurrent_inputs=3, shape=(5,), learnable="v_th").v_th.shape == (5,)
+
+
 @pytest.mark.parametrize(
     "kwargs,message",
     [
