@@ -146,7 +146,9 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> float:
     except (ValueError, FileNotFoundError) as error:
         raise ConfigError(str(error)) from error
     if not fit:
-        value = evaluate_checkpoint(ckpt_path, _container(cfg.dataset), _container(cfg.model),
+        # cfg.model unresolved: the model is the checkpoint's, and the default model's
+        # ${dataset.input_shape} need not exist in a user's data set config.
+        value = evaluate_checkpoint(ckpt_path, _container(cfg.dataset), cfg.model,
                                     command_line_overrides() if overrides is None else overrides, trainer, trusted)
         report(f"Run directory: {output_dir}")
         return value

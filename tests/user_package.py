@@ -59,6 +59,40 @@ class Halving(torch.optim.lr_scheduler.StepLR):
         super().__init__(optimizer, step_size=every, gamma=0.5, last_epoch=last_epoch)
 '''
 
+DATA = '''
+"""My own data set: two Gaussian blobs in 4 dimensions, a LightningDataModule that declares no
+input_shape or num_classes (the model config names them)."""
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+
+class Blobs(L.LightningDataModule):
+    def __init__(self, n=64, batch_size=16):
+        super().__init__()
+        self.n, self.batch_size = int(n), int(batch_size)
+
+    def _loader(self, seed):
+        generator = torch.Generator().manual_seed(seed)
+        y = torch.randint(0, 2, (self.n,), generator=generator)
+        x = torch.randn(self.n, 4, generator=generator) + 2.0 * y[:, None]
+        return DataLoader(TensorDataset(x, y), batch_size=self.batch_size)
+
+    def train_dataloader(self):
+        return self._loader(0)
+
+    def val_dataloader(self):
+        return self._loader(1)
+
+    def test_dataloader(self):
+        return self._loader(2)
+'''
+
+DATA_CONFIG = '''
+_target_: mynet.data.Blobs
+n: 64
+'''
+
 CONFIG = '''
 _target_: mynet.MyNet
 input_shape: ${dataset.input_shape}
@@ -69,13 +103,17 @@ hidden: 8
 
 
 def write_user_package(root: Path) -> tuple[Path, Path]:
-    """Writes ``root/code/mynet`` and ``root/conf/model/mynet.yaml``; returns (code folder, config folder)."""
+    """Writes ``root/code/mynet`` and ``root/conf/{model/mynet,dataset/blobs}.yaml``; returns (code folder,
+    config folder)."""
     code, conf = root / "code", root / "conf"
     (code / "mynet").mkdir(parents=True)
     (code / "mynet" / "__init__.py").write_text(textwrap.dedent(MODEL))
     (code / "mynet" / "optim.py").write_text(textwrap.dedent(OPTIM))
     (conf / "model").mkdir(parents=True)
     (conf / "model" / "mynet.yaml").write_text(textwrap.dedent(CONFIG))
+    (code / "mynet" / "data.py").write_text(textwrap.dedent(DATA))
+    (conf / "dataset").mkdir()
+    (conf / "dataset" / "blobs.yaml").write_text(textwrap.dedent(DATA_CONFIG))
     return code, conf
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from omegaconf import OmegaConf
 
 from snn.data import DataError
 
@@ -83,6 +84,8 @@ def apply_key_overrides(config: Mapping[str, Any], group: str, composed: Mapping
             value: Any = composed
             for part in path.split("."):
                 value = value[part]
+            if OmegaConf.is_config(value):  # ``composed`` is resolved only where an override reads it
+                value = OmegaConf.to_container(value, resolve=True)
             _set(out, path, value, group, source)
     return out
 
@@ -130,8 +133,8 @@ def evaluation_configs(checkpoint: Mapping[str, Any], path: str | Path, dataset:
 def evaluate_checkpoint(ckpt_path: str, dataset: Mapping[str, Any], model: Mapping[str, Any], overrides: Sequence[str],
                         trainer: L.Trainer, trusted: Iterable[str] | str | None = None) -> float:
     """Tests the checkpoint ``ckpt_path`` (its model and, unless ``overrides`` choose one, its data
-    set: :func:`evaluation_configs`; ``dataset`` and ``model`` are the composed, resolved configs) and
-    returns its test accuracy.
+    set: :func:`evaluation_configs`; ``dataset`` is the composed, resolved config, ``model`` the composed
+    one, resolved only where a ``model.<key>=`` override reads it) and returns its test accuracy.
 
     ``load_checkpoint`` checks the file (integrity, weights_only, only our classes and ``trusted``
     ones in its configs) before anything is built from it."""
@@ -144,13 +147,18 @@ def evaluate_checkpoint(ckpt_path: str, dataset: Mapping[str, Any], model: Mappi
     except (ValueError, FileNotFoundError) as error:
         raise ConfigError(str(error)) from error
     net = module.net
-    if tuple(net.input_shape) != tuple(datamodule.input_shape) or net.num_classes != datamodule.num_classes:
+    # A user's own DataModule need not declare input_shape / num_classes (the checkpoint's model config
+    # carries the shapes); the check runs where it does.
+    shape, classes = getattr(datamodule, "input_shape", None), getattr(datamodule, "num_classes", None)
+    if (shape is not None and tuple(net.input_shape) != tuple(shape)) or (
+            classes is not None and net.num_classes != classes):
         raise ConfigError(
             f"The checkpoint {ckpt_path} takes inputs {list(net.input_shape)} with {net.num_classes} classes, the "
-            f"dataset config gives {list(datamodule.input_shape)} with {datamodule.num_classes}; leave dataset= "
+            f"dataset config gives {shape if shape is None else list(shape)} with {classes}; leave dataset= "
             "out to evaluate on the checkpoint's own data set, or pick one of the same shapes."
         )
-    report(f"Evaluating {Path(ckpt_path).resolve()}: its model and the data set from {source} ({datamodule.name})")
+    name = getattr(datamodule, "name", type(datamodule).__name__)
+    report(f"Evaluating {Path(ckpt_path).resolve()}: its model and the data set from {source} ({name})")
     with exit_on_sigterm(trainer):
         try:
             results = trainer.test(module, datamodule=datamodule)

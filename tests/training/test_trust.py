@@ -85,3 +85,17 @@ def test_trust_never_extends_to_the_standard_library_whole_frameworks_or_non_nam
         train(make_cfg(tmp_path, *TINY, f"trust=[{entry!r}]" if entry else "trust=['']"))
     assert trusted_names(["mynet", "torch.optim.Lion", "mypkg.optim.Lion"]) == (
         "mynet", "torch.optim.Lion", "mypkg.optim.Lion")
+
+
+def test_a_users_own_datamodule_without_shapes_evaluates(tmp_path, user):
+    # Blobs declares neither input_shape nor num_classes: the checkpoint's model carries the shapes, and
+    # without model= on the command line the default model's ${dataset.input_shape} must not be resolved.
+    _, overrides = user
+    blobs = [o for o in overrides if not o.startswith(("dataset", "model="))] + ["dataset=blobs", "trust=[mynet]"]
+    train(make_cfg(tmp_path / "run", *blobs, "model=mynet", "model.input_shape=[4]", "model.num_classes=2",
+                   "trainer.max_epochs=1"))
+    trained = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    for i, model in enumerate((["model=mynet"], ["model.T=2"])):  # model.T= is read from the unresolved default
+        accuracy = train(make_cfg(tmp_path / f"evaluated{i}", *blobs, *model, "train=false",
+                                  f"ckpt_path={trained}"), overrides=["dataset=blobs", *model])
+        assert 0.0 <= accuracy <= 1.0
