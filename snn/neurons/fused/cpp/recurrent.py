@@ -127,8 +127,8 @@ def forward_per_step(kind, x, w_in, w_rec, z0, state, P, save, save_extra, optio
     return out, tuple(state), rows[1:]
 
 
-def backward_per_step(kind, gout, gz, gstate, saved, v0, w_rec, P, options: KernelOptions, param_grads):
-    """:func:`backward` one C++ call per step, the products by torch between them."""
+def _check_backward(kind, gstate, saved, v0, P, options: KernelOptions, param_grads):
+    """What both backward loops check before touching memory: ``(spec, method, dtype, saved voltages)``."""
     spec = NEURON_SPECS[kind]
     method = options.method
     if method not in NATIVE_SURROGATES:
@@ -137,10 +137,19 @@ def backward_per_step(kind, gout, gz, gstate, saved, v0, w_rec, P, options: Kern
     expected = 1 + (spec.extra if param_grads else 0)
     if len(saved) != expected:
         raise ValueError(f"snn's C++ kernels: {len(saved)} saved tensors for recurrent {kind!r}, expected {expected}.")
+    if len(gstate) != len(spec.state) or len(P) != len(spec.params):
+        raise ValueError(f"snn's C++ kernels for {kind!r} take {len(spec.state)} state gradients and "
+                         f"{len(spec.params)} parameters, got {len(gstate)} and {len(P)}.")
     vd = dense(saved[0], "saved tensor 0", dtype)
     if v0.dim() != 2 or vd.dim() != 3:
         raise ValueError(f"snn's C++ recurrent loops take v0 [B, N] and saved voltages [T, B, N], got "
                          f"{list(v0.shape)} and {list(vd.shape)}.")
+    return spec, method, dtype, vd
+
+
+def backward_per_step(kind, gout, gz, gstate, saved, v0, w_rec, P, options: KernelOptions, param_grads):
+    """:func:`backward` one C++ call per step, the products by torch between them."""
+    spec, method, dtype, vd = _check_backward(kind, gstate, saved, v0, P, options, param_grads)
     T, B, N = vd.shape
     M = B * N
     _check_shape("the initial voltage", v0, (B, N))
@@ -377,21 +386,7 @@ def backward(kind, gout, gz, gstate, saved, v0, w_rec, P, options: KernelOptions
     """Reverse time in one C++ call: ``(g_c [T, B, N], g_z0, gradients of the initial (v, i[, a]),
     per-neuron parameter gradients or None)``, as :func:`snn.neurons.fused.python.recurrent.backward`
     returns them."""
-    spec = NEURON_SPECS[kind]
-    method = options.method
-    if method not in NATIVE_SURROGATES:
-        raise ValueError(f"snn's C++ kernels have no surrogate {method!r}.")
-    dtype = kernel_dtype(v0, "the initial voltage")
-    expected = 1 + (spec.extra if param_grads else 0)
-    if len(saved) != expected:
-        raise ValueError(f"snn's C++ kernels: {len(saved)} saved tensors for recurrent {kind!r}, expected {expected}.")
-    if len(gstate) != len(spec.state) or len(P) != len(spec.params):
-        raise ValueError(f"snn's C++ kernels for {kind!r} take {len(spec.state)} state gradients and "
-                         f"{len(spec.params)} parameters, got {len(gstate)} and {len(P)}.")
-    vd = dense(saved[0], "saved tensor 0", dtype)
-    if v0.dim() != 2 or vd.dim() != 3:
-        raise ValueError(f"snn's C++ recurrent loops take v0 [B, N] and saved voltages [T, B, N], got "
-                         f"{list(v0.shape)} and {list(vd.shape)}.")
+    spec, method, dtype, vd = _check_backward(kind, gstate, saved, v0, P, options, param_grads)
     T, B, N = vd.shape
     M = B * N
     _check_shape("the initial voltage", v0, (B, N))
