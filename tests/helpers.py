@@ -112,6 +112,48 @@ def recurrent_inputs(kind: str, dtype, T: int = 12, B: int = 3, F: int = 3, N: i
     return x, [z, *rest]
 
 
+def recurrent_layer_classes(kind: str):
+    """``(layer class, parameters class, state class)`` of the recurrent ``kind`` ("adex" or "lif")."""
+    from snn.neurons import LIFAdExParameters, LIFAdExRecurrent, LIFAdExState, LIFParameters, LIFRecurrent, LIFState
+
+    return {
+        "adex": (LIFAdExRecurrent, LIFAdExParameters, LIFAdExState),
+        "lif": (LIFRecurrent, LIFParameters, LIFState),
+    }[kind]
+
+
+def make_recurrent_layer(kind, backend, F=3, N=37, method="super", learnable=(), autapses=False, dtype=None,
+                         seed=0, params=None):
+    """A recurrent ``kind`` layer of N neurons on ``backend`` with seeded excitatory input weights and
+    random recurrent weights; ``learnable="all"`` makes every constant learnable, and each neuron's
+    learnable constants differ. ``params``: more fields of the parameters (AdEx's integrator, say).
+    ``dtype`` defaults to float64."""
+    import torch
+
+    dtype = torch.float64 if dtype is None else dtype
+    layer_class, params_class, _ = recurrent_layer_classes(kind)
+    alpha = 7.0 if method in ("triangle", "sigmoid", "tanh") else 30.0
+    fields = [f for f in params_class._fields if f not in ("method", "alpha", "integrator")]
+    g = torch.Generator().manual_seed(seed)
+    w_in = (torch.rand(N, F, generator=g) * 2 + 0.5) * 0.4 / F  # excitatory input
+    w_rec = torch.randn(N, N, generator=g) * 2 / N**0.5
+    layer = layer_class(
+        F,
+        N,
+        params_class(method=method, alpha=alpha, **(params or {})),
+        autapses=autapses,
+        learnable=fields if learnable == "all" else learnable,
+        input_weights=w_in,
+        recurrent_weights=w_rec,
+        backend=backend,
+    ).to(dtype)
+    with torch.no_grad():  # every neuron's learnable constants differ
+        for name in layer.learnable:
+            value = getattr(layer, name)
+            setattr(layer, name, value * (1 + 0.2 * torch.rand(value.shape, generator=g, dtype=dtype)))
+    return layer
+
+
 def value_grad(layer, name: str):
     """The gradient of learnable constant ``name`` of ``layer`` with respect to its value, from that of
     its raw parameter (the chain rule of the parametrization, undone): what an eager reference that

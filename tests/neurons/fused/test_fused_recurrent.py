@@ -22,7 +22,6 @@ from snn.neurons import (
     LIFAdExState,
     LIFParameters,
     LIFRecurrent,
-    LIFState,
 )
 from snn.neurons.fused import cpp as fused_cpp
 from snn.neurons.fused import recurrent
@@ -30,51 +29,15 @@ from snn.neurons.fused import registry as fused_registry
 from snn.neurons.fused.python import feed_forward as python_loops
 from snn.neurons.fused.recurrent import _integrate_recurrent as integrate_recurrent
 from snn.neurons.surrogate import SURROGATES, register_surrogate
-from tests.helpers import assert_close_gradients, weighted_loss
+from tests.helpers import assert_close_gradients, make_recurrent_layer, recurrent_layer_classes, weighted_loss
 from tests.helpers import recurrent_inputs as inputs
 
-LAYERS = {
-    "adex": (LIFAdExRecurrent, LIFAdExParameters, LIFAdExState),
-    "lif": (LIFRecurrent, LIFParameters, LIFState),
-}
+LAYERS = {kind: recurrent_layer_classes(kind) for kind in ("adex", "lif")}
+make_layer = make_recurrent_layer
 BUILTIN = ["super", "triangle", "sigmoid", "atan", "tanh", "heaviside"]
 FUSED = ["python", "cpp"]
 
 
-def make_layer(
-    kind,
-    backend,
-    F=3,
-    N=37,
-    method="super",
-    learnable=(),
-    autapses=False,
-    dtype=torch.float64,
-    seed=0,
-    params=None,
-):
-    """``params``: more fields of the parameters (AdEx's integrator, say)."""
-    layer_class, params_class, _ = LAYERS[kind]
-    alpha = 7.0 if method in ("triangle", "sigmoid", "tanh") else 30.0
-    fields = [f for f in params_class._fields if f not in ("method", "alpha", "integrator")]
-    g = torch.Generator().manual_seed(seed)
-    w_in = (torch.rand(N, F, generator=g) * 2 + 0.5) * 0.4 / F  # excitatory input
-    w_rec = torch.randn(N, N, generator=g) * 2 / N**0.5
-    layer = layer_class(
-        F,
-        N,
-        params_class(method=method, alpha=alpha, **(params or {})),
-        autapses=autapses,
-        learnable=fields if learnable == "all" else learnable,
-        input_weights=w_in,
-        recurrent_weights=w_rec,
-        backend=backend,
-    ).to(dtype)
-    with torch.no_grad():  # every neuron's learnable constants differ
-        for name in layer.learnable:
-            value = getattr(layer, name)
-            setattr(layer, name, value * (1 + 0.2 * torch.rand(value.shape, generator=g, dtype=dtype)))
-    return layer
 
 
 def run_both(kind, x, state, loss=weighted_loss, backend="python", **layer_args):

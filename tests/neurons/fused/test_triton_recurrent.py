@@ -36,14 +36,18 @@ from snn.neurons.fused import KernelOptions
 from snn.neurons.fused import registry as fused_registry
 from snn.neurons.fused.registry import resolve
 from snn.neurons.fused.triton import TritonBackend
-from tests.helpers import assert_close_gradients, recurrent_inputs, weighted_loss
+from tests.helpers import (
+    assert_close_gradients,
+    make_recurrent_layer,
+    recurrent_inputs,
+    recurrent_layer_classes,
+    weighted_loss,
+)
 
 pytest.importorskip("triton")
 
-LAYERS = {
-    "adex": (LIFAdExRecurrent, LIFAdExParameters, LIFAdExState),
-    "lif": (LIFRecurrent, LIFParameters, LIFState),
-}
+LAYERS = {kind: recurrent_layer_classes(kind) for kind in ("adex", "lif")}
+make_layer = make_recurrent_layer
 TOLERANCE = {torch.float32: 1e-6, torch.float64: 1e-10}
 EXP_TOLERANCE = {torch.float32: 1e-6, torch.float64: 1e-14}  # AdEx states: numpy's exp
 
@@ -69,25 +73,6 @@ def triton_runs(monkeypatch):
     return recording
 
 
-def make_layer(kind, backend, F=3, N=37, method="super", learnable=(), autapses=False, dtype=torch.float64,
-               params=None, seed=0):
-    """``params``: more fields of the parameters (AdEx's integrator, say)."""
-    layer_class, params_class, _ = LAYERS[kind]
-    alpha = 7.0 if method in ("triangle", "sigmoid", "tanh") else 30.0
-    fields = [f for f in params_class._fields if f not in ("method", "alpha", "integrator")]
-    g = torch.Generator().manual_seed(seed)
-    w_in = (torch.rand(N, F, generator=g) * 2 + 0.5) * 0.4 / F  # excitatory input
-    w_rec = torch.randn(N, N, generator=g) * 2 / N**0.5
-    layer = layer_class(
-        F, N, params_class(method=method, alpha=alpha, **(params or {})), autapses=autapses,
-        learnable=fields if learnable == "all" else learnable, input_weights=w_in, recurrent_weights=w_rec,
-        backend=backend,
-    ).to(dtype)
-    with torch.no_grad():  # every neuron's learnable constants differ
-        for name in layer.learnable:
-            value = getattr(layer, name)
-            setattr(layer, name, value * (1 + 0.2 * torch.rand(value.shape, generator=g, dtype=dtype)))
-    return layer
 
 
 def inputs(kind, dtype, T=7, B=2, **kwargs):
