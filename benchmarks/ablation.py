@@ -50,7 +50,7 @@ def last_value(rows: list[dict[str, str]], key: str) -> float:
 def run_variant(overrides: list[str], steps: int, out_dir: Path) -> dict[str, float]:
     from hydra import compose, initialize_config_dir
 
-    from train import train
+    from snn.training.run import run as train
 
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=[

@@ -32,7 +32,7 @@ from omegaconf import OmegaConf
 from torch.utils.data import default_collate
 
 from snn.data.memory_tasks import StoreRecall, sample_rng
-from snn.training.instantiation import build_from_config
+from snn.training.checkpointing.instantiation import build_from_config
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 QUICK = ["dataset.T=60", "dataset.input_shape=[60,20]", "dataset.task.frame_ms=10", "dataset.task.frames=6",

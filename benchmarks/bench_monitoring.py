@@ -24,7 +24,7 @@ from hydra import compose, initialize_config_dir
 ROOT = Path(__file__).parents[1]
 sys.path.insert(0, str(ROOT))
 
-import train as train_script  # noqa: E402
+from snn.training.run import build  # noqa: E402
 
 MONITORS = ("spike_statistics", "spike_raster", "neuron_params", "hparams")
 
@@ -42,7 +42,7 @@ def fit_seconds(output_dir: Path, monitored: bool, steps: int, epochs: int) -> f
         overrides += [f"callbacks.{name}=null" for name in MONITORS]
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=overrides)
-    module, datamodule, trainer = train_script.build(cfg)
+    module, datamodule, trainer = build(cfg)
     start = time.perf_counter()
     trainer.fit(module, datamodule=datamodule)
     return time.perf_counter() - start

@@ -1,4 +1,4 @@
-"""What several test modules share: composing configs, hooking a callback into train.py's Trainer,
+"""What several test modules share: composing configs, hooking a callback into the Trainer of snn.training.run.fit,
 writing IDX files, comparing gradients. Test modules import from here, never from each other."""
 
 from __future__ import annotations
@@ -27,17 +27,17 @@ def make_cfg(tmp_path: Path, *overrides: str, hydra: bool = False):
 
 
 def with_callback(monkeypatch, callback) -> None:
-    """Makes train.train() add ``callback`` to the Trainer it builds."""
-    import train as train_script
+    """Makes ``snn.training.run.fit`` add ``callback`` to the Trainer it builds."""
+    import snn.training.run.fitting as fitting
 
-    build = train_script.build
+    build = fitting.build
 
     def build_with_callback(cfg):
         module, datamodule, trainer = build(cfg)
         trainer.callbacks.append(callback)
         return module, datamodule, trainer
 
-    monkeypatch.setattr(train_script, "build", build_with_callback)
+    monkeypatch.setattr(fitting, "build", build_with_callback)
 
 
 def idx_bytes(array: np.ndarray, code: int = 0x08) -> bytes:

@@ -12,8 +12,8 @@ from omegaconf import OmegaConf
 from snn.data import FashionMNISTDataModule, SyntheticDataModule
 from snn.models import SpikingClassifier, SpikingConvClassifier
 from snn.neurons import LIF, LIFAdEx
+from snn.training.run import build
 from tests.helpers import CONF, ROOT, make_cfg
-from train import build
 
 GROUPS = ("model", "dataset", "trainer", "logger", "callbacks", "experiment", "debug")
 

@@ -88,4 +88,4 @@ def test_cpu_ddp_as_a_user_types_it(tmp_path):
     output = train_py("trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "dataset=synthetic", "debug=fdr",
                       "model.T=4", f"hydra.run.dir={tmp_path / 'run'}", f"paths.data_dir={tmp_path}")
     assert "Starting with 2 processes" in output and "trainer.sync_batchnorm is off" in output
-    assert "intra-op thread(s) per process (" in output  # the rule of snn.training.threads, said once
+    assert "intra-op thread(s) per process (" in output  # the rule of snn.training.run.threads, said once

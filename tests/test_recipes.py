@@ -13,9 +13,10 @@ import torch
 from omegaconf import OmegaConf
 
 from snn.data import FashionMNISTDataModule
-from snn.training.config_errors import ConfigError
+from snn.errors import ConfigError
+from snn.training.run import build
+from snn.training.run import run as train
 from tests.helpers import ROOT, compose_config, idx_bytes, make_cfg
-from train import build, train
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 

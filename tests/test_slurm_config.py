@@ -10,11 +10,11 @@ import time
 import pytest
 from omegaconf import OmegaConf
 
+from snn.errors import ConfigError
 from snn.training import load_checkpoint
-from snn.training.config_errors import ConfigError
-from snn.training.run_directory import check_fresh_output_dir
+from snn.training.run import build
+from snn.training.run.directory import check_fresh_output_dir
 from tests.helpers import ROOT, make_cfg
-from train import build
 
 # What srun sets for a one-task job (Lightning's SLURMEnvironment reads these).
 SLURM_TASK = {"SLURM_NTASKS": "1", "SLURM_NTASKS_PER_NODE": "1", "SLURM_NNODES": "1", "SLURM_PROCID": "0",

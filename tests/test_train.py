@@ -10,8 +10,8 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from snn.training import SpikingClassifierModule
+from snn.training.run import run as train
 from tests.helpers import ROOT, make_cfg, with_callback
-from train import train
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 

@@ -25,10 +25,11 @@ Either way a ``conf/dataset/<name>.yaml`` whose ``_target_`` names the class (ex
 tests in ``tests/data/`` that write a few samples in the set's real format.
 """
 
+from snn.errors import DataError
+
 from .audio_spikes import SHDDataModule, SSCDataModule, read_hdf5
 from .binning import EVENT_DTYPE, FrameSpec, make_events, pad_collate
 from .datamodule import EventDataModule
-from .errors import DataError
 from .event_camera import (
     DVSGestureDataModule,
     NMNISTDataModule,

@@ -27,7 +27,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from .errors import DataError
+from snn.errors import DataError
+
 from .limits import check_elements
 
 EVENT_DTYPE = np.dtype([("t", "<i8"), ("x", "<i2"), ("y", "<i2"), ("p", "<i1")])

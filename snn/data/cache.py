@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DataError
+from snn.errors import DataError
 
 FORMAT_VERSION = 2  # bump when the stored layout or a reader's output changes (2: events checked on the sensor)
 TEMPORARY = re.compile(r"\.[^.]+\.([^.]+)\.(\d+)\.[0-9a-f]{8}")  # .<entry>.<host>.<pid>.<random>

@@ -27,10 +27,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from snn.errors import DataError
+
 from .binning import EVENT_DTYPE, SPARSE_DTYPE, FrameSpec, check_events, densify, pad_collate
 from .cache import CachedSamples, file_fingerprint, load_or_build
 from .download import Remote, fetch, unpack
-from .errors import DataError
 from .images import FileDataModule
 from .limits import check_elements
 from .transforms import EventTransforms

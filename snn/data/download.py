@@ -17,7 +17,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import DataError
+from snn.errors import DataError
 
 urlopen = urllib.request.urlopen
 

@@ -1,7 +1,6 @@
-"""The error types the training stack raises for bad input, shared by every data set family."""
+"""The error types the training stack raises for bad input, shared by every data set family (defined
+in :mod:`snn.errors`; re-exported here)."""
 
-from __future__ import annotations
+from snn.errors import DataError
 
-
-class DataError(ValueError):
-    """A dataset file that is corrupt, truncated or inconsistent with the others or the config."""
+__all__ = ["DataError"]

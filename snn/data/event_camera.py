@@ -33,10 +33,11 @@ from typing import Any
 
 import numpy as np
 
+from snn.errors import DataError
+
 from .binning import checked_columns, make_events
 from .datamodule import EventDataModule
 from .download import Remote
-from .errors import DataError
 from .limits import check_elements
 
 NMNIST_SIZE = 34

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import DataError
+from snn.errors import DataError
+
 from .limits import check_bytes, max_bytes
 
 # IDX type code -> numpy dtype (big-endian)

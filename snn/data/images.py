@@ -17,7 +17,8 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
-from .errors import DataError
+from snn.errors import DataError
+
 from .idx import read_idx
 from .limits import check_elements
 

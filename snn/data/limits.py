@@ -11,12 +11,11 @@ from __future__ import annotations
 import math
 import os
 
+from snn.errors import SizeLimitError  # noqa: F401 (re-exported)
+
 ENV = "SNN_MAX_ALLOC_GB"
 DEFAULT_GB = 4.0
 
-
-class SizeLimitError(ValueError):
-    """A declared size beyond the allocation limit (``SNN_MAX_ALLOC_GB``)."""
 
 
 def max_bytes() -> int:

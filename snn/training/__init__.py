@@ -1,8 +1,8 @@
 """The training stack: LightningModule, checkpoints, failures and callbacks (needs the `train` extra);
 the DataModules are in :mod:`snn.data`."""
 
-from .checkpoint_io import CheckpointWriteError, NonFiniteCheckpointError, SafeCheckpointIO
-from .checkpoints import (
+from .checkpointing.checkpoint_io import CheckpointWriteError, NonFiniteCheckpointError, SafeCheckpointIO
+from .checkpointing.checkpoints import (
     CheckpointError,
     RNGStateCheckpoint,
     check_model_config,
@@ -10,8 +10,8 @@ from .checkpoints import (
     load_classifier,
     load_module,
 )
+from .checkpointing.instantiation import build_from_config
 from .failures import InterruptCheckpoint, NonFiniteError, NonFiniteGuard
-from .instantiation import build_from_config
 from .module import SpikingClassifierModule
 from .monitoring import (
     ConfigHyperparameters,

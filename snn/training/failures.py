@@ -12,11 +12,10 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 
+from snn.errors import NonFiniteError  # noqa: F401 (re-exported)
+
 ADVICE = "Lower optimizer.lr, set trainer.gradient_clip_val, or check the data."
 
-
-class NonFiniteError(FloatingPointError):
-    """The training loss, a gradient, a weight or an optimizer state became NaN or infinite."""
 
 
 def _last_good_checkpoint(trainer: L.Trainer) -> str:

@@ -18,12 +18,15 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from snn.data.limits import check_elements
+from snn.errors import (
+    ConfigError,
+    ScheduleError,  # noqa: F401 (re-exported)
+)
 from snn.models import SpikeRecorder, check_model
 from snn.neurons.module import NeuronModule
 
-from .config_errors import ConfigError
-from .instantiation import build_from_config, weights_budget
-from .safe_load import check_targets, load_checkpoint
+from .checkpointing.instantiation import build_from_config, weights_budget
+from .checkpointing.safe_load import check_targets, load_checkpoint
 
 STAGES = ("train", "val", "test")
 
@@ -36,9 +39,6 @@ RATE_PENALTY = "train/rate_penalty"
 _PROGRESS = frozenset({"last_epoch", "_step_count", "_last_lr", "_get_lr_called_within_step", "_is_initial",
                        "verbose", "base_lrs"})
 
-
-class ScheduleError(ValueError):
-    """A training epoch would run with every learning rate at 0."""
 
 
 def loss_metric(stage: str) -> str:
@@ -135,17 +135,28 @@ class SpikingClassifierModule(L.LightningModule):
                              hparams_file: Any = None, strict: bool | None = None,
                              weights_only: bool | None = None, trusted: Iterable[str] | str | None = None,
                              **overrides: Any) -> SpikingClassifierModule:
-        """The module of a checkpoint, read as data: :func:`~snn.training.safe_load.load_checkpoint`
+        """The module of a checkpoint, read as data: :func:`~snn.training.checkpointing.safe_load.load_checkpoint`
         checks the file's integrity, unpickles it with ``weights_only=True`` and refuses any
         ``_target_`` outside our own classes *before* ``__init__`` instantiates the configs.
         Lightning's own version unpickles first and builds whatever the file names.
         A ``weights_only`` of False is not honoured; ``hparams_file`` is not supported (the checkpoint
         carries its configs); ``overrides`` replace hyperparameters (checked as well). ``trusted``
         names your own packages or classes a checkpoint may build too (``["mynet", "mypkg.optim.Lion"]``;
-        see :func:`~snn.training.safe_load.trusted_names`): your choice, never the file's."""
+        see :func:`~snn.training.checkpointing.safe_load.trusted_names`): your choice, never the file's."""
         if hparams_file is not None:
             raise ValueError("hparams_file is not supported: the checkpoint carries the configs that built it.")
         checkpoint = load_checkpoint(checkpoint_path, map_location, trusted)
+        return cls.from_checkpoint(checkpoint, checkpoint_path, map_location, strict, trusted, **overrides)
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: dict[str, Any], checkpoint_path: str | Path, map_location: Any = "cpu",
+                        strict: bool | None = None, trusted: Iterable[str] | str | None = None,
+                        **overrides: Any) -> SpikingClassifierModule:
+        """The module of a checkpoint dictionary already read by
+        :func:`~snn.training.checkpointing.safe_load.load_checkpoint` (with the same ``map_location``
+        and ``trusted``), so that a caller that needs the dictionary too reads the file once;
+        ``checkpoint_path`` names the file in errors. The configs, with ``overrides``, are checked
+        before anything is built (:meth:`load_from_checkpoint`)."""
         hyper_parameters = {**checkpoint["hyper_parameters"], **overrides}
         check_targets(hyper_parameters, checkpoint_path, trusted)
         accepted = inspect.signature(cls.__init__).parameters

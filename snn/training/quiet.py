@@ -7,7 +7,7 @@ that contradicts what we do:
 
 - Lightning's "💡 Tip: ... litlogger / litmodels" (an advertisement, on every run);
 - "`weights_only` was not set, defaulting to `False`" (Lightning, when it saves the checkpoint of
-  an interrupted run: we load checkpoints with ``weights_only=True``, ``snn.training.safe_load``);
+  an interrupted run: we load checkpoints with ``weights_only=True``, ``snn.training.checkpointing.safe_load``);
 - torch's FutureWarning "``isinstance(treespec, LeafSpec)`` is deprecated", raised by Lightning's
   own ``_pytree`` module (nothing in our code uses it);
 - alembic's INFO lines when Optuna's sweeper opens or creates its SQLite study (``setup plugin

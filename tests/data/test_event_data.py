@@ -38,8 +38,8 @@ from snn.data import download as download_module
 from snn.data.binning import densify
 from snn.data.download import Remote
 from snn.models.encoders import EventFramesEncoder
+from snn.training.run import run as train
 from tests.helpers import ROOT, compose_config
-from train import train
 
 # Writers of each format (the inverse of the readers, written from the format descriptions).
 

@@ -20,8 +20,9 @@ from snn.data.memory_tasks import (
     stack_samples,
     steps,
 )
+from snn.training.run import build
+from snn.training.run import run as train
 from tests.helpers import ROOT, make_cfg
-from train import build, train
 
 # A small STORE-RECALL: 6 frames of 10 ms (T = 60), 4 groups of 5 inputs.
 SMALL_STORE_RECALL = ["dataset.T=60", "dataset.input_shape=[60,20]", "dataset.task.frame_ms=10",

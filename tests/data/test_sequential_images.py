@@ -13,8 +13,8 @@ from snn.data.sequential_images import (
     pixel_permutation,
 )
 from snn.models.encoders import LatencyEncoder
+from snn.training.run import run as train
 from tests.helpers import make_cfg, write_mnist
-from train import train
 
 
 def sequential(tmp_path, cls=SequentialFashionMNISTDataModule, **kwargs):

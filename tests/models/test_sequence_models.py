@@ -179,7 +179,7 @@ def test_bad_input_error():
 def test_config_trains_on_synthetic_sequences(model, tmp_path):
     """model=radex / rlif with the synthetic data shaped as sequences (20 steps of 8 features):
     built from the config, a few optimizer steps lower the loss."""
-    from train import build
+    from snn.training.run import build
 
     cfg = compose_config(f"model={model}", "dataset=synthetic", "dataset.input_shape=[20,8]",
                          f"paths.output_dir={tmp_path}", "model.hidden=[32]", "model.readout.backend=python")

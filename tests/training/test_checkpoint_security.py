@@ -14,6 +14,7 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import OmegaConf
 
+from snn.errors import ConfigError
 from snn.training import (
     CheckpointError,
     SafeCheckpointIO,
@@ -22,10 +23,9 @@ from snn.training import (
     load_checkpoint,
     load_classifier,
 )
-from snn.training.config_errors import ConfigError
-from snn.training.safe_load import ALLOWED_TARGETS, check_targets
+from snn.training.checkpointing.safe_load import ALLOWED_TARGETS, check_targets
+from snn.training.run import run as train
 from tests.helpers import make_cfg
-from train import train
 
 SMALL = ["dataset=synthetic", "model.T=6", "model.hidden=16", "model.conv=null", "trainer.accelerator=cpu",
          "logger=none", "test=false"]

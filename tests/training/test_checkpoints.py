@@ -12,7 +12,8 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-import snn.training.checkpoint_io as checkpoint_io
+import snn.training.checkpointing.checkpoint_io as checkpoint_io
+from snn.errors import ConfigError
 from snn.training import (
     CheckpointError,
     CheckpointWriteError,
@@ -23,9 +24,9 @@ from snn.training import (
     load_classifier,
     load_module,
 )
-from snn.training.config_errors import ConfigError
+from snn.training.run import build
+from snn.training.run import run as train
 from tests.helpers import make_cfg, with_callback
-from train import build, train
 
 # Randomness everywhere a resume could lose it: shuffled batches, Poisson input spikes, dropout.
 RANDOM = ["dataset=synthetic", "model.T=6", "model.hidden=16", "model.conv=null", "model.encoder.kind=poisson",
@@ -238,7 +239,7 @@ class SpoilWeightsAtEpochEnd(L.Callback):
 def test_a_checkpoint_naming_the_old_data_module_paths_loads_on_every_path(tmp_path, trained):
     """The image DataModules moved from snn.training to snn.data; a checkpoint carries the run config
     with the old ``_target_``. Evaluation builds that data set under its new path
-    (``snn.training.evaluation``), so such a checkpoint still rebuilds, evaluates and resumes."""
+    (``snn.training.run.evaluation``), so such a checkpoint still rebuilds, evaluates and resumes."""
     checkpoint = load_checkpoint(trained)
     assert checkpoint["hyper_parameters"]["config"]["dataset"]["_target_"] == "snn.data.SyntheticDataModule"
     checkpoint["hyper_parameters"]["config"]["dataset"]["_target_"] = "snn.training.SyntheticDataModule"

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from snn.errors import ConfigError
 from snn.training import load_checkpoint
-from snn.training.config_errors import ConfigError
+from snn.training.run import run as train
 from tests.helpers import make_cfg
-from train import train
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 QUICK = ["trainer.accelerator=cpu", "logger=none", "test=false", "callbacks.spike_raster=null",

@@ -17,12 +17,13 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-import train as train_script
+import snn.train as train_script
+from snn.errors import ConfigError
 from snn.training import NonFiniteError, load_checkpoint
-from snn.training.config_errors import ConfigError, explain_composition_error
-from snn.training.resume import check_epochs_left
+from snn.training.run import run as train
+from snn.training.run.config_errors import explain_composition_error
+from snn.training.run.resume import check_epochs_left
 from tests.helpers import CONF, ROOT, make_cfg, with_callback
-from train import train
 
 DATASETS = ", ".join(sorted(p.stem for p in (ROOT / "conf" / "dataset").glob("*.yaml")))
 SMALL = ["dataset=synthetic", "model.T=6", "model.hidden=16", "model.conv=null", "trainer.max_epochs=2",
@@ -134,9 +135,9 @@ def test_main_exits_non_zero_with_the_message(tmp_path, monkeypatch):
     def stop(cfg):
         raise NonFiniteError("Training loss became nan at epoch 3, global step 40 (batch 4 of the epoch); ...")
 
-    monkeypatch.setattr(train_script, "train", stop)
+    monkeypatch.setattr(train_script, "run", stop)
     with pytest.raises(SystemExit) as exit_:
-        train_script.main.__wrapped__(make_cfg(tmp_path))
+        train_script.hydra_main.__wrapped__(make_cfg(tmp_path))
     assert exit_.value.code == ("Training stopped: Training loss became nan at epoch 3, global step 40 "
                                 "(batch 4 of the epoch); ...")
 
@@ -150,9 +151,9 @@ def test_main_reports_a_checkpoint_that_could_not_be_written_in_one_sentence(tmp
     def full_disk(cfg):
         raise CheckpointWriteError(sentence)
 
-    monkeypatch.setattr(train_script, "train", full_disk)
+    monkeypatch.setattr(train_script, "run", full_disk)
     with pytest.raises(SystemExit) as exit_:
-        train_script.main.__wrapped__(make_cfg(tmp_path))
+        train_script.hydra_main.__wrapped__(make_cfg(tmp_path))
     assert exit_.value.code == f"Checkpoint not written: {sentence}"
 
 

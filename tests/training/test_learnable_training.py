@@ -9,8 +9,8 @@ import torch
 from snn.models import SpikingSequenceClassifier
 from snn.training import SpikingClassifierModule, load_classifier
 from snn.training.monitoring.statistics import learned_constants
+from snn.training.run import run as train
 from tests.helpers import make_cfg
-from train import train
 
 ADAPTATION = ("tau_ada_inv", "adaptation_current", "adaptation_spike")
 

@@ -2,8 +2,8 @@
 
 import pytest
 
+from snn.training.run import run as train
 from tests.helpers import make_cfg
-from train import train
 
 
 def test_data_of_another_shape_than_the_model_is_named_with_both_shapes(tmp_path):

@@ -9,8 +9,8 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 
 from snn.training import NeuronParameterHistograms, SpikeStatistics, load_classifier
 from snn.training.monitoring import NeuronSpikeCounts, flatten_config
+from snn.training.run import run as train
 from tests.helpers import make_cfg
-from train import train
 
 SMALL = ["dataset=synthetic", "model.T=8", "model.hidden=24", "model.conv=null", "trainer.accelerator=cpu",
          "model.encoder.scale=3.0", "test=false"]

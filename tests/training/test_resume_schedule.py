@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from snn.errors import ConfigError
 from snn.training import load_checkpoint
-from snn.training.config_errors import ConfigError
 from snn.training.module import SpikingClassifierModule
+from snn.training.run import run as train
 from tests.helpers import make_cfg
-from train import train
 
 TINY = ["dataset=synthetic", "dataset.num_train=192", "dataset.val_size=64", "dataset.num_test=64",
         "dataset.batch_size=64", "model.T=4", "model.hidden=8", "model.conv=null", "trainer.accelerator=cpu",

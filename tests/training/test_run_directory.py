@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from snn.training.config_errors import ConfigError
-from snn.training.run_directory import claim_run_dir, release_run_dir
+from snn.errors import ConfigError
+from snn.training.run import run as train
+from snn.training.run.directory import claim_run_dir, release_run_dir
 from tests.helpers import ROOT, make_cfg
-from train import train
 
 SMALL = ["dataset=synthetic", "model.T=6", "model.hidden=16", "model.conv=null", "trainer.max_epochs=2",
          "trainer.accelerator=cpu", "logger=none", "test=false"]

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-import snn.training.run_directory as run_directory
-from snn.training.config_errors import ConfigError
-from snn.training.run_directory import claim_run_dir, release_run_dir
+import snn.training.run.directory as run_directory
+from snn.errors import ConfigError
+from snn.training.run.directory import claim_run_dir, release_run_dir
 from tests.helpers import ROOT
 
 

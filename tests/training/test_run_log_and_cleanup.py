@@ -76,7 +76,7 @@ def test_a_run_refused_for_a_directory_in_use_leaves_that_runs_lock_alone(tmp_pa
     held = tmp_path / "held"
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time; from pathlib import Path; "
-         "from snn.training.run_directory import claim_run_dir; claim_run_dir(Path(sys.argv[1])); print('held', "
+         "from snn.training.run.directory import claim_run_dir; claim_run_dir(Path(sys.argv[1])); print('held', "
          "flush=True); time.sleep(120)", str(held)],
         env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, text=True)
     try:

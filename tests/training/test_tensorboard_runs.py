@@ -11,9 +11,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from snn.training.monitoring import COLUMNS, comparison_hparams
-from snn.training.run_directory import register_run_id
+from snn.training.run import run as train
+from snn.training.run.directory import register_run_id
 from tests.helpers import compose_config, make_cfg
-from train import train
 
 TINY = ["dataset=synthetic", "dataset.num_train=320", "dataset.val_size=64", "dataset.num_test=64",
         "dataset.batch_size=32", "model.T=4", "model.hidden=8", "model.conv=null", "trainer.accelerator=cpu",

@@ -1,4 +1,4 @@
-"""Threads per training process (snn.training.threads): usable cores // (processes per host x jobs
+"""Threads per training process (snn.training.run.threads): usable cores // (processes per host x jobs
 side by side), overridden by the config's ``threads`` or OMP_NUM_THREADS; train() applies it."""
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ import torch
 from omegaconf import OmegaConf
 
 from snn.training import threads
+from snn.training.run import build
+from snn.training.run import run as train
 from tests.helpers import make_cfg, with_callback
-from train import build, train
 
 
 @pytest.fixture

@@ -9,12 +9,12 @@ import sys
 import pytest
 import torch
 
+from snn.errors import ConfigError
 from snn.training import CheckpointError, SpikingClassifierModule, load_checkpoint, load_classifier
-from snn.training.config_errors import ConfigError
-from snn.training.safe_load import trusted_names
+from snn.training.checkpointing.safe_load import trusted_names
+from snn.training.run import run as train
 from tests.helpers import make_cfg
 from tests.user_package import user_overrides, write_user_package
-from train import train
 
 TINY = ["dataset=synthetic", "dataset.num_train=192", "dataset.val_size=64", "dataset.num_test=64",
         "trainer.accelerator=cpu", "logger=none", "test=false", "callbacks.spike_raster=null",

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import warnings
 
+from snn.errors import BackendUnavailable
+
 from .cpp import CppBackend
 from .python import PythonBackend
-from .spec import Backend, BackendUnavailable, KernelOptions
+from .spec import Backend, KernelOptions
 from .triton import TritonBackend
 
 REGISTRY: dict[str, Backend] = {

@@ -8,6 +8,8 @@ from typing import NamedTuple, Protocol
 
 import torch
 
+from snn.errors import BackendUnavailable  # noqa: F401 (re-exported)
+
 from ..constants import check_integrator
 from ..surrogate import SURROGATES, check_alpha, surrogate_derivative
 
@@ -93,10 +95,6 @@ class KernelOptions:
     def symplectic(self) -> bool:
         return self.integrator == "symplectic"
 
-
-class BackendUnavailable(RuntimeError):
-    """A backend that covers a case but cannot run on this machine (its library does not build,
-    its compiler does not import): ``auto`` warns once and takes the next backend."""
 
 
 class Backend(Protocol):

@@ -41,7 +41,7 @@ from typing import NamedTuple
 
 import torch
 
-from ..spec import BackendUnavailable
+from snn.errors import BackendUnavailable
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cpu_kernels.cpp")
 CFLAGS = ("-O3", "-ffp-contract=off", "-fopenmp", "-fno-math-errno")

@@ -27,10 +27,7 @@ import torch
 from torch import nn
 
 import snn.models
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file that is refused: missing parts, damaged, or asking for more than data."""
+from snn.errors import CheckpointError  # noqa: F401 (re-exported)
 
 
 def _public_classes(module: Any, base: type | tuple[type, ...]) -> frozenset[str]:

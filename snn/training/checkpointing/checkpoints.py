@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..module import SpikingClassifierModule
 from .instantiation import build_from_config, weights_budget
-from .module import SpikingClassifierModule
 from .safe_load import CheckpointError, load_checkpoint, read_checkpoint  # noqa: F401 (re-exported)
 
 
@@ -73,9 +73,14 @@ def load_classifier(path: str | Path, map_location: Any = "cpu", trusted: Iterab
 
 
 def load_module(path: str | Path, map_location: Any = "cpu", trusted: Iterable[str] | str | None = None,
-                **overrides: Any) -> SpikingClassifierModule:
+                checkpoint: dict[str, Any] | None = None, **overrides: Any) -> SpikingClassifierModule:
     """The ``SpikingClassifierModule`` of a checkpoint, checked before anything is built:
-    ``SpikingClassifierModule.load_from_checkpoint`` (which reads through :mod:`.safe_load`)."""
+    ``SpikingClassifierModule.load_from_checkpoint`` (which reads through :mod:`.safe_load`).
+    ``checkpoint``: the file's dictionary when the caller has read it already (``load_checkpoint(path,
+    map_location, trusted)``), so the file is read and verified once."""
+    if checkpoint is not None:
+        return SpikingClassifierModule.from_checkpoint(checkpoint, path, map_location=map_location, trusted=trusted,
+                                                       **overrides)
     return SpikingClassifierModule.load_from_checkpoint(path, map_location=map_location, trusted=trusted, **overrides)
 
 

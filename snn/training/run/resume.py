@@ -9,8 +9,8 @@ from pathlib import Path
 from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig
 
-from .checkpoints import config_differences, load_checkpoint
-from .module import SpikingClassifierModule
+from ..checkpointing.checkpoints import config_differences, load_checkpoint
+from ..module import SpikingClassifierModule
 
 
 def requeued_slurm_job(output_dir: Path) -> bool:

@@ -6,9 +6,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-
-class ConfigError(ValueError):
-    """A bad config value, a missing or mismatched checkpoint: reported in one paragraph, no traceback."""
+from snn.errors import ConfigError  # noqa: F401 (re-exported)
 
 
 def explain_composition_error(conf_dir: Path, overrides: list[str]) -> str | None:

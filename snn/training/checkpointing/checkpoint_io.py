@@ -20,15 +20,9 @@ from typing import Any
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from snn.errors import CheckpointWriteError, NonFiniteCheckpointError  # noqa: F401 (re-exported)
+
 from .safe_load import read_checkpoint
-
-
-class CheckpointWriteError(OSError):
-    """A checkpoint could not be written (disk full, no permission...); the previous file is intact."""
-
-
-class NonFiniteCheckpointError(FloatingPointError):
-    """A checkpoint was about to store a NaN or infinite weight: it was not written."""
 
 
 def _tensors(node: Any, where: str) -> Iterator[tuple[str, torch.Tensor]]:

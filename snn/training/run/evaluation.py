@@ -1,4 +1,4 @@
-"""Evaluating a checkpoint (``train.py train=false ckpt_path=...``): the checkpoint's own model and
+"""Evaluating a checkpoint (``snn-train train=false ckpt_path=...``, :func:`evaluate`): the checkpoint's own model and
 data set, unless the command line says otherwise, tested.
 
 A checkpoint written by train.py carries the whole run config (``hyper_parameters["config"]``): the
@@ -17,23 +17,25 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from omegaconf import OmegaConf
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf
 
-from snn.data import DataError
+from snn.errors import CheckpointError, ConfigError, DataError
 
-from .checkpoints import load_module
-from .config_errors import ConfigError
-from .instantiation import build_from_config
-from .run_log import report
-from .safe_load import (
+from ..checkpointing.checkpoints import load_module
+from ..checkpointing.instantiation import build_from_config
+from ..checkpointing.safe_load import (
     ALLOWED_TARGETS,
-    CheckpointError,
     _public_classes,
     check_config_targets,
     load_checkpoint,
     trusted_names,
 )
+from .building import build_trainer, container
+from .directory import claim_run_dir
+from .log import report
 from .signals import exit_on_sigterm
+from .threads import apply_threads
 
 # Config groups whose choice on the command line replaces the checkpoint's data set.
 DATASET_GROUPS = ("dataset", "experiment")
@@ -139,11 +141,11 @@ def evaluate_checkpoint(ckpt_path: str, dataset: Mapping[str, Any], model: Mappi
     ``load_checkpoint`` checks the file (integrity, weights_only, only our classes and ``trusted``
     ones in its configs) before anything is built from it."""
     try:
-        checkpoint = load_checkpoint(ckpt_path, trusted=trusted)
+        checkpoint = load_checkpoint(ckpt_path, trusted=trusted)  # read and verified once, used twice
         dataset, net, source = evaluation_configs(checkpoint, ckpt_path, dataset, model, overrides, trusted)
-        del checkpoint
         datamodule = build_from_config(dataset, "dataset")
-        module = load_module(ckpt_path, map_location="cpu", trusted=trusted, net=net)
+        module = load_module(ckpt_path, map_location="cpu", trusted=trusted, checkpoint=checkpoint, net=net)
+        del checkpoint
     except (ValueError, FileNotFoundError) as error:
         raise ConfigError(str(error)) from error
     net = module.net
@@ -165,3 +167,41 @@ def evaluate_checkpoint(ckpt_path: str, dataset: Mapping[str, Any], model: Mappi
         except (FileNotFoundError, DataError) as error:
             raise ConfigError(str(error)) from error
     return float(results[0]["test/acc"])
+
+
+def command_line_overrides() -> list[str]:
+    """The overrides of this Hydra run's command line ([] when called without Hydra)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def evaluate(cfg: DictConfig, overrides: Sequence[str] | None = None) -> float:
+    """Tests the checkpoint ``cfg.ckpt_path`` (``train=false``) and returns its test accuracy.
+
+    Its own model and data set, unless ``overrides`` (the command line's, read from Hydra when None)
+    choose a data set or change single keys (:func:`evaluation_configs`). ``cfg.trust`` names the
+    user's packages or classes the checkpoint may build.
+    """
+    L.seed_everything(cfg.seed, workers=True)
+    output_dir = Path(cfg.paths.output_dir).resolve()
+    if rank_zero_only.rank == 0:  # DDP's other processes share rank 0's directory
+        claim_run_dir(output_dir, Path(cfg.paths.data_dir).resolve())
+    ckpt_path, trusted = cfg.get("ckpt_path"), cfg.get("trust")
+    try:
+        trusted_names(trusted)
+        if not ckpt_path:
+            raise ValueError("train=false evaluates a checkpoint: add ckpt_path=<path to a .ckpt file>.")
+        if cfg.get("init_from"):
+            raise ValueError("init_from= starts a training from a checkpoint's weights; with train=false "
+                             "give the checkpoint to evaluate as ckpt_path= only.")
+        trainer = build_trainer(cfg)
+        apply_threads(cfg.get("threads"), trainer)  # cores // processes on this host (README, "Threads")
+    except (ValueError, FileNotFoundError) as error:
+        raise ConfigError(str(error)) from error
+    # cfg.model unresolved: the model is the checkpoint's, and the default model's
+    # ${dataset.input_shape} need not exist in a user's data set config.
+    value = evaluate_checkpoint(ckpt_path, container(cfg.dataset), cfg.model,
+                                command_line_overrides() if overrides is None else overrides, trainer, trusted)
+    report(f"Run directory: {output_dir}")
+    return value

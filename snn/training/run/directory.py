@@ -25,9 +25,10 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from .config_errors import ConfigError
+from snn.errors import ConfigError
+
+from .log import close_log_files_in, report
 from .resume import requeued_slurm_job
-from .run_log import close_log_files_in, report
 
 RUN_LOCK = ".run.lock"
 _claimed: dict[Path, int] = {}  # run directories this process holds -> descriptor of their locked RUN_LOCK
