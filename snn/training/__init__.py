@@ -1,5 +1,7 @@
 """The training stack: LightningModule, checkpoints, failures and callbacks (needs the `train` extra);
-the DataModules are in :mod:`snn.data`."""
+the DataModules are in :mod:`snn.data`, the run lifecycle (fit, evaluate) in :mod:`snn.training.run`."""
+
+from snn.errors import ConfigError, ScheduleError
 
 from .checkpointing.checkpoint_io import CheckpointWriteError, NonFiniteCheckpointError, SafeCheckpointIO
 from .checkpointing.checkpoints import (
@@ -26,6 +28,7 @@ __all__ = [
     "SpikingModelSummary", "neuron_counts", "summary_table",
     "SpikingClassifierModule", "build_from_config",
     "RNGStateCheckpoint", "check_model_config", "load_checkpoint", "load_classifier", "load_module",
+    "ConfigError", "ScheduleError",
     "CheckpointError", "CheckpointWriteError", "NonFiniteCheckpointError", "SafeCheckpointIO",
     "InterruptCheckpoint", "NonFiniteError", "NonFiniteGuard",
     "ConfigHyperparameters", "NeuronParameterHistograms", "SpikeRasterPlot", "SpikeStatistics",

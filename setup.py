@@ -1,0 +1,16 @@
+"""The one thing pyproject.toml cannot say: the repository's top-level ``conf/`` ships inside the
+package as ``snn/conf`` (one source of truth for checkouts and wheels; ``snn.train.config_dir``
+finds either). Everything else is in pyproject.toml."""
+
+from setuptools import find_namespace_packages, find_packages, setup
+
+CONF = ["snn.conf", *(f"snn.conf.{name}" for name in find_namespace_packages(where="conf"))]
+
+setup(
+    packages=[*find_packages(include=["snn", "snn.*"]), *CONF],
+    package_dir={"snn.conf": "conf"},  # its subpackages follow: snn.conf.model is conf/model
+    package_data={
+        "snn.neurons.fused.cpp": ["*.cpp"],  # the C++ source of the fused CPU kernels, compiled on first use
+        **{name: ["*.yaml"] for name in CONF},
+    },
+)
