@@ -1,5 +1,5 @@
 """Failure handling: NaN/inf loss, gradients and weights, bad config, corrupt data, Ctrl-C and SIGTERM
-(run directories: test_run_directory.py)."""
+(run directories: run/test_run_directory.py)."""
 
 import gzip
 import os

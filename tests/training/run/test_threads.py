@@ -10,8 +10,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from snn.training import threads
-from snn.training.run import build
+from snn.training.run import build, threads
 from snn.training.run import run as train
 from tests.helpers import make_cfg, with_callback
 
