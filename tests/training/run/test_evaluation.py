@@ -42,6 +42,19 @@ def test_evaluation_uses_the_checkpoints_data_set_and_model(tmp_path, synthetic,
     assert 0.0 <= accuracy <= 1.0
 
 
+def test_evaluation_reads_and_verifies_the_checkpoint_once(tmp_path, synthetic, monkeypatch):
+    """The configs and the module come from one read of the file (integrity check and unpickling)."""
+    from snn.training.checkpointing import safe_load
+
+    reads = []
+    read = safe_load.read_checkpoint
+    monkeypatch.setattr(safe_load, "read_checkpoint", lambda path, *args: reads.append(path) or read(path, *args))
+    once = evaluate(tmp_path / "once", synthetic)
+    assert reads == [Path(synthetic)]
+    monkeypatch.undo()
+    assert evaluate(tmp_path / "again", synthetic) == once
+
+
 def test_a_data_set_chosen_on_the_command_line_is_used_and_checked(tmp_path, synthetic, capsys):
     # The same shapes from the command line: used (a different noise level, so a different accuracy).
     evaluate(tmp_path / "same", synthetic, "dataset=synthetic", "dataset.input_shape=[2,6,6]",
