@@ -7,6 +7,7 @@ two) reads it in its parameter cell and shrinks its task, network and training t
 """
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -18,7 +19,8 @@ pytest.importorskip("ipykernel", reason="ipykernel (dev extra) runs the notebook
 from jupyter_client.kernelspec import KernelSpecManager  # noqa: E402  (installed with nbclient)
 from jupyter_client.manager import KernelManager  # noqa: E402
 
-NOTEBOOKS = sorted((Path(__file__).parents[1] / "notebooks").glob("*.ipynb"))
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 KERNEL = "snn-tests"
 # A cell that runs this long has hung (a notebook's run time is not asserted: on a loaded machine it
 # varies several-fold; the quick configuration takes well under a minute on an idle 2-core CPU).
@@ -53,6 +55,9 @@ def test_notebook_is_saved_without_outputs(path):
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs(path, kernel_specs, monkeypatch):
     monkeypatch.setenv(QUICK, "1")  # the kernel inherits this process's environment
+    # The kernel imports this checkout's snn, as the tests do (pytest's pythonpath), not the one the
+    # venv has installed (in a git worktree, the editable install points at another checkout).
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]))
     nb = nbformat.read(path, as_version=4)
     km = KernelManager(kernel_name=KERNEL, kernel_spec_manager=kernel_specs)
     client = nbclient.NotebookClient(nb, km=km, timeout=CELL_TIMEOUT_S,
