@@ -3,7 +3,8 @@
 The neuron equations live in the step functions of :mod:`snn.neurons.adex`, :mod:`~snn.neurons.lif`
 and :mod:`~snn.neurons.li`; the modules here only own the constants and create the initial state.
 
-The modules check the constants once, when they are built (:data:`PARAMETER_RANGES`); the step
+The modules check the constants once, when they are built (:data:`PARAMETER_RANGES`, and
+:data:`EULER_STABLE_STEP` for the inverse time constants at the module's ``dt``); the step
 functions are the hot path and check nothing, so a step function called directly with, say, a
 negative ``tau_mem_inv`` computes a growing voltage, as the equations say.
 
@@ -75,6 +76,35 @@ def check_range(owner: str, name: str, tensor: torch.Tensor) -> None:
     if name.endswith("_inv"):
         valid += " (an inverse time constant in 1/s; 0 means no decay)"
     raise ValueError(f"{owner}.{name} must be {valid}, got {got}.")
+
+
+# The largest ``dt * tau_inv`` an explicit Euler decay step takes. Each decay is
+# ``x' = (1 - c) x + ...`` with ``c = dt * tau_inv``: for ``0 <= c <= 1`` the factor lies in [0, 1]
+# and the state decays without changing sign (``c = 1`` empties it in one step, which is how NIR
+# import models a neuron without synapse, and NIR import refuses ``tau < dt`` for the same reason).
+# Above 1 the state alternates in sign; the synaptic current then drives the voltage in resonance
+# (at ``c = 2`` both factors are -1 and the voltage grows linearly), and above 2 every step
+# multiplies the state by more than 1 in magnitude: inf, then NaN, within a few dozen steps. LI's
+# output is its voltage, so it showed the divergence at once; in LIF and AdEx the synaptic current
+# and the voltage below threshold diverge the same way behind spikes that look finite.
+EULER_STABLE_STEP = 1.0
+
+
+def check_step(owner: str, name: str, tensor: torch.Tensor, dt: float) -> None:
+    """Raises a ValueError naming ``owner.name``, ``dt`` and the bound when an inverse time constant
+    makes the explicit Euler step unstable: ``dt * tau_inv > 1`` (see :data:`EULER_STABLE_STEP`)."""
+    if not name.endswith("_inv") or tensor.numel() == 0 or tensor.device.type == "meta":
+        return
+    largest = tensor.max().item()
+    if dt * largest <= EULER_STABLE_STEP:
+        return
+    outcome = "grows without bound (inf, then NaN)" if dt * largest > 2 else "oscillates in sign"
+    got = f"{largest:g}" if tensor.numel() == 1 else f"a tensor whose largest value is {largest:g}"
+    raise ValueError(
+        f"{owner}.{name} = {got} 1/s at dt = {dt!r} s gives dt * {name} = {dt * largest:.3g}: each explicit "
+        f"Euler step multiplies the state by 1 - dt * {name} = {1 - dt * largest:.3g}, so it "
+        f"{outcome}. Keep dt * {name} <= {EULER_STABLE_STEP:g}: {name} <= "
+        f"{EULER_STABLE_STEP / dt:.6g} at this dt, or dt <= {EULER_STABLE_STEP / largest:.3g} s.")
 
 
 # How a learnable constant is trained. The optimizer sees ``<name>_raw`` (one value per neuron, 0 at
@@ -208,6 +238,7 @@ class NeuronModule(nn.Module):
         for name in tensor_fields:
             tensor = _as_float_tensor(name, getattr(p, name))
             check_range(self.parameters_class.__name__, name, tensor)
+            check_step(self.parameters_class.__name__, name, tensor, self.dt)
             if name in learnable:
                 self._register_learnable(name, tensor)
             else:
@@ -276,6 +307,7 @@ class NeuronModule(nn.Module):
                              f"{self._tensor_fields}.")
         tensor = _as_float_tensor(name, value)
         check_range(self.parameters_class.__name__, name, tensor)
+        check_step(self.parameters_class.__name__, name, tensor, self.dt)
         kind = self._learned.get(name)
         if kind is None:
             buffer = self._buffers[name]
@@ -361,6 +393,7 @@ class NeuronModule(nn.Module):
                 continue  # the field as .p gave it: unchanged (a learnable one's value is computed anew)
             tensor = _as_float_tensor(name, value)
             check_range(self.parameters_class.__name__, name, tensor)
+            check_step(self.parameters_class.__name__, name, tensor, self.dt)
             changed[name] = tensor
         for name, tensor in changed.items():
             self.set_constant(name, tensor)

@@ -260,3 +260,50 @@ def test_linear_cell_and_trajectory_refuse_a_state_of_another_dtype():
     with pytest.raises(ValueError, match="state.v is torch.float32"):
         trajectory(LIF(), torch.rand(5, 2, 4, dtype=torch.float64),
                    LIFFeedForwardState(torch.zeros(2, 4), torch.zeros(2, 4)))
+
+
+# --- unstable Euler steps ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cls,params_class,args", MODULES)
+@pytest.mark.parametrize("name", ["tau_mem_inv", "tau_syn_inv", "tau_ada_inv"])
+@pytest.mark.parametrize("learnable", [False, True])
+def test_unstable_euler_step_is_refused(cls, params_class, args, name, learnable):
+    """dt * tau_inv = 1e9 (tau_inv = 1e12 at dt = 1e-3, the probe's case) would multiply the state by
+    1 - 1e9 each step: refused when the module is built, naming field, dt and the largest stable
+    value, on every module (LI's voltage showed the inf/NaN at once; LIF's and AdEx's hid it behind
+    spikes)."""
+    if name not in params_class._fields:
+        pytest.skip(f"{params_class.__name__} has no {name}")
+    p = params_class(**{name: 1e12})
+    kwargs = {}
+    if learnable:  # the modules with weights know their neurons; the others are told
+        kwargs = dict(learnable=(name,)) if args else dict(learnable=(name,), shape=(4,))
+    with pytest.raises(ValueError, match=rf"^{params_class.__name__}\.{name} = 1e\+12 1/s at dt = 0\.001 s .*"
+                                         rf"{name} <= 1000 at this dt"):
+        cls(*args, p=p, dt=1e-3, **kwargs)
+
+
+@pytest.mark.parametrize("name", ["tau_mem_inv", "tau_syn_inv"])
+def test_unstable_step_refused_when_set_later(name):
+    """set_constant and the .p setter check the same bound as the constructor."""
+    layer = LI(dt=1e-3)
+    with pytest.raises(ValueError, match=rf"LIParameters\.{name} = .*tensor whose largest value is 3000 1/s"):
+        layer.set_constant(name, torch.tensor([100.0, 3000.0]))
+    with pytest.raises(ValueError, match=rf"LIParameters\.{name} = 1e\+12"):
+        layer.p = layer.p._replace(**{name: 1e12})
+    v, _ = layer(torch.rand(20, 2, 3))  # nothing was changed
+    assert torch.isfinite(v).all()
+
+
+@pytest.mark.parametrize("backend", ["eager", "python", "cpp"])
+def test_largest_allowed_step_decays_and_the_next_is_refused(backend):
+    """At the bound, dt * tau_inv = 1, each step empties the current and the voltage (factor 0): LI's
+    voltage is the last step's input, bounded. Just above it the factors turn negative; at 2 the
+    current drives the voltage in resonance (grows linearly), so the bound is 1, not 2."""
+    layer = LI(LIParameters(tau_mem_inv=1000.0, tau_syn_inv=1000.0), dt=1e-3, backend=backend)
+    x = torch.rand(500, 2, 3, dtype=F64)
+    v, state = layer(x)
+    assert torch.isfinite(v).all() and v.abs().max() <= 2 * x.abs().max()
+    with pytest.raises(ValueError, match=r"tau_mem_inv = 2000 .*oscillates in sign"):
+        LI(LIParameters(tau_mem_inv=2000.0), dt=1e-3, backend=backend)
