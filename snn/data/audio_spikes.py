@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from snn.errors import DataError
+from snn.hdf5_structure import structure_problem
 
 from .binning import checked_columns
 from .datamodule import EventDataModule
@@ -46,7 +47,8 @@ def declared_storage(dataset: Any, n: int) -> str | None:
 def read_hdf5(path: Path, channels: int = CHANNELS) -> Iterator[tuple[np.ndarray, int]]:
     """``(events, label)`` of every sample in an SHD/SSC file; a damaged file raises DataError.
 
-    The sizes the file declares are checked against what it stores before anything is read (a few-kB
+    A file that reads outside itself or loops is refused first (:mod:`snn.hdf5_structure`). The
+    sizes the file declares are checked against what it stores before anything is read (a few-kB
     file declaring 10^8 samples is refused at once), and every sample's times, units and label
     before they are converted (times beyond ``MAX_TIME_US`` would wrap in int64)."""
     import h5py  # the `train` stack does not need it: imported only when audio data is read
@@ -59,6 +61,9 @@ def read_hdf5(path: Path, channels: int = CHANNELS) -> Iterator[tuple[np.ndarray
     except OSError as error:
         raise bad(f"is not a readable HDF5 file ({error})") from None
     with f:
+        problem = structure_problem(f)  # before any node is opened: it may read another file
+        if problem:
+            raise bad(f"is not a self-contained SHD/SSC file: {problem}")
         try:
             times, units, labels = f["spikes/times"], f["spikes/units"], f["labels"]
         except KeyError as error:

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from snn.hdf5_structure import structure_problem
 from snn.neurons import LI, LIF, LIFParameters, LIFRecurrent, LIParameters
 
 from .sequential import Scale, SpikingSequential
@@ -30,8 +31,10 @@ _NEURONS = (nir.CubaLIF, nir.CubaLI, nir.LIF, nir.LI)
 
 
 def _check_file(path: str, max_bytes: int) -> None:
-    """Refuse a NIR (HDF5) file whose datasets declare more than ``max_bytes`` in all, from their
-    shapes and dtypes alone (nothing is read), or that links to other files."""
+    """Refuse a NIR (HDF5) file that reads outside itself or loops (:mod:`snn.hdf5_structure`:
+    external links and raw storage, virtual datasets, soft links to groups, hard-link cycles), or whose
+    datasets declare more than ``max_bytes`` in all, from their shapes and dtypes alone (nothing is
+    read)."""
     import h5py  # a dependency of nir
 
     try:
@@ -39,20 +42,18 @@ def _check_file(path: str, max_bytes: int) -> None:
     except OSError as e:
         raise ValueError(f"{path}: not a readable NIR (HDF5) file ({e}).") from e
     with f:
+        problem = structure_problem(f)
+        if problem:
+            raise ValueError(f"{path}: {problem}. import_nir reads self-contained NIR files only; nothing "
+                             "was read.")
         sizes: dict[str, tuple[tuple[int, ...], np.dtype, int]] = {}
-        external: list[tuple[str, str]] = []
 
         def visit(name: str, link: Any) -> None:  # no raising in here: h5py's C callback
-            if isinstance(link, h5py.ExternalLink):
-                external.append((name, link.filename))
-            elif isinstance(link, h5py.HardLink) and isinstance(f[name], h5py.Dataset):
+            if isinstance(link, h5py.HardLink) and isinstance(f[name], h5py.Dataset):
                 d = f[name]
                 sizes[name] = (tuple(d.shape), d.dtype, int(d.size) * d.dtype.itemsize)
 
         f.visititems_links(visit)
-    if external:
-        raise ValueError(f"{path}: {external[0][0]!r} links to another file ({external[0][1]}); "
-                         "import_nir reads self-contained NIR files only.")
     total = sum(n for _, _, n in sizes.values())
     if total > max_bytes:
         name, (shape, dtype, n) = max(sizes.items(), key=lambda kv: kv[1][2])

@@ -40,6 +40,8 @@ from snn.data.download import Remote
 from snn.models.encoders import EventFramesEncoder
 from snn.training.run import run as train
 from tests.helpers import ROOT, compose_config
+from tests.hostile_hdf5 import CASES as HOSTILE_HDF5
+from tests.hostile_hdf5 import plant
 
 # Writers of each format (the inverse of the readers, written from the format descriptions).
 
@@ -841,3 +843,20 @@ def test_a_batch_of_frames_beyond_the_limit_is_refused_from_the_config(tmp_path)
     with pytest.raises(ValueError, match=r"batch of SHD frames \[1000000, 140\].*dataset.batch_size.*SNN_MAX"):
         shd_module(tmp_path, input_shape=(10**6, 140), T=10**6, frames={"time_bins": 10**6, "downsample": 5},
                    batch_size=64)
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_HDF5))
+def test_shd_files_that_read_outside_themselves_or_loop_are_refused_naming_the_node(tmp_path, case):
+    """The labels taken from another file's bytes (external raw storage), another HDF5 file (virtual
+    dataset, external link), or a file that loops: refused by the reader, naming file and node, before
+    any sample is read, and nothing is cached."""
+    make_shd(tmp_path, n_train=6, n_test=2)
+    path = tmp_path / "shd_train.h5"
+    node = plant(path, "labels" if case in ("external storage", "virtual dataset", "external link")
+                 else "spikes/times", case)
+    expected = f"{re.escape(str(path))} is not a self-contained SHD/SSC file: node '{re.escape(node)}.*"
+    with pytest.raises(DataError, match=expected + HOSTILE_HDF5[case]):
+        next(read_hdf5(path))
+    with pytest.raises(DataError, match=expected + HOSTILE_HDF5[case]):
+        shd_module(tmp_path).setup()
+    assert cache_entries(tmp_path) == []

@@ -3,6 +3,8 @@ datasets' declared shapes before anything is read, and non-finite values are ref
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -15,6 +17,7 @@ import snn  # noqa: E402
 import snn.interop.nir_import as snn_nir  # noqa: E402
 from snn.interop import SpikingSequential  # noqa: E402
 from snn.neurons import LIF, LIFParameters  # noqa: E402
+from tests.hostile_hdf5 import CASES, plant  # noqa: E402
 
 
 def write_graph(tmp_path, name="net.nir"):
@@ -70,7 +73,7 @@ def test_links_to_other_files_and_non_hdf5_files_are_refused(tmp_path, no_read):
     with h5py.File(path, "r+") as f:
         del f["node/nodes/0/weight"]
         f["node/nodes/0/weight"] = h5py.ExternalLink(str(other), "node/nodes/0/weight")
-    with pytest.raises(ValueError, match=r"net.nir: 'node/nodes/0/weight' links to another file"):
+    with pytest.raises(ValueError, match=r"net.nir: node '/node/nodes/0/weight' is an external link to another file"):
         snn.import_nir(path)
     garbage = tmp_path / "garbage.nir"
     garbage.write_bytes(b"not hdf5" * 10)
@@ -126,3 +129,28 @@ def test_files_nir_cannot_read_are_refused_with_the_path(tmp_path):
         f["version"] = "1.0"
     with pytest.raises(ValueError, match=r"empty.nir: not a NIR graph that nir .* can read"):
         snn.import_nir(path)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_files_that_read_outside_themselves_or_loop_are_refused_naming_the_node(tmp_path, no_read, case):
+    """External raw storage would import another file's bytes as weights, a virtual dataset another
+    HDF5 file's, an external link opens another file; a soft link to a group, a soft-link loop and a
+    hard-link cycle sent nir's recursive reader into a RecursionError. All refused before nir.read,
+    naming the node."""
+    path, _ = write_graph(tmp_path)
+    node = plant(path, "node/nodes/0/weight", case)
+    with pytest.raises(ValueError, match=rf"net.nir: node '{re.escape(node)}.*{CASES[case]}.*self-contained"):
+        snn.import_nir(path)
+
+
+def test_a_soft_link_to_a_dataset_is_read_as_that_dataset(tmp_path):
+    """A soft link to a dataset cannot loop and stays inside the file: accepted."""
+    path, net = write_graph(tmp_path)
+    with h5py.File(path, "r+") as f:
+        f["stored_weight"] = f["node/nodes/0/weight"][()]  # outside the graph nir.read reads
+        del f["node/nodes/0/weight"]
+        f["node/nodes/0/weight"] = h5py.SoftLink("/stored_weight")
+    imported = snn.import_nir(path)
+    x = torch.rand(10, 2, 3) * 5
+    with torch.no_grad():
+        assert torch.equal(imported(x), net(x))
