@@ -44,7 +44,7 @@ def _as_float_tensor(name: str, value: Any) -> torch.Tensor:
         raise ValueError(f"Neuron parameter {name!r} must be a number or a tensor, got {type(value).__name__}.")
     if not tensor.is_floating_point():
         tensor = tensor.to(torch.float64)
-    if not torch.isfinite(tensor).all():
+    if tensor.device.type != "meta" and not torch.isfinite(tensor).all():  # meta: shapes only
         raise ValueError(f"Neuron parameter {name!r} must be finite, got {value!r}.")
     return tensor
 

@@ -12,10 +12,10 @@ from snn.errors import ConfigError, DataError, ScheduleError
 
 from ..checkpointing.checkpoints import check_model_config, load_checkpoint
 from ..checkpointing.safe_load import trusted_names
-from .building import build
+from .building import build, container
 from .directory import claim_run_dir, print_run_outputs
 from .log import report
-from .preflight import check_monitored_metrics, check_trains_something
+from .preflight import check_config_sizes, check_monitored_metrics, check_trains_something
 from .resume import check_epochs_left, fine_tune_from, resume_from
 from .signals import exit_on_sigterm
 from .threads import apply_threads
@@ -40,6 +40,7 @@ def fit(cfg: DictConfig) -> float:
                 f"ckpt_path={ckpt_path} resumes a run (its optimizer, schedule and epoch count), init_from="
                 f"{init_from} starts a new one from a checkpoint's weights: give one of them."
             )
+        check_config_sizes(cfg, container(cfg.model))  # every size the config sets, before the first allocation
         module, datamodule, trainer = build(cfg)
         apply_threads(cfg.get("threads"), trainer)  # cores // processes on this host (README, "Threads")
         check_trains_something(cfg.trainer)
