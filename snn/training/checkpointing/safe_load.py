@@ -10,14 +10,14 @@ of the LightningModule, so the module itself can load through it (``load_from_ch
 Trust is the user's choice, never the file's: ``trusted`` (train.py's ``trust=[...]``,
 ``load_classifier(path, trusted=[...])``) names the user's own classes, or packages of them, that a
 checkpoint may build as well. It never comes from the checkpoint, and it cannot name the standard
-library or a whole framework package (those can open files and run commands).
+library, a framework or another installed library (those can open files and run commands), and it
+grants the user's own classes only, never what is reachable through them (:mod:`.trust`).
 """
 
 from __future__ import annotations
 
 import pickle
 import re
-import sys
 import zipfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -28,6 +28,8 @@ from torch import nn
 
 import snn.models
 from snn.errors import CheckpointError  # noqa: F401 (re-exported)
+
+from .trust import TrustError, check_trust_entry, trusted_object_problem
 
 
 def _public_classes(module: Any, base: type | tuple[type, ...]) -> frozenset[str]:
@@ -51,15 +53,14 @@ ALLOWED_TARGETS: dict[str, frozenset[str]] = {
 }
 
 
-# Packages a trust entry may not name as a whole: trusting them would let a file build anything.
-_FRAMEWORKS = frozenset({"torch", "lightning", "pytorch_lightning", "hydra", "omegaconf", "numpy", "snn"})
 _DOTTED_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 
 
 def trusted_names(trusted: Iterable[str] | str | None) -> tuple[str, ...]:
     """``trusted`` checked: each entry a dotted Python name, a package of the user's own code
     (``mynet``: ``mynet.MyNet``, ``mynet.layers.Block``...) or one class (``mypkg.optim.Lion``).
-    The standard library and whole framework packages (``torch``, ``hydra``...) are refused."""
+    The standard library, frameworks and their subpackages, other installed distributions, ``snn``
+    and ``__main__`` are refused (:func:`snn.training.trust.check_trust_entry`)."""
     if trusted is None:
         return ()
     if isinstance(trusted, str):
@@ -71,21 +72,20 @@ def trusted_names(trusted: Iterable[str] | str | None) -> tuple[str, ...]:
                 f"trust entry {entry!r} is not a Python name: give a package of your own code (trust=[mynet]) or one "
                 "class (trust=[mypkg.optim.Lion])."
             )
-        top = entry.split(".")[0]
-        if top in sys.stdlib_module_names or entry in _FRAMEWORKS:
-            what = "the standard library" if top in sys.stdlib_module_names else "a whole framework package"
-            raise ValueError(
-                f"trust entry {entry!r} names {what}, "
-                "whose callables can open files and run commands: trust only your own code (trust=[mynet]) or single "
-                "classes (trust=[mypkg.optim.Lion])."
-            )
+        check_trust_entry(entry)
         names.append(entry)
     return tuple(names)
 
 
-def is_trusted(target: str, trusted: Iterable[str]) -> bool:
-    """Whether ``target`` is a trusted class itself or lies inside a trusted package."""
-    return any(target == name or target.startswith(f"{name}.") for name in trusted)
+def trust_problem(target: str, trusted: Iterable[str]) -> str | None:
+    """None when ``target`` is one of the user's own classes (or module-level functions) under a
+    ``trusted`` entry, resolved step by step (:func:`snn.training.trust.trusted_object_problem`); else
+    why not (``"not trusted"`` when no entry covers it)."""
+    entries = [name for name in trusted if target == name or target.startswith(f"{name}.")]
+    if not entries or not _DOTTED_NAME.fullmatch(target):
+        return "not trusted"
+    problems = [trusted_object_problem(target, entry) for entry in entries]
+    return None if None in problems else problems[0]
 
 
 def check_targets(hyper_parameters: Mapping[str, Any], path: str | Path,
@@ -110,19 +110,16 @@ def check_config_targets(node: Any, where: str, allowed: frozenset[str], path: s
     ``where``) that is neither in ``allowed`` nor ``trusted``, and any ``${...}`` interpolation."""
     trusted = trusted_names(trusted)
     if isinstance(node, Mapping):
+        for key in node:
+            if isinstance(key, str) and "${" in key:
+                raise CheckpointError(
+                    f"{path} carries the config interpolation {key!r} in a key at {where}, which would run a "
+                    "resolver when the model is built; checkpoints store resolved values, so it was refused.")
         target = node.get("_target_", None)
-        if "_target_" in node and not (isinstance(target, str) and (target in allowed or is_trusted(target, trusted))):
-            package = target.split(".")[0] if isinstance(target, str) else ""
-            if package and package not in sys.stdlib_module_names and package not in _FRAMEWORKS:
-                how = (f"If this is your own code and you trust the file's author, allow it: trust=[{package}] on "
-                       f"train.py's command line (or in your config), trusted=[{package!r}] in load_classifier / "
-                       "load_from_checkpoint.")
-            else:
-                how = "Standard-library and framework callables can never be trusted."
-            raise CheckpointError(
-                f"{path} asks to build {target!r} ({where}['_target_']), but a checkpoint may only build {kinds} "
-                f"or classes you trust; it was refused and nothing from it was built or run. {how}"
-            )
+        if "_target_" in node and not (isinstance(target, str) and target in allowed):
+            problem = trust_problem(target, trusted) if isinstance(target, str) else "not a name"
+            if problem is not None:
+                raise CheckpointError(_refusal(target, where, path, kinds, problem))
         for key, value in node.items():
             check_config_targets(value, f"{where}[{key!r}]", allowed, path, kinds, trusted)
     elif isinstance(node, list | tuple):
@@ -133,6 +130,26 @@ def check_config_targets(node: Any, where: str, allowed: frozenset[str], path: s
             f"{path} carries the config interpolation {node!r} at {where}, which would run a resolver when "
             "the model is built; checkpoints store resolved values, so it was refused."
         )
+
+
+def _refusal(target: Any, where: str, path: str | Path, kinds: str, problem: str) -> str:
+    """The one-sentence refusal of ``target``: what a checkpoint may build, and how trust works."""
+    package = target.split(".")[0] if isinstance(target, str) else ""
+    if problem != "not trusted":
+        how = (f"It lies under your trust list but is not one of your own classes: {problem}; trust grants the "
+               "classes your package defines, nothing reachable through them.")
+    else:
+        try:
+            if not package or not _DOTTED_NAME.fullmatch(target):
+                raise TrustError("not a name")
+            check_trust_entry(package)
+            how = (f"If this is your own code and you trust the file's author, allow it: trust=[{package}] on "
+                   f"train.py's command line (or in your config), trusted=[{package!r}] in load_classifier / "
+                   "load_from_checkpoint.")
+        except TrustError:
+            how = "Standard-library, framework and installed libraries' callables can never be trusted."
+    return (f"{path} asks to build {target!r} ({where}['_target_']), but a checkpoint may only build {kinds} "
+            f"or classes you trust; it was refused and nothing from it was built or run. {how}")
 
 
 def check_map_location(map_location: Any) -> None:

@@ -77,14 +77,19 @@ def test_with_the_opt_in_it_reloads_resumes_and_evaluates(tmp_path, user):
 
 
 @pytest.mark.parametrize("entry", ["os", "builtins", "subprocess.run", "pathlib.Path", "torch", "hydra", "snn",
-                                   "", "my net", "mynet.", "1abc"])
+                                   "", "my net", "mynet.", "1abc",
+                                   # issue 29: subpackages of frameworks, other installed libraries, snn, __main__
+                                   "torch.utils", "torch.optim.Lion", "hydra.utils", "snn.data", "__main__",
+                                   "lightning_fabric", "torchvision", "setuptools", "_pytest", "yaml"])
 def test_trust_never_extends_to_the_standard_library_whole_frameworks_or_non_names(tmp_path, entry):
     with pytest.raises(ValueError, match=rf"trust entry {entry!r} (names|is not a Python name)"):
         trusted_names([entry])
     with pytest.raises(ConfigError, match="trust entry"):
         train(make_cfg(tmp_path, *TINY, f"trust=[{entry!r}]" if entry else "trust=['']"))
-    assert trusted_names(["mynet", "torch.optim.Lion", "mypkg.optim.Lion"]) == (
-        "mynet", "torch.optim.Lion", "mypkg.optim.Lion")
+    assert trusted_names(["mynet", "mynet.layers", "mypkg.optim.Lion"]) == ("mynet", "mynet.layers", "mypkg.optim.Lion")
+    if entry and " " not in entry and not entry.endswith(".") and not entry[0].isdigit():
+        with pytest.raises(ValueError, match=r"trust is for your own code"):
+            trusted_names([entry])
 
 
 def test_a_users_own_datamodule_without_shapes_evaluates(tmp_path, user):
