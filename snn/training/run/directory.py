@@ -6,7 +6,9 @@ experiment, else ``<model>-<dataset>``; ``run_id`` a token drawn once per proces
 started in the same second never share a directory. A directory given on the command line
 (``hydra.run.dir=...``) is claimed with a lock before Hydra writes ``.hydra/`` into it, and refused
 when an earlier run wrote there. The lock file is never one planted by someone else (a symbolic
-link, a fifo, another user's file): those are refused without writing anything.
+link, a fifo, another user's file): those are refused without writing anything; so are a planted
+log file or ``.hydra/`` (checked once, before anything is written) and a run directory that is a
+symbolic link or not a directory.
 """
 
 from __future__ import annotations
@@ -67,6 +69,7 @@ def claim_run_dir(output_dir: Path, data_dir: Path | None = None, before_hydra: 
     into it) is only checked again. Claimed ``before_hydra``, a ``.hydra/`` already there is an
     earlier run's (however quickly that run ended), so the directory is refused.
     """
+    check_run_dir_path(output_dir)
     output_dir = output_dir.resolve()
     if output_dir in _claimed:
         check_fresh_output_dir(output_dir, data_dir)
@@ -159,12 +162,65 @@ def _release_all() -> None:
         release_run_dir(output_dir)
 
 
+def check_run_dir_path(output_dir: Path) -> None:
+    """Refuses (ConfigError, one sentence) a run directory given as a symbolic link (the run would
+    write wherever it points) or as something that is not a directory (a regular file: Hydra and
+    the lock would fail with a raw FileExistsError)."""
+    given = Path(os.path.abspath(output_dir))
+    if given.is_symlink():
+        raise ConfigError(
+            f"The run directory {given} is a symbolic link (to {os.readlink(given)}); a run writes only into a real "
+            "directory, so nothing was written. Give the directory itself as hydra.run.dir (or paths.output_dir), or "
+            "leave it to the default, which is unique per run.")
+    if given.exists() and not given.is_dir():
+        raise ConfigError(
+            f"The run directory {given} exists and is not a directory; nothing was written. Choose another "
+            "hydra.run.dir (or paths.output_dir), or leave it to the default, which is unique per run.")
+
+
+def _planted(entry: Path) -> str | None:
+    """What makes ``entry`` (a file the run writes to: a log, ``.hydra/`` and its files) something this
+    program did not create, or None: a symbolic link, a fifo or device, another user's file, a file
+    with other names (a hard link)."""
+    info = entry.lstat()
+    if stat.S_ISLNK(info.st_mode):
+        return f"a symbolic link (to {os.readlink(entry)})"
+    if not (stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode)):
+        return "not a regular file"
+    if info.st_uid != os.geteuid():
+        return f"owned by another user (uid {info.st_uid})"
+    if stat.S_ISREG(info.st_mode) and info.st_nlink != 1:
+        return f"a file with {info.st_nlink} names (a hard link)"
+    return None
+
+
+def check_no_planted_files(output_dir: Path) -> None:
+    """Refuses (ConfigError) a run directory holding, among the names a run writes to (``*.log``,
+    ``.hydra/`` and the files in it), one it did not create (see :func:`_planted`): a planted
+    ``train.log -> /victim`` would have the run append its log to the victim. Checked once, before
+    anything is written; the other names a run writes (checkpoints, TensorBoard files) must not
+    exist at all (:func:`check_fresh_output_dir`)."""
+    entries = [e for e in output_dir.iterdir() if e.suffix == ".log" or e.name == ".hydra"]
+    hydra = output_dir / ".hydra"
+    if hydra.is_dir() and not hydra.is_symlink():
+        entries += list(hydra.iterdir())
+    for entry in entries:
+        problem = _planted(entry)
+        if problem:
+            raise ConfigError(
+                f"{entry} is {problem}, not a file this program wrote; the run directory {output_dir} is not used and "
+                "nothing was written to it. If you put it there, remove it; otherwise choose another hydra.run.dir "
+                "(or paths.output_dir), or leave it to the default, which is unique per run.")
+
+
 def check_fresh_output_dir(output_dir: Path, data_dir: Path | None = None, hydra_config_is_ours: bool = True) -> None:
     """Refuses a run directory where an earlier run already wrote something (besides job logs, this
-    run's lock and, when Hydra wrote it for this run, ``.hydra/``): nothing is ever overwritten. The
-    one exception is a requeued SLURM job, which continues in its own directory."""
+    run's lock and, when Hydra wrote it for this run, ``.hydra/``), or that holds a planted link
+    among those (:func:`check_no_planted_files`): nothing is ever overwritten or written through a
+    link. The one exception is a requeued SLURM job, which continues in its own directory."""
     if not output_dir.is_dir():
         return
+    check_no_planted_files(output_dir)
     ours = {output_dir / RUN_LOCK, data_dir} | ({output_dir / ".hydra"} if hydra_config_is_ours else set())
     previous = sorted(p.name for p in output_dir.iterdir() if p not in ours and p.suffix != ".log")
     if previous and not requeued_slurm_job(output_dir):
@@ -241,11 +297,12 @@ def claim_fixed_run_dir(conf_dir: Path, overrides: list[str]) -> None:
     try:
         with initialize_config_dir(str(conf_dir.resolve()), version_base="1.3"):
             hydra_cfg = compose("config", overrides=overrides, return_hydra_config=True)
-            run_dir = Path(str(OmegaConf.select(hydra_cfg, "hydra.run.dir"))).resolve()
+            given = Path(os.path.abspath(str(OmegaConf.select(hydra_cfg, "hydra.run.dir"))))
+            run_dir = given.resolve()
     except Exception:  # an interpolation only Hydra's run can resolve: train() claims the directory instead
         return
     if any(o.startswith("hydra.run.dir=") for o in overrides):
-        claim_run_dir(run_dir, before_hydra=True)
+        claim_run_dir(given, before_hydra=True)
     else:
         _created.update(p for p in run_dir.parents if not p.exists())
 

@@ -31,7 +31,8 @@ def fit(cfg: DictConfig) -> float:
     L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir).resolve()
     if rank_zero_only.rank == 0:  # DDP's other processes share rank 0's directory
-        claim_run_dir(output_dir, Path(cfg.paths.data_dir).resolve())
+        # unresolved: a run directory given as a link is refused
+        claim_run_dir(Path(cfg.paths.output_dir), Path(cfg.paths.data_dir).resolve())
     ckpt_path, init_from, trusted = cfg.get("ckpt_path"), cfg.get("init_from"), cfg.get("trust")
     try:
         trusted_names(trusted)

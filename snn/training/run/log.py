@@ -5,9 +5,30 @@ and Lightning's, with their times; the console shows the messages alone (``conf/
 from __future__ import annotations
 
 import logging
+import os
+import stat
 import sys
 
 log = logging.getLogger("train")
+
+
+class NoFollowFileHandler(logging.FileHandler):
+    """Hydra's file handler for ``train.log`` (``conf/config.yaml``, ``hydra.job_logging``), opening the
+    file without following a symbolic link and refusing anything but a regular file of this user with
+    one name: a ``train.log -> /victim`` planted in a run directory never gets the run's log appended
+    to its target (the run directory is also checked before Hydra starts, with a one-line error)."""
+
+    def _open(self):
+        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        flags |= os.O_TRUNC if "w" in self.mode else os.O_APPEND
+        fd = os.open(self.baseFilename, flags, 0o644)
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1 or info.st_uid != os.geteuid():
+            os.close(fd)
+            raise OSError(f"{self.baseFilename} is not a log file this program created (a fifo, another user's file "
+                          "or a hard link); nothing was written to it.")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, self.mode, encoding=self.encoding, errors=self.errors)
 
 
 def log_to_run_log() -> None:
