@@ -56,6 +56,7 @@ def _installed_roots() -> tuple[str, ...]:
     return tuple(sorted({os.path.realpath(r) for r in roots if r}))
 
 
+@cache
 def _installed_location(top: str) -> str | None:
     """Where the top-level package ``top`` is installed, when it lives among installed code (not
     imported: ``find_spec`` of a top-level name reads the finders only), else None."""
