@@ -60,7 +60,7 @@ def trusted_names(trusted: Iterable[str] | str | None) -> tuple[str, ...]:
     """``trusted`` checked: each entry a dotted Python name, a package of the user's own code
     (``mynet``: ``mynet.MyNet``, ``mynet.layers.Block``...) or one class (``mypkg.optim.Lion``).
     The standard library, frameworks and their subpackages, other installed distributions, ``snn``
-    and ``__main__`` are refused (:func:`snn.training.trust.check_trust_entry`)."""
+    and ``__main__`` are refused (:func:`snn.training.checkpointing.trust.check_trust_entry`)."""
     if trusted is None:
         return ()
     if isinstance(trusted, str):
@@ -79,7 +79,7 @@ def trusted_names(trusted: Iterable[str] | str | None) -> tuple[str, ...]:
 
 def trust_problem(target: str, trusted: Iterable[str]) -> str | None:
     """None when ``target`` is one of the user's own classes (or module-level functions) under a
-    ``trusted`` entry, resolved step by step (:func:`snn.training.trust.trusted_object_problem`); else
+    ``trusted`` entry, resolved step by step (:func:`snn.training.checkpointing.trust.trusted_object_problem`); else
     why not (``"not trusted"`` when no entry covers it)."""
     entries = [name for name in trusted if target == name or target.startswith(f"{name}.")]
     if not entries or not _DOTTED_NAME.fullmatch(target):
