@@ -22,6 +22,7 @@ __all__ = [
     "NonFiniteError",
     "ScheduleError",
     "SizeLimitError",
+    "TrustError",
 ]
 
 
@@ -55,6 +56,11 @@ class DataError(ValueError):
 
 class SizeLimitError(ValueError):
     """A declared size beyond the allocation limit (``SNN_MAX_ALLOC_GB``)."""
+
+
+class TrustError(ValueError):
+    """A trust entry (``trust=[...]``) that names more than the user's own code: the standard library,
+    a framework, another installed distribution, ``snn`` or ``__main__``."""
 
 
 class BackendUnavailable(RuntimeError):

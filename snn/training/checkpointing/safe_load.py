@@ -27,9 +27,9 @@ import torch
 from torch import nn
 
 import snn.models
-from snn.errors import CheckpointError  # noqa: F401 (re-exported)
+from snn.errors import CheckpointError, TrustError  # noqa: F401 (CheckpointError re-exported)
 
-from .trust import TrustError, check_trust_entry, trusted_object_problem
+from .trust import check_trust_entry, trusted_object_problem
 
 
 def _public_classes(module: Any, base: type | tuple[type, ...]) -> frozenset[str]:

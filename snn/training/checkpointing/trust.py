@@ -31,6 +31,8 @@ import types
 from functools import cache
 from typing import Any
 
+from snn.errors import TrustError
+
 # Top-level packages no trust entry may name, whatever their location (an editable or source checkout
 # of a framework is still the framework). Installed distributions are refused by where they live.
 FRAMEWORKS = frozenset({
@@ -41,10 +43,6 @@ FRAMEWORKS = frozenset({
 
 PURPOSE = ("trust is for your own code, so that checkpoints of your runs can build your classes: name your "
            "package (trust=[mynet]) or single classes of it (trust=[mypkg.optim.Lion])")
-
-
-class TrustError(ValueError):
-    """A trust entry that names more than the user's own code."""
 
 
 @cache
