@@ -206,3 +206,27 @@ def test_learnable_constants_are_named_in_the_trace_legend():
     labels = [line.get_label() for line in lines(figure.axes[0], "#")]
     assert labels[0].startswith("#0: rate") and "τ_ada 1e+03 ms, a_spk 0.02" in labels[0]
     assert "τ_ada 100 ms, a_spk 0.02" in labels[1]
+
+
+@pytest.mark.parametrize("kind", ["feed_forward", "conv", "recurrent", "many_classes"])
+def test_voltage_view_legends_sit_beside_the_axes_and_cover_no_trace(kind):
+    """On the rendered figure, every legend lies outside every axes (so over no trace) and inside
+    the figure (not cut off), with learnable constants in its labels and 35 readout classes."""
+    if kind == "many_classes":
+        torch.manual_seed(0)
+        net = SpikingClassifier((12,), 35, T=12, hidden=10, encoder={"kind": "constant", "scale": 8.0},
+                                neuron={"kind": "adex", "learnable": ["tau_ada_inv", "adaptation_spike"]})
+        x = torch.rand(1, 12)
+    else:
+        net, x = model_and_input(kind)
+    figure = SpikeRasterPlot(num_traces=3).figures(net, x, label=1)["neurons/voltage"]
+    renderer = figure.canvas.get_renderer()
+    figure.canvas.draw()
+    page = figure.bbox
+    legends = [ax.get_legend() for ax in figure.axes]
+    assert all(legend is not None for legend in legends)  # every axis explains its lines
+    for legend in legends:
+        box = legend.get_window_extent(renderer)
+        assert page.x0 <= box.x0 and box.x1 <= page.x1 and page.y0 <= box.y0 and box.y1 <= page.y1
+        for ax in figure.axes:
+            assert not box.overlaps(ax.get_window_extent(renderer)), (legend.get_texts()[0].get_text(), ax.get_title())

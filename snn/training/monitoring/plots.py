@@ -7,9 +7,9 @@
 - :func:`trace_figure`: per spiking layer, the voltage *before* the reset (the value compared with
   the threshold) of a few neurons chosen across the range of firing rates, the threshold and the
   reset level, spikes marked where the voltage crosses, and each neuron's learnable constants in
-  the legend; below it each other state variable on its own axis (AdEx: the adaptation current
-  ``a``, then the synaptic current ``i``: their scales differ by an order of magnitude); then the
-  LI readout voltages.
+  the legend (every legend right of its axes, over no trace); below it each other state variable
+  on its own axis (AdEx: the adaptation current ``a``, then the synaptic current ``i``: their
+  scales differ by an order of magnitude); then the LI readout voltages.
 - ``SpikeRasterPlot``: the callback that draws both every few epochs into TensorBoard.
 
 Figures are built with matplotlib's object API (:func:`new_figure`: a ``Figure`` on its own Agg
@@ -105,13 +105,13 @@ def record(net: nn.Module, x: torch.Tensor) -> dict[str, Any]:
     }
 
 
-def new_figure(rows: int, height: float, **subplots: Any) -> tuple[Any, Any]:
-    """A figure 9 inches wide with ``rows`` axes in a column (``axes[row, 0]``), on an Agg canvas of
-    its own: rendered without pyplot, so no global figure list and no backend switch."""
+def new_figure(rows: int, height: float, width: float = 9, **subplots: Any) -> tuple[Any, Any]:
+    """A figure ``width`` inches wide with ``rows`` axes in a column (``axes[row, 0]``), on an Agg
+    canvas of its own: rendered without pyplot, so no global figure list and no backend switch."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(9, height))
+    figure = Figure(figsize=(width, height))
     FigureCanvasAgg(figure)
     return figure, figure.subplots(rows, 1, squeeze=False, **subplots)
 
@@ -172,6 +172,15 @@ def _per_neuron(layer: nn.Module, name: str, like: torch.Tensor) -> torch.Tensor
     return torch.broadcast_to(value.detach(), like.shape).flatten().float().cpu()
 
 
+def legend_beside(ax: Any, rows_per_column: int = 12) -> None:
+    """The legend of ``ax`` to the right of its axes, outside them: it never covers a trace (inside,
+    wherever it sat, some run's traces ran under it). Long legends wrap into columns of
+    ``rows_per_column`` entries; ``tight_layout`` then narrows the axes to make room."""
+    entries = len(ax.get_legend_handles_labels()[0])
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, fontsize=7,
+              ncol=max(1, math.ceil(entries / rows_per_column)))
+
+
 # Short names of the learnable constants in the trace legend.
 SYMBOLS = {"tau_mem_inv": "τ_mem", "tau_syn_inv": "τ_syn", "tau_ada_inv": "τ_ada", "adaptation_current": "a_cur",
            "adaptation_spike": "a_spk"}
@@ -203,7 +212,7 @@ def trace_figure(
     extra = {name: sorted((f for f in t.states._fields if f not in ("v", "z")), key=lambda f: f != "a")
              for name, t in traces.items()}
     rows = sum(1 + len(extra[name]) for name in traces) + (readout is not None)
-    figure, axes = new_figure(rows, 2.4 * rows, sharex=True)
+    figure, axes = new_figure(rows, 2.4 * rows, width=12, sharex=True)  # the legends sit right of the axes
     axes = iter(axes[:, 0])
     for name, traced in traces.items():
         layer = layers[name]
@@ -232,14 +241,14 @@ def trace_figure(
             title=f"{name} ({type(layer).__name__}): neurons across the range of rates, "
             "▼ = spike",
         )
-        ax.legend(loc="upper right", fontsize=7, ncol=4)
+        legend_beside(ax)
         for field in extra[name]:  # each on its own axis: a and i differ in scale
             ax = next(axes)
             values = _neurons(getattr(traced.states, field))
             for j in neurons[name]:
                 ax.plot(values[:, j].numpy(), lw=1, color=colors[j], label=f"{field} #{j}")
             ax.set(ylabel=field, title=f"{name}: {STATE_NAMES.get(field, field)} {field}")
-            ax.legend(loc="upper right", fontsize=7, ncol=4)
+            legend_beside(ax)
     if readout is not None:
         ax = next(axes)
         v = _neurons(readout)  # [T, K]
@@ -249,7 +258,7 @@ def trace_figure(
             ylabel="v",
             title="LI readout" + (f" (true class {label} thick)" if label is not None else ""),
         )
-        ax.legend(loc="upper right", fontsize=7, ncol=min(v.shape[1], 10))
+        legend_beside(ax)
     ax.set_xlabel("time step")
     figure.tight_layout()
     return figure
