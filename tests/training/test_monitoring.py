@@ -77,7 +77,7 @@ def test_every_panel_is_written_with_the_models_numbers(tmp_path):
     ea = events(tmp_path)
     tags = ea.Tags()
     for tag in ("spikes/hidden1/train_neuron_rates", "spikes/hidden1/val_neuron_rates",
-                "neuron_params/hidden1/tau_mem_inv"):
+                "neuron_params/hidden1/tau_mem_ms"):
         assert tag in tags["histograms"], (tag, tags["histograms"])
     assert [len(ea.Images(t)) for t in ("spikes/raster", "neurons/voltage")] == [2, 2]  # every epoch
     for tag in ("spikes/hidden1/train_rate", "spikes/hidden1/train_silent", "spikes/hidden1/val_silent",
@@ -104,8 +104,20 @@ def test_every_panel_is_written_with_the_models_numbers(tmp_path):
     assert ea.Scalars("spikes/hidden1/val_saturated")[-1].value == pytest.approx(float(saturated))
     histogram = ea.Histograms("spikes/hidden1/val_neuron_rates")[-1].histogram_value
     assert histogram.num == 24 and histogram.sum == pytest.approx(float(rates.sum()), rel=1e-5)
-    tau = ea.Histograms("neuron_params/hidden1/tau_mem_inv")[-1].histogram_value
-    assert tau.num == 24 and tau.sum == pytest.approx(float(layer.tau_mem_inv.detach().sum()), rel=1e-5)
+    # The learnable time constant, in ms: from its start (tau_mem_inv 100/s: 10 ms for all 24 neurons, at
+    # step 0) to the trained values, as histograms and as mean/std/min/max curves.
+    tau_ms = 1e3 / layer.tau_mem_inv.detach().double()
+    histograms = ea.Histograms("neuron_params/hidden1/tau_mem_ms")
+    assert [h.step for h in histograms][0] == 0 and len(histograms) == 3  # the start, then every epoch
+    start, tau = histograms[0].histogram_value, histograms[-1].histogram_value
+    assert start.num == 24 and start.min == start.max == pytest.approx(10.0)
+    assert tau.num == 24 and tau.sum == pytest.approx(float(tau_ms.sum()), rel=1e-5)
+    curves = {s: ea.Scalars(f"neuron_params/hidden1/tau_mem_ms/{s}") for s in ("mean", "std", "min", "max")}
+    assert all([e.step for e in c] == [h.step for h in histograms] for c in curves.values())
+    assert [curves[s][0].value for s in ("mean", "std", "min", "max")] == pytest.approx([10.0, 0.0, 10.0, 10.0])
+    trained = [float(tau_ms.mean()), float(tau_ms.std(correction=0)), float(tau_ms.min()), float(tau_ms.max())]
+    assert [curves[s][-1].value for s in ("mean", "std", "min", "max")] == pytest.approx(trained, rel=1e-5)
+    assert curves["std"][-1].value > 0  # it moved, neuron by neuron
 
     # HPARAMS: the resolved config against the optimized metric.
     content = ea.PluginTagToContent("hparams")

@@ -197,10 +197,33 @@ def learned_constants(net: nn.Module) -> dict[str, torch.Tensor]:
     }
 
 
+def in_natural_units(name: str, values: torch.Tensor) -> tuple[str, torch.Tensor]:
+    """A constant as a researcher reads it: an inverse time constant ``tau_<x>_inv`` (1/s) as the
+    time constant ``tau_<x>_ms`` in milliseconds (``1000 / value``; ∞ where the rate is 0); any other
+    constant (a voltage, an adaptation strength) unchanged, under its own name."""
+    if name.startswith("tau_") and name.endswith("_inv"):
+        return f"{name.removesuffix('_inv')}_ms", 1e3 / values.double()
+    return name, values.double()
+
+
+def constant_summary(values: torch.Tensor) -> dict[str, float]:
+    """``mean``, ``std`` (over the neurons, population: 0 for one value), ``min`` and ``max``."""
+    flat = values.detach().double().flatten()
+    return {"mean": flat.mean().item(), "std": flat.std(correction=0).item(),
+            "min": flat.min().item(), "max": flat.max().item()}
+
+
 class NeuronParameterHistograms(L.Callback):
-    """Histograms ``neuron_params/<layer>/<constant>`` of the values of every learnable neuron
-    constant (one entry per neuron; the weights are not neuron constants and are not shown), every
-    ``every_n_epochs`` training epochs (rank 0, TensorBoard). Silent when nothing is learnable."""
+    """The learnable neuron constants (the weights are not neuron constants and are not shown), in
+    their natural units (:func:`in_natural_units`: time constants in ms), when training starts (the
+    values it starts from, at its first step) and every ``every_n_epochs`` training epochs (rank 0):
+
+    - histogram ``neuron_params/<layer>/<constant>`` (TensorBoard): one entry per neuron;
+    - scalars ``neuron_params/<layer>/<constant>/{mean,std,min,max}`` over the layer's neurons (every
+      logger): the curves that show whether and when a constant moved.
+
+    ``<constant>`` is ``tau_mem_ms`` for ``tau_mem_inv`` and so on, the field name otherwise.
+    Silent when nothing is learnable."""
 
     def __init__(self, every_n_epochs: int = 1):
         super().__init__()
@@ -218,9 +241,25 @@ class NeuronParameterHistograms(L.Callback):
                 "(model.neuron.learnable=[...]); nothing to plot."
             )
 
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._write(trainer, pl_module)  # the starting values (step 0, or the step a resumed run is at)
+
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        writer = tensorboard(trainer)
-        if writer is None or trainer.current_epoch % self.every_n_epochs != 0:
+        if trainer.current_epoch % self.every_n_epochs == 0:
+            self._write(trainer, pl_module)
+
+    def _write(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
             return
+        writer = tensorboard(trainer)
+        scalars = {}
         for tag, values in learned_constants(pl_module.net).items():
-            writer.add_histogram(f"neuron_params/{tag}", values.float().cpu(), trainer.global_step)
+            layer, _, constant = tag.rpartition("/")
+            name, values = in_natural_units(constant, values.detach().cpu())
+            if writer is not None:
+                writer.add_histogram(f"neuron_params/{layer}/{name}", values.float(), trainer.global_step)
+            for statistic, value in constant_summary(values).items():
+                scalars[f"neuron_params/{layer}/{name}/{statistic}"] = value
+        if scalars:
+            for logger in trainer.loggers:
+                logger.log_metrics(scalars, step=trainer.global_step)
