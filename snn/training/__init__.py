@@ -17,6 +17,7 @@ from .failures import InterruptCheckpoint, NonFiniteError, NonFiniteGuard
 from .module import SpikingClassifierModule
 from .monitoring import (
     ConfigHyperparameters,
+    LoggingInterval,
     NeuronParameterHistograms,
     SpikeRasterPlot,
     SpikeStatistics,
@@ -31,6 +32,6 @@ __all__ = [
     "ConfigError", "ScheduleError",
     "CheckpointError", "CheckpointWriteError", "NonFiniteCheckpointError", "SafeCheckpointIO",
     "InterruptCheckpoint", "NonFiniteError", "NonFiniteGuard",
-    "ConfigHyperparameters", "NeuronParameterHistograms", "SpikeRasterPlot", "SpikeStatistics",
+    "ConfigHyperparameters", "LoggingInterval", "NeuronParameterHistograms", "SpikeRasterPlot", "SpikeStatistics",
     "quiet_third_party",
 ]

@@ -194,7 +194,8 @@ class SpikingClassifierModule(L.LightningModule):
         mean_loss(loss.detach())
         self.log(acc_metric(stage), acc, on_step=False, on_epoch=True, prog_bar=True)
         if stage == "train":
-            # Per step for the loss curve (every trainer.log_every_n_steps); the epoch mean beside it.
+            # Per step for the loss curve (every trainer.log_every_n_steps, or more often in short epochs:
+            # monitoring.LoggingInterval); the epoch mean beside it.
             self.log(loss_metric(stage), loss.detach(), on_step=True, on_epoch=False)
             self.log(TRAIN_EPOCH_LOSS, mean_loss, on_step=False, on_epoch=True)
             self.log(STEP_LOSS, loss.detach(), on_step=True, on_epoch=False, prog_bar=True, logger=False)

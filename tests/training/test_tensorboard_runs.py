@@ -1,8 +1,11 @@
-"""What TensorBoard shows a user of a run: the training loss per step, an HPARAMS tab of the values
-runs are compared by (not the whole config), and run directories named after the experiment."""
+"""What TensorBoard shows a user of a run: the training loss per step (in runs of any length), every
+scalar at the interval the README states, an HPARAMS tab of the values runs are compared by (not
+the whole config), and run directories named after the experiment."""
 
 from __future__ import annotations
 
+import math
+import warnings
 from pathlib import Path
 
 import pytest
@@ -10,14 +13,14 @@ import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from snn.training.monitoring import COLUMNS, comparison_hparams
+from snn.training.monitoring import COLUMNS, comparison_hparams, logging_interval
 from snn.training.run import run as train
 from snn.training.run.directory import register_run_id
 from tests.helpers import compose_config, make_cfg
 
 TINY = ["dataset=synthetic", "dataset.num_train=320", "dataset.val_size=64", "dataset.num_test=64",
         "dataset.batch_size=32", "model.T=4", "model.hidden=8", "model.conv=null", "trainer.accelerator=cpu",
-        "test=false", "callbacks.spike_raster=null", "callbacks.progress_bar=null", "trainer.log_every_n_steps=2"]
+        "test=false", "callbacks.spike_raster=null", "callbacks.progress_bar=null"]
 
 
 def hparams_shown(run: Path) -> dict:
@@ -28,12 +31,63 @@ def hparams_shown(run: Path) -> dict:
 
 
 def test_training_loss_is_logged_per_step_and_per_epoch(tmp_path):
-    train(make_cfg(tmp_path, *TINY, "trainer.max_epochs=1"))
+    train(make_cfg(tmp_path, *TINY, "trainer.max_epochs=1", "trainer.log_every_n_steps=2",
+                   "callbacks.logging_interval.points_per_epoch=4"))
     events = EventAccumulator(str(tmp_path / "tensorboard")).Reload()
     per_step = events.Scalars("train/loss")
     # One epoch of 8 batches, logged every 2 steps: 4 points (a one-epoch run is a curve, not a dot).
     assert [e.step for e in per_step] == [1, 3, 5, 7]
     assert len(events.Scalars("train/loss_epoch")) == 1 and len(events.Scalars("val/loss")) == 1
+
+
+def test_the_logging_interval_adapts_to_short_epochs():
+    assert logging_interval(20, 422) == 20  # MNIST: 422 steps per epoch, every 20th
+    assert logging_interval(20, 100) == 10 and logging_interval(20, 19) == 1 and logging_interval(20, 8) == 1
+    assert logging_interval(20, 400, accumulate=4) == 10  # 100 optimizer steps per epoch
+    assert logging_interval(20, 8, points_per_epoch=4) == 2
+    assert logging_interval(0, 8) == 0 and logging_interval(20, math.inf) == 20  # off; an iterable data set
+
+
+def test_a_short_run_logs_its_loss_at_every_step_without_a_warning(tmp_path):
+    """8 batches per epoch under the default trainer.log_every_n_steps (20): Lightning logged no
+    per-step loss at all and warned; now every step is a point, and nothing warns."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train(make_cfg(tmp_path, *TINY, "trainer.max_epochs=1"))
+    assert not [w for w in caught if "log_every_n_steps" in str(w.message)]
+    events = EventAccumulator(str(tmp_path / "tensorboard")).Reload()
+    assert [e.step for e in events.Scalars("train/loss")] == list(range(8))
+
+
+# How often the README's TensorBoard table says each scalar is written, by tag: at every step (of a
+# run whose epochs are shorter than the logging interval), per epoch, or at the start and per epoch.
+PER_STEP = ("train/loss", "spikes/hidden1/rate", "train/rate_penalty")
+PER_EPOCH = ("train/acc", "train/loss_epoch", "val/acc", "val/loss", "spikes/hidden1/val_rate",
+             "spikes/hidden1/train_rate", "spikes/hidden1/train_silent", "spikes/hidden1/val_silent",
+             "spikes/hidden1/train_saturated", "spikes/hidden1/val_saturated", "lr-AdamW/weights",
+             "lr-AdamW/neuron_constants")
+FROM_THE_START = tuple(f"neuron_params/hidden1/tau_mem_ms/{s}" for s in ("mean", "std", "min", "max"))
+AFTER_FITTING = ("test/acc", "test/loss", "spikes/hidden1/test_rate")
+
+
+def test_every_scalar_is_logged_at_the_interval_the_readme_states(tmp_path):
+    """Every scalar tag a run writes is one the README's table lists, written as often as it says:
+    two epochs of 8 steps, with learnable constants, the rate penalty and the test set."""
+    overrides = [o for o in TINY if o != "test=false"]
+    train(make_cfg(tmp_path, *overrides, "trainer.max_epochs=2", "model.neuron.learnable=[tau_mem_inv]",
+                   "regularizer.rate_weight=0.1"))
+    events = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"scalars": 0}).Reload()
+    tags = set(events.Tags()["scalars"])
+    assert tags == {*PER_STEP, *PER_EPOCH, *FROM_THE_START, *AFTER_FITTING, "epoch"}  # epoch: Lightning's counter
+    steps = {tag: [e.step for e in events.Scalars(tag)] for tag in tags}
+    for tag in PER_STEP:
+        assert steps[tag] == list(range(16)), tag
+    for tag in PER_EPOCH:
+        assert len(steps[tag]) == 2, (tag, steps[tag])
+    for tag in FROM_THE_START:
+        assert steps[tag] == [0, 8, 16], tag
+    for tag in AFTER_FITTING:
+        assert len(steps[tag]) == 1, tag
 
 
 def test_hparams_tab_holds_the_values_runs_are_compared_by(tmp_path):

@@ -5,13 +5,15 @@ conf/callbacks/.
   per-neuron rate histograms, the training rate) and ``NeuronParameterHistograms`` (learnable
   neuron constants);
 - :mod:`.plots`: ``SpikeRasterPlot``, a raster and voltage traces of one validation sample;
-- :mod:`.hparams`: ``ConfigHyperparameters``, the values runs are compared by in the HPARAMS tab.
+- :mod:`.hparams`: ``ConfigHyperparameters``, the values runs are compared by in the HPARAMS tab;
+- :mod:`.logging_interval`: ``LoggingInterval``, per-step metrics often enough in short epochs.
 
 Spikes come from :class:`snn.models.SpikeRecorder`, voltages and states from
 :func:`snn.neurons.trajectory`; the networks satisfy :class:`snn.models.SpikingModel`.
 """
 
 from .hparams import COLUMNS, ConfigHyperparameters, comparison_hparams, flatten_config
+from .logging_interval import LoggingInterval, logging_interval
 from .plots import (
     SpikeRasterPlot,
     max_pool_time,
@@ -29,6 +31,8 @@ __all__ = [
     "ConfigHyperparameters",
     "comparison_hparams",
     "flatten_config",
+    "LoggingInterval",
+    "logging_interval",
     "SpikeRasterPlot",
     "max_pool_time",
     "order_neurons",
