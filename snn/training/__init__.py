@@ -17,6 +17,7 @@ from .failures import InterruptCheckpoint, NonFiniteError, NonFiniteGuard
 from .module import SpikingClassifierModule
 from .monitoring import (
     ConfigHyperparameters,
+    EpochLog,
     LoggingInterval,
     NeuronParameterHistograms,
     SpikeRasterPlot,
@@ -32,6 +33,7 @@ __all__ = [
     "ConfigError", "ScheduleError",
     "CheckpointError", "CheckpointWriteError", "NonFiniteCheckpointError", "SafeCheckpointIO",
     "InterruptCheckpoint", "NonFiniteError", "NonFiniteGuard",
-    "ConfigHyperparameters", "LoggingInterval", "NeuronParameterHistograms", "SpikeRasterPlot", "SpikeStatistics",
+    "ConfigHyperparameters", "EpochLog", "LoggingInterval", "NeuronParameterHistograms", "SpikeRasterPlot",
+    "SpikeStatistics",
     "quiet_third_party",
 ]

@@ -223,6 +223,13 @@ class SpikingClassifierModule(L.LightningModule):
         names += [rate_metric(layer, stage) for stage in ("val", "train") for layer in layers]
         return names + ([RATE_PENALTY] if self.hparams.rate_weight > 0 else [])
 
+    def epoch_metrics(self, stage: str) -> list[str]:
+        """The metrics :meth:`_step` logs once per ``stage`` epoch (train, val or test): accuracy, loss
+        and, for val and test, every layer's mean rate (what the run log's epoch lines show)."""
+        if stage == "train":
+            return [acc_metric(stage), TRAIN_EPOCH_LOSS]
+        return [acc_metric(stage), loss_metric(stage), *(rate_metric(layer, stage) for layer in self.recorder.names)]
+
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         return self._step(batch, "train")
 

@@ -6,12 +6,14 @@ conf/callbacks/.
   neuron constants);
 - :mod:`.plots`: ``SpikeRasterPlot``, a raster and voltage traces of one validation sample;
 - :mod:`.hparams`: ``ConfigHyperparameters``, the values runs are compared by in the HPARAMS tab;
-- :mod:`.logging_interval`: ``LoggingInterval``, per-step metrics often enough in short epochs.
+- :mod:`.logging_interval`: ``LoggingInterval``, per-step metrics often enough in short epochs;
+- :mod:`.epoch_log`: ``EpochLog``, a line per epoch and one for the test into the run's log.
 
 Spikes come from :class:`snn.models.SpikeRecorder`, voltages and states from
 :func:`snn.neurons.trajectory`; the networks satisfy :class:`snn.models.SpikingModel`.
 """
 
+from .epoch_log import EpochLog
 from .hparams import COLUMNS, ConfigHyperparameters, comparison_hparams, flatten_config
 from .logging_interval import LoggingInterval, logging_interval
 from .plots import (
@@ -28,6 +30,7 @@ from .writer import tensorboard
 
 __all__ = [
     "COLUMNS",
+    "EpochLog",
     "ConfigHyperparameters",
     "comparison_hparams",
     "flatten_config",
