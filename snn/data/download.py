@@ -1,8 +1,10 @@
 """Downloads with MD5 checks, and unpacking of .zip, .tar(.gz) and .gz archives.
 
 A download goes to a temporary file that is renamed into place only after its checksum matched,
-so a broken connection never leaves a file that looks complete. ``urlopen`` is looked up at call
-time so tests can replace it (this machine has no network).
+so a broken connection never leaves a file that looks complete (nor a partial one: the temporary
+file goes with the failure). A failed download leaves none of the folders it created
+(:func:`removing_new_folders`: ``python train.py`` offline left an empty ``data/MNIST/raw``).
+``urlopen`` is looked up at call time so tests can replace it (this machine has no network).
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import tarfile
 import tempfile
 import urllib.request
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +34,26 @@ class Remote:
     url: str
     filename: str
     md5: str
+
+
+@contextmanager
+def removing_new_folders(*folders: Path) -> Iterator[None]:
+    """On an exception inside the block, removes those of ``folders`` and their parents that did not
+    exist when it started and are empty after it (deepest first), then re-raises: a failed download
+    leaves no empty folders behind. A folder that existed before, or holds anything, is kept."""
+    new: set[Path] = set()
+    for folder in folders:
+        folder = Path(folder).absolute()
+        new.update(p for p in (folder, *folder.parents) if not p.exists())
+    try:
+        yield
+    except BaseException:
+        for folder in sorted(new, key=lambda p: len(p.parts), reverse=True):
+            try:
+                folder.rmdir()  # only when empty
+            except OSError:
+                pass
+        raise
 
 
 def md5sum(path: Path, chunk: int = 1 << 20) -> str:
@@ -49,8 +73,12 @@ def fetch(remote: Remote, folder: Path) -> Path:
     with tempfile.NamedTemporaryFile(
         dir=folder, prefix=f".{remote.filename}.", delete=False
     ) as tmp:
-        with urlopen(remote.url) as response:
-            shutil.copyfileobj(response, tmp)
+        try:
+            with urlopen(remote.url) as response:
+                shutil.copyfileobj(response, tmp)
+        except BaseException:
+            Path(tmp.name).unlink()  # a cut transfer leaves no partial file
+            raise
     got = md5sum(Path(tmp.name))
     if got != remote.md5:
         Path(tmp.name).unlink()

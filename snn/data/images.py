@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 
 from snn.errors import DataError
 
+from .download import removing_new_folders
 from .idx import read_idx
 from .limits import check_elements
 
@@ -188,9 +189,11 @@ class FileDataModule(ClassificationDataModule):
             return
         if not self.download:
             raise FileNotFoundError(self.missing_message())
-        self.data_dir.mkdir(parents=True, exist_ok=True)
         try:
-            self.fetch()
+            # torchvision makes data_dir/<name>/raw before it downloads: a failure leaves none of it.
+            with removing_new_folders(self.data_dir, self.data_dir / self.subfolder):
+                self.data_dir.mkdir(parents=True, exist_ok=True)
+                self.fetch()
         except Exception as error:  # network errors come in many types; all mean "not available"
             raise FileNotFoundError(f"Downloading {self.name} into {self.data_dir.resolve()} failed: {error!r}\n"
                                     f"{self.missing_message()}") from error

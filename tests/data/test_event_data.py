@@ -522,6 +522,19 @@ def test_missing_data_set_says_where_it_looked_and_what_to_do(tmp_path):
     assert "dataset.download=true" in message
 
 
+def test_a_cut_download_leaves_no_partial_file(tmp_path, monkeypatch):
+    class Cut(io.BytesIO):
+        def read(self, size=-1):
+            if self.tell() > 0:
+                raise ConnectionResetError("the connection was reset")
+            return super().read(4)
+
+    monkeypatch.setattr(download_module, "urlopen", lambda url: Cut(b"0123456789"))
+    with pytest.raises(ConnectionResetError):
+        download_module.fetch(Remote("http://test/a.zip", "a.zip", "0" * 32), tmp_path / "data")
+    assert list((tmp_path / "data").iterdir()) == []  # no hidden .a.zip.* left
+
+
 def test_download_checks_the_checksum_and_unpacks(tmp_path, monkeypatch):
     make_shd(tmp_path / "src")
     archives = {}

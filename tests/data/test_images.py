@@ -292,3 +292,37 @@ def test_synthetic_data_is_deterministic_and_class_dependent():
 def test_synthetic_sizes_beyond_the_allocation_limit_are_refused_from_the_config():
     with pytest.raises(SizeLimitError, match=r"synthetic num_train=1000000000000 images.*SNN_MAX_ALLOC_GB"):
         SyntheticDataModule(num_train=10**12)
+
+
+def test_a_failed_download_leaves_no_folder_it_created(tmp_path, monkeypatch):
+    """torchvision makes data/MNIST/raw, then finds no network: nothing of it stays (an empty
+    data/MNIST/raw was left by an offline `python train.py`); folders that were there stay."""
+    import torchvision.datasets.utils as tv_utils
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("Temporary failure in name resolution")
+
+    monkeypatch.setattr(tv_utils.urllib.request, "urlopen", offline)
+    monkeypatch.setattr(tv_utils, "_get_redirect_url", lambda url, max_hops=3: url, raising=False)
+    with pytest.raises(FileNotFoundError, match="Downloading MNIST into .* failed"):
+        mnist(tmp_path / "data", download=True).prepare_data()
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "mine" / "MNIST").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match="Downloading MNIST"):
+        mnist(tmp_path / "mine", download=True).prepare_data()
+    assert [str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")] == ["mine", "mine/MNIST"]
+
+
+def test_removing_new_folders_keeps_what_existed_or_holds_files(tmp_path):
+    from snn.data.download import removing_new_folders
+
+    (tmp_path / "old").mkdir()
+    with pytest.raises(OSError), removing_new_folders(tmp_path / "old" / "a" / "b", tmp_path / "new" / "c"):
+        (tmp_path / "old" / "a" / "b").mkdir(parents=True)
+        (tmp_path / "new" / "c").mkdir(parents=True)
+        (tmp_path / "new" / "kept.txt").write_text("partial")
+        raise OSError("the network went away")
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == ["new", "new/kept.txt", "old"]
+    with removing_new_folders(tmp_path / "fine"):  # no failure: nothing is removed
+        (tmp_path / "fine").mkdir()
+    assert (tmp_path / "fine").is_dir()
