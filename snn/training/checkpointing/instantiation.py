@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -27,7 +28,47 @@ def build_from_config(spec: Any, what: str) -> Any:
     except InstantiationException as error:
         if isinstance(error.__cause__, ValueError):
             raise ValueError(f"Invalid {what} config: {error.__cause__}") from error.__cause__
+        unlocated = unlocatable_target(spec["_target_"], what) if str(error).startswith("Error locating") else None
+        if unlocated:
+            raise ValueError(unlocated) from error
         raise
+
+
+def unlocatable_target(target: Any, what: str) -> str | None:
+    """Why the ``_target_`` of the ``what`` config cannot be found, or None when it can: the module
+    that failed to import (the target's own package, or a package it imports) and how to make it
+    importable, or the module that lacks the name. Hydra says only "Error locating target"."""
+    if not isinstance(target, str) or not target:
+        return f"The {what} config's _target_ must be a dotted path like mypackage.module.Class, got {target!r}."
+    parts = target.split(".")
+    for i in range(len(parts) - 1, 0, -1):
+        module_name = ".".join(parts[:i])
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as error:
+            if error.name and (module_name == error.name or module_name.startswith(error.name + ".")):
+                continue  # this module (or its package) does not exist: look at the shorter prefix
+            return (f"The {what} config's _target_ {target!r} cannot be built: importing the module {module_name!r} "
+                    f"failed because the module {error.name!r} it imports is not installed ({error}). Install it "
+                    "(pip install <its package>) in this environment.")
+        except Exception as error:  # a module that raises while it is imported
+            return (f"The {what} config's _target_ {target!r} cannot be built: importing the module {module_name!r} "
+                    f"raised {type(error).__name__}: {error}")
+        found: Any = module
+        for k, name in enumerate(parts[i:], start=i):
+            if not hasattr(found, name):
+                where = ".".join(parts[:k])
+                return (f"The {what} config's _target_ {target!r} cannot be built: {where!r} "
+                        f"({getattr(module, '__file__', None) or 'a namespace package'}) has no attribute or "
+                        f"submodule {name!r}; check its spelling.")
+            found = getattr(found, name)
+        return None
+    top = parts[0]
+    hint = "A _target_ is a full dotted path (mypackage.module.Class). " if len(parts) == 1 else ""
+    return (f"The {what} config's _target_ {target!r} cannot be built: the module {top!r} cannot be imported (no "
+            f"module named {top!r} on the Python path). {hint}If it is your own code, start from the "
+            f"folder that holds {top}/ with it on the path (PYTHONPATH=<that folder> python train.py ...), or install "
+            f"its project into this environment (pip install -e <project folder>).")
 
 
 # Operations that allocate a tensor of a size given in their arguments (and not taken from a tensor).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -34,13 +35,26 @@ def explain_composition_error(conf_dir: Path, overrides: list[str]) -> str | Non
         if not key:
             return " ".join(str(error).split("Config search path")[0].split())
         parent, _, name = key.rpartition(".")
-        others = [o for o in overrides if o.lstrip("+~").split("=", 1)[0] != key]
+
+        def typed(override: str) -> str:
+            return override.lstrip("+~").split("=", 1)[0]
+
+        # The override(s) under the unknown key: key itself, or a key below it (model.nueron.tau_mem_inv
+        # is reported as model.nueron).
+        bad = [o for o in overrides if typed(o) == key or typed(o).startswith(key + ".")]
+        others = [o for o in overrides if o not in bad]
         try:
             node = OmegaConf.select(compose_(others), parent) if parent else compose_(others)
         except Exception:  # the other overrides are broken as well: explain this one alone
             node = None
         where = f"'{parent}'" if parent else "the top level"
-        valid = f" Valid keys at {where}: {', '.join(map(str, node))}." if isinstance(node, DictConfig) else ""
-        return f"Unknown config key {key!r}.{valid} To add a new key on purpose, write +{key}=<value>."
+        valid, close = "", ""
+        if isinstance(node, DictConfig):
+            keys = list(map(str, node))
+            valid = f" Valid keys at {where}: {', '.join(keys)}."
+            close = "".join(f" Did you mean {(parent + '.' if parent else '') + k!r}?"
+                            for k in difflib.get_close_matches(name, keys, n=1))
+        new = typed(bad[0]) if bad else key
+        return f"Unknown config key {key!r}.{close}{valid} To add a new key on purpose, write +{new}=<value>."
     except Exception:  # anything else (override syntax...) is Hydra's to report
         return None

@@ -49,7 +49,8 @@ def test_a_run_names_its_directory_logs_to_train_log_and_its_evaluation_says_whe
 def test_a_run_refused_before_training_leaves_no_run_directory(tmp_path):
     (tmp_path / "not.ckpt").write_text("not a checkpoint")
     for refused in (["model.T=-1"], ["train=false", f"ckpt_path={tmp_path / 'not.ckpt'}"],
-                    ["trust=[os]"], ["model.T=-1", "hydra.run.dir=runs/new"]):
+                    ["trust=[os]"], ["model.T=-1", "hydra.run.dir=runs/new"],
+                    ["model.nueron.tau_mem_inv=50"], ["model._target_=mynet.MyNet"]):
         done = run(tmp_path, *TINY, *refused)
         assert done.returncode == 1 and done.stderr.startswith("Config error: "), (refused, done.stderr[-2000:])
         assert tree(tmp_path) == ["not.ckpt"], refused
