@@ -145,7 +145,8 @@ def _refusal(target: Any, where: str, path: str | Path, kinds: str, problem: str
             check_trust_entry(package)
             how = (f"If this is your own code and you trust the file's author, allow it: trust=[{package}] on "
                    f"train.py's command line (or in your config), trusted=[{package!r}] in load_classifier / "
-                   "load_from_checkpoint.")
+                   "load_from_checkpoint. (Fine-tuning with init_from= needs no trust: it builds the model from "
+                   "your own config and takes only the file's weights.)")
         except TrustError:
             how = "Standard-library, framework and installed libraries' callables can never be trusted."
     return (f"{path} asks to build {target!r} ({where}['_target_']), but a checkpoint may only build {kinds} "

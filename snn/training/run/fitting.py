@@ -52,7 +52,7 @@ def fit(cfg: DictConfig) -> float:
             check_epochs_left(checkpoint, cfg.trainer, ckpt_path)
             del checkpoint
         if init_from:
-            fine_tune_from(module, init_from, trusted)
+            fine_tune_from(module, init_from)  # weights only: needs no trust
     except (ValueError, FileNotFoundError) as error:
         raise ConfigError(str(error)) from error
 

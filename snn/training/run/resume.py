@@ -4,12 +4,16 @@ fine-tuning one's weights (``init_from=``: a fresh optimizer, schedule and epoch
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig
 
-from ..checkpointing.checkpoints import config_differences, load_checkpoint
+from snn.errors import CheckpointError
+
+from ..checkpointing.checkpoints import config_differences
+from ..checkpointing.safe_load import read_checkpoint
 from ..module import SpikingClassifierModule
 
 
@@ -54,16 +58,27 @@ def check_epochs_left(checkpoint: dict, trainer_cfg: DictConfig, path: str) -> N
         )
 
 
-def fine_tune_from(module: SpikingClassifierModule, path: str, trusted=None) -> None:
+def fine_tune_from(module: SpikingClassifierModule, path: str) -> None:
     """Loads the network weights of the checkpoint ``path`` into ``module`` (``init_from=``): the
     optimizer, the schedule and the epoch count start afresh. A ValueError when they do not fit,
-    with the model config differences."""
-    checkpoint = load_checkpoint(path, trusted=trusted)
-    state = {k.removeprefix("net."): v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
+    with the model config differences.
+
+    Needs no trust (``trust=[...]``): the model is the one this run built from the user's own config,
+    and only tensors are taken from the file, read as data (:func:`~.safe_load.read_checkpoint`:
+    checksums, ``weights_only`` unpickling). Nothing the file's configs name is built; they are only
+    compared with this run's model config when the weights do not fit. What builds a checkpoint's
+    configs (evaluating with ``train=false``, ``load_classifier``, ``load_from_checkpoint``) needs the
+    user's trust for classes outside snn and torch.optim."""
+    checkpoint = read_checkpoint(path)
+    weights = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
+    if not isinstance(weights, Mapping):
+        raise CheckpointError(f"init_from={path} is not a Lightning checkpoint (no state_dict).")
+    state = {k.removeprefix("net."): v for k, v in weights.items() if isinstance(k, str) and k.startswith("net.")}
     try:
         module.net.load_state_dict(state)
     except RuntimeError as error:
-        differences = config_differences(checkpoint["hyper_parameters"]["net"], module.hparams.net)
+        saved = (checkpoint.get("hyper_parameters") or {}).get("net") or {}
+        differences = config_differences(saved, module.hparams.net) if isinstance(saved, Mapping) else []
         reason = " ".join(str(error).split())
         reason = reason if len(reason) < 300 else reason[:300] + "..."
         raise ValueError(

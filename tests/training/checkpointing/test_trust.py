@@ -76,6 +76,27 @@ def test_with_the_opt_in_it_reloads_resumes_and_evaluates(tmp_path, user):
     assert 0.0 <= accuracy <= 1.0
 
 
+def test_fine_tuning_takes_only_the_weights_and_needs_no_trust(tmp_path, user):
+    """init_from= builds the model from the user's own config and takes only tensors from the file:
+    no trust=[...] is needed, and the file's configs are never built, whatever they name."""
+    ckpt, overrides = user
+    train(make_cfg(tmp_path / "tuned", *overrides, "trainer.max_epochs=1", "trainer.limit_train_batches=1",
+                   f"init_from={ckpt}", "optimizer.lr=1e-12"))
+    start = load_checkpoint(ckpt, trusted="mynet")["state_dict"]
+    tuned = load_checkpoint(tmp_path / "tuned" / "checkpoints" / "last.ckpt", trusted="mynet")["state_dict"]
+    for name, value in start.items():  # one step at lr 1e-12 from the checkpoint's weights
+        torch.testing.assert_close(tuned[name], value, rtol=1e-6, atol=1e-9)
+
+    # A file whose configs name anything at all: its weights are still only tensors, and nothing is built.
+    hostile = torch.load(ckpt, weights_only=True)
+    hostile["hyper_parameters"]["net"]["_target_"] = "os.system"
+    hostile["hyper_parameters"]["optimizer"] = {"_target_": "subprocess.run", "args": ["touch", "pwned"]}
+    torch.save(hostile, tmp_path / "hostile.ckpt")
+    train(make_cfg(tmp_path / "tuned2", *overrides, "trainer.max_epochs=1", "trainer.limit_train_batches=1",
+                   f"init_from={tmp_path / 'hostile.ckpt'}"))
+    assert not (tmp_path / "pwned").exists() and not any(tmp_path.rglob("pwned"))
+
+
 @pytest.mark.parametrize("entry", ["os", "builtins", "subprocess.run", "pathlib.Path", "torch", "hydra", "snn",
                                    "", "my net", "mynet.", "1abc",
                                    # issue 29: subpackages of frameworks, other installed libraries, snn, __main__
