@@ -24,11 +24,21 @@ def build_from_config(spec: Any, what: str) -> Any:
     if "_target_" not in spec:
         raise ValueError(f"The {what} config needs a _target_ (e.g. torch.optim.Adam), got keys {sorted(spec)}.")
     try:
-        return instantiate(spec, _convert_="all")
+        return instantiate_config(spec, what, _convert_="all")
     except InstantiationException as error:
         if isinstance(error.__cause__, ValueError):
             raise ValueError(f"Invalid {what} config: {error.__cause__}") from error.__cause__
-        unlocated = unlocatable_target(spec["_target_"], what) if str(error).startswith("Error locating") else None
+        raise
+
+
+def instantiate_config(spec: Any, what: str, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate(spec, **kwargs)``, with a ``_target_`` that cannot be found explained
+    (:func:`unlocatable_target`) in a ValueError naming the ``what`` config (``callbacks.my_callback``)."""
+    try:
+        return instantiate(spec, **kwargs)
+    except InstantiationException as error:
+        target = spec.get("_target_") if isinstance(spec, Mapping) else None
+        unlocated = unlocatable_target(target, what) if str(error).startswith("Error locating") else None
         if unlocated:
             raise ValueError(unlocated) from error
         raise
