@@ -210,6 +210,8 @@ def test_a_composable_command_line_is_left_to_hydra():
         ("model._target_=mynet.MyNet", r"model config's _target_ 'mynet.MyNet' cannot be built: the module 'mynet' "
                                        r"cannot be imported.*PYTHONPATH=.*pip install -e"),
         ("optimizer._target_=torch.optim.Lion", r"'torch.optim' \(.*\) has no attribute or submodule 'Lion'"),
+        ("callbacks.epoch_log._target_=mycallbacks.Log",
+         r"The callbacks.epoch_log config's _target_ 'mycallbacks.Log' cannot be built: the module 'mycallbacks'"),
     ],
 )
 def test_bad_values_fail_before_the_data_is_read(tmp_path, override, message):

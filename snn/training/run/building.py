@@ -9,7 +9,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig, OmegaConf
 
 from ..checkpointing.checkpoint_io import SafeCheckpointIO
-from ..checkpointing.instantiation import build_from_config
+from ..checkpointing.instantiation import build_from_config, instantiate_config
 from ..module import SpikingClassifierModule
 from .preflight import sync_batchnorm_works
 
@@ -39,9 +39,10 @@ def build(cfg: DictConfig) -> tuple[SpikingClassifierModule, L.LightningDataModu
 
 
 def build_trainer(cfg: DictConfig) -> L.Trainer:
-    """The Trainer of ``cfg``, with its loggers and callbacks."""
-    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
+    """The Trainer of ``cfg``, with its loggers and callbacks (a ``_target_`` that cannot be imported is
+    a ValueError naming the module that failed)."""
+    loggers = [instantiate_config(c, f"logger.{name}") for name, c in (cfg.get("logger") or {}).items() if c]
+    callbacks = [instantiate_config(c, f"callbacks.{name}") for name, c in (cfg.get("callbacks") or {}).items() if c]
     if not loggers:  # LearningRateMonitor refuses to run without a logger
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     overrides = {}
@@ -51,4 +52,5 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
                        "normalises with its own batch statistics.")
     # Checkpoints are written atomically and read as data only (weights_only), whatever the config says.
     plugins = [*(instantiate(cfg.trainer.get("plugins")) or []), SafeCheckpointIO()]
-    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=plugins, **overrides)
+    return instantiate_config(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False, plugins=plugins,
+                              **overrides)

@@ -94,7 +94,7 @@ def test_a_run_refused_for_a_directory_in_use_leaves_that_runs_lock_alone(tmp_pa
 
 def test_a_run_stopped_after_it_wrote_outputs_keeps_them_and_logs_why(tmp_path):
     done = run(tmp_path, *TINY, "trainer.max_epochs=2", "scheduler.T_max=1")  # epoch 1 would run at lr 0
-    assert done.returncode == 1 and "\nConfig error: Epoch 1 would train with learning rate 0" in done.stderr
+    assert done.returncode == 1 and "Config error: Epoch 1 would train with learning rate 0" in done.stderr
     (run_dir,) = (tmp_path / "outputs" / "adex-synthetic").iterdir()
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
     assert "Config error: Epoch 1 would train with learning rate 0" in (run_dir / "train.log").read_text()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from snn.training import build_from_config
-from snn.training.instantiation import unlocatable_target
+from snn.training.checkpointing.instantiation import unlocatable_target
 
 
 @pytest.fixture
