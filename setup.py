@@ -11,6 +11,7 @@ setup(
     package_dir={"snn.conf": "conf"},  # its subpackages follow: snn.conf.model is conf/model
     package_data={
         "snn.neurons.fused.cpp": ["*.cpp"],  # the C++ source of the fused CPU kernels, compiled on first use
+        "snn": ["py.typed"],  # PEP 561: the package's annotations are meant for type checkers
         **{name: ["*.yaml"] for name in CONF},
     },
 )
