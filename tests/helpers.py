@@ -168,3 +168,40 @@ def value_grad(layer, name: str):
     if parametrization(name) == "log":  # value = init * exp(raw): d value / d raw = value
         return raw.grad / layer.constant(name).detach()
     return raw.grad / torch.where(init == 0, torch.ones_like(init), init.abs()).to(raw.dtype)  # init + |init| raw
+
+
+def on_ci() -> bool:
+    """Whether the tests run in CI (``CI`` set to a true value, as CI services and .ci/run set it)."""
+    import os
+
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def unavailable(what: str, why: object) -> None:
+    """Skips the test where ``what`` cannot run on this machine, but fails it in CI, which installs
+    what it needs (.ci/run: a C++ compiler, ninja, a BLAS through torch): a CI machine that lost one
+    must not pass by skipping every test of it."""
+    import pytest
+
+    if on_ci():
+        pytest.fail(f"{what} unavailable in CI, which installs what it needs: {why}", pytrace=False)
+    pytest.skip(f"{what} unavailable on this machine ({why}); CI (CI=true) fails here instead of skipping")
+
+
+def require_cpp_kernels():
+    """The C++ kernels' library, built if needed; skips the test without a compiler (fails in CI)."""
+    from snn.neurons.fused.cpp import build
+
+    try:
+        return build.load_library()
+    except RuntimeError as error:
+        unavailable("C++ kernels", error)
+
+
+def require_native_recurrent() -> None:
+    """The native recurrent loops need the library and the BLAS GEMM it found (torch's)."""
+    from snn.neurons.fused.cpp import recurrent
+
+    require_cpp_kernels()
+    if not recurrent.native_available():
+        unavailable("the native recurrent loops", "the C++ library found no BLAS GEMM")

@@ -11,26 +11,18 @@ import torch
 
 from snn.neurons import LI, LIF, LIFAdEx, LIFAdExParameters, LIFAdExRecurrent, LIFRecurrent
 from snn.neurons.fused import registry as fused_registry
-from snn.neurons.fused.cpp import build as cpp_build
+from tests.helpers import require_cpp_kernels
 
 F64 = torch.float64
 ADAPTATION = ("tau_ada_inv", "adaptation_current", "adaptation_spike")
-
-
-def cpp_available() -> bool:
-    try:
-        cpp_build.load_library()
-    except RuntimeError:
-        return False
-    return True
 
 
 @pytest.fixture
 def backend(request, monkeypatch):
     """The backend of the test id: triton through its interpreter on the CPU."""
     name = request.param
-    if name == "cpp" and not cpp_available():
-        pytest.skip("C++ kernels unavailable")
+    if name == "cpp":
+        require_cpp_kernels()
     if name == "triton":
         pytest.importorskip("triton")
         from snn.neurons.fused.triton import TritonBackend

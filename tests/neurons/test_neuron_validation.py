@@ -24,7 +24,7 @@ from snn.neurons import (
     lif_adex_step,
     lif_step,
 )
-from snn.neurons.fused.cpp import build as cpp_build
+from tests.helpers import require_cpp_kernels
 
 F64 = torch.float64
 
@@ -214,10 +214,7 @@ def test_learnable_values_far_from_their_start_fused_equals_eager(cls, backend):
     forward and every gradient stay bit-identical with per-neuron time constants trained over
     decades (down to e^-8 of their start) and negative voltages."""
     if backend == "cpp":
-        try:
-            cpp_build.load_library()
-        except RuntimeError as error:
-            pytest.skip(f"C++ kernels unavailable: {error}")
+        require_cpp_kernels()
     fields = tuple(f for f in cls.parameters_class._fields if f.endswith("_inv") or f == "v_leak")
     results = []
     for path in ("eager", backend):

@@ -16,11 +16,10 @@ import torch
 from snn.neurons import LI, LIF, SURROGATES, LIFAdEx, LIFAdExParameters, LIFAdExRecurrent, LIFParameters, LIParameters
 from snn.neurons.fused import BACKENDS, KernelOptions, threads
 from snn.neurons.fused import registry as fused_registry
-from snn.neurons.fused.cpp import build as cpp_build
 from snn.neurons.fused.cpp.feed_forward import CppLoops
 from snn.neurons.fused.python import feed_forward as python_loops
 from snn.neurons.fused.registry import resolve
-from tests.helpers import weighted_loss
+from tests.helpers import require_cpp_kernels, weighted_loss
 
 # triton runs on the CPU only under its interpreter: tests/neurons/fused/test_triton.py runs it there.
 CPU_BACKENDS = [b for b in BACKENDS if b != "triton"]
@@ -32,10 +31,7 @@ BUILTIN = ["super", "triangle", "sigmoid", "atan", "tanh", "heaviside"]
 @pytest.fixture(scope="session")
 def cpp_library():
     """Builds the C++ kernels once per session (cached across sessions in the extensions dir)."""
-    try:
-        return cpp_build.load_library()
-    except RuntimeError as error:
-        pytest.skip(f"C++ kernels unavailable: {error}")
+    return require_cpp_kernels()
 
 
 def needs(backend, request):

@@ -10,7 +10,7 @@ from snn.neurons import LIFAdEx
 from snn.neurons.fused import buffers, release_buffers
 from snn.neurons.fused.buffers import BufferPool
 from snn.neurons.fused.cpp import arguments as cpp_arguments
-from snn.neurons.fused.cpp import build as cpp_build
+from tests.helpers import require_cpp_kernels
 
 SHAPE = (8, 64, 1024)  # 2 MiB in float32: above MIN_POOLED_BYTES
 NBYTES = 8 * 64 * 1024 * 4
@@ -94,10 +94,7 @@ def test_without_the_use_count_the_pool_allocates_fresh(monkeypatch):
 
 @pytest.fixture
 def cpp_layer():
-    try:
-        cpp_build.load_library()
-    except RuntimeError as error:
-        pytest.skip(f"C++ kernels unavailable: {error}")
+    require_cpp_kernels()
     return LIFAdEx(backend="cpp")
 
 

@@ -45,6 +45,7 @@ from snn.neurons import (
 from snn.neurons.fused.feed_forward import _integrate as integrate
 from snn.neurons.fused.spec import NEURON_SPECS
 from tests.fuzz import LAYOUTS, METHODS, compare_gradients, draw_dtype, dtype_of, make_tensor, run_worker, worker
+from tests.helpers import require_cpp_kernels
 
 SEED = 20251127
 CASES = 300
@@ -95,10 +96,7 @@ def session_build():
     """This session's built library (building it if needed)."""
     from snn.neurons.fused.cpp import build
 
-    try:
-        build.load_library()
-    except RuntimeError as error:
-        pytest.skip(f"C++ kernels unavailable: {error}")
+    require_cpp_kernels()
     return build.library_location()
 
 

@@ -20,11 +20,15 @@ from snn.neurons import LIFAdExParameters, LIFAdExState
 from snn.neurons.fused import cpp as fused_cpp
 from snn.neurons.fused.cpp import recurrent as cpp_recurrent
 from snn.neurons.fused.recurrent import _integrate_recurrent as integrate_recurrent
-from tests.helpers import assert_close_gradients
+from tests.helpers import assert_close_gradients, require_native_recurrent
 from tests.helpers import recurrent_inputs as inputs
 from tests.neurons.fused.test_fused_recurrent import BUILTIN, LAYERS, SYMPLECTIC, make_layer, run_both
 
-pytestmark = pytest.mark.skipif(not cpp_recurrent.native_available(), reason="the library found no BLAS GEMM")
+
+@pytest.fixture(autouse=True)
+def native_loops():
+    """Every test here runs the native loops: skipped without them, failed in CI (tests.helpers.unavailable)."""
+    require_native_recurrent()
 
 
 @pytest.fixture
