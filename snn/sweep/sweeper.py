@@ -22,6 +22,7 @@ from __future__ import annotations
 import difflib
 import logging
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ from hydra.types import HydraContext, TaskFunction
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from .space import as_override, search_space
+from .space import SearchSpaceError, as_override, search_space
 from .studies import PRUNED_AT, running
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,10 @@ RESULTS_FILE = "optimization_results.yaml"
 
 class SweepError(ValueError):
     """A sweep that cannot start as configured: the message says which key and what to do."""
+
+
+class TooManyFailures(RuntimeError):
+    """More trials failed than ``max_failure_rate`` allows."""
 
 
 def _config_keys(config: Any, prefix: str = "") -> list[str]:
@@ -131,6 +136,16 @@ class OptunaSweep(Sweeper):
                 )
 
     def sweep(self, arguments: list[str]) -> list[JobReturn]:
+        """Runs the sweep; a search that cannot start, or too many failed trials, end the process with
+        one message (as train.py's runs do), not a traceback."""
+        try:
+            return self._sweep(arguments)
+        except (SweepError, SearchSpaceError) as error:
+            sys.exit(f"Config error: {error}")
+        except TooManyFailures as error:
+            sys.exit(f"Sweep stopped: {error}")
+
+    def _sweep(self, arguments: list[str]) -> list[JobReturn]:
         assert self.config is not None and self.launcher is not None
         distributions, fixed = search_space(self.params, arguments)
         if not distributions:
@@ -167,7 +182,7 @@ class OptunaSweep(Sweeper):
                 returns += [r for r in done if r is not None]
                 write_results(study, sweep_dir / RESULTS_FILE, run_dirs)
                 if failures > self.max_failure_rate * self.n_trials:
-                    raise RuntimeError(
+                    raise TooManyFailures(
                         f"{failures} of {launched} trials failed, more than max_failure_rate="
                         f"{self.max_failure_rate} of n_trials={self.n_trials} allows; each failed trial's train.log "
                         f"in {sweep_dir} says why (the record: {sweep_dir / RESULTS_FILE})."

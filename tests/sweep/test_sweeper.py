@@ -89,3 +89,27 @@ def test_pruned_resumed_and_replayed_sweeps(tmp_path):
     sweep(tmp_path, replay, "hydra.sweeper.n_trials=1", "hydra.sweeper.pruner=null")
     (again,) = optuna.load_study(study_name="fashion_mnist_optuna", storage=replay).trials
     assert again.params == pruned[0].params
+
+
+@pytest.mark.slow
+def test_failed_trials_are_recorded_and_too_many_stop_the_sweep(tmp_path):
+    """A trial refused by its config (train.py exits with the message) is FAIL; the sweep goes on
+    while failures stay within max_failure_rate of n_trials, and stops with a message past it."""
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    command = [
+        sys.executable, str(ROOT / "train.py"), "-m", "hparams_search=fashion_mnist_optuna", "~experiment",
+        "dataset=synthetic", "model.conv=null", "trainer=cpu", f"paths.data_dir={tmp_path / 'data'}",
+        "hydra.sweeper.params={model.T: 'choice(-1, -2)'}", "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.max_failure_rate=0.5", f"hydra.sweeper.storage={storage}",
+    ]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 1
+    assert "Trial(s) [0] ended the process: Config error: Invalid model config: The number of time" in done.stdout
+    assert done.stderr.splitlines()[-1].startswith(  # one message, no traceback
+        "Sweep stopped: 2 of 2 trials failed, more than max_failure_rate=0.5 of n_trials=2 allows")
+    assert "Traceback" not in done.stderr
+    trials = optuna.load_study(study_name="fashion_mnist_optuna", storage=storage).trials
+    assert [t.state for t in trials] == [STATE.FAIL, STATE.FAIL]  # the first failure did not stop it
+    (sweep_dir,) = tmp_path.glob("multirun/*/*")
+    record = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
+    assert [t["state"] for t in record["trials"]] == ["FAIL", "FAIL"]
