@@ -154,13 +154,18 @@ def test_misspelled_keys_are_rejected_by_hydra(tmp_path):
 
 @pytest.mark.slow
 def test_command_line_sweep(tmp_path):
-    """`python train.py -m model=adex,lif seed=1,2` runs four jobs, each in its own directory."""
-    sweep_dir = tmp_path / "multirun"
-    command = [sys.executable, "train.py", "-m", "model=adex,lif", "seed=1,2", "debug=fdr", "dataset=synthetic",
-               "logger=none", f"hydra.sweep.dir={sweep_dir}", f"paths.data_dir={tmp_path}"]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    """`python train.py -m model=adex,lif seed=1,2` runs four jobs, each in its own directory, all in
+    one sweep directory with its multirun.yaml (the default hydra.sweep.dir, named after what varies)."""
+    command = [sys.executable, str(ROOT / "train.py"), "-m", "model=adex,lif", "seed=1,2", "debug=fdr",
+               "dataset=synthetic", "logger=none", f"paths.data_dir={tmp_path}"]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
+    (sweep_dir,) = (tmp_path / "multirun").iterdir()
+    assert sweep_dir.name == "adex+lif-synthetic"
+    (sweep_dir,) = sweep_dir.iterdir()
+    assert (sweep_dir / "multirun.yaml").is_file()
     runs = sorted(p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit())
+    assert [r.name for r in runs] == ["0", "1", "2", "3"]
     configs = [OmegaConf.load(r / ".hydra" / "config.yaml") for r in runs]
     jobs = {(c.model.neuron.kind, c.seed) for c in configs}
     assert jobs == {("adex", 1), ("adex", 2), ("lif", 1), ("lif", 2)}

@@ -30,6 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 from snn.errors import ConfigError
 
 from .log import close_log_files_in, report
+from .naming import register_run_name
 from .resume import requeued_slurm_job
 
 RUN_LOCK = ".run.lock"
@@ -42,20 +43,12 @@ _RUN_ID = secrets.token_hex(3)
 _REFUSED_RUN_FILES = {".hydra": {"config.yaml", "hydra.yaml", "overrides.yaml"}}
 
 
-def run_name(*, _root_: DictConfig) -> str:
-    """The folder that groups a run's directory (``hydra.run.dir``): the experiment chosen, else
-    ``<model>-<dataset>``."""
-    choices = _root_.hydra.runtime.choices
-    return str(choices.experiment) if choices.get("experiment") else f"{choices.model}-{choices.dataset}"
-
-
 def register_run_id() -> None:
     """Registers the ``${run_id:}`` and ``${run_name:}`` resolvers that ``hydra.run.dir`` and
     ``hydra.sweep.dir`` use."""
     if not OmegaConf.has_resolver("run_id"):
         OmegaConf.register_new_resolver("run_id", lambda: _RUN_ID, use_cache=True)
-    if not OmegaConf.has_resolver("run_name"):
-        OmegaConf.register_new_resolver("run_name", run_name)
+    register_run_name()  # snn/training/run/naming.py: runs, sweeps and evaluations
 
 
 def claim_run_dir(output_dir: Path, data_dir: Path | None = None, before_hydra: bool = False) -> None:
