@@ -205,3 +205,42 @@ def require_native_recurrent() -> None:
     require_cpp_kernels()
     if not recurrent.native_available():
         unavailable("the native recurrent loops", "the C++ library found no BLAS GEMM")
+
+
+def fit_and_recheck(cfg, monkeypatch) -> float:
+    """Runs ``cfg`` through the training entry (train=true) and asserts that the validation accuracy it
+    returns (``optimized_metric`` val/acc) is the fitted model's accuracy on the validation batches it
+    was measured on, recomputed here from the model's own predictions: a run that reports a metric
+    of something else (wrong labels, another model, a decoding mismatch, a stale checkpoint) fails.
+    For runs whose best epoch is their last (one epoch, or ``debug=fdr``): a test after the fit
+    reloads the best checkpoint into the module."""
+    import lightning as L
+    import torch
+
+    from snn.training.run import run as train
+
+    class Keep(L.Callback):  # what the fit ended with: its module, data and number of validation batches
+        module = datamodule = None
+        val_batches = 0
+
+        def on_fit_end(self, trainer, pl_module):
+            self.module, self.datamodule = pl_module, trainer.datamodule
+            self.val_batches = int(trainer.num_val_batches[0]) if trainer.num_val_batches else 0
+
+    kept = Keep()
+    with_callback(monkeypatch, kept)
+    value = train(cfg)
+    assert cfg.optimized_metric == "val/acc" and kept.module is not None and kept.val_batches > 0
+    module = kept.module.eval()
+    dtype = next(module.parameters()).dtype
+    correct = total = 0
+    with torch.no_grad():
+        for i, (x, y) in enumerate(kept.datamodule.val_dataloader()):
+            if i == kept.val_batches:
+                break
+            x = x.to(module.device, dtype=dtype if x.is_floating_point() else x.dtype)
+            correct += int((module(x).argmax(-1) == y.to(module.device)).sum())
+            total += y.numel()
+    # float32 metric vs an exact count: the same count of correct predictions, not another one
+    assert total > 0 and abs(value - correct / total) < 0.5 / total, (value, correct, total)
+    return value

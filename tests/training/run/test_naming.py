@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from snn.training.run.naming import checkpoint_run_name, name_from_choices, swept_groups
 from snn.training.run.directory import register_run_id
+from snn.training.run.naming import checkpoint_run_name, name_from_choices, swept_groups
 from tests.helpers import compose_config
 
 
