@@ -20,7 +20,11 @@ from omegaconf import DictConfig
 from snn.errors import CheckpointWriteError, ConfigError, NonFiniteCheckpointError, NonFiniteError
 from snn.training.quiet import quiet_third_party
 from snn.training.run import run
-from snn.training.run.config_errors import explain_composition_error
+from snn.training.run.config_errors import (
+    explain_composition_error,
+    explain_search_path_error,
+    with_config_dir_as_search_path,
+)
 from snn.training.run.directory import claim_fixed_run_dir, discard_refused_run
 from snn.training.run.log import exit_with, log_to_run_log
 
@@ -54,17 +58,22 @@ def hydra_main(cfg: DictConfig) -> float:
 
 
 def main() -> None:
-    """The command line: plain single runs are checked before Hydra starts (sweeps and --config-path
-    runs are Hydra's to check), then Hydra composes and runs :func:`hydra_main`."""
+    """The command line: the config directories it adds are checked, then plain single runs (also
+    with --config-dir) before Hydra starts (sweeps and --cfg are Hydra's to check), then Hydra
+    composes and runs :func:`hydra_main`. A refused command line creates no run directory."""
     global _DEFAULT_RUN_DIR
     args = sys.argv[1:]
     _DEFAULT_RUN_DIR = not any(a.startswith(("hydra.run.dir=", "hydra/", "-")) for a in args)
-    if not any(a.startswith("-") for a in args):
-        problem = explain_composition_error(CONF_DIR, args)
+    problem = explain_search_path_error(args)
+    if problem:
+        sys.exit(f"Config error: {problem}")
+    checkable = with_config_dir_as_search_path(args)
+    if checkable is not None:
+        problem = explain_composition_error(CONF_DIR, checkable)
         if problem:
             sys.exit(f"Config error: {problem}")
         try:
-            claim_fixed_run_dir(CONF_DIR, args)
+            claim_fixed_run_dir(CONF_DIR, checkable)
         except ConfigError as error:
             sys.exit(f"Config error: {error}")
     hydra_main()

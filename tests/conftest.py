@@ -51,3 +51,26 @@ def one_blas_thread(intra_op_threads):
     test that compares them with the eager loop bit for bit runs the eager loop's products on one
     thread too."""
     intra_op_threads(1)
+
+
+class TrainedRun:
+    """A finished training run: its directory, checkpoints and the accuracies it reported."""
+
+    def __init__(self, directory, val_acc: float, test_acc: float):
+        self.directory = directory
+        self.last = directory / "checkpoints" / "last.ckpt"
+        (self.best,) = (directory / "checkpoints").glob("epoch_*.ckpt")
+        self.val_acc, self.test_acc = val_acc, test_acc
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory) -> TrainedRun:
+    """One short training (tests.helpers.TRAINED_RUN) for every test that needs a checkpoint of our
+    own model and does not change how it is trained: evaluation, reading, damage, trust. The tests
+    copy its files before changing them."""
+    from snn.training.run import run
+    from tests.helpers import TRAINED_RUN, logged_test_acc, make_cfg
+
+    directory = tmp_path_factory.mktemp("trained_run")
+    val_acc = run(make_cfg(directory, *TRAINED_RUN))
+    return TrainedRun(directory, val_acc, logged_test_acc(directory))

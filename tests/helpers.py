@@ -244,3 +244,21 @@ def fit_and_recheck(cfg, monkeypatch) -> float:
     # float32 metric vs an exact count: the same count of correct predictions, not another one
     assert total > 0 and abs(value - correct / total) < 0.5 / total, (value, correct, total)
     return value
+
+
+# The short training that tests/conftest.py's session fixture ``trained_run`` runs once for the tests
+# that need a checkpoint of our own model: synthetic data ([1, 8, 8], 4 classes), one epoch, the test
+# set evaluated after fitting and logged to CSV; constant-current input, so the checkpoint's test
+# accuracy is the same whenever it is evaluated again.
+TRAINED_RUN = ["dataset=synthetic", "model.T=6", "model.hidden=16", "model.conv=null", "model.encoder.kind=constant",
+               "model.dropout=0.2", "trainer.max_epochs=1", "trainer.accelerator=cpu", "logger=csv", "test=true",
+               "callbacks.spike_raster=null", "callbacks.progress_bar=null"]
+
+
+def logged_test_acc(run_dir: Path) -> float:
+    """The test accuracy a run with ``logger=csv`` logged after fitting (its best checkpoint's)."""
+    import csv
+
+    with open(run_dir / "csv" / "metrics.csv") as f:
+        (value,) = [float(row["test/acc"]) for row in csv.DictReader(f) if row.get("test/acc")]
+    return value

@@ -100,6 +100,7 @@ MAY_IMPORT = {
     "snn.data": {"snn.errors", "snn.neurons", "snn.models"},
     "snn.training": {"snn.errors", "snn.neurons", "snn.models", "snn.data"},
     "snn.interop": {"snn.errors", "snn.neurons", "snn.models"},
+    "snn.sweep": {"snn.errors"},  # Optuna and Hydra only: the trials' runs are snn.training's, reached by config
 }
 
 

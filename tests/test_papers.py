@@ -1,4 +1,5 @@
-"""The package's papers agree with pyproject.toml: version, licence, changelog, citation, typing marker."""
+"""The package's papers agree with pyproject.toml: version, licence, changelog, citation (tests/test_wheel.py:
+the wheel ships them)."""
 
 from __future__ import annotations
 
@@ -46,11 +47,6 @@ def test_licence_is_an_spdx_expression_with_its_file():
     project = PYPROJECT["project"]
     assert project["license"] == "MIT" and project["license-files"] == ["LICENSE"]
     assert (ROOT / "LICENSE").read_text().startswith("MIT License")
-
-
-def test_the_package_is_marked_typed_and_ships_the_marker():
-    assert (ROOT / "snn" / "py.typed").is_file()
-    assert "py.typed" in PYPROJECT["tool"]["setuptools"]["package-data"]["snn"]
 
 
 def test_ruff_targets_the_oldest_python_we_support():

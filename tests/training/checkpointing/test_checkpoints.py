@@ -26,7 +26,7 @@ from snn.training import (
 )
 from snn.training.run import build
 from snn.training.run import run as train
-from tests.helpers import make_cfg, with_callback
+from tests.helpers import TRAINED_RUN, make_cfg, with_callback
 
 # Randomness everywhere a resume could lose it: shuffled batches, Poisson input spikes, dropout.
 RANDOM = ["dataset=synthetic", "model.T=6", "model.hidden=16", "model.conv=null", "model.encoder.kind=poisson",
@@ -88,17 +88,11 @@ def test_best_and_last_checkpoints_and_the_model_rebuilt_from_one_file(tmp_path)
     torch.testing.assert_close(net(x), module(x), rtol=0, atol=0)
 
 
-def test_evaluation_entry_reports_the_test_metrics_of_a_checkpoint(tmp_path, capsys):
-    run = tmp_path / "run"
-    train(make_cfg(run, *RANDOM, "model.encoder.kind=constant", "test=true", "logger=csv"))
-    best = next((run / "checkpoints").glob("epoch_*.ckpt"))
-    logged = [line.split(",") for line in (run / "csv" / "metrics.csv").read_text().splitlines()]
-    column = logged[0].index("test/acc")
-    test_acc = float(next(row[column] for row in logged[1:] if row[column]))
-
+def test_evaluation_entry_reports_the_test_metrics_of_a_checkpoint(tmp_path, trained_run, capsys):
+    best = trained_run.best
     # The model and the data set are the checkpoint's (the defaults here are another model and MNIST).
     acc = train(make_cfg(tmp_path / "eval", "train=false", f"ckpt_path={best}", "logger=none"))
-    assert acc == test_acc
+    assert acc == trained_run.test_acc
     assert "Evaluating" in capsys.readouterr().out
 
     with pytest.raises(ConfigError, match="train=false evaluates a checkpoint: add ckpt_path"):
@@ -108,20 +102,18 @@ def test_evaluation_entry_reports_the_test_metrics_of_a_checkpoint(tmp_path, cap
         train(make_cfg(tmp_path / "eval3", *command_line), overrides=command_line)
 
 
-def test_checkpoint_of_another_model_config_is_refused(tmp_path):
-    train(make_cfg(tmp_path / "a", *RANDOM, "trainer.max_epochs=1"))
-    ckpt = tmp_path / "a" / "checkpoints" / "last.ckpt"
+def test_checkpoint_of_another_model_config_is_refused(tmp_path, trained_run):
+    ckpt = trained_run.last
     with pytest.raises(ConfigError,
                        match=r"different model config.*hidden: 16 -> 20.*neuron.kind: 'adex' -> 'lif'") as error:
-        train(make_cfg(tmp_path / "b", *RANDOM, "model=lif", "model.hidden=20", "model.conv=null",
-                       "model.encoder.kind=poisson", "model.dropout=0.2", f"ckpt_path={ckpt}"))
+        train(make_cfg(tmp_path / "b", *TRAINED_RUN, "model=lif", "model.hidden=20", "model.conv=null",
+                       "model.encoder.kind=constant", "model.dropout=0.2", f"ckpt_path={ckpt}"))
     assert "\n" not in str(error.value)
     assert not (tmp_path / "b" / "checkpoints").exists()  # refused before anything ran
 
 
-def test_unreadable_checkpoints_give_clear_errors(tmp_path):
-    train(make_cfg(tmp_path / "a", *RANDOM, "trainer.max_epochs=1"))
-    good = (tmp_path / "a" / "checkpoints" / "last.ckpt").read_bytes()
+def test_unreadable_checkpoints_give_clear_errors(tmp_path, trained_run):
+    good = trained_run.last.read_bytes()
     truncated = tmp_path / "truncated.ckpt"
     truncated.write_bytes(good[: len(good) // 2])
     with pytest.raises(ValueError, match=f"{truncated} is not a readable checkpoint"):
@@ -139,12 +131,10 @@ def test_unreadable_checkpoints_give_clear_errors(tmp_path):
 # --- Writing: atomic, never a non-finite weight; reading: damaged files refused by name ---------------
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
-    """last.ckpt of a one-epoch run, shared by the tests below (which never modify it)."""
-    run = tmp_path_factory.mktemp("trained")
-    train(make_cfg(run, *RANDOM, "trainer.max_epochs=1"))
-    return run / "checkpoints" / "last.ckpt"
+@pytest.fixture
+def trained(trained_run) -> Path:
+    """last.ckpt of the session's one-epoch run (tests/conftest.py; the tests below never modify it)."""
+    return trained_run.last
 
 
 def flip_a_bit(source: Path, target: Path, member: str = "archive/data/0") -> Path:
@@ -247,8 +237,15 @@ def test_a_checkpoint_naming_the_old_data_module_paths_loads_on_every_path(tmp_p
     SafeCheckpointIO().save_checkpoint(checkpoint, old)
     assert load_classifier(old).num_classes == 4
     acc = train(make_cfg(tmp_path / "eval", "dataset=synthetic", "train=false", f"ckpt_path={old}", "logger=none"))
-    assert 0.0 <= acc <= 1.0
-    assert 0.0 <= train(make_cfg(tmp_path / "resumed", *RANDOM, "trainer.max_epochs=2", f"ckpt_path={old}")) <= 1.0
+    assert acc == train(make_cfg(tmp_path / "eval_new", "dataset=synthetic", "train=false", f"ckpt_path={trained}",
+                                 "logger=none"))  # its twin under the new path
+    resumed = [train(make_cfg(tmp_path / name, *TRAINED_RUN, "trainer.max_epochs=2", "test=false", f"ckpt_path={ckpt}"))
+               for name, ckpt in (("resumed_old", old), ("resumed_new", trained))]
+    assert resumed[0] == resumed[1]
+    old_weights, new_weights = (weights(tmp_path / name / "checkpoints" / "last.ckpt")
+                                for name in ("resumed_old", "resumed_new"))
+    assert old_weights.keys() == new_weights.keys()
+    assert all(torch.equal(old_weights[k], new_weights[k]) for k in old_weights)
 
 
 def test_training_never_writes_a_non_finite_weight(tmp_path, monkeypatch):
@@ -272,7 +269,7 @@ def test_a_damaged_checkpoint_is_refused_by_name_on_every_load_path(tmp_path, tr
     with pytest.raises(CheckpointError, match=damaged):
         SafeCheckpointIO().load_checkpoint(flipped)  # Lightning's own reads (ckpt_path=, trainer.test)
     with pytest.raises(ConfigError, match=damaged):
-        train(make_cfg(tmp_path / "resume", *RANDOM, f"ckpt_path={flipped}"))
+        train(make_cfg(tmp_path / "resume", *TRAINED_RUN, "trainer.max_epochs=2", f"ckpt_path={flipped}"))
     with pytest.raises(ConfigError, match=damaged):
         train(make_cfg(tmp_path / "evaluate", "dataset=synthetic", "logger=none", "train=false",
                        f"ckpt_path={flipped}"))

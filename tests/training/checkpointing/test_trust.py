@@ -13,7 +13,7 @@ from snn.errors import ConfigError
 from snn.training import CheckpointError, SpikingClassifierModule, load_checkpoint, load_classifier
 from snn.training.checkpointing.safe_load import trusted_names
 from snn.training.run import run as train
-from tests.helpers import make_cfg
+from tests.helpers import logged_test_acc, make_cfg
 from tests.user_package import user_overrides, write_user_package
 
 TINY = ["dataset=synthetic", "dataset.num_train=192", "dataset.val_size=64", "dataset.num_test=64",
@@ -31,7 +31,8 @@ def user(tmp_path_factory):
     code, conf = write_user_package(root)
     sys.path.insert(0, str(code))
     overrides = [*user_overrides(conf), *TINY]
-    train(make_cfg(root / "run", *overrides, "trainer.max_epochs=1", "trust=[mynet]"))
+    # Tested after fitting, logged to CSV: what evaluating the checkpoint must reproduce.
+    train(make_cfg(root / "run", *overrides, "trainer.max_epochs=1", "trust=[mynet]", "test=true", "logger=csv"))
     yield root / "run" / "checkpoints" / "last.ckpt", overrides
     sys.path.remove(str(code))
     for name in [m for m in sys.modules if m == "mynet" or m.startswith("mynet.")]:
@@ -73,7 +74,7 @@ def test_with_the_opt_in_it_reloads_resumes_and_evaluates(tmp_path, user):
     # Evaluation needs neither the model nor the data set on the command line: the checkpoint has both.
     accuracy = train(make_cfg(tmp_path / "evaluated", "train=false", f"ckpt_path={ckpt}", "trust=[mynet]",
                               "trainer.accelerator=cpu", "logger=none"))
-    assert 0.0 <= accuracy <= 1.0
+    assert accuracy == logged_test_acc(ckpt.parents[1])  # one epoch: last.ckpt is the best the fit tested
 
 
 def test_fine_tuning_takes_only_the_weights_and_needs_no_trust(tmp_path, user):
@@ -119,9 +120,12 @@ def test_a_users_own_datamodule_without_shapes_evaluates(tmp_path, user):
     _, overrides = user
     blobs = [o for o in overrides if not o.startswith(("dataset", "model="))] + ["dataset=blobs", "trust=[mynet]"]
     train(make_cfg(tmp_path / "run", *blobs, "model=mynet", "model.input_shape=[4]", "model.num_classes=2",
-                   "trainer.max_epochs=1"))
+                   "trainer.max_epochs=1", "test=true", "logger=csv"))
     trained = tmp_path / "run" / "checkpoints" / "last.ckpt"
-    for i, model in enumerate((["model=mynet"], ["model.T=2"])):  # model.T= is read from the unresolved default
-        accuracy = train(make_cfg(tmp_path / f"evaluated{i}", *blobs, *model, "train=false",
-                                  f"ckpt_path={trained}"), overrides=["dataset=blobs", *model])
-        assert 0.0 <= accuracy <= 1.0
+    accuracy = train(make_cfg(tmp_path / "evaluated", *blobs, "model=mynet", "train=false", f"ckpt_path={trained}"),
+                     overrides=["dataset=blobs", "model=mynet"])
+    assert accuracy == logged_test_acc(tmp_path / "run")  # the fit's own test of this checkpoint (one epoch)
+    # model.T= is a single value of the checkpoint's model config (so T=2 here, another accuracy), read
+    # from the default model's unresolved config: it must not resolve ${dataset.input_shape}.
+    train(make_cfg(tmp_path / "evaluated_T2", *blobs, "model.T=2", "train=false", f"ckpt_path={trained}"),
+          overrides=["dataset=blobs", "model.T=2"])

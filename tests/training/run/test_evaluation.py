@@ -11,14 +11,11 @@ import pytest
 from snn.errors import ConfigError
 from snn.training import load_checkpoint
 from snn.training.run import run as train
-from tests.helpers import make_cfg
+from tests.helpers import logged_test_acc, make_cfg
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
-QUICK = ["trainer.accelerator=cpu", "logger=none", "test=false", "callbacks.spike_raster=null",
+QUICK = ["trainer.accelerator=cpu", "logger=csv", "test=true", "callbacks.spike_raster=null",
          "callbacks.progress_bar=null", "trainer.max_epochs=1"]
-# A synthetic data set unlike the defaults (MNIST's 1x28x28, 10 classes): 2x6x6 inputs, 3 classes.
-SYNTHETIC = ["dataset=synthetic", "dataset.input_shape=[2,6,6]", "dataset.num_classes=3", "dataset.num_train=160",
-             "dataset.val_size=32", "dataset.num_test=48", "model.T=4", "model.hidden=8", "model.conv=null"]
 
 
 def evaluate(tmp_path: Path, ckpt: Path, *overrides: str) -> tuple[float, list]:
@@ -27,19 +24,19 @@ def evaluate(tmp_path: Path, ckpt: Path, *overrides: str) -> tuple[float, list]:
     return train(make_cfg(tmp_path, *command_line), overrides=command_line)
 
 
-@pytest.fixture(scope="module")
-def synthetic(tmp_path_factory) -> Path:
-    run = tmp_path_factory.mktemp("synthetic")
-    train(make_cfg(run, *SYNTHETIC, *QUICK))
-    return run / "checkpoints" / "last.ckpt"
+@pytest.fixture
+def synthetic(trained_run) -> Path:
+    """The session's trained checkpoint (tests/conftest.py): synthetic [1, 8, 8] inputs, 4 classes,
+    unlike the defaults (MNIST's [1, 28, 28], 10 classes)."""
+    return trained_run.last
 
 
-def test_evaluation_uses_the_checkpoints_data_set_and_model(tmp_path, synthetic, capsys):
-    accuracy = evaluate(tmp_path, synthetic)
+def test_evaluation_uses_the_checkpoints_data_set_and_model(tmp_path, trained_run, capsys):
+    accuracy = evaluate(tmp_path, trained_run.best)
     out = capsys.readouterr().out
     assert "its model and the data set from the checkpoint's config (synthetic" in out
     assert f"Run directory: {tmp_path.resolve()}" in out
-    assert 0.0 <= accuracy <= 1.0
+    assert accuracy == trained_run.test_acc  # what the run's own test of this checkpoint logged
 
 
 def test_evaluation_reads_and_verifies_the_checkpoint_once(tmp_path, synthetic, monkeypatch):
@@ -57,13 +54,13 @@ def test_evaluation_reads_and_verifies_the_checkpoint_once(tmp_path, synthetic, 
 
 def test_a_data_set_chosen_on_the_command_line_is_used_and_checked(tmp_path, synthetic, capsys):
     # The same shapes from the command line: used (a different noise level, so a different accuracy).
-    evaluate(tmp_path / "same", synthetic, "dataset=synthetic", "dataset.input_shape=[2,6,6]",
-             "dataset.num_classes=3", "dataset.num_test=48")
+    evaluate(tmp_path / "same", synthetic, "dataset=synthetic", "dataset.noise=0.9", "dataset.num_test=48")
     assert "data set from the command line" in capsys.readouterr().out
     # Other shapes: refused, naming both and the way back to the checkpoint's own data set.
-    with pytest.raises(ConfigError, match=r"takes inputs \[2, 6, 6\] with 3 classes, the dataset config gives "
-                                          r"\[1, 8, 8\] with 4; leave dataset= out"):
-        evaluate(tmp_path / "other", synthetic, "dataset=synthetic")
+    with pytest.raises(ConfigError, match=r"takes inputs \[1, 8, 8\] with 4 classes, the dataset config gives "
+                                          r"\[2, 6, 6\] with 3; leave dataset= out"):
+        evaluate(tmp_path / "other", synthetic, "dataset=synthetic", "dataset.input_shape=[2,6,6]",
+                 "dataset.num_classes=3")
 
 
 def test_single_values_override_the_checkpoints_configs(tmp_path, synthetic, capsys):
@@ -78,11 +75,11 @@ def test_a_store_recall_checkpoint_evaluates_its_recurrent_model_on_its_task(tmp
             "model.decoder_steps=10", "model.hidden=[8]", "dataset.num_train=64", "dataset.num_val=32",
             "dataset.num_test=32"]
     train(make_cfg(tmp_path / "run", *task, *QUICK))
-    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    (ckpt,) = (tmp_path / "run" / "checkpoints").glob("epoch_*.ckpt")
     assert load_checkpoint(ckpt)["hyper_parameters"]["net"]["_target_"] == "snn.models.SpikingSequenceClassifier"
     accuracy = evaluate(tmp_path / "evaluated", ckpt)
     assert "data set from the checkpoint's config (STORE-RECALL)" in capsys.readouterr().out
-    assert 0.0 <= accuracy <= 1.0
+    assert accuracy == logged_test_acc(tmp_path / "run")  # the fit's own test of this checkpoint
 
 
 @pytest.mark.skipif(not FASHION_DIR.is_dir(), reason="Debian's dataset-fashion-mnist is not installed")
