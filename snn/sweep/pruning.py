@@ -38,9 +38,8 @@ class OptunaPruning(L.Callback):
         super().__init__()
         if trial is None:  # ${hydra:job.num} outside a multirun
             raise ValueError(
-                "callbacks.optuna_pruning reports to a trial of an Optuna sweep, and this run is not one: run the "
-                "search with -m (python train.py -m hparams_search=...), or drop the callback with "
-                "callbacks.optuna_pruning=null."
+                "this run is not a trial of an Optuna sweep, which this callback reports to: run the search with "
+                "-m (python train.py -m hparams_search=...), or drop the callback with callbacks.optuna_pruning=null."
             )
         self.monitor = monitor
         self.trial_number = int(trial)

@@ -33,7 +33,9 @@ def build_from_config(spec: Any, what: str) -> Any:
 
 def instantiate_config(spec: Any, what: str, **kwargs: Any) -> Any:
     """``hydra.utils.instantiate(spec, **kwargs)``, with a ``_target_`` that cannot be found explained
-    (:func:`unlocatable_target`) in a ValueError naming the ``what`` config (``callbacks.my_callback``)."""
+    (:func:`unlocatable_target`) in a ValueError naming the ``what`` config (``callbacks.my_callback``);
+    so is a component that refuses its arguments with a ValueError (a config error, not a traceback
+    from inside Hydra)."""
     try:
         return instantiate(spec, **kwargs)
     except InstantiationException as error:
@@ -41,6 +43,8 @@ def instantiate_config(spec: Any, what: str, **kwargs: Any) -> Any:
         unlocated = unlocatable_target(target, what) if str(error).startswith("Error locating") else None
         if unlocated:
             raise ValueError(unlocated) from error
+        if isinstance(error.__cause__, ValueError):
+            raise ValueError(f"{what}: {error.__cause__}") from error
         raise
 
 
