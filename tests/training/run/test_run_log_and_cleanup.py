@@ -40,7 +40,8 @@ def test_a_run_names_its_directory_logs_to_train_log_and_its_evaluation_says_whe
 
     evaluated = run(tmp_path, "train=false", f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", "trainer=cpu")
     assert evaluated.returncode == 0, evaluated.stderr[-2000:]
-    (eval_dir,) = (tmp_path / "outputs" / "adex-mnist").iterdir()  # the command line's names; the data: the ckpt's
+    # Filed under the checkpoint's run (not the command line's defaults, adex-mnist); the data: the ckpt's.
+    (eval_dir,) = (tmp_path / "outputs" / "adex-synthetic" / "eval").iterdir()
     assert "its model and the data set from the checkpoint's config (synthetic)" in evaluated.stdout
     assert f"Run directory: {eval_dir}" in evaluated.stdout
     assert "test/acc" in evaluated.stdout and "Run directory" in (eval_dir / "train.log").read_text()
