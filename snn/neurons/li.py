@@ -17,7 +17,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .equations import leaky_subthreshold
-from .module import NeuronModule, Projection
+from .module import NeuronModule, Projection, compute_dtype, float32_state, without_autocast
 
 
 class LIParameters(NamedTuple):
@@ -117,7 +117,12 @@ class LILinearCell(Projection, LICell):
     def forward(self, input_tensor: torch.Tensor, state: LIState | None = None):
         hidden_shape = self.check_input(input_tensor, time_major=False)  # [B, input_size] -> [B, hidden_size]
         self.check_weights(input_tensor)
-        if state is None:
-            state = self.rest_state(input_tensor.new_zeros(hidden_shape))
-        state = self.check_state(state, hidden_shape, LIState, like=input_tensor)
-        return li_step(input_tensor, state, self.input_weights, self.neuron_parameters(input_tensor), self.dt)
+        given = input_tensor.dtype
+        with without_autocast(input_tensor):  # half precision: computed in float32 (snn.neurons.module)
+            x = input_tensor.to(compute_dtype(given))
+            state = float32_state(state, given)
+            if state is None:
+                state = self.rest_state(x.new_zeros(hidden_shape))
+            state = self.check_state(state, hidden_shape, LIState, like=x, given=given)
+            v, final = li_step(x, state, self.input_weights.to(x.dtype), self.neuron_parameters(x), self.dt)
+        return v.to(given), final

@@ -11,11 +11,26 @@ negative ``tau_mem_inv`` computes a growing voltage, as the equations say.
 Dtypes: the neuron constants follow the input (a float64 input computes in float64 whatever the
 module holds). The weight matrices of the recurrent modules and of
 :class:`~snn.neurons.li.LILinearCell` are like ``nn.Linear``'s: the input must have their dtype
-(``module.double()`` for float64 input).
+(``module.double()`` for float64 input), except under autocast, which casts them.
+
+Half precision (the rule of every backend, ``eager`` included): a float16 or bfloat16 input, with
+or without autocast (``bf16-mixed``, ``16-mixed``, ``bf16-true``), is computed in float32. The
+module runs on ``x.float()`` with float32 state and constants, returns its outputs in the input's
+dtype (spikes, 0 or 1, are exact in both) and its final state in float32 (not rounded to 8 or 11
+bits from one call to the next; a state passed in may be float32 or of the input's dtype). Under
+autocast a neuron module turns autocast off for its own operations, whatever its input's dtype: a
+recurrent module's products ``W_in x`` and ``W_rec z`` run in float32 (half weights cast to
+float32 for the call), the linear layers around it in the autocast dtype. The threshold
+comparison and AdEx's exponential would otherwise decide spikes on voltages rounded to a few
+bits, differently on each backend. The constants' buffers keep their dtype (float64) when the
+module is converted with ``.half()``, ``.bfloat16()``, ``.float()`` or ``.to(dtype)`` (only device
+moves and conversions to float64 apply to them, see :meth:`NeuronModule._apply`): a ``bf16-true``
+run does not round them for good.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
@@ -28,6 +43,33 @@ from .constants import broadcasts_to, check_backend, check_recurrent_backend
 from .fused.feed_forward import run as run_fused
 from .fused.recurrent import run_recurrent
 from .fused.spec import KernelOptions
+
+# Inputs of these dtypes are computed in float32 (see the module docstring).
+HALF_DTYPES = (torch.float16, torch.bfloat16)
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype a neuron module computes an input of ``dtype`` in: float32 for half precision."""
+    return torch.float32 if dtype in HALF_DTYPES else dtype
+
+
+def without_autocast(x: torch.Tensor) -> contextlib.AbstractContextManager:
+    """Autocast off on ``x``'s device type where it is on: a neuron module computes in its own
+    dtype rule (the module docstring), so that the eager loop and every fused backend see the same
+    float32 products and states, and backward the same dtypes as forward."""
+    device = x.device.type
+    if torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device):
+        return torch.autocast(device, enabled=False)
+    return contextlib.nullcontext()
+
+
+def float32_state(state: Any, dtype: torch.dtype) -> Any:
+    """A state passed in with a half input: its fields of the input's ``dtype`` in float32 (the
+    compute dtype), the others as they are (the state check refuses another dtype)."""
+    if state is None or dtype not in HALF_DTYPES or not isinstance(state, tuple):
+        return state
+    return type(state)(*(s.float() if isinstance(s, torch.Tensor) and s.dtype == dtype else s for s in state))
+
 
 # Fields of a parameter NamedTuple that are not tensors: the surrogate's name and steepness, and
 # the time-stepping scheme (AdEx's integrator).
@@ -284,6 +326,24 @@ class NeuronModule(nn.Module):
         else:
             super().__setattr__(name, value)
 
+    def _apply(self, fn, recurse=True):
+        """``nn.Module._apply`` (``.to()``, ``.cuda()``, ``.half()``, ``.bfloat16()``, ...) with the
+        constants' buffers (the fixed constants and the learnable ones' ``<name>_init``) kept in
+        their dtype unless converted to float64: they move with the module, but a ``.bfloat16()``
+        (Lightning's ``bf16-true``) does not round them to 8 bits for good. The module computes
+        with them in the input's dtype at every call (see the module docstring)."""
+        constants = set(self._tensor_fields) | {f"{name}_init" for name in self._learned}
+        kept = {}
+        for name, buffer in self._buffers.items():
+            if name in constants and buffer is not None:
+                moved = fn(buffer)
+                if moved.dtype != buffer.dtype and moved.dtype != torch.float64:
+                    moved = buffer.to(device=moved.device, copy=moved.device == buffer.device)
+                kept[name] = moved
+        result = super()._apply(fn, recurse)
+        self._buffers.update(kept)
+        return result
+
     def constant(self, name: str, dtype: torch.dtype | None = None) -> torch.Tensor:
         """The current value of constant ``name``: a learnable one computed from its raw parameter
         (in ``dtype``, default the raw parameter's, with autograd), a fixed one its buffer (cast to
@@ -458,13 +518,14 @@ class NeuronModule(nn.Module):
         return neuron_shape
 
     def check_state(self, state: Any, neuron_shape: torch.Size, state_class: type[NamedTuple],
-                    like: torch.Tensor) -> NamedTuple:
+                    like: torch.Tensor, given: torch.dtype | None = None) -> NamedTuple:
         """Checks ``state`` is a ``state_class`` of dense tensors that broadcast to the neuron shape
         and, given the input ``like``, of its dtype and on its device (0-dim ones are converted):
         every backend then sees the same arguments (the eager step would promote a float64 state,
         the fused loops compute in the input's dtype). Returns the state with every field expanded
         to the neuron shape (as norse's steps broadcast it). A ValueError names the field and the
-        fix."""
+        fix. ``given``: the dtype of a half input that ``like`` (float32) computes (see
+        :func:`float32_state`), for the message."""
         if not isinstance(state, state_class):
             raise ValueError(
                 f"{type(self).__name__} expects state=None or a {state_class.__name__}, got {type(state).__name__}."
@@ -486,9 +547,13 @@ class NeuronModule(nn.Module):
                                  f"{value.layout} tensor; convert it with .to_dense().")
             if value.dtype != like.dtype or (not (value.is_cpu and like.is_cpu)
                                              and value.device != like.device):
+                if given is not None and given != like.dtype:
+                    what = f"{given} on {like.device} (computed in {like.dtype}, whose state may be either)"
+                else:
+                    what = f"{like.dtype} on {like.device}"
                 raise ValueError(
                     f"{type(self).__name__}: state.{name} is {value.dtype} on {value.device} but the input "
-                    f"is {like.dtype} on {like.device}; pass state=None to start from rest, or convert "
+                    f"is {what}; pass state=None to start from rest, or convert "
                     f"the state to the input x: {state_class.__name__}(*(s.to(x) for s in state))."
                 )
             fields[name] = value.expand(neuron_shape)  # a view, as norse's steps broadcast it
@@ -500,15 +565,21 @@ class NeuronModule(nn.Module):
         ``state=None`` starts from rest.
         """
         neuron_shape = self.check_input(input_tensor, self.time_major)
-        if state is None:
-            state = self.rest_state(input_tensor.new_zeros(neuron_shape), materialize=False)
-        state = self.check_state(state, neuron_shape, self.state_class, like=input_tensor)
-        p = self.neuron_parameters(input_tensor)
-        if not self.time_major:
-            return type(self).step(input_tensor, state, p, self.dt)
-        if input_tensor.shape[0] == 0:  # no steps, on every backend: no outputs and the initial state
-            return run_time_loop(type(self).step, input_tensor, state)
-        return self.integrate(input_tensor, state, p)
+        given = input_tensor.dtype
+        with without_autocast(input_tensor):  # half precision: computed in float32 (module docstring)
+            x = input_tensor.to(compute_dtype(given))
+            state = float32_state(state, given)
+            if state is None:
+                state = self.rest_state(x.new_zeros(neuron_shape), materialize=False)
+            state = self.check_state(state, neuron_shape, self.state_class, like=x, given=given)
+            p = self.neuron_parameters(x)
+            if not self.time_major:
+                out, final = type(self).step(x, state, p, self.dt)
+            elif x.shape[0] == 0:  # no steps, on every backend: no outputs and the initial state
+                out, final = run_time_loop(type(self).step, x, state)
+            else:
+                out, final = self.integrate(x, state, p)
+        return out.to(given), final
 
     def integrate(self, input_tensor: torch.Tensor, state: NamedTuple, p: NamedTuple):
         """Runs the step function over the time dimension of a checked input, step by step
@@ -676,11 +747,21 @@ class RecurrentNeuronModule(Projection, NeuronModule):
         """Cell: ``[B, input_size] -> (z [B, hidden_size], state)``; layer: the same over ``[T, ...]``."""
         hidden_shape = self.check_input(input_tensor, self.time_major)
         self.check_weights(input_tensor)
+        given = input_tensor.dtype
+        with without_autocast(input_tensor):  # half precision: computed in float32 (module docstring)
+            x = input_tensor.to(compute_dtype(given))
+            out, final = self._forward(x, float32_state(state, given), hidden_shape, given)
+        return out.to(given), final
+
+    def _forward(self, input_tensor: torch.Tensor, state: NamedTuple | None, hidden_shape: torch.Size,
+                 given: torch.dtype):
+        """:meth:`forward` on the checked input in its compute dtype (``given``: the input's own)."""
         if state is None:  # v a broadcast of v_leak: the fused loops then save no initial voltage
             state = self.rest_state(input_tensor.new_zeros(hidden_shape), materialize=False)
-        state = self.check_state(state, hidden_shape, self.state_class, like=input_tensor)
+        state = self.check_state(state, hidden_shape, self.state_class, like=input_tensor, given=given)
         p = self.neuron_parameters(input_tensor)
-        w_in, w_rec = self.input_weights, self.effective_recurrent_weights()
+        dtype = input_tensor.dtype  # half weights (bf16-true) computed in float32 too; else a no-op
+        w_in, w_rec = self.input_weights.to(dtype), self.effective_recurrent_weights().to(dtype)
         step = type(self).step
         if not self.time_major:
             return step(input_tensor, state, w_in, w_rec, p, self.dt)

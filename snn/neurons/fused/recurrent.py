@@ -59,14 +59,15 @@ class FusedRecurrentLoop(torch.autograd.Function):
         ctx.kind, ctx.loops, ctx.options = kind, loops, options
         ctx.param_grads = param_grads
         ctx.n_saved, ctx.v0_shape = len(saved), state[0].shape
-        # z0 only when W_rec's gradient reads it and it has spikes (it is 0 from rest).
-        ctx.z0_spikes = bool(needs[2]) and bool(z0.any())
+        # z0 only when W_rec's gradient reads it ([B, N], small; asking whether it has spikes would
+        # cost a host sync per call on a GPU).
+        ctx.save_z0 = bool(needs[2])
         ctx.save_for_backward(
             x,
             w_in,
             w_rec,
             one_value_if_uniform(state[0]),
-            *([z0] if ctx.z0_spikes else []),
+            *([z0] if ctx.save_z0 else []),
             *saved,
             *P,
         )
@@ -75,7 +76,7 @@ class FusedRecurrentLoop(torch.autograd.Function):
     @staticmethod
     def backward(ctx, gout, gz, *gstate):
         x, w_in, w_rec, v0, *rest = ctx.saved_tensors
-        z0 = rest.pop(0) if ctx.z0_spikes else None
+        z0 = rest.pop(0) if ctx.save_z0 else None
         saved, P = rest[: ctx.n_saved], rest[ctx.n_saved :]
         v0 = v0.expand(ctx.v0_shape)
         gstate = [torch.zeros_like(v0) if g is None else g for g in gstate]

@@ -324,8 +324,11 @@ def test_bad_input_errors():
         layer(torch.rand(4, 6, 3), state)  # a state of batch size 2 for a batch of 6
     with pytest.raises(ValueError, match="Recurrent layers have the backends auto, cpp, triton, python, eager"):
         LIFRecurrent(3, 5, backend="compile")
+    half = LIFRecurrent(3, 5).half()
+    zeros = half.initial_state(torch.rand(4, 2, 3)).__class__(*(torch.zeros(2, 5).half() for _ in range(3)))
     with pytest.raises(ValueError, match="backend='cpp' cannot run this lif layer: it runs on CPU in float32/float64"):
-        LIFRecurrent(3, 5, backend="cpp").half()(torch.rand(4, 2, 3).half())
+        integrate_recurrent("lif", "cpp", torch.rand(4, 2, 3).half(), zeros, half.input_weights,
+                            half.recurrent_weights, LIFParameters(), 1e-3)
     x = torch.rand(4, 2, 3)
     p = LIFAdExParameters()
     with pytest.raises(
