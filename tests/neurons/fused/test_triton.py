@@ -34,7 +34,7 @@ from snn.neurons.fused import KernelOptions
 from snn.neurons.fused import registry as fused_registry
 from snn.neurons.fused.feed_forward import _integrate as integrate
 from snn.neurons.fused.registry import resolve
-from snn.neurons.fused.triton import TritonBackend
+from snn.neurons.fused.triton import TritonBackend, trust
 from tests.helpers import assert_close_gradients, weighted_loss
 
 pytest.importorskip("triton")
@@ -349,6 +349,7 @@ def test_user_registered_surrogate_is_refused_by_triton_and_auto_takes_python(mo
     )
     x = torch.zeros(2, 3)
     cuda = types.SimpleNamespace(device=torch.device("cuda"), dtype=torch.float32, layout=torch.strided)
+    monkeypatch.setattr(trust, "require", lambda device, backend: None)  # no GPU to run the first-use check on
     with pytest.raises(ValueError, match="backend='triton' cannot run this adex layer: .*not 'test_gauss'"):
         resolve("triton", "adex", (x,), KernelOptions("test_gauss"))
     with pytest.raises(ValueError, match="not 'test_gauss'. Use backend='auto' or 'python'"):

@@ -20,6 +20,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
+import re
 import sys
 import threading
 
@@ -47,12 +48,35 @@ def interpreter_requested() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "on", "yes")
 
 
+# The oldest Triton the kernels run on: triton.knobs (3.4) sets the interpreter per load of the
+# kernels (kernels()); tuples of tensors as kernel arguments (3.3) carry the states.
+MINIMUM_TRITON = (3, 4)
+
+
+def version_tuple(version: str) -> tuple[int, ...]:
+    """``"3.4.0+git1234"`` -> ``(3, 4, 0)``: the leading numbers of a version string (``0rc1``: 0)."""
+    numbers = []
+    for part in version.split("+")[0].split("."):
+        digits = re.match(r"\d*", part).group()
+        if not digits:
+            break
+        numbers.append(int(digits))
+        if digits != part:  # a pre-release tag: the number, then stop
+            break
+    return tuple(numbers)
+
+
 def triton_available() -> str | None:
-    """None if triton imports, else why not (one sentence)."""
+    """None if a Triton the kernels run on imports, else why not (one sentence)."""
     try:
-        import triton  # noqa: F401  (lazy: see the module docstring)
+        import triton  # lazy: see the module docstring
     except Exception as error:  # ImportError, or a broken install failing in its own import
         return f"triton cannot be imported ({type(error).__name__}: {error}); pip install triton"
+    version = getattr(triton, "__version__", "unknown")
+    if version_tuple(version) < MINIMUM_TRITON or not hasattr(getattr(triton, "knobs", None), "runtime"):
+        minimum = ".".join(map(str, MINIMUM_TRITON))
+        return (f"triton {version} is older than {minimum}, which the kernels need (triton.knobs); "
+                f"pip install 'triton>={minimum}'")
     return None
 
 

@@ -24,10 +24,14 @@ Whether ``triton.jit`` compiles or interprets is decided when this file is loade
 :func:`.feed_forward.kernels` loads it once for each (:data:`INTERPRETED`). The kernels call only
 Triton's builtins (``tl.full``, not ``tl.zeros``) and the functions here: the library's own
 ``@jit`` helpers were decorated when triton was imported, for the GPU unless the interpreter was
-on then, and an interpreted kernel cannot call them. Compiled, the AdEx
-exponential is libdevice's ``exp`` (CUDA's ``expf``/``exp``, which torch's CUDA ``exp`` runs) and
-the launches pass ``enable_fp_fusion=False``, so no multiply-add is contracted as ATen's separate
-kernels do not; the interpreter has no libdevice and uses numpy's ``exp``.
+on then, and an interpreted kernel cannot call them. Compiled, every exponential (AdEx's and the
+surrogates') is libdevice's ``exp`` (CUDA's ``expf``/``exp``, which torch's CUDA ``exp`` runs), every
+float32 division ``tl.div_rn`` (rounded to nearest as torch's; Triton's ``/`` is an approximate
+division within 2 ulps, which a ``delta_T`` that is not a power of two shows), and the launches
+pass ``enable_fp_fusion=False``, so no multiply-add is contracted as ATen's separate kernels do
+not; the interpreter has no libdevice and uses numpy's ``exp``. The forward thus rounds as the
+eager loop on the same GPU (``tests/neurons/fused/triton_gpu_checks.py`` asserts it, and
+:mod:`.trust` checks it on each device before the first use).
 """
 
 from __future__ import annotations
@@ -99,11 +103,25 @@ def _store_table(table, rows, M64, offs, m):
 # ---------------------------------------------------------------- equations (snn.neurons.equations)
 @triton.jit
 def _exp(q, PRECISE: tl.constexpr):
+    """``exp(q)`` as torch's CUDA ``exp`` computes it: libdevice's ``exp`` where compiled (``tl.exp``
+    is an approximation through ``ex2.approx`` that flushes denormals to zero), numpy's under the
+    interpreter (within one ulp of torch's CPU exp)."""
     if PRECISE:
         e = libdevice.exp(q)
     else:
         e = tl.exp(q)
     return e
+
+
+@triton.jit
+def _div(a, b, CDT: tl.constexpr):
+    """``a / b`` rounded to nearest, as torch's: ``tl.div_rn`` in float32 (Triton lowers float32
+    ``/`` to an approximate division, within 2 ulps), ``/`` in float64 (always IEEE)."""
+    if CDT == tl.float32:
+        q = tl.div_rn(a, b)
+    else:
+        q = a / b
+    return q
 
 
 @triton.jit
@@ -119,10 +137,11 @@ def _after_reset(z, v_decayed, v_reset):
 
 
 @triton.jit
-def _adex_membrane(x, v, i, a, c_mem, c_syn, delta_T, v_leak, v_th, PRECISE: tl.constexpr, EXP_MAX: tl.constexpr):
+def _adex_membrane(x, v, i, a, c_mem, c_syn, delta_T, v_leak, v_th, CDT: tl.constexpr, PRECISE: tl.constexpr,
+                   EXP_MAX: tl.constexpr):
     """:func:`~snn.neurons.equations.adex_membrane`: ``(i_j, v_d, i')``."""
     i_jump = i + x
-    q = (v - v_th) / delta_T
+    q = _div(v - v_th, delta_T, CDT)
     q = tl.where(q > EXP_MAX, EXP_MAX, q)  # torch.clamp(max=...): NaN stays NaN
     v_decayed = v + c_mem * ((((v_leak - v) + delta_T * _exp(q, PRECISE)) + i_jump) - a)
     i_decayed = i_jump + c_syn * i_jump
@@ -151,7 +170,7 @@ def _input_gradient(g_drive, gi, c_syn):
 
 
 @triton.jit
-def _surrogate(xs, consts, CDT: tl.constexpr, METHOD: tl.constexpr):
+def _surrogate(xs, consts, CDT: tl.constexpr, METHOD: tl.constexpr, PRECISE: tl.constexpr):
     r"""The surrogate derivative :math:`\sigma'(x; \alpha)` of :mod:`snn.neurons.surrogate`, indexed
     as ``NATIVE_SURROGATES`` (:mod:`snn.neurons.fused.spec`); ``consts`` holds ``alpha``,
     ``pi alpha / 2`` and ``alpha / 2`` in the compute dtype (rounded from Python floats as torch
@@ -159,19 +178,19 @@ def _surrogate(xs, consts, CDT: tl.constexpr, METHOD: tl.constexpr):
     alpha = tl.load(consts).to(CDT)
     if METHOD == 0:  # super: 1 / (alpha |x| + 1)^2
         d = alpha * tl.abs(xs) + 1.0
-        out = 1.0 / (d * d)
+        out = _div(1.0, d * d, CDT)
     elif METHOD == 1:  # triangle: alpha max(0, 1 - alpha |x|)
         out = alpha * tl.maximum(1.0 - alpha * tl.abs(xs), 0.0)
     elif METHOD == 2:  # sigmoid: alpha s (1 - s), s = 1 / (1 + exp(-alpha x)); exp -> inf: s = 0
-        s = 1.0 / (1.0 + tl.exp(-alpha * xs))
+        s = _div(1.0, 1.0 + _exp(-alpha * xs, PRECISE), CDT)
         out = alpha * s * (1.0 - s)
     elif METHOD == 3:  # atan: alpha / (2 (1 + (pi alpha x / 2)^2))
         u = tl.load(consts + 1).to(CDT) * xs
-        out = alpha / (2.0 * (1.0 + u * u))
+        out = _div(alpha, 2.0 * (1.0 + u * u), CDT)
     elif METHOD == 4:  # tanh: alpha (1 - tanh^2(alpha x)) / 2, with 1 - |tanh y| = 2 e / (1 + e),
         # e = exp(-2 |y|) <= 1: no overflow, and no cancellation where tanh^2 is close to 1.
-        e = tl.exp(-2.0 * tl.abs(alpha * xs))
-        d = 2.0 * e / (1.0 + e)
+        e = _exp(-2.0 * tl.abs(alpha * xs), PRECISE)
+        d = _div(2.0 * e, 1.0 + e, CDT)
         out = tl.load(consts + 2).to(CDT) * (d * (2.0 - d))
     else:  # heaviside: no gradient
         out = tl.full(xs.shape, 0.0, CDT)
@@ -179,12 +198,13 @@ def _surrogate(xs, consts, CDT: tl.constexpr, METHOD: tl.constexpr):
 
 
 @triton.jit
-def _spike_gradient(gz, g_z, x_spike, consts, CDT: tl.constexpr, HAS_GOUT: tl.constexpr, METHOD: tl.constexpr):
+def _spike_gradient(gz, g_z, x_spike, consts, CDT: tl.constexpr, HAS_GOUT: tl.constexpr, METHOD: tl.constexpr,
+                    PRECISE: tl.constexpr):
     """``g_xs``, that of the spike's argument, from ``g_z``, the spike's through the state, and with
     HAS_GOUT ``gz``, the output's."""
     if HAS_GOUT:
         g_z = gz + g_z
-    return g_z * _surrogate(x_spike, consts, CDT, METHOD)
+    return g_z * _surrogate(x_spike, consts, CDT, METHOD, PRECISE)
 
 
 @triton.jit
@@ -215,7 +235,8 @@ def _adex_forward_step(x, state, p, CDT: tl.constexpr, PRECISE: tl.constexpr, EX
     (euler)."""
     v, i, a = state
     c_mem, c_syn, c_ada, ac, a_spike, delta_T, v_leak, v_th, v_reset = p
-    i_jump, v_decayed, i_decayed = _adex_membrane(x, v, i, a, c_mem, c_syn, delta_T, v_leak, v_th, PRECISE, EXP_MAX)
+    i_jump, v_decayed, i_decayed = _adex_membrane(x, v, i, a, c_mem, c_syn, delta_T, v_leak, v_th, CDT, PRECISE,
+                                                  EXP_MAX)
     z = _spikes(v_decayed - v_th, CDT)
     v_new = _after_reset(z, v_decayed, v_reset)
     u = v  # the voltage driving the adaptation: the entering one (euler)
@@ -234,19 +255,19 @@ def _adex_backward_step(gz, gstate, vd, v, saved, p, g, consts, CDT: tl.constexp
     c_mem, c_syn, c_ada, ac, a_spike, delta_T, v_leak, v_th, v_reset = p
     x_spike = vd - v_th
     z = _spikes(x_spike, CDT)
-    exp_arg = (v - v_th) / delta_T
+    exp_arg = _div(v - v_th, delta_T, CDT)
     ex = _exp(tl.where(exp_arg > EXP_MAX, EXP_MAX, exp_arg), PRECISE)
     g_ada_drive = ga * c_ada
     g_v_new = gv
     if SYMPLECTIC:  # the adaptation's drive reads the voltage after the reset
         g_v_new = gv + g_ada_drive * ac
     g_z = -g_v_new * vd + g_v_new * v_reset + ga * a_spike
-    g_xs = _spike_gradient(gz, g_z, x_spike, consts, CDT, HAS_GOUT, METHOD)
+    g_xs = _spike_gradient(gz, g_z, x_spike, consts, CDT, HAS_GOUT, METHOD, PRECISE)
     g_vd = g_v_new * (1.0 - z) + g_xs
     g_drive = g_vd * c_mem
     # torch.clamp passes no gradient where the argument is at the bound itself: strict <.
     g_exp_arg = tl.where(exp_arg < EXP_MAX, g_drive * delta_T * ex, 0.0)
-    g_v_exp = g_exp_arg / delta_T
+    g_v_exp = _div(g_exp_arg, delta_T, CDT)
     g_ij = _input_gradient(g_drive, gi, c_syn)
     if PARAMS:
         ij, a = saved
@@ -259,7 +280,7 @@ def _adex_backward_step(gz, gstate, vd, v, saved, p, g, consts, CDT: tl.constexp
         g_c_ada += ga * (ac * (u - v_leak) - a)
         g_ac += g_ada_drive * (u - v_leak)
         g_a_spike += ga * z
-        g_delta_T += g_drive * ex - g_exp_arg * exp_arg / delta_T
+        g_delta_T += g_drive * ex - _div(g_exp_arg * exp_arg, delta_T, CDT)
         g_v_leak += g_drive - g_ada_drive * ac
         g_v_th += -g_xs - g_v_exp
         g_v_reset += g_v_new * z
@@ -283,14 +304,14 @@ def _lif_forward_step(x, state, p, CDT: tl.constexpr):
 
 @triton.jit
 def _lif_backward_step(gz, gstate, vd, v, saved, p, g, consts, CDT: tl.constexpr, HAS_GOUT: tl.constexpr,
-                       PARAMS: tl.constexpr, METHOD: tl.constexpr):
+                       PARAMS: tl.constexpr, METHOD: tl.constexpr, PRECISE: tl.constexpr):
     """:func:`~snn.neurons.fused.python.feed_forward.lif_backward_step`: ``gstate = (gv, gi)``, ``vd`` the
     step's pre-reset voltage, ``v`` the entering one and ``saved = (i + x,)`` (PARAMS)."""
     gv, gi = gstate
     c_mem, c_syn, v_leak, v_th, v_reset = p
     x_spike = vd - v_th
     z = _spikes(x_spike, CDT)
-    g_xs = _spike_gradient(gz, -gv * vd + gv * v_reset, x_spike, consts, CDT, HAS_GOUT, METHOD)
+    g_xs = _spike_gradient(gz, -gv * vd + gv * v_reset, x_spike, consts, CDT, HAS_GOUT, METHOD, PRECISE)
     g_vd = gv * (1.0 - z) + g_xs
     g_drive = g_vd * c_mem
     g_ij = _input_gradient(g_drive, gi, c_syn)
@@ -403,7 +424,7 @@ def backward(gout, g_ts, g_ns, gstate_in, gstate_out, vd, v0_ptr, extra, P, P_ks
                                             HAS_GOUT, PARAMS, METHOD, PRECISE, EXP_MAX, SYMPLECTIC)
         elif KIND == "lif":
             gstate, g = _lif_backward_step(gz, gstate, _load(vd + row, m, CDT), v, saved, p, g, consts, CDT,
-                                           HAS_GOUT, PARAMS, METHOD)
+                                           HAS_GOUT, PARAMS, METHOD, PRECISE)
         else:
             gstate, g = _li_backward_step(gz, gstate, v, saved, p, g, HAS_GOUT, PARAMS)
         _store(gx + row, gstate[1], m)
