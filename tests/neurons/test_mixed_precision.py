@@ -9,9 +9,12 @@ the same precision: the linear and conv layers around the neurons then compute t
 precision products from the same values on every backend, and the neurons compute in float32.
 Outputs and the float32 gradients of the neuron constants agree within 1e-5 of the largest value
 (float32 loops against autograd in float32; AdEx's exponential through Triton's interpreter is
-numpy's, one float32 ulp from torch's); gradients of half precision weights within 2 ulps of their
-dtype of the largest one (an input gradient that differs in the last float32 bit can round to the
-neighbouring half value before the half precision product).
+numpy's, one float32 ulp from torch's), 1e-4 for the gradients of the recurrent triton loops,
+whose currents round apart from the eager loop's in the last bit (one input GEMM over all steps:
+snn.neurons.fused.triton.recurrent) and the surrogate's slope amplifies that (1.2e-5);
+gradients of half precision weights within 2 ulps of their dtype of the largest one (an input
+gradient that differs in the last float32 bit can round to the neighbouring half value before the
+half precision product).
 """
 
 from __future__ import annotations
@@ -134,7 +137,9 @@ def test_every_backend_trains_in_mixed_precision_as_eager_does(family, precision
         for name, g in grads.items():
             assert g is not None, (backend, name)
             # neuron constants: float32 raw parameters under autocast; half weights: 2 half ulps
-            tolerance = 1e-5 if g.dtype == torch.float32 and "_raw" in name else 2 * torch.finfo(half).eps
+            tolerance = 2 * torch.finfo(half).eps
+            if g.dtype == torch.float32 and "_raw" in name:
+                tolerance = 1e-4 if (backend, family) == ("triton", "recurrent") else 1e-5
             within(g, ref_grads[name], tolerance, f"{backend}: {name}.grad")
         assert trained.spiking.v_leak.dtype == torch.float64  # bf16-true did not round the constants
 

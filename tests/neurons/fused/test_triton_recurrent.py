@@ -7,8 +7,11 @@ docstring says how and why): ``TRITON_INTERPRET=1`` for each test, programs of 6
 triton loops ran (a layer that fell back to ``python`` would pass them too).
 
 Forward (products on one thread, as the loops run a small step's): spikes bit-identical to the
-eager loop, LIF states too; AdEx states within 1e-6 (float32)
-/ 1e-14 (float64) of the largest (numpy's exp under the interpreter, see test_triton.py).
+eager loop, states within 1e-6 (float32) / 1e-14 (float64) of the largest: the triton loops
+compute the input product of all steps in one GEMM and add the recurrent one with addmm, which
+BLAS may round differently in the last bit from the eager loop's per-step products and sum
+(snn.neurons.fused.triton.recurrent), and AdEx's exponential is numpy's under the interpreter
+(see test_triton.py).
 Backward: gradients of the input, both weight matrices, the initial state and learnable per-neuron
 parameters within 1e-10 (float64) / 1e-6 (float32) of autograd through the step functions,
 relative to the largest. tests/neurons/fused/triton_gpu_checks.py runs the compiled kernels on a GPU.
@@ -49,7 +52,7 @@ pytest.importorskip("triton")
 LAYERS = {kind: recurrent_layer_classes(kind) for kind in ("adex", "lif")}
 make_layer = make_recurrent_layer
 TOLERANCE = {torch.float32: 1e-6, torch.float64: 1e-10}
-EXP_TOLERANCE = {torch.float32: 1e-6, torch.float64: 1e-14}  # AdEx states: numpy's exp
+STATE_TOLERANCE = {torch.float32: 1e-6, torch.float64: 1e-14}  # the input GEMM; AdEx: numpy's exp
 
 
 class _Recording:
@@ -98,12 +101,11 @@ def run_both(kind, x, state, recording, loss=weighted_loss, **layer_args):
 
 
 def assert_forward_equal(kind, out, final, ref_out, ref_final):
+    """Spikes equal, states within STATE_TOLERANCE (the input product over all steps, see the
+    module docstring)."""
     assert torch.equal(out, ref_out)
     for a, b in zip(final, ref_final, strict=True):
-        if kind == "adex":
-            assert (a - b).abs().max() <= EXP_TOLERANCE[a.dtype] * b.abs().max()
-        else:
-            assert torch.equal(a, b)
+        assert (a - b).abs().max() <= STATE_TOLERANCE[a.dtype] * b.abs().max()
 
 
 @pytest.mark.exactness
@@ -139,15 +141,16 @@ def test_gradients_equal_eager(kind, learnable, method, triton_runs):
 
 @pytest.mark.parametrize("kind, method", [("adex", "sigmoid"), ("lif", "atan"), ("lif", "super")])
 def test_gradients_float32(kind, method, triton_runs):
-    """Within 1e-6 for these; AdEx with per-neuron parameters and ``super`` or ``atan`` is 1.4e-6
-    to 2e-6 from eager here on the ``python`` and ``cpp`` backends as well: float32 rounding over
-    seven recurrent steps, not the kernels."""
+    """Within 2e-6: float32 rounding over seven recurrent steps, not the kernels. The ``python``
+    and ``cpp`` backends are 1.4e-6 to 2e-6 from eager for AdEx with per-neuron parameters and
+    ``super`` or ``atan``; the triton loops, whose currents round once per step (the input GEMM
+    and ``addmm``, see the module docstring), 1.5e-6 for LIF's ``v_th`` as well."""
     x, state = inputs(kind, torch.float32)
     (ref_out, ref_final, ref), (out, final, got) = run_both(
         kind, x, state, triton_runs, method=method, learnable="all"
     )
     assert_forward_equal(kind, out, final, ref_out, ref_final)
-    assert_close_gradients(ref, got, TOLERANCE[torch.float32])
+    assert_close_gradients(ref, got, 2 * TOLERANCE[torch.float32])
 
 
 @pytest.mark.exactness

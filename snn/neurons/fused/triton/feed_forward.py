@@ -163,6 +163,12 @@ class TritonLoops:
         """Runs kernel ``direction`` ('forward' or 'backward') of neuron type ``kind`` over the M
         neurons, compiled on CUDA, interpreted on the CPU; ``symplectic``: AdEx's integrator. The spec of
         ``kind`` gives the kernel's ``KIND`` and ``K``, the number of parameters."""
+        self.bind(direction, kind, like, M, symplectic=symplectic, **constants)(*args)
+
+    def bind(self, direction: str, kind: str, like: torch.Tensor, M: int, symplectic=False, **constants):
+        """:meth:`launch` with everything but the tensor arguments fixed once: a function of those
+        arguments, for loops that launch the same kernel every step (the recurrent ones), so that a
+        step costs the launch and not the lookups around it."""
         import triton.language as tl  # lazy: see the module docstring
 
         interpreted = like.device.type == "cpu"
@@ -176,8 +182,9 @@ class TritonLoops:
             EXP_MAX=EXP_ARGUMENT_MAX,
             SYMPLECTIC=kind == "adex" and symplectic,
         )
-        grid = ((M + block - 1) // block,)
-        getattr(k, direction)[grid](*args, BLOCK=block, num_warps=NUM_WARPS, enable_fp_fusion=False, **constants)
+        kernel = getattr(k, direction)[((M + block - 1) // block,)]
+        constants.update(BLOCK=block, num_warps=NUM_WARPS, enable_fp_fusion=False)
+        return lambda *args: kernel(*args, **constants)
 
     def forward(self, kind, x, state, P, save, save_extra, options: KernelOptions):
         """Returns ``(outputs [T, ...], final state, saved [T, ...] tensors)``."""

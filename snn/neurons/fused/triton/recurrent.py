@@ -1,28 +1,35 @@
 r"""The time loops of recurrent AdEx and LIF populations on the ``triton`` backend.
 
 The loops of :mod:`snn.neurons.fused.cpp.recurrent` with the Triton kernels of :mod:`.kernels` in place
-of the C++ ones: step ``t`` of the forward computes the current
+of the C++ ones. The forward computes the input product of every step in one GEMM,
+``W_in x [T, B, N]``, then per step adds the recurrent product in place,
 
 .. math::
     c_t = W_{\text{in}} x_t + W_{\text{rec}} z_{t-1}
 
-with the step function's own torch operations (bit-identical to the eager loop's on the same
-thread count, see :mod:`snn.neurons.fused.python.recurrent`), then launches
-the feed-forward kernel for that one step on the population's state, which writes the spikes and
-the pre-reset voltage of the step into row ``t`` of the ``[T, B, N]`` outputs. The backward runs
-reverse time, one launch of the feed-forward backward kernel per step (``T = t + 1, T_STOP = t``:
-it reads the saved voltage of steps ``t`` and ``t - 1`` in place and adds the step's parameter
-gradients to ``G``), with ``g_z = g_{\text{out}, t} + g_{c_{t+1}} W_{\text{rec}}`` fed in per
-step; the weight and input gradients are then one GEMM each over all steps, as on the other
-backends.
+(``addmm_``: one launch), and launches the feed-forward kernel for that one step on the
+population's state, which writes the spikes and the pre-reset voltage of the step into row ``t``
+of the ``[T, B, N]`` outputs: two launches per step. The backward runs reverse time, one launch of
+the feed-forward backward kernel per step (``T = t + 1, T_STOP = t``: it reads the saved voltage of
+steps ``t`` and ``t - 1`` in place and adds the step's parameter gradients to ``G``) and one
+``addmm`` for the next ``g_z = g_{\text{out}, t-1} + g_{c_t} W_{\text{rec}}``: two launches per step;
+the weight and input gradients are then one GEMM each over all steps, as on the other backends.
+Nothing asks the device for a value between the steps (no host sync); the kernels' arguments but
+the tensors are bound once per call (:meth:`.feed_forward.TritonLoops.bind`).
+
+Rounding: the currents are the eager loop's products, but from one GEMM over all steps and an
+``addmm`` (the sum rounded once), where the eager loop rounds each step's two products and their
+sum: BLAS and cuBLAS may round the two differently in the last bit. The spikes are the eager
+loop's unless a voltage lies within that rounding of the threshold; the states agree within it
+(``tests/neurons/fused/test_triton_recurrent.py``: 1e-6 of the largest value in float32, 1e-14 in
+float64); gradients within the tolerances of the other backends.
 
 Dtypes as on the feed-forward ``triton`` backend (:mod:`.feed_forward`): float16/bfloat16 inputs
 keep the state, the saved voltages, ``g_c`` and its products with ``W_rec`` in float32 (the
 compute dtype) from step to step; the currents, the spikes, the final state and the gradients
-returned are in the input's dtype. Five launches per forward step (two products, their sum, the
-kernel, a copy of the spikes) and three per backward step bound the speed of small populations; a
-kernel that kept the state in registers across steps would have to compute the ``W_rec`` product
-itself, and would no longer round it as torch's product does.
+returned are in the input's dtype (the layers hand half inputs over in float32 already:
+:mod:`snn.neurons.module`). A kernel that kept the state in registers across steps (persistent)
+would have to compute the ``W_rec`` product itself.
 """
 
 from __future__ import annotations
@@ -57,24 +64,21 @@ def forward(loops: TritonLoops, kind, x, w_in, w_rec, z0, state, P, save, save_e
     extra = [torch.empty((T, B, N), dtype=cdt, device=device) for _ in range(spec.extra if save_extra else 0)]
     # The state in the compute dtype, updated in place by each launch (read first, written last).
     s = tuple(torch.empty((B, N), dtype=cdt, device=device).copy_(v) for v in state)
-    current = torch.empty((B, N), dtype=x.dtype, device=device)
-    z_prev = torch.empty((B, N), dtype=x.dtype, device=device)  # z_{t-1}, aligned as a fresh tensor: see below
     params, P_ks, P_ns = parameters(P, torch.Size((B, N)), cdt, device)
-    launch = loops.launch
-    flags = dict(symplectic=options.symplectic, CDT=cdt, SAVE_VD=vd is not None, SAVE_EXTRA=bool(extra))
+    step = loops.bind("forward", kind, x, M, symplectic=options.symplectic, CDT=cdt, SAVE_VD=vd is not None,
+                      SAVE_EXTRA=bool(extra)) if M else None
+    # W_in x of every step in one product; each step then adds W_rec z_{t-1} to its row in place.
+    currents = F.linear(x, w_in)  # [T, B, N]
+    w_rec_t = w_rec.t()
     z = z0
     for t in range(T):
-        # The expression of snn.neurons.module.recurrent_current (its rounding, bit for bit).
-        torch.add(F.linear(x[t], w_in), F.linear(z, w_rec), out=current)
-        if M:
+        current = currents[t].addmm_(z, w_rec_t)
+        if step is not None:
             # One step of x = current [1, M] (strides M, 1) into row t of the outputs and saved tensors
             # (out[t] where SAVE_VD or SAVE_EXTRA is off: never written).
-            launch("forward", kind, x, M, current, M, 1, s, s, out[t], out[t] if vd is None else vd[t],
-                   tuple(e[t] for e in extra) or (out[t],) * spec.extra, params, P_ks, P_ns, 1, M, **flags)
-        # BLAS rounds a product differently for some alignments of its operand (sgemm/dgemm on
-        # [2, 37] x [37, 37]: row t of out is 296 t bytes in); the eager loop's spikes are a fresh
-        # tensor, so the product reads a copy in a buffer of its own.
-        z = z_prev.copy_(out[t])
+            step(current, M, 1, s, s, out[t], out[t] if vd is None else vd[t],
+                 tuple(e[t] for e in extra) or (out[t],) * spec.extra, params, P_ks, P_ns, 1, M)
+        z = out[t]
     final = tuple(v.to(x.dtype) for v in s)
     return out, final, ([] if vd is None else [vd]) + extra
 
@@ -99,23 +103,29 @@ def backward(loops: TritonLoops, kind, gout, gz, gstate, saved, v0, w_rec, P, op
     v0 = v0.detach().contiguous()
     gc = torch.empty((T, B, N), dtype=cdt, device=device)
     G = torch.zeros((len(P), M), dtype=cdt, device=device) if param_grads else None  # the kernel adds each step's
-    grec = torch.zeros((B, N), dtype=cdt, device=device)
+    if gout is not None and gout.dtype != cdt:
+        gout = gout.to(cdt)
+    # g_z of the step the kernel runs next: that of its output plus, through W_rec, that of the
+    # next step's current (the final spikes' gradient gz for the last step).
+    g_step = torch.zeros((B, N), dtype=cdt, device=device)
     if gz is not None:
-        grec.copy_(gz)
-    g_step = torch.empty((B, N), dtype=cdt, device=device) if gout is not None else grec
+        g_step.copy_(gz)
+    if gout is not None:
+        g_step.add_(gout[T - 1])
     params, P_ks, P_ns = parameters(P, torch.Size((B, N)), cdt, device)
     consts = surrogate_constants(options.alpha, cdt, device)
-    launch = loops.launch
     extra = tuple(extra) if param_grads else (vd,) * spec.extra  # never read without PARAMS
-    flags = dict(symplectic=options.symplectic, CDT=cdt, HAS_GOUT=True, PARAMS=param_grads,
-                 METHOD=NATIVE_SURROGATES[method])
+    step = loops.bind("backward", kind, vd, M, symplectic=options.symplectic, CDT=cdt, HAS_GOUT=True,
+                      PARAMS=param_grads, METHOD=NATIVE_SURROGATES[method]) if M else None
     for t in range(T - 1, -1, -1):
-        if gout is not None:
-            torch.add(gout[t], grec, out=g_step)
-        if M:
+        if step is not None:
             # (g_z [1, M] at strides 0, 1, the state gradients in place, steps t + 1, stop at t)
-            launch("backward", kind, vd, M, g_step, 0, 1, g, g, vd, v0, extra, params, P_ks, P_ns, consts, gc,
-                   gc if G is None else G, t + 1, t, M, **flags)
-        torch.mm(gc[t], w, out=grec)  # g_z of step t - 1 through the recurrent weights
+            step(g_step, 0, 1, g, g, vd, v0, extra, params, P_ks, P_ns, consts, gc, gc if G is None else G, t + 1, t, M)
+        if t > 0:  # g_z of step t - 1: its output's, plus g_c W_rec through step t's current (one launch)
+            if gout is not None:
+                torch.addmm(gout[t - 1], gc[t], w, out=g_step)
+            else:
+                torch.mm(gc[t], w, out=g_step)
+    g_z0 = gc[0] @ w
     Gs = None if G is None else [p.view(B, N) for p in G]
-    return gc.to(dtype), grec.to(dtype), [s.to(dtype) for s in g], Gs
+    return gc.to(dtype), g_z0.to(dtype), [s.to(dtype) for s in g], Gs
