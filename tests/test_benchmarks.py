@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -95,6 +96,59 @@ def test_bench_gpu_parses_its_arguments_and_needs_a_gpu(capsys):
         pytest.skip("a GPU is present: the benchmark would run")
     with pytest.raises(SystemExit, match="needs a CUDA GPU"):
         bench_gpu.main(["--quick", "--cases", "lif"])
+
+
+def test_bench_gpu_dry_run_on_the_cpu_checks_triton_against_python(monkeypatch, capsys):
+    """``--device cpu``: the benchmark's code on the CPU (Triton through its interpreter), tiny:
+    every case prints a row per backend, and our backends' outputs are checked against python's."""
+    import bench_gpu
+
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    rows = bench_gpu.main(["--device", "cpu", "--quick", "--cases", "lif", "adex", "recurrent", "--sizes", "40",
+                           "--recurrent-sizes", "12", "--steps", "5", "--batch", "2", "--budget", "0",
+                           "--backends", "triton", "python"])
+    ours = {(case, name): checked for case, _, name, _, _, _, checked in rows if name in ("triton", "python")}
+    assert ours == {(case, name): "same" for case in ("lif", "adex", "recurrent") for name in ("triton", "python")}
+    header = capsys.readouterr().out.splitlines()[0]
+    assert "CPU (dry run" in header and "triton " in header and "torch " in header
+    rows = bench_gpu.main(["--device", "cpu", "--cases", "train", "--budget", "0", "--backends", "python"])
+    assert [(case, name, checked) for case, _, name, _, _, _, checked in rows if name == "python"] == [
+        ("train", "python", "same")]
+
+
+def run_gpu_check(tmp_path, parts: str, python: str = sys.executable):
+    env = dict(os.environ, PYTHON=python, LOG_DIR=str(tmp_path), PARTS=parts)
+    env.pop("TRITON_INTERPRET", None)
+    return subprocess.run(["bash", str(Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.sh"),
+                           "--dry-run"], capture_output=True, text=True, env=env, timeout=900)
+
+
+def summary(output: str) -> dict:
+    """``{part: status}`` from gpu_check.sh's summary table."""
+    rows = output.split("## gpu_check summary", 1)[1].splitlines()[3:]
+    return {row.split("|")[1].strip(): row.split("|")[2].strip() for row in rows if row.startswith("| ")}
+
+
+@pytest.mark.slow
+def test_gpu_check_dry_run_passes_every_part_on_the_cpu(tmp_path):
+    """benchmarks/gpu_check.sh --dry-run: every part on the CPU (the Triton checks through the
+    interpreter, the benchmark, a store-recall and a bf16-mixed training), a summary table, exit 0."""
+    result = run_gpu_check(tmp_path, "versions triton benchmark store_recall bf16_mixed")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert summary(result.stdout) == dict.fromkeys(["versions", "triton", "benchmark", "store_recall", "bf16_mixed"],
+                                                   "ok")
+    assert "all GPU checks passed" in (tmp_path / "triton.log").read_text()
+    assert "Using bfloat16 Automatic Mixed Precision (AMP)" in (tmp_path / "bf16_mixed.log").read_text()
+    assert "test/acc" in (tmp_path / "store_recall.log").read_text()
+
+
+def test_gpu_check_reports_each_failing_part_and_goes_on(tmp_path):
+    """A part that fails is a row of the summary (with its exit status) and the next part still
+    runs; the script exits 1."""
+    result = run_gpu_check(tmp_path, "versions triton benchmark", python="false")
+    assert result.returncode == 1
+    assert summary(result.stdout) == dict.fromkeys(["versions", "triton", "benchmark"], "FAILED (exit 1)")
+    assert {p.name for p in tmp_path.glob("*.log")} == {"versions.log", "triton.log", "benchmark.log"}
 
 
 def test_bench_memory_tasks_runs_on_a_tiny_task():

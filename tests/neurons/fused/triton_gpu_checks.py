@@ -22,7 +22,9 @@ TRITON_INTERPRET), and by benchmarks/gpu_check.sh; exits non-zero with the faile
 ``--interpret`` runs the same checks on the CPU through Triton's interpreter at smaller sizes and
 with fewer surrogates (tests/neurons/fused/test_triton.py runs it, so that the script itself is
 tested where no GPU is): there AdEx's exponential is numpy's, one ulp from torch's, so AdEx's
-states are compared within 1e-6 (float32) / 1e-14 (float64) of the largest instead of bit for bit.
+states are compared within 1e-6 (float32) / 1e-14 (float64) of the largest instead of bit for
+bit. ``--quick`` (benchmarks/gpu_check.sh): the surrogates ``super`` and ``heaviside`` only (each
+combination of constants is a kernel to compile); with ``--interpret``, float32 only.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import os
 import sys
 
 INTERPRET = "--interpret" in sys.argv[1:]
+QUICK = "--quick" in sys.argv[1:]
 if INTERPRET:
     os.environ["TRITON_INTERPRET"] = "1"  # before the kernels load
 
@@ -51,8 +54,10 @@ from snn.neurons.fused.registry import resolve  # noqa: E402
 
 DEVICE = "cpu" if INTERPRET else "cuda"
 EXP_TOLERANCE = {torch.float32: 1e-6, torch.float64: 1e-14}  # AdEx states under the interpreter
-METHODS = ["super", "heaviside"] if INTERPRET else ["super", "triangle", "sigmoid", "atan", "tanh",
-                                                               "heaviside"]
+METHODS = ["super", "heaviside"] if INTERPRET or QUICK else ["super", "triangle", "sigmoid", "atan", "tanh",
+                                                                        "heaviside"]
+# --interpret --quick (benchmarks/gpu_check.sh --dry-run): float32 only
+DTYPES = (torch.float32,) if INTERPRET and QUICK else (torch.float32, torch.float64)
 
 LAYERS = {
     "adex": (LIFAdEx, LIFAdExParameters),
@@ -135,9 +140,9 @@ def run_recurrent(kind, backend, method, dtype, x, state, learnable, N, integrat
 
 
 def recurrent_checks():
-    for dtype in (torch.float32, torch.float64):
+    for dtype in DTYPES:
         for kind, integrator in (("adex", None), ("adex", "symplectic"), ("lif", None)):
-            for method in ("super", "sigmoid", "heaviside"):
+            for method in METHODS if INTERPRET or QUICK else ("super", "sigmoid", "heaviside"):
                 for learnable in (False, True):
                     T, B, F, N = (5, 2, 5, 40) if INTERPRET else (30, 4, 5, 300)  # several programs
                     x = dyadic(torch.rand(T, B, F, device=DEVICE, dtype=dtype) * 3)
@@ -241,7 +246,7 @@ def main():
     print(f"torch {torch.__version__}, triton {__import__('triton').__version__}, {where}")
     device_checks()
     torch.manual_seed(0)
-    for dtype in (torch.float32, torch.float64):
+    for dtype in DTYPES:
         for kind, integrator in (("adex", None), ("adex", "symplectic"), ("lif", None), ("li", None)):
             methods = [None] if kind == "li" else METHODS
             for method in methods:
