@@ -33,9 +33,10 @@ An explicit backend that cannot run a case (a user-registered surrogate on ``cpp
 ``triton``, a dtype it lacks) raises a ValueError saying why; ``auto`` falls back
 (:mod:`.registry`). Recurrent AdEx and LIF layers have every backend but ``compile``; their
 ``cpp`` loops run the whole time loop in one C++ call, the products through the GEMM torch's own
-products call, with torch's arguments (:mod:`.cpp.recurrent`); their ``triton`` loops run the
-feed-forward kernels one step per launch, the currents computed between the steps with torch's
-products.
+products call, with torch's arguments (:mod:`.cpp.recurrent`); their ``triton`` loops compute
+``W_in x`` for all steps in one GEMM and then, per step, add ``W_rec z`` in place and launch the
+feed-forward kernel for that step (:mod:`.triton.recurrent`). The ``triton`` backend runs on a
+device only after its first-use check passed there (:mod:`.triton.trust`).
 
 AdEx's two integrators (``options.integrator``: ``euler``, ``symplectic``; see
 :func:`~snn.neurons.adex.lif_adex_feed_forward_step`) run on every backend: the C++ entry points

@@ -6,10 +6,11 @@ of each step (plus ``i + c`` and ``a`` per step when per-neuron parameters need 
 spikes, the voltage entering each step and the surrogate follow from it. Backends: ``cpp`` (the
 whole time loop in one C++ call, products through BLAS's GEMM with torch's arguments,
 :mod:`.cpp.recurrent`; CPU, float32/float64, the built-in surrogates), ``triton`` (the neuron
-update of each step with the Triton kernels, the products by torch between them,
-:mod:`.triton.recurrent`; CUDA, on the CPU only under ``TRITON_INTERPRET=1``; float16/bfloat16
-inputs with float32 state, as for feed-forward layers), ``python`` (:mod:`.python.recurrent`: any
-device and dtype, every registered surrogate), ``eager`` (the step function under autograd, the
+update of each step with the Triton kernels, ``W_in x`` for all steps in one GEMM and ``W_rec z``
+by torch between the steps, :mod:`.triton.recurrent`; CUDA, on the CPU only under
+``TRITON_INTERPRET=1``; float16/bfloat16 inputs with float32 state, as for feed-forward
+layers), ``python`` (:mod:`.python.recurrent`: any device and dtype, every registered
+surrogate), ``eager`` (the step function under autograd, the
 reference, run by the layer), ``auto`` (``cpp`` on CPU and ``triton`` on CUDA where they run, else
 ``python``): :mod:`.registry`.
 """
