@@ -19,6 +19,7 @@ relative to the largest. tests/neurons/fused/triton_gpu_checks.py runs the compi
 
 from __future__ import annotations
 
+import collections
 import math
 import types
 import warnings
@@ -282,3 +283,48 @@ def test_cpu_without_the_interpreter_and_sparse_weights_are_clear_errors(monkeyp
     x = torch.rand(4, 2, 3)
     with pytest.raises(ValueError, match="backend='triton' cannot run this lif layer: it takes dense"):
         resolve("triton", "lif", (x, torch.rand(5, 3).to_sparse(), torch.rand(5, 5)), KernelOptions("super"))
+
+
+class _Ops(torch.utils._python_dispatch.TorchDispatchMode):
+    """Counts the aten operations run inside it."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops.append(str(func.overloadpacket.__name__))
+        return func(*args, **(kwargs or {}))
+
+
+def test_one_torch_operation_and_one_kernel_per_step_and_no_host_sync(monkeypatch):
+    """The recurrent triton loops launch, per step, one ``addmm`` and one kernel forward and one
+    kernel and one ``addmm`` backward (the input product of all steps is one GEMM), and never read
+    a value back to the host (``_local_scalar_dense``: ``.item()``, ``bool(t)``), the autograd node
+    included. The kernels are replaced by a counter here: what is counted is the torch work around
+    them, per step as the difference between 9 and 4 steps (views cost no launch)."""
+    launches = []
+
+    def bind(self, direction, kind, like, M, **constants):
+        return lambda *args: launches.append(direction)
+
+    trust.require(torch.device("cpu"), TritonBackend(block=64))  # the first-use check first, real kernels
+    monkeypatch.setattr(TritonBackend(block=64).loops.__class__, "bind", bind)
+    counts = {}
+    for T in (4, 9):
+        layer = make_layer("adex", "triton", dtype=torch.float32)
+        x, state = inputs("adex", torch.float32, T=T)
+        x.requires_grad_()
+        launches.clear()
+        with _Ops() as counter:
+            out, _ = layer(x, LIFAdExState(*state))
+            forward = len(counter.ops)
+            out.sum().backward()
+        assert launches.count("forward") == T and launches.count("backward") == T
+        assert "_local_scalar_dense" not in counter.ops
+        counts[T] = (collections.Counter(counter.ops[:forward]), collections.Counter(counter.ops[forward:]))
+    views = {"select", "t", "view", "detach", "as_strided", "alias", "unbind"}
+    for k, direction in enumerate(("forward", "backward")):
+        per_step = counts[9][k] - counts[4][k]
+        launched = {op: n / 5 for op, n in per_step.items() if op not in views}
+        assert launched == {"forward": {"addmm_": 1.0}, "backward": {"addmm": 1.0}}[direction], (direction, launched)
