@@ -62,6 +62,17 @@ def test_the_check_passes_through_the_interpreter_once_per_device(monkeypatch):
     assert torch.equal(out, LIF(backend="eager")(x)[0])
 
 
+@pytest.mark.parametrize("mode", [torch.inference_mode, torch.no_grad])
+def test_a_first_use_in_inference_mode_passes_the_check(mode):
+    """The check runs backward: a first call under inference_mode or no_grad (an evaluation) must
+    not fail it for the rest of the process."""
+    x = torch.rand(5, 2, 7) * 3
+    with mode():
+        out, _ = LIF(backend="triton")(x)
+    assert trust.results() == {"cpu": None}
+    assert torch.equal(out, LIF(backend="eager")(x)[0])
+
+
 def test_the_adex_cases_use_a_delta_T_that_is_not_a_power_of_two():
     """0.5 divides exactly, so an approximate division would pass a check that used it."""
     assert math.frexp(trust.DELTA_T)[0] != 0.5

@@ -57,6 +57,10 @@ def require(device: torch.device, backend) -> None:
     kernels failed it there."""
     key = _key(device)
     reason = _results.get(key, "")
+    if reason == "" and device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+        raise BackendUnavailable(  # the check reads results back, which a capture forbids; not remembered
+            f"the Triton kernels have not run their first-use check on {key} yet, and it cannot run while a "
+            "CUDA graph is being captured: call the layer once before capturing")
     if reason == "":
         with _lock:
             if key not in _results:
@@ -82,7 +86,8 @@ def run_check(device: torch.device, backend) -> str | None:
     first failed."""
     where = device_name(device)
     guard = torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
-    with guard, torch.enable_grad():
+    # In the user's inference_mode or no_grad too: the check runs backward (its tensors are its own).
+    with guard, torch.inference_mode(False), torch.enable_grad():
         for name, case in CASES.items():
             try:
                 problem = case(device, backend)
