@@ -8,8 +8,8 @@ import lightning as L
 import pytest
 import torch
 
+from snn.training.run import run as train
 from tests.helpers import make_cfg, with_callback
-from train import train
 
 FAMILIES = {
     "feed_forward": ("model=adex", "dataset=synthetic", "model.T=6", "model.conv=null", "model.hidden=16"),

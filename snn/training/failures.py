@@ -80,10 +80,9 @@ def _describe_bad(named: Iterable[tuple[str, torch.Tensor]], limit: int = 3) -> 
 
 
 class NonFiniteGuard(L.Callback):
-    """Stops training at the first NaN or inf, before it reaches the weights or any checkpoint.
+    """Stops training at the first NaN or inf, before any checkpoint can store it.
 
-    Two checks per training step, each one fused reduction and one host sync (and, with several
-    processes, one all-reduce, so that all ranks stop together):
+    Two checks per training step, each one fused reduction on the device:
 
     - before the optimizer step: the loss and the gradients (the gradients are left to the
       GradScaler under 16-bit mixed precision, which skips steps with inf gradients by design);
@@ -91,22 +90,51 @@ class NonFiniteGuard(L.Callback):
       write): the parameters, buffers (e.g. batch-norm statistics) and optimizer states, all that a
       checkpoint stores.
 
-    Raises ``NonFiniteError`` naming the epoch, the global step and the batch, what went bad and the
-    last checkpoint written, which is good: every checkpoint is written after a passed check.
+    Reading a check's answer is a host sync (and, with several processes, an all-reduce, so that all
+    ranks stop together). The answers are read every ``check_every`` training steps, default 1 on
+    the CPU (each check read where it is made: a bad loss or gradient stops training before the
+    optimizer step), where a read costs nothing, and ``trainer.log_every_n_steps`` on a GPU, where
+    each read would stall the queue of kernels the CPU launched ahead. Between reads the device
+    keeps the first step that went bad, what went bad and the loss then (no host sync); the
+    answers are also read before every checkpoint is written (``on_save_checkpoint``: a raise there
+    writes nothing), before validation and at the end of training. So no checkpoint ever stores a
+    non-finite state; with ``check_every`` above 1, the weights a bad step corrupted stay in the
+    process, which stops within ``check_every`` steps.
+
+    Raises ``NonFiniteError`` naming the epoch, the global step and the batch where it first went
+    bad, what went bad (with ``check_every`` above 1 also the step whose read found it), and the
+    last checkpoint written, which is good: every checkpoint is written after a passed read.
     """
 
-    def __init__(self):
+    LOSS, GRADIENTS, STATE = 1, 2, 3  # what went bad, as the device keeps it
+
+    def __init__(self, check_every: int | None = None):
         super().__init__()
+        if check_every is not None and (isinstance(check_every, bool) or not isinstance(check_every, int)
+                                        or check_every < 1):
+            raise ValueError(f"NonFiniteGuard(check_every={check_every!r}): set a number of training steps >= 1, "
+                             "or null for 1 on the CPU and trainer.log_every_n_steps on a GPU.")
+        self.check_every = check_every
         self.batch_idx = -1
         self.step = 0
+        self.reads = 0  # host reads of the checks so far (what the tests count)
         self._loss_finite: torch.Tensor | None = None
         self._loss: torch.Tensor | None = None
+        self._first: torch.Tensor | None = None  # [step, what, loss] of the first bad step; step -1: none
+        self._places: dict[int, tuple[int, int]] = {}  # global step -> (epoch, batch) since the last read
+
+    def every(self, trainer: L.Trainer, device: torch.device) -> int:
+        """Training steps between reads on ``device`` (see the class docstring)."""
+        if self.check_every is not None:
+            return self.check_every
+        return 1 if device.type == "cpu" else max(1, int(trainer.log_every_n_steps or 1))
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
         self.batch_idx, self.step = batch_idx, trainer.global_step
+        self._places[self.step] = (trainer.current_epoch, batch_idx)
 
     def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: torch.Tensor) -> None:
-        finite = torch.isfinite(loss.detach()).all()  # no sync: read with the gradients' flag
+        finite = torch.isfinite(loss.detach()).all()  # no sync: kept with the gradients' flag
         self._loss_finite = finite if self._loss_finite is None else self._loss_finite & finite
         self._loss = loss.detach()
 
@@ -119,37 +147,82 @@ class NonFiniteGuard(L.Callback):
                 checks.append(grads.to(checks[0].device) if checks else grads)
         if not checks:
             return
-        bad = not bool(torch.stack(checks).all())
-        if not trainer.strategy.reduce_boolean_decision(bad, all=False):
-            return
-        where = self._where(trainer)
-        if loss_finite is not None and not bool(loss_finite) and self._loss is not None:
-            value = self._loss.float().cpu().item() if self._loss.numel() == 1 else "non-finite"
-            what = f"Training loss became {value} {where}"
-        elif bad:
-            grads = ((n, p.grad) for n, p in pl_module.named_parameters() if p.grad is not None)
-            what = f"Gradients became non-finite {where}: {_describe_bad(grads)}"
-        else:
-            what = f"The loss or the gradients became non-finite on another process {where}"
-        self._stop(trainer, f"{what}; training stopped before the optimizer step")
+        good = torch.stack(checks).all()
+        what = torch.full((), float(self.GRADIENTS), device=good.device)
+        if loss_finite is not None:
+            what = torch.where(loss_finite.to(good.device), what, float(self.LOSS))
+        self._record(good, what, self._loss)
+        if (self.step + 1) % self.every(trainer, good.device) == 0:
+            self.read(trainer, pl_module, before_optimizer_step=True)
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int
     ) -> None:
-        state = [*pl_module.state_dict(keep_vars=True).values(), *_optimizer_states(trainer)]
-        finite = all_finite(state)
-        bad = finite is not None and not bool(finite)
-        if not trainer.strategy.reduce_boolean_decision(bad, all=False):
+        finite = all_finite([*pl_module.state_dict(keep_vars=True).values(), *_optimizer_states(trainer)])
+        if finite is None:
             return
-        what = _describe_bad(_named_state(trainer, pl_module)) if bad else "on another process"
-        self._stop(
-            trainer,
-            f"The model's state became non-finite in the training step {self._where(trainer)}: {what}; "
-            "training stopped before any checkpoint could store it",
-        )
+        self._record(finite, torch.full((), float(self.STATE), device=finite.device), None)
+        if (self.step + 1) % self.every(trainer, finite.device) == 0:
+            self.read(trainer, pl_module)
 
-    def _where(self, trainer: L.Trainer) -> str:
-        return f"at epoch {trainer.current_epoch}, global step {self.step} (batch {self.batch_idx} of the epoch)"
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint) -> None:
+        if trainer.state.fn == "fit":
+            self.read(trainer, pl_module)
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.state.fn == "fit":
+            self.read(trainer, pl_module)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.read(trainer, pl_module)
+
+    def _record(self, good: torch.Tensor, what: torch.Tensor, loss: torch.Tensor | None) -> None:
+        """Keeps ``[step, what, loss]`` of the first step that went bad, on the device."""
+        device = good.device
+        if loss is not None and loss.numel() == 1:
+            value = loss.detach().reshape(()).to(device=device, dtype=torch.float64)
+        else:
+            value = torch.full((), math.nan, dtype=torch.float64, device=device)
+        now = torch.stack([torch.full((), float(self.step), dtype=torch.float64, device=device),
+                           what.to(torch.float64), value])
+        if self._first is None:
+            self._first = torch.tensor([-1.0, 0.0, 0.0], dtype=torch.float64, device=device)
+        self._first = torch.where(~good & (self._first[0] < 0), now, self._first.to(device))
+
+    def read(self, trainer: L.Trainer, pl_module: L.LightningModule, before_optimizer_step: bool = False) -> None:
+        """Reads the checks kept since the last read (one host sync; with several processes one
+        all-reduce, on every rank at the same steps); raises NonFiniteError if a step went bad on
+        any process. ``before_optimizer_step``: called where the current step's optimizer step has
+        not run yet."""
+        self.reads += 1
+        first = None if self._first is None else self._first.tolist()
+        bad = first is not None and first[0] >= 0
+        if not trainer.strategy.reduce_boolean_decision(bad, all=False):
+            self._places = {self.step: self._places.get(self.step, (trainer.current_epoch, self.batch_idx))}
+            return
+        if not bad:
+            self._stop(trainer, f"The loss, the gradients or the model's state became non-finite on another "
+                                f"process by {self._where(trainer, self.step)}; training stopped")
+        step, what, loss = int(first[0]), int(first[1]), first[2]
+        where = self._where(trainer, step)
+        in_time = step == self.step and (before_optimizer_step or what == self.STATE)
+        if not in_time:
+            found = "after its optimizer step" if step == self.step else f"at global step {self.step}"
+            every = self.every(trainer, self._first.device)
+            where += f" (found {found}: the guard reads its checks every {every} steps)"
+        stopped = "training stopped" + (" before the optimizer step" if in_time else "")
+        if what == self.LOSS:
+            self._stop(trainer, f"Training loss became {loss} {where}; {stopped}")
+        if what == self.GRADIENTS:
+            grads = ((n, p.grad) for n, p in pl_module.named_parameters() if p.grad is not None)
+            self._stop(trainer, f"Gradients became non-finite {where}: {_describe_bad(grads)}; {stopped}")
+        self._stop(trainer, f"The model's state became non-finite in the training step {where}: "
+                            f"{_describe_bad(_named_state(trainer, pl_module))}; training stopped before any "
+                            "checkpoint could store it")
+
+    def _where(self, trainer: L.Trainer, step: int) -> str:
+        epoch, batch = self._places.get(step, (trainer.current_epoch, self.batch_idx))
+        return f"at epoch {epoch}, global step {step} (batch {batch} of the epoch)"
 
     def _stop(self, trainer: L.Trainer, message: str) -> None:
         last = _last_good_checkpoint(trainer)

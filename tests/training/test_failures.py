@@ -9,6 +9,7 @@ import struct
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import lightning as L
@@ -19,7 +20,7 @@ from omegaconf import OmegaConf
 
 import snn.train as train_script
 from snn.errors import ConfigError
-from snn.training import NonFiniteError, load_checkpoint
+from snn.training import NonFiniteError, NonFiniteGuard, load_checkpoint
 from snn.training.run import run as train
 from snn.training.run.config_errors import explain_composition_error
 from snn.training.run.resume import check_epochs_left
@@ -109,6 +110,70 @@ def test_non_finite_gradient_stops_training_before_the_optimizer_step(tmp_path, 
                                        "net.output.weight (1 of 64 values); "
                                        "training stopped before the optimizer step.")
     assert "No checkpoint had been written yet" in str(error.value)
+
+
+# --- reading the checks every N steps (the GPU default: no host sync per step) ---------------------------
+
+
+def recording_reads(monkeypatch) -> list:
+    """``(global step, hook)`` of every host read of NonFiniteGuard's checks."""
+    reads = []
+    read = NonFiniteGuard.read
+
+    def recorded(self, trainer, pl_module, **kwargs):
+        reads.append((self.step, sys._getframe(1).f_code.co_name))
+        return read(self, trainer, pl_module, **kwargs)
+
+    monkeypatch.setattr(NonFiniteGuard, "read", recorded)
+    return reads
+
+
+@pytest.mark.parametrize("every", [1, 3])
+def test_the_guard_reads_its_checks_every_n_steps_and_before_every_checkpoint(tmp_path, monkeypatch, every):
+    """check_every=1 (the CPU default): both checks read in every step, as before; 3: in every third
+    step only, plus before validation, before each checkpoint and at the end. The run is the same."""
+    reads = recording_reads(monkeypatch)
+    train(make_cfg(tmp_path, *SMALL, f"callbacks.nonfinite.check_every={every}"))  # 2 epochs of 6 steps
+    in_steps = [(step, hook) for step, hook in reads if hook in ("on_before_optimizer_step", "on_train_batch_end")]
+    due = [step for step in range(12) if (step + 1) % every == 0]
+    assert in_steps == [(step, hook) for step in due for hook in ("on_before_optimizer_step", "on_train_batch_end")]
+    others = {hook for _, hook in reads} - {"on_before_optimizer_step", "on_train_batch_end"}
+    assert others == {"on_validation_start", "on_save_checkpoint", "on_train_end"}
+    assert finite_tensors(tmp_path / "checkpoints" / "last.ckpt")
+
+
+def test_a_bad_step_between_reads_is_named_and_found_at_the_next_read(tmp_path, monkeypatch):
+    with_callback(monkeypatch, Poison(epoch=0, batch=1, value=float("nan")))
+    with pytest.raises(NonFiniteError) as error:
+        train(make_cfg(tmp_path, *SMALL, "callbacks.nonfinite.check_every=4"))
+    assert str(error.value).startswith(
+        "Training loss became nan at epoch 0, global step 1 (batch 1 of the epoch) (found at global step 3: the guard "
+        "reads its checks every 4 steps); training stopped. No checkpoint had been written yet.")
+
+
+def test_no_checkpoint_stores_a_bad_step_that_no_read_in_the_steps_found(tmp_path, monkeypatch):
+    """Checks never due in a step (every 1000): the read before validation, before the epoch's
+    checkpoints, finds the poisoned last batch of epoch 1; epoch 0's checkpoint stays the last."""
+    with_callback(monkeypatch, Poison(epoch=1, batch=5, value=float("nan")))
+    with pytest.raises(NonFiniteError) as error:
+        train(make_cfg(tmp_path, *SMALL, "callbacks.nonfinite.check_every=1000", "model.encoder.scale=3.0"))
+    assert str(error.value).startswith(
+        "Training loss became nan at epoch 1, global step 11 (batch 5 of the epoch) (found after its optimizer step: "
+        "the guard reads its checks every 1000 steps); training stopped. The last good checkpoint is kept: ")
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    assert load_checkpoint(last)["global_step"] == 6 and finite_tensors(last)
+
+
+def test_the_guard_reads_every_step_on_the_cpu_and_at_logging_time_on_a_gpu():
+    trainer = types.SimpleNamespace(log_every_n_steps=20)
+    assert NonFiniteGuard().every(trainer, torch.device("cpu")) == 1
+    assert NonFiniteGuard().every(trainer, torch.device("cuda", 0)) == 20
+    assert NonFiniteGuard(check_every=5).every(trainer, torch.device("cuda", 0)) == 5
+
+
+def test_check_every_must_be_a_positive_number_of_steps():
+    with pytest.raises(ValueError, match=r"check_every=0\): set a number of training steps >= 1"):
+        NonFiniteGuard(check_every=0)
 
 
 def test_a_huge_learning_rate_never_writes_a_non_finite_checkpoint(tmp_path):
