@@ -20,6 +20,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
 from ..module import SpikingClassifierModule
@@ -97,14 +98,29 @@ def rng_states() -> dict[str, Any]:
     return states
 
 
-def set_rng_states(states: Mapping[str, Any]) -> None:
+def set_rng_states(states: Mapping[str, Any]) -> list[str]:
+    """Puts back what this machine has generators for; returns what it could not, one phrase each
+    (empty: everything). The CPU generators (torch, numpy, Python) always; the CUDA ones of the
+    GPUs present, at most as many as the checkpoint holds: a checkpoint written on 4 GPUs resumed
+    on 2 restores GPUs 0 and 1 (``torch.cuda.set_rng_state_all`` would fail on the third), one
+    written without CUDA leaves the GPUs' generators at the run's seed."""
     torch.set_rng_state(states["torch"])
     kind, keys, pos, has_gauss, cached = states["numpy"]
     np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     version, internal, gauss = states["python"]
     random.setstate((version, tuple(internal), gauss))
-    if "cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
+    saved = list(states.get("cuda") or [])
+    present = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    for index, state in enumerate(saved[:present]):
+        torch.cuda.set_rng_state(state, index)
+    missing = []
+    if len(saved) > present:
+        here = f"this machine has {present}" if present else "this machine has none"
+        missing.append(f"the CUDA generators of {len(saved) - present} of the {len(saved)} GPUs the checkpoint "
+                       f"was written on ({here})")
+    elif present and not saved:
+        missing.append("the CUDA generators (the checkpoint was written without CUDA)")
+    return missing
 
 
 class RNGStateCheckpoint(L.Callback):
@@ -128,5 +144,10 @@ class RNGStateCheckpoint(L.Callback):
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._pending is not None:
-            set_rng_states(self._pending)
+            missing = set_rng_states(self._pending)
             self._pending = None
+            if missing:
+                rank_zero_warn(
+                    f"Resumed the random generators of torch, numpy and Python, but not {'; '.join(missing)}: "
+                    "those start from the run's seed, so random draws on the GPU (dropout, Poisson coding) "
+                    "differ from the uninterrupted run's; the rest of the resume is exact.")

@@ -323,3 +323,51 @@ def test_a_config_larger_than_its_weights_is_refused_before_its_layers_are_alloc
     with LargestFactory() as seen, pytest.raises(ValueError, match=f"{tmp_path / 'huge.ckpt'} asks for more"):
         load(tmp_path / "huge.ckpt")
     assert 0 < seen.largest < 2**26  # the 20000 x 20000 weight (1.6 GB) was never allocated
+
+
+# --- resuming the random generators on another number of GPUs -----------------------------------------
+
+
+def fake_gpus(monkeypatch, count: int) -> list:
+    """``count`` CUDA devices as far as set_rng_states can tell; returns the (state, index) it sets."""
+    restored = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: count > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, index: restored.append((int(state[0]), index)))
+    return restored
+
+
+@pytest.mark.parametrize("saved, present, restored, missing", [
+    (4, 2, [(0, 0), (1, 1)], "the CUDA generators of 2 of the 4 GPUs the checkpoint was written on "
+                             "(this machine has 2)"),
+    (1, 0, [], "the CUDA generators of 1 of the 1 GPUs the checkpoint was written on (this machine has none)"),
+    (0, 2, [], "the CUDA generators (the checkpoint was written without CUDA)"),
+    (2, 4, [(0, 0), (1, 1)], None),
+])
+def test_resume_restores_the_generators_this_machine_has_and_says_which_it_could_not(
+        monkeypatch, saved, present, restored, missing):
+    from snn.training.checkpointing.checkpoints import rng_states, set_rng_states
+
+    states = rng_states()
+    states.pop("cuda", None)
+    if saved:
+        states["cuda"] = [torch.full((8,), k, dtype=torch.uint8) for k in range(saved)]
+    expected = torch.rand(3)
+    done = fake_gpus(monkeypatch, present)
+    assert set_rng_states(states) == ([missing] if missing else [])
+    assert done == restored
+    assert torch.equal(torch.rand(3), expected)  # the CPU generator is back where it was saved
+
+
+def test_resume_on_fewer_gpus_warns_once_naming_what_was_not_restored(monkeypatch):
+    from snn.training import RNGStateCheckpoint
+    from snn.training.checkpointing.checkpoints import rng_states
+
+    callback = RNGStateCheckpoint()
+    states = rng_states()
+    states["cuda"] = [torch.zeros(8, dtype=torch.uint8)] * 2
+    callback.on_load_checkpoint(None, None, {"rng_states": states})
+    fake_gpus(monkeypatch, 1)
+    with pytest.warns(UserWarning, match=r"but not the CUDA generators of 1 of the 2 GPUs .*this machine has 1\): "
+                                         r"those start from the run's seed"):
+        callback.on_fit_start(None, None)
