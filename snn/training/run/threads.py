@@ -12,6 +12,13 @@ instance); 1 otherwise. Two processes with two threads each on two cores wait fo
 slices at every parallel region (``benchmarks/RESULTS.md``, "Recurrent layers beside busy
 neighbours"), so the processes split the cores instead.
 
+Under SLURM (a process that ``srun`` started as one of its tasks, as Lightning's
+``SLURMEnvironment`` detects it) each task is allotted ``--cpus-per-task`` CPUs of its own
+(``SLURM_CPUS_PER_TASK``; SLURM binds the task's affinity mask to them): the threads are those
+CPUs, at most the usable cores, divided by nothing more. The processes per host are srun's tasks,
+which already split the node; dividing by the trainer's devices too would divide by the GPUs
+twice.
+
 ``threads=<n>`` in the config overrides the rule, and so does ``OMP_NUM_THREADS`` set before the
 process started. train.py sets the count with ``torch.set_num_threads`` before it builds anything
 and again, through :class:`ProcessThreads`, in every process once Lightning has launched them (its
@@ -52,8 +59,22 @@ def side_by_side_jobs(hydra_cfg) -> int:
     return n_jobs if n_jobs > 0 else max(1, usable_cores() + 1 + n_jobs)
 
 
-def process_threads(configured, processes: int, jobs: int, cores: int, user_omp: str | None) -> tuple[int, str]:
-    """``(threads, why)`` by the rule of the module docstring."""
+def slurm_task_cpus() -> int | None:
+    """``SLURM_CPUS_PER_TASK`` when srun started this process as one of its tasks, else None."""
+    from lightning.fabric.plugins.environments import SLURMEnvironment
+
+    if not SLURMEnvironment.detect():
+        return None
+    try:
+        cpus = int(os.environ.get("SLURM_CPUS_PER_TASK", ""))
+    except ValueError:
+        return None
+    return cpus if cpus > 0 else None
+
+
+def process_threads(configured, processes: int, jobs: int, cores: int, user_omp: str | None,
+                    task_cpus: int | None = None) -> tuple[int, str]:
+    """``(threads, why)`` by the rule of the module docstring (``task_cpus``: :func:`slurm_task_cpus`)."""
     if configured is not None:
         if isinstance(configured, bool) or not isinstance(configured, int) or configured < 1:
             raise ValueError(f"threads={configured!r}: set it to a number of threads >= 1, or null for "
@@ -68,6 +89,9 @@ def process_threads(configured, processes: int, jobs: int, cores: int, user_omp:
             raise ValueError(f"OMP_NUM_THREADS={user_omp!r}: set it to a number of threads >= 1, or unset it "
                              "for the usable cores divided among the processes on this host.")
         return threads, "OMP_NUM_THREADS"
+    if task_cpus is not None:  # srun's tasks split the node already
+        threads = min(cores, task_cpus)
+        return threads, f"{task_cpus} CPUs per SLURM task (--cpus-per-task), {cores} usable"
     share = processes * jobs
     return max(1, cores // share), f"{cores} usable cores / {processes} process(es) x {jobs} job(s) on this host"
 
@@ -90,7 +114,7 @@ def apply_threads(configured, trainer: L.Trainer, hydra_cfg=None) -> tuple[int, 
     if hydra_cfg is None and HydraConfig.initialized():
         hydra_cfg = HydraConfig.get()
     threads, why = process_threads(configured, trainer.num_devices, side_by_side_jobs(hydra_cfg), usable_cores(),
-                                   USER_OMP_NUM_THREADS)
+                                   USER_OMP_NUM_THREADS, slurm_task_cpus())
     torch.set_num_threads(threads)
     trainer.callbacks.append(ProcessThreads(threads))
     rank_zero_info(f"{threads} intra-op thread(s) per process ({why}).")

@@ -4,6 +4,7 @@ side by side), overridden by the config's ``threads`` or OMP_NUM_THREADS; train(
 from __future__ import annotations
 
 import os
+import types
 
 import lightning as L
 import pytest
@@ -73,6 +74,34 @@ def test_cpu_ddp_processes_split_the_cores(tmp_path, four_cores):
     (callback,) = [c for c in trainer.callbacks if isinstance(c, threads.ProcessThreads)]
     callback.setup(trainer, None, "fit")
     assert torch.get_num_threads() == 2
+
+
+# What srun sets in each of 4 tasks with --cpus-per-task=8 (Lightning's SLURMEnvironment reads these).
+SLURM_TASKS = {"SLURM_NTASKS": "4", "SLURM_NTASKS_PER_NODE": "4", "SLURM_NNODES": "1", "SLURM_PROCID": "1",
+               "SLURM_LOCALID": "1", "SLURM_NODEID": "0", "SLURM_JOB_ID": "4242", "SLURM_JOB_NAME": "snn",
+               "SLURM_NODELIST": "localhost", "SLURM_CPUS_PER_TASK": "8"}
+
+
+def test_under_slurm_the_threads_are_the_tasks_cpus_divided_once(monkeypatch):
+    """4 GPU tasks of 8 CPUs each: every task's affinity mask holds its own 8 CPUs, so each process
+    takes 8 threads, not 8 // 4 (the GPUs counted again as processes sharing them)."""
+    before = torch.get_num_threads()
+    for key, value in SLURM_TASKS.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8, 16)))  # this task's CPUs
+    monkeypatch.setattr(threads, "TORCH_DEFAULT_THREADS", 64)
+    monkeypatch.setattr(threads, "USER_OMP_NUM_THREADS", None)
+    trainer = types.SimpleNamespace(num_devices=4, callbacks=[])
+    try:
+        assert threads.slurm_task_cpus() == 8
+        assert threads.apply_threads(None, trainer) == (8, "8 CPUs per SLURM task (--cpus-per-task), 8 usable")
+        assert torch.get_num_threads() == 8
+    finally:
+        torch.set_num_threads(before)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(4)))  # fewer usable than allotted
+    assert threads.process_threads(None, 4, 1, threads.usable_cores(), None, threads.slurm_task_cpus())[0] == 4
+    monkeypatch.setenv("SLURM_JOB_NAME", "interactive")  # salloc + a shell: not srun's task
+    assert threads.slurm_task_cpus() is None
 
 
 class ThreadsAtFit(L.Callback):
