@@ -34,6 +34,9 @@ from .lif import (
 from .surrogate import SURROGATES, register_surrogate, spike
 from .trajectory import Trajectory, trajectory
 
+# The Triton kernels' first-use check needs the layers above, so they register its cases here.
+from .fused.triton import cases as _triton_first_use_cases  # noqa: E402, F401  (isort: skip)
+
 __all__ = [
     "LI", "LICell", "LILinearCell", "LIParameters", "LIState", "li_feed_forward_step", "li_step",
     "LIF", "LIFCell", "LIFFeedForwardState", "LIFParameters", "LIFRecurrent", "LIFRecurrentCell",
