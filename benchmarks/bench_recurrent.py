@@ -171,6 +171,98 @@ def floor_table(kind, T, B, F, sizes, budget_s):
                   f"| {rlo:.2f}-{rhi:.2f}x | {n} |", flush=True)
 
 
+class SpikeProducts:
+    """``SNN_SPIKE_PRODUCTS`` (``dense``/``sparse``/``auto``) set for the body, restored after it."""
+
+    def __init__(self, mode):
+        self.mode = mode
+
+    def __enter__(self):
+        self.before = os.environ.get(cpp_recurrent.ENV)
+        os.environ[cpp_recurrent.ENV] = self.mode
+
+    def __exit__(self, *exc):
+        if self.before is None:
+            os.environ.pop(cpp_recurrent.ENV, None)
+        else:
+            os.environ[cpp_recurrent.ENV] = self.before
+
+
+def interleaved_calls(calls, budget_s, min_rounds=3, max_rounds=200):
+    """``{name: [seconds]}`` of zero-argument ``calls``, one each per round in a rotating order."""
+    for call in calls.values():
+        call()
+    names = list(calls)
+    times = {name: [] for name in names}
+    start = time.perf_counter()
+    for r in range(max_rounds):
+        if r >= min_rounds and time.perf_counter() - start > budget_s:
+            break
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            t0 = time.perf_counter()
+            calls[name]()
+            times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def summary(times, name, reference):
+    """``median ms (min ms)`` of ``name`` and the median over rounds of its time over ``reference``'s."""
+    ratio = statistics.median(a / b for a, b in zip(times[name], times[reference], strict=True))
+    return f"{statistics.median(times[name]) * 1e3:.1f} ({min(times[name]) * 1e3:.1f})", ratio
+
+
+def crossover(kind, T, B, sizes, scales, rates, budget_s):
+    """The spike rate at which the sparse products overtake the dense ones (``--crossover``).
+
+    Forward: the layer's forward (no autograd) with ``SNN_SPIKE_PRODUCTS=dense`` and ``=sparse``
+    (every step's ``W_rec z`` by gather-add), interleaved, at input scales that set the rate (the
+    rate column: the layer's mean spike rate). Weight gradient: ``cpp.recurrent.weight_gradient``
+    forced sparse (every chunk by scatter-add) against the dense node's ``g_c^T z_{t-1}`` (the
+    spikes recomputed by ``spikes_before``, one GEMM), on random ``g_c`` and voltages whose share
+    ``rate`` is above threshold."""
+    from snn.neurons.fused.recurrent import spikes_before
+
+    print(f"\nforward, {kind}, T = {T}, B = {B}, F = 1 (median ms, (min)), interleaved\n")
+    print("| N | input scale | spike rate | dense ms | sparse ms | sparse / dense (median) | rounds |")
+    print("|---|---|---|---|---|---|---|")
+    for N in sizes:
+        torch.manual_seed(0)
+        layer = OURS[kind](1, N, backend="cpp")
+        for scale in scales:
+            x = torch.rand(T, B, 1) * scale
+
+            def run(mode, x=x):
+                with SpikeProducts(mode), torch.no_grad():
+                    return layer(x)[0]
+
+            rate = run("dense").mean().item()
+            times = interleaved_calls({m: (lambda m=m: run(m)) for m in ("dense", "sparse")}, budget_s)
+            (d, _), (sp, ratio) = summary(times, "dense", "dense"), summary(times, "sparse", "dense")
+            print(f"| {N} | {scale:g} | {rate:.3f} | {d} | {sp} | {ratio:.2f}x | {len(times['dense'])} |",
+                  flush=True)
+    print(f"\nweight gradient, T = {T}, B = {B} (median ms, (min)), interleaved\n")
+    print("| N | spike rate | dense ms | sparse ms | sparse / dense (median) | rounds |")
+    print("|---|---|---|---|---|---|")
+    for N in sizes:
+        g = torch.Generator().manual_seed(0)
+        gc = torch.randn(T, B, N, generator=g)
+        for rate in rates:
+            vd = torch.rand(T, B, N, generator=g) - (1 - rate)  # v_d > 0 with probability rate
+            v_th = torch.zeros(())
+
+            def dense():
+                zprev = spikes_before(vd, 0.0, v_th)
+                return gc.flatten(0, 1).t() @ zprev.flatten(0, 1)
+
+            def sparse():
+                with SpikeProducts("sparse"):
+                    return cpp_recurrent.weight_gradient(gc, vd, None, v_th)
+
+            times = interleaved_calls({"dense": dense, "sparse": sparse}, budget_s)
+            (d, _), (sp, ratio) = summary(times, "dense", "dense"), summary(times, "sparse", "dense")
+            print(f"| {N} | {rate:.2f} | {d} | {sp} | {ratio:.2f}x | {len(times['dense'])} |", flush=True)
+
+
 def run_case(kind, T, B, F, N, backends, budget_s, norse=True):
     """Rows ``(name, median s, {reference: ratio}, saved bytes per neuron and step, spike rate,
     same spikes as eager)``."""
@@ -276,7 +368,11 @@ def main():
     )
     parser.add_argument("--floor-table", action="store_true",
                         help="only the native and per-step cpp loops, norse and the floor, interleaved")
-    parser.add_argument("--sizes", type=int, nargs="+", default=[128, 256], help="N of --floor-table")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[128, 256],
+                        help="N of --floor-table and --crossover")
+    parser.add_argument("--crossover", action="store_true",
+                        help="only the sparse against the dense recurrent products, by spike rate")
+    parser.add_argument("--steps", type=int, default=200, help="T of --crossover")
     parser.add_argument("--memory-child", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child:
@@ -284,6 +380,14 @@ def main():
         print(json.dumps(memory_child(kind, name, *map(int, sizes))))
         return
     torch.set_num_threads(args.threads)
+    if args.crossover:
+        print(f"torch {torch.__version__}, {args.threads} threads, {os.cpu_count()} cores, load average "
+              f"{' '.join(f'{v:.1f}' for v in os.getloadavg())}")
+        T, B = (20, 8) if args.quick else (args.steps, 128)
+        crossover(args.kind, T, B, args.sizes, (4, 8, 16, 32, 64, 128), (0.02, 0.05, 0.1, 0.2, 0.3, 0.5),
+                  0.0 if args.quick else args.budget)
+        print(f"\nload average at the end: {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
+        return
     if args.floor_table:
         print(f"torch {torch.__version__}, {args.threads} threads, {os.cpu_count()} cores, load average "
               f"{' '.join(f'{v:.1f}' for v in os.getloadavg())}")

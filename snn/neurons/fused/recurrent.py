@@ -86,14 +86,20 @@ class FusedRecurrentLoop(torch.autograd.Function):
             gc, gz0, gstate0, G = ctx.loops.recurrent_backward(ctx.kind, gout, gz, gstate, saved, v0, w_rec, tuple(P),
                                                                ctx.options, ctx.param_grads)
             vd = saved[0]
+            # A backend may sum W_rec's gradient over the spikes that fired (cpp); None: dense here.
+            sparse = getattr(ctx.loops, "recurrent_weight_gradient", None)
+            gw_sparse = sparse(gc, vd, z0, P[-2]) if needs[2] and sparse is not None else None
+            dense_w_rec = bool(needs[2]) and gw_sparse is None
             zprev = (  # in g_c's dtype: triton saves a half input's voltages in float32
                 spikes_before(vd, 0.0 if z0 is None else z0, P[-2]).to(gc.dtype)
-                if needs[2]
+                if dense_w_rec
                 else None
             )
             gx, gw_in, gw_rec = weight_gradients(
-                gc, x, zprev, needs[0], needs[1], needs[2], w_in
+                gc, x, zprev, needs[0], needs[1], dense_w_rec, w_in
             )
+            if gw_sparse is not None:
+                gw_rec = gw_sparse
         n_state = len(gstate0)
         gparams = [None] * len(P)
         if G is not None:

@@ -27,6 +27,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <vector>
 
 #if defined(__linux__)
 #include <sys/mman.h>
@@ -571,6 +572,96 @@ inline void gemm_call(const char* ta, const char* tb, const int* m, const int* n
   dgemm_(ta, tb, m, n, k, &one, a, lda, b, ldb, &zero, c, ldc);
 }
 
+
+// ---------------------------------------------------------------- spike-sparse products
+// The recurrent products multiply binary spike vectors: at the recipes' rates (~10 % ones) a dense
+// GEMM spends most of its work on zeros. These helpers compute them over the active neurons only.
+// Their sums run in a fixed order (ascending neuron forward, ascending (t, b) for the weight
+// gradient), independent of the thread count, but not BLAS's order: they equal the dense products
+// within rounding (recurrent.py's docstring gives the bound), not bit for bit.
+
+// The indices of the nonzero values of each of the B rows of a [B, N] array, row after row, into
+// idx (M values of room), with start[b] .. start[b + 1] those of row b (B + 1 values); returns
+// their count. Vector compares and a walk over the set bits: a few instructions per 16 values.
+template <typename T>
+int64_t active_lists(const T* z, int64_t B, int64_t N, int32_t* idx, int64_t* start) {
+  int64_t c = 0;
+  for (int64_t b = 0; b < B; ++b) {
+    start[b] = c;
+    const T* zb = z + b * N;
+    int64_t m = 0;
+#if defined(SNN_X86) && defined(__AVX512F__)
+    constexpr int64_t per = 64 / sizeof(T);
+    for (; m + per <= N; m += per) {
+      unsigned mask;
+      if constexpr (sizeof(T) == 4) mask = _mm512_cmp_ps_mask(_mm512_loadu_ps(reinterpret_cast<const float*>(zb + m)), _mm512_setzero_ps(), _CMP_NEQ_UQ);
+      else mask = _mm512_cmp_pd_mask(_mm512_loadu_pd(reinterpret_cast<const double*>(zb + m)), _mm512_setzero_pd(), _CMP_NEQ_UQ);
+      while (mask) {
+        idx[c++] = int32_t(m + __builtin_ctz(mask));
+        mask &= mask - 1;
+      }
+    }
+#elif defined(SNN_X86) && defined(__AVX__)
+    constexpr int64_t per = 32 / sizeof(T);
+    for (; m + per <= N; m += per) {
+      unsigned mask;
+      if constexpr (sizeof(T) == 4) mask = unsigned(_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(reinterpret_cast<const float*>(zb + m)), _mm256_setzero_ps(), _CMP_NEQ_UQ)));
+      else mask = unsigned(_mm256_movemask_pd(_mm256_cmp_pd(_mm256_loadu_pd(reinterpret_cast<const double*>(zb + m)), _mm256_setzero_pd(), _CMP_NEQ_UQ)));
+      while (mask) {
+        idx[c++] = int32_t(m + __builtin_ctz(mask));
+        mask &= mask - 1;
+      }
+    }
+#endif
+    for (; m < N; ++m) {  // the rest, branch-free
+      idx[c] = int32_t(m);
+      c += zb[m] != T(0);
+    }
+  }
+  start[B] = c;
+  return c;
+}
+
+// c[n] = sum over the listed rows r of rows[r * N + n], in the list's order, starting from +0:
+// (((0 + w_a) + w_b) + w_c) ... Four rows per pass over c, each added in turn (the same roundings
+// as one at a time), so c is loaded and stored once per four rows.
+template <typename T>
+void gather_rows(const T* __restrict rows, int64_t N, const int32_t* idx, int64_t count, T* __restrict c) {
+  std::fill(c, c + N, T(0));
+  int64_t j = 0;
+  for (; j + 4 <= count; j += 4) {
+    const T* __restrict r0 = rows + int64_t(idx[j]) * N;
+    const T* __restrict r1 = rows + int64_t(idx[j + 1]) * N;
+    const T* __restrict r2 = rows + int64_t(idx[j + 2]) * N;
+    const T* __restrict r3 = rows + int64_t(idx[j + 3]) * N;
+    for (int64_t n = 0; n < N; ++n) c[n] = (((c[n] + r0[n]) + r1[n]) + r2[n]) + r3[n];
+  }
+  for (; j < count; ++j) {
+    const T* __restrict r0 = rows + int64_t(idx[j]) * N;
+    for (int64_t n = 0; n < N; ++n) c[n] = c[n] + r0[n];
+  }
+}
+
+// acc[n] += src[n] for the columns n0 .. n1 of each listed row of acc ([rows, N]).
+template <typename T>
+SNN_INLINE void scatter_row(T* __restrict acc, int64_t N, const int32_t* idx, int64_t count, const T* __restrict src,
+                            int64_t n0, int64_t n1) {
+  for (int64_t j = 0; j < count; ++j) {
+    T* __restrict r = acc + int64_t(idx[j]) * N;
+    for (int64_t n = n0; n < n1; ++n) r[n] = r[n] + src[n];
+  }
+}
+
+// c += a^T b for row-major a [k, m] and b [k, n] into row-major c [m, n] (BLAS's GEMM, beta 1).
+inline void gemm_accumulate_at_b(int m, int n, int k, const float* a, const float* b, float* c) {
+  const float one = 1.0f;
+  sgemm_("n", "t", &n, &m, &k, &one, b, &n, a, &m, &one, c, &n);
+}
+inline void gemm_accumulate_at_b(int m, int n, int k, const double* a, const double* b, double* c) {
+  const double one = 1.0;
+  dgemm_("n", "t", &n, &m, &k, &one, b, &n, a, &m, &one, c, &n);
+}
+
 // c = m1 @ m2 as torch's mm(m1, m2) computes it (beta 0, alpha 1), by its plan.
 template <typename T>
 void torch_mm(const int64_t* plan, const T* m1, const T* m2, T* c) {
@@ -606,10 +697,13 @@ void recurrent_forward(int kind, int integrator, int64_t steps, int64_t M, const
                        int64_t x_numel, int64_t k1_batch, int64_t k1_x_bs, int64_t k1_w_ns, const T* w_in, const T* w_rec, const int64_t* plan_in, const int64_t* plan_rec,
                        const T* z0, const int64_t* plan_z0, T* zbuf, T* cin, T* crec,
                        T* v, T* i, T* a, const T* const* p, const int64_t* vec, T* z, T* vd, T* ij, T* as,
-                       int threads) {
+                       const T* w_rows, double sparse_max_rate, int64_t* stats, int threads) {
   const int kt = step_kernel_threads(M, threads);
   const bool stream = t_stream_rows;
   t_stream_rows = false;
+  const int64_t B = k1_batch, N = M / k1_batch;
+  std::vector<int32_t> idx(w_rows ? M : 0);
+  std::vector<int64_t> start(w_rows ? B + 1 : 0);
   for (int64_t t = 0; t < steps; ++t) {
     const int64_t off = t * M;
     const T* xt = x + t * x_ts;
@@ -617,8 +711,24 @@ void recurrent_forward(int kind, int integrator, int64_t steps, int64_t M, const
       std::memcpy(xbuf, xt, x_numel * sizeof(T));
       xt = xbuf;
     }
-    if (t == 0) torch_mm(plan_z0, z0, w_rec, crec);
-    else torch_mm(plan_rec, zbuf, w_rec, crec);
+    bool sparse = false;
+    if (t > 0 && w_rows) {  // z[t-1] is the kernel's: every value 0 or 1
+      const int64_t active = active_lists(zbuf, B, N, idx.data(), start.data());
+      stats[1] += active;
+      stats[2] += 1;
+      sparse = double(active) <= sparse_max_rate * double(M);
+    }
+    if (sparse) {
+      stats[0] += 1;
+      const int sample_threads = int(std::min<int64_t>(kt, B));
+#pragma omp parallel for num_threads(sample_threads) schedule(static) if (sample_threads > 1)
+      for (int64_t b = 0; b < B; ++b)
+        gather_rows(w_rows, N, idx.data() + start[b], start[b + 1] - start[b], crec + b * N);
+    } else if (t == 0) {
+      torch_mm(plan_z0, z0, w_rec, crec);
+    } else {
+      torch_mm(plan_rec, zbuf, w_rec, crec);
+    }
     if (k1_x_bs >= 0) {
       // One input feature: GEMM's product is one rounded multiplication, x[t, b] w_in[n], whatever
       // BLAS it is, so it is computed here, added as torch.add adds it.
@@ -680,6 +790,60 @@ void recurrent_backward(int kind, int integrator, int method, double alpha, int6
   t_stream_rows = stream;
 }
 
+
+// The recurrent weight gradient over a whole layer, transposed: gwt[m, n] += sum over steps t and
+// samples b of z_{t-1}[b, m] g_c[t, b, n] (gwt = dL/dW_rec^T, [N, N], zeroed by the caller), with
+// z_{t-1} = z0 at t = 0 (any values; null: all zero) and later the spikes of the saved pre-reset
+// voltages, [v_d[t-1] - v_th > 0]. Steps run in chunks of kChunk: the spikes of a chunk are listed
+// per sample (active_lists over a 0/1 copy), and a chunk whose spike rate is at most
+// sparse_max_rate adds the rows g_c[t, b] into the rows m of its active neurons, ascending (t, b)
+// for every element, its columns split over the threads (the same sums whatever their number);
+// a denser chunk is one GEMM (gwt += Z^T G over its steps). stats: [0] sparse chunks, [1] chunks.
+constexpr int64_t kChunk = 8;
+
+template <typename T>
+void spike_weight_gradient(int64_t steps, int64_t B, int64_t N, const T* gc, const T* vd, const T* z0, const T* vth,
+                           int64_t vth_vector, double sparse_max_rate, T* gwt, int64_t* stats, int threads) {
+  const int64_t M = B * N;
+  std::vector<T> zc(kChunk * M);
+  std::vector<int32_t> idx(kChunk * M);
+  std::vector<int64_t> start(kChunk * B + 1);
+  for (int64_t t0 = 0; t0 < steps; t0 += kChunk) {
+    const int64_t len = std::min(kChunk, steps - t0);
+    const bool first_is_z0 = t0 == 0;
+    // z_{t-1} of the chunk's spike steps (z0 is handled apart: its values need not be 0/1).
+    for (int64_t t = t0; t < t0 + len; ++t) {
+      T* zt = zc.data() + (t - t0) * M;
+      if (t == 0) {
+        if (z0) std::memcpy(zt, z0, M * sizeof(T));
+        else std::fill(zt, zt + M, T(0));
+        continue;
+      }
+      const T* vp = vd + (t - 1) * M;
+      if (vth_vector) for (int64_t k = 0; k < M; ++k) zt[k] = spike(vp[k], vth[k]);
+      else for (int64_t k = 0; k < M; ++k) zt[k] = spike(vp[k], vth[0]);
+    }
+    const int64_t rows = len * B;
+    const int64_t active = active_lists(zc.data(), rows, N, idx.data(), start.data());
+    stats[1] += 1;
+    const T* g = gc + t0 * M;
+    if (double(active) > sparse_max_rate * double(len * M) || (first_is_z0 && z0)) {
+      gemm_accumulate_at_b(int(N), int(N), int(rows), zc.data(), g, gwt);
+      continue;
+    }
+    stats[0] += 1;
+    // Columns split over the threads in blocks of 16 values; one block each when N is small.
+    const int64_t blocks = (N + 15) / 16;
+    const int parts = int(std::max<int64_t>(1, std::min<int64_t>(threads, blocks)));
+#pragma omp parallel for num_threads(parts) schedule(static) if (parts > 1)
+    for (int part = 0; part < parts; ++part) {
+      const int64_t n0 = std::min(N, (blocks * part / parts) * 16), n1 = std::min(N, (blocks * (part + 1) / parts) * 16);
+      for (int64_t r = 0; r < rows; ++r)
+        scatter_row(gwt, N, idx.data() + start[r], start[r + 1] - start[r], g + r * N, n0, n1);
+    }
+  }
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------- C entry points (ctypes)
@@ -734,11 +898,16 @@ SNN_ENTRY_POINTS(double, f64)
       const T* w_rec, const int64_t* plan_in,                                                        \
       const int64_t* plan_rec, const T* z0, const int64_t* plan_z0, T* zbuf,                               \
       T* cin, T* crec, T* v, T* i, T* a, const T* const* p, const int64_t* vec, T* z, T* vd, T* ij, T* as,      \
-      int threads) {                                                                                 \
+      const T* w_rows, double sparse_max_rate, int64_t* stats, int threads) {                        \
     recurrent_forward<T>(kind, integrator, steps, M, x, x_ts, xbuf, x_numel, k1_batch, k1_x_bs, k1_w_ns, w_in,  \
                          w_rec, plan_in, plan_rec, z0,                                               \
                          plan_z0, zbuf, cin, crec,                                                   \
-                         v, i, a, p, vec, z, vd, ij, as, threads);                                   \
+                         v, i, a, p, vec, z, vd, ij, as, w_rows, sparse_max_rate, stats, threads);   \
+  }                                                                                                  \
+  extern "C" void spike_weight_gradient_##suffix(int64_t steps, int64_t B, int64_t N, const T* gc, const T* vd,  \
+      const T* z0, const T* vth, int64_t vth_vector, double sparse_max_rate, T* gwt, int64_t* stats,           \
+      int threads) {                                                                                 \
+    spike_weight_gradient<T>(steps, B, N, gc, vd, z0, vth, vth_vector, sparse_max_rate, gwt, stats, threads);  \
   }                                                                                                  \
   extern "C" void recurrent_backward_##suffix(int kind, int integrator, int method, double alpha, int64_t steps, \
       int64_t M, const T* gout, int64_t g_ts, int64_t g_ns, T* grec, T* gstep, T* gv, T* gi, T* ga,          \
@@ -752,7 +921,7 @@ SNN_RECURRENT_ENTRY_POINTS(float, f32)
 SNN_RECURRENT_ENTRY_POINTS(double, f64)
 
 // The entry points' version (build.KERNELS_VERSION): a library that answers another is not used.
-extern "C" int snn_kernels_version() { return 4; }
+extern "C" int snn_kernels_version() { return 5; }
 
 // Whether MKL's VML functions resolved: the AdEx exponential and the sigmoid/tanh surrogates need them.
 extern "C" int vml_available() { return vmsExp && vmdExp && vmsTanh && vmdTanh ? 1 : 0; }

@@ -40,6 +40,7 @@ the storage of the operands it reads, before an address goes to C++.
 from __future__ import annotations
 
 import ctypes
+import os
 from typing import NamedTuple
 
 import torch
@@ -311,6 +312,75 @@ def _weight_operand(m1, m1_shape, m1_strides, w):
     return plan, (_standard(w) if copy_w else w)
 
 
+# ---------------------------------------------------------------- spike-sparse products
+
+ENV = "SNN_SPIKE_PRODUCTS"
+MODES = ("auto", "dense", "sparse")
+# The crossovers (benchmarks/bench_recurrent.py --crossover, benchmarks/RESULTS.md): the highest
+# spike rate at which the sparse forward product of a step, and the sparse weight gradient of a
+# chunk of steps, beat BLAS's dense product on this development machine.
+FORWARD_MAX_RATE = 0.4
+WEIGHT_GRADIENT_MAX_RATE = 0.3
+# ``auto`` takes the sparse products only from this many multiply-adds per step's dense product
+# (B N^2): below it the product is microseconds either way, and the dense one is bit-identical to
+# the eager loop's.
+SPARSE_MIN_MACS = 1 << 20
+# What the sparse products did since the process started (diagnostics for tests and benchmarks):
+# forward steps that took the gather-add, forward steps whose spikes were counted, spikes counted in
+# them; weight-gradient chunks that took the scatter-add, chunks.
+STATS = {"forward_sparse_steps": 0, "forward_steps": 0, "forward_spikes": 0,
+         "weight_sparse_chunks": 0, "weight_chunks": 0}
+
+
+def spike_products() -> str:
+    """``SNN_SPIKE_PRODUCTS``: ``auto`` (unset), ``dense`` or ``sparse``; a ValueError for anything else."""
+    value = os.environ.get(ENV, "").strip().lower() or "auto"
+    if value not in MODES:
+        raise ValueError(f"{ENV}={value!r}: set it to one of {', '.join(MODES)} (or unset it for auto).")
+    return value
+
+
+def sparse_max_rate(B: int, N: int, crossover: float) -> float | None:
+    """The spike rate up to which a call's products go sparse (``crossover`` in ``auto``, 1 when
+    ``sparse`` is forced), or None: dense only (``dense``, or ``auto`` below :data:`SPARSE_MIN_MACS`)."""
+    mode = spike_products()
+    if mode == "dense" or mode == "auto" and B * N * N < SPARSE_MIN_MACS:
+        return None
+    return 1.0 if mode == "sparse" else crossover
+
+
+def weight_gradient(gc: torch.Tensor, vd: torch.Tensor, z0: torch.Tensor | None, v_th) -> torch.Tensor | None:
+    r"""The recurrent weight gradient :math:`\sum_t g_{c_t}^\top z_{t-1}` (``[N, N]``) with sums over
+    the active pre-synaptic neurons only (``spike_weight_gradient_*``), or None where the products
+    are dense (:func:`sparse_max_rate`): the autograd node then multiplies densely. ``z_{t-1}`` is
+    ``z0`` (None: zero) at ``t = 0``, then ``[v_d[t-1] > v_th]``."""
+    dtype = kernel_dtype(gc, "the current gradient")
+    gc = dense(gc, "the current gradient", dtype)
+    if gc.dim() != 3:
+        raise ValueError(f"snn's C++ weight gradient takes g_c [T, B, N], got {list(gc.shape)}.")
+    T, B, N = gc.shape
+    rate = sparse_max_rate(B, N, WEIGHT_GRADIENT_MAX_RATE)
+    if rate is None or T == 0 or max(N, 8 * B) > INT_MAX:
+        return None
+    M = B * N
+    gc = block(gc, "the current gradient", dtype, T * M)
+    vd = block(vd, "saved tensor 0", dtype, T * M)
+    if z0 is not None:
+        _check_shape("state.z", z0, (B, N))
+        z0 = block(z0.detach(), "state.z", dtype, M)
+    keep, ptrs, flags = parameters([v_th], (B, N), dtype)
+    gwt = torch.zeros((N, N), dtype=dtype)
+    stats = (ctypes.c_int64 * 2)()
+    getattr(load_library(), f"spike_weight_gradient_{KERNEL_DTYPES[dtype]}")(
+        ctypes.c_int64(T), ctypes.c_int64(B), ctypes.c_int64(N), pointer(gc), pointer(vd), pointer(z0),
+        ctypes.c_void_p(ptrs[0]), ctypes.c_int64(flags[0]), ctypes.c_double(rate), pointer(gwt), stats,
+        ctypes.c_int(torch.get_num_threads()))
+    del keep
+    STATS["weight_sparse_chunks"] += stats[0]
+    STATS["weight_chunks"] += stats[1]
+    return gwt.t().contiguous()
+
+
 def native_available() -> bool:
     """Whether the library found BLAS's GEMM (the native loops call it)."""
     return bool(load_library().blas_available())
@@ -369,6 +439,10 @@ def forward(kind, x, w_in, w_rec, z0, state, P, save, save_extra, options: Kerne
     ij, a_saved = (extra + [None, None])[:2]
     current, rec_current = torch.empty((B, N), dtype=dtype), torch.empty((B, N), dtype=dtype)  # 64-byte aligned
     a = state[2] if kind == "adex" else None
+    rate = sparse_max_rate(B, N, FORWARD_MAX_RATE)
+    # W_rec^T's rows (w_rows[m] = W_rec[:, m]): the sparse product adds those of the active neurons.
+    w_rows = None if rate is None else w_rec.t().contiguous()
+    stats = (ctypes.c_int64 * 3)()
     ptr = pointer
     getattr(load_library(), f"recurrent_forward_{KERNEL_DTYPES[dtype]}")(
         ctypes.c_int(KINDS[kind]), *(integrator_argument(kind, options) or [ctypes.c_int(0)]),
@@ -377,8 +451,10 @@ def forward(kind, x, w_in, w_rec, z0, state, P, save, save_extra, options: Kerne
         ptr(w_rec_t), _plan_array(plan_in), _plan_array(plan_rec),
         ptr(z0), _plan_array(plan_z0), ptr(zbuf), ptr(current), ptr(rec_current),
         ptr(state[0]), ptr(state[1]), ptr(a), ptrs, flags, ptr(out), ptr(vd), ptr(ij), ptr(a_saved),
-        ctypes.c_int(torch.get_num_threads()))
+        ptr(w_rows), ctypes.c_double(-1.0 if rate is None else rate), stats, ctypes.c_int(torch.get_num_threads()))
     del keep
+    for key, value in zip(("forward_sparse_steps", "forward_spikes", "forward_steps"), stats, strict=True):
+        STATS[key] += value
     return out, tuple(state), ([] if vd is None else [vd]) + extra
 
 
