@@ -143,32 +143,77 @@ class Floor(torch.nn.Module):
         return x * 1, None
 
 
-def floor_rows(kind, T, B, F, N, budget_s, norse=True):
+class ProductsLayer(torch.nn.Module):
+    """A layer whose calls run with ``SNN_SPIKE_PRODUCTS=mode``: forward, and backward through a
+    hook on the output that sets the mode again (the backward reads it when it runs)."""
+
+    def __init__(self, layer, mode):
+        super().__init__()
+        self.layer, self.mode = layer, mode
+
+    def forward(self, x, state=None):
+        with SpikeProducts(self.mode):
+            out, final = self.layer(x, state)
+        if out.requires_grad:
+            out = ModeInBackward.apply(out, self.mode)
+        return out, final
+
+
+class ModeInBackward(torch.autograd.Function):
+    """Identity whose backward sets ``SNN_SPIKE_PRODUCTS`` for the rest of the backward pass (the
+    benchmark's backward runs nothing else; the next call sets its own mode)."""
+
+    @staticmethod
+    def forward(ctx, out, mode):
+        ctx.mode = mode
+        return out.view_as(out)
+
+    @staticmethod
+    def backward(ctx, g):
+        os.environ[cpp_recurrent.ENV] = ctx.mode
+        return g, None
+
+
+def floor_rows(kind, T, B, F, N, budget_s, norse=True, scale=INPUT_SCALE, products=("auto",)):
     """``{name: (median s, (min, max) s, median ratio to the floor, (min, max) ratio)}`` for the
-    native and per-step ``cpp`` loops, norse and the floor, interleaved (module docstring)."""
+    native and per-step ``cpp`` loops (the native one in each ``SNN_SPIKE_PRODUCTS`` mode of
+    ``products``), norse and the floor, interleaved (module docstring); and the spike rate."""
     torch.manual_seed(1)
-    x = torch.rand(T, B, F) * INPUT_SCALE
+    x = torch.rand(T, B, F) * scale
     ours = implementations(kind, F, N, ["cpp"], norse)
+    with torch.no_grad():
+        rate = ours["cpp"](x)[0].mean().item()
     per_step = PerStepLayer(implementations(kind, F, N, ["cpp"], False)["cpp"])
-    layers = {"cpp native": ours["cpp"], "cpp per-step": per_step,
+    natives = {f"cpp native ({mode})": ProductsLayer(ours["cpp"], mode) for mode in products}
+    layers = {**natives, "cpp per-step": ProductsLayer(per_step, "dense"),
               **({"norse": ours["norse"]} if "norse" in ours else {}), "floor": Floor(T, B, N)}
-    times = interleaved_times(layers, x, budget_s)
+    before = os.environ.get(cpp_recurrent.ENV)
+    try:
+        times = interleaved_times(layers, x, budget_s)
+    finally:
+        if before is None:
+            os.environ.pop(cpp_recurrent.ENV, None)
+        else:
+            os.environ[cpp_recurrent.ENV] = before
     rows = {}
     for name, seconds in times.items():
         ratios = [a / b for a, b in zip(seconds, times["floor"], strict=True)]
         rows[name] = (statistics.median(seconds), (min(seconds), max(seconds)), statistics.median(ratios),
                       (min(ratios), max(ratios)), len(seconds))
-    return rows
+    return rows, rate
 
 
-def floor_table(kind, T, B, F, sizes, budget_s):
+def floor_table(kind, T, B, F, sizes, budget_s, scales=(INPUT_SCALE,), products=("auto",)):
     print(f"\n{kind}, T = {T}, B = {B}, F = {F}: forward + backward, interleaved rounds\n")
-    print("| N | implementation | median ms | min-max ms | / floor (median) | / floor min-max | rounds |")
-    print("|---|---|---|---|---|---|---|")
+    print("| N | input scale | spike rate | implementation | median ms | min-max ms | / floor (median) "
+          "| / floor min-max | rounds |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for N in sizes:
-        for name, (med, (lo, hi), ratio, (rlo, rhi), n) in floor_rows(kind, T, B, F, N, budget_s).items():
-            print(f"| {N} | {name} | {med * 1e3:.0f} | {lo * 1e3:.0f}-{hi * 1e3:.0f} | {ratio:.2f}x "
-                  f"| {rlo:.2f}-{rhi:.2f}x | {n} |", flush=True)
+        for scale in scales:
+            rows, rate = floor_rows(kind, T, B, F, N, budget_s, scale=scale, products=products)
+            for name, (med, (lo, hi), ratio, (rlo, rhi), n) in rows.items():
+                print(f"| {N} | {scale:g} | {rate:.3f} | {name} | {med * 1e3:.0f} | {lo * 1e3:.0f}-{hi * 1e3:.0f} "
+                      f"| {ratio:.2f}x | {rlo:.2f}-{rhi:.2f}x | {n} |", flush=True)
 
 
 class SpikeProducts:
@@ -231,7 +276,7 @@ def crossover(kind, T, B, sizes, scales, rates, budget_s):
         for scale in scales:
             x = torch.rand(T, B, 1) * scale
 
-            def run(mode, x=x):
+            def run(mode, x=x, layer=layer):
                 with SpikeProducts(mode), torch.no_grad():
                     return layer(x)[0]
 
@@ -250,11 +295,11 @@ def crossover(kind, T, B, sizes, scales, rates, budget_s):
             vd = torch.rand(T, B, N, generator=g) - (1 - rate)  # v_d > 0 with probability rate
             v_th = torch.zeros(())
 
-            def dense():
+            def dense(gc=gc, vd=vd, v_th=v_th):
                 zprev = spikes_before(vd, 0.0, v_th)
                 return gc.flatten(0, 1).t() @ zprev.flatten(0, 1)
 
-            def sparse():
+            def sparse(gc=gc, vd=vd, v_th=v_th):
                 with SpikeProducts("sparse"):
                     return cpp_recurrent.weight_gradient(gc, vd, None, v_th)
 
@@ -373,6 +418,10 @@ def main():
     parser.add_argument("--crossover", action="store_true",
                         help="only the sparse against the dense recurrent products, by spike rate")
     parser.add_argument("--steps", type=int, default=200, help="T of --crossover")
+    parser.add_argument("--scales", type=float, nargs="+", default=[INPUT_SCALE],
+                        help="input scales of --floor-table (they set the spike rate)")
+    parser.add_argument("--products", nargs="+", default=["auto"], choices=cpp_recurrent.MODES,
+                        help="SNN_SPIKE_PRODUCTS modes of the native loop in --floor-table")
     parser.add_argument("--memory-child", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child:
@@ -392,7 +441,7 @@ def main():
         print(f"torch {torch.__version__}, {args.threads} threads, {os.cpu_count()} cores, load average "
               f"{' '.join(f'{v:.1f}' for v in os.getloadavg())}")
         T, B = (20, 8) if args.quick else (784, 128)
-        floor_table(args.kind, T, B, 1, args.sizes, 0.0 if args.quick else args.budget)
+        floor_table(args.kind, T, B, 1, args.sizes, 0.0 if args.quick else args.budget, args.scales, args.products)
         print(f"\nload average at the end: {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
         return
     B, F = (8, 1) if args.quick else (128, 1)

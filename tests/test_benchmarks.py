@@ -70,9 +70,20 @@ def test_bench_recurrent_load_runs_a_case_beside_a_neighbour_and_stops_it():
 def test_bench_recurrent_floor_table_runs_native_per_step_and_floor():
     from bench_recurrent import floor_rows
 
-    rows = floor_rows("lif", T=5, B=4, F=1, N=16, budget_s=0.0, norse=HAS_NORSE)
-    assert {"cpp native", "cpp per-step", "floor"} <= set(rows) and ("norse" in rows) == HAS_NORSE
+    before = os.environ.get("SNN_SPIKE_PRODUCTS")
+    rows, rate = floor_rows("lif", T=5, B=4, F=1, N=16, budget_s=0.0, norse=HAS_NORSE, products=("dense", "sparse"))
+    assert {"cpp native (dense)", "cpp native (sparse)", "cpp per-step", "floor"} <= set(rows)
+    assert ("norse" in rows) == HAS_NORSE and 0 <= rate <= 1
     assert rows["floor"][2] == 1.0 and all(row[0] > 0 and row[4] >= 3 for row in rows.values())
+    assert os.environ.get("SNN_SPIKE_PRODUCTS") == before  # the modes are set per call, and restored
+
+
+def test_bench_recurrent_crossover_times_dense_and_sparse_products(capsys):
+    from bench_recurrent import crossover
+
+    crossover("adex", T=6, B=4, sizes=[16], scales=(4.0,), rates=(0.1,), budget_s=0.0)
+    tables = capsys.readouterr().out
+    assert tables.count("| 16 |") == 2 and "x |" in tables
 
 
 def test_bench_event_data_runs_every_set_on_tiny_files():

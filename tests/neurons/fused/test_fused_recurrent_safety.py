@@ -20,6 +20,7 @@ lazily negated, sparse; right or wrong shape) and runs it
 
 from __future__ import annotations
 
+import os
 import random
 import sys
 
@@ -32,6 +33,7 @@ from tests.fuzz import LAYOUTS, METHODS, compare_gradients, draw_dtype, dtype_of
 SEED = 20261127
 CASES = 120
 CLEAR = (ValueError, TypeError)
+SPIKE_PRODUCTS = "SNN_SPIKE_PRODUCTS"  # snn.neurons.fused.cpp.recurrent.ENV
 LAYERS = {"adex": (LIFAdExRecurrent, LIFAdExState), "lif": (LIFRecurrent, LIFState)}
 
 
@@ -41,6 +43,16 @@ def test_fuzz_cpp_recurrent_gives_the_eager_result_or_a_clear_error():
     eager = run_worker(__name__, SEED, CASES, threads=1)
     ran = eager.count("ok")
     assert 0.25 < ran / CASES < 0.9, f"{ran} of {CASES} cases ran in eager: a degenerate draw"
+
+
+def test_fuzz_cpp_recurrent_with_forced_sparse_products(monkeypatch):
+    """The same draws (another seed) with ``SNN_SPIKE_PRODUCTS=sparse``: every forward step's
+    ``W_rec z`` by gather-add and every weight-gradient chunk by scatter-add (on two threads, the
+    columns split), and ``weight_gradient`` called directly on drawn tensors. Spikes equal eager's;
+    states within rounding of them (the sums run in another order); gradients as before."""
+    monkeypatch.setenv(SPIKE_PRODUCTS, "sparse")
+    eager = run_worker(__name__, SEED + 1, CASES, threads=2)
+    assert 0.25 < eager.count("ok") / CASES < 0.9
 
 
 # ---------------------------------------------------------------- the subprocess
@@ -119,6 +131,7 @@ def compare(case: dict, backend: str, ref, got) -> str | None:
     # out in that layout, and BLAS rounds W_rec z in another layout otherwise; the loops multiply
     # z row-major (as for every state the layers make): the states then agree within rounding.
     relayout = case["state"] is not None and any(spec[2] in ("transposed", "expanded") for spec in case["state"])
+    relayout = relayout or os.environ.get(SPIKE_PRODUCTS) == "sparse"  # the sums of W_rec z in another order
     for what, a, b in [("spikes", out, ref_out), *((f"state[{k}]", s, r) for k, (s, r)
                                                    in enumerate(zip(final, ref_final, strict=True)))]:
         if a.shape != b.shape or a.dtype != b.dtype:
@@ -185,8 +198,19 @@ def run_loops(rng: random.Random, g: torch.Generator, kind: str) -> str | None:
     saved = [s if rng.random() < 0.8 else arg(list(s.shape)) for s in saved]
     try:
         with torch.no_grad():
-            backward(kind, gout, gz, gstate, saved, arg([B, N]), w_rec if rng.random() < 0.8 else arg([N, N]), P,
-                     options, param_grads)
+            gc = backward(kind, gout, gz, gstate, saved, arg([B, N]), w_rec if rng.random() < 0.8 else arg([N, N]), P,
+                          options, param_grads)[0]
+    except ValueError as error:
+        return None if str(error).strip() else "ValueError without a message"
+    # The sparse weight gradient (C++ reading g_c, the saved voltages, z0 and v_th) on drawn tensors,
+    # drawn from a generator of this case's own: the later cases' draws stay those of before.
+    rng = random.Random(int(torch.randint(2**31, (1,), generator=g)))
+    try:
+        with torch.no_grad():
+            cpp_recurrent_loops.weight_gradient(gc if rng.random() < 0.7 else arg([T, B, N]),
+                                                saved[0] if rng.random() < 0.8 else arg([T, B, N]),
+                                                None if rng.random() < 0.3 else arg([B, N]),
+                                                arg(rng.choice([[], [N], [B, N]])))
     except ValueError as error:
         return None if str(error).strip() else "ValueError without a message"
     return None

@@ -590,16 +590,22 @@ int64_t active_lists(const T* z, int64_t B, int64_t N, int32_t* idx, int64_t* st
     start[b] = c;
     const T* zb = z + b * N;
     int64_t m = 0;
-#if defined(SNN_X86) && defined(__AVX512F__)
+#if defined(SNN_X86) && defined(__AVX512F__) && defined(__AVX512VL__)
+    // Compress-stores of the indices of a mask's set lanes: no branch per spike.
     constexpr int64_t per = 64 / sizeof(T);
+    __m512i lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m512i step = _mm512_set1_epi32(int(per));
     for (; m + per <= N; m += per) {
-      unsigned mask;
-      if constexpr (sizeof(T) == 4) mask = _mm512_cmp_ps_mask(_mm512_loadu_ps(reinterpret_cast<const float*>(zb + m)), _mm512_setzero_ps(), _CMP_NEQ_UQ);
-      else mask = _mm512_cmp_pd_mask(_mm512_loadu_pd(reinterpret_cast<const double*>(zb + m)), _mm512_setzero_pd(), _CMP_NEQ_UQ);
-      while (mask) {
-        idx[c++] = int32_t(m + __builtin_ctz(mask));
-        mask &= mask - 1;
+      if constexpr (sizeof(T) == 4) {
+        const __mmask16 mask = _mm512_cmp_ps_mask(_mm512_loadu_ps(reinterpret_cast<const float*>(zb + m)), _mm512_setzero_ps(), _CMP_NEQ_UQ);
+        _mm512_mask_compressstoreu_epi32(idx + c, mask, lanes);
+        c += __builtin_popcount(unsigned(mask));
+      } else {
+        const __mmask8 mask = _mm512_cmp_pd_mask(_mm512_loadu_pd(reinterpret_cast<const double*>(zb + m)), _mm512_setzero_pd(), _CMP_NEQ_UQ);
+        _mm256_mask_compressstoreu_epi32(idx + c, mask, _mm512_castsi512_si256(lanes));
+        c += __builtin_popcount(unsigned(mask));
       }
+      lanes = _mm512_add_epi32(lanes, step);
     }
 #elif defined(SNN_X86) && defined(__AVX__)
     constexpr int64_t per = 32 / sizeof(T);
@@ -639,16 +645,6 @@ void gather_rows(const T* __restrict rows, int64_t N, const int32_t* idx, int64_
   for (; j < count; ++j) {
     const T* __restrict r0 = rows + int64_t(idx[j]) * N;
     for (int64_t n = 0; n < N; ++n) c[n] = c[n] + r0[n];
-  }
-}
-
-// acc[n] += src[n] for the columns n0 .. n1 of each listed row of acc ([rows, N]).
-template <typename T>
-SNN_INLINE void scatter_row(T* __restrict acc, int64_t N, const int32_t* idx, int64_t count, const T* __restrict src,
-                            int64_t n0, int64_t n1) {
-  for (int64_t j = 0; j < count; ++j) {
-    T* __restrict r = acc + int64_t(idx[j]) * N;
-    for (int64_t n = n0; n < n1; ++n) r[n] = r[n] + src[n];
   }
 }
 
@@ -794,24 +790,45 @@ void recurrent_backward(int kind, int integrator, int method, double alpha, int6
 // The recurrent weight gradient over a whole layer, transposed: gwt[m, n] += sum over steps t and
 // samples b of z_{t-1}[b, m] g_c[t, b, n] (gwt = dL/dW_rec^T, [N, N], zeroed by the caller), with
 // z_{t-1} = z0 at t = 0 (any values; null: all zero) and later the spikes of the saved pre-reset
-// voltages, [v_d[t-1] - v_th > 0]. Steps run in chunks of kChunk: the spikes of a chunk are listed
-// per sample (active_lists over a 0/1 copy), and a chunk whose spike rate is at most
-// sparse_max_rate adds the rows g_c[t, b] into the rows m of its active neurons, ascending (t, b)
-// for every element, its columns split over the threads (the same sums whatever their number);
-// a denser chunk is one GEMM (gwt += Z^T G over its steps). stats: [0] sparse chunks, [1] chunks.
+// voltages, [v_d[t-1] - v_th > 0]. Steps run in chunks whose g_c rows fit in L2 (kChunkBytes, at
+// most kChunk steps). A chunk whose spike rate is at most sparse_max_rate is summed over its
+// spikes: its rows r = (t, b) are listed per pre-synaptic neuron m (a counting sort of the
+// per-row active lists, which keeps r ascending), and row m of gwt adds the rows g_c[r] of its
+// list in that order, four per pass (the same roundings as one at a time), its columns split over
+// the threads: every element is the sum over ascending (t, b), whatever the chunking and the
+// thread count. A denser chunk, and the first one when z0 has spikes, is one GEMM
+// (gwt += Z^T G). stats: [0] sparse chunks, [1] chunks.
 constexpr int64_t kChunk = 8;
+constexpr int64_t kChunkBytes = 256 << 10;
+
+template <typename T>
+void add_rows(T* __restrict acc, const T* __restrict g, int64_t N, const int32_t* rows, int64_t count, int64_t n0,
+              int64_t n1) {
+  int64_t j = 0;
+  for (; j + 4 <= count; j += 4) {
+    const T* __restrict r0 = g + int64_t(rows[j]) * N;
+    const T* __restrict r1 = g + int64_t(rows[j + 1]) * N;
+    const T* __restrict r2 = g + int64_t(rows[j + 2]) * N;
+    const T* __restrict r3 = g + int64_t(rows[j + 3]) * N;
+    for (int64_t n = n0; n < n1; ++n) acc[n] = (((acc[n] + r0[n]) + r1[n]) + r2[n]) + r3[n];
+  }
+  for (; j < count; ++j) {
+    const T* __restrict r0 = g + int64_t(rows[j]) * N;
+    for (int64_t n = n0; n < n1; ++n) acc[n] = acc[n] + r0[n];
+  }
+}
 
 template <typename T>
 void spike_weight_gradient(int64_t steps, int64_t B, int64_t N, const T* gc, const T* vd, const T* z0, const T* vth,
                            int64_t vth_vector, double sparse_max_rate, T* gwt, int64_t* stats, int threads) {
   const int64_t M = B * N;
-  std::vector<T> zc(kChunk * M);
-  std::vector<int32_t> idx(kChunk * M);
-  std::vector<int64_t> start(kChunk * B + 1);
-  for (int64_t t0 = 0; t0 < steps; t0 += kChunk) {
-    const int64_t len = std::min(kChunk, steps - t0);
-    const bool first_is_z0 = t0 == 0;
-    // z_{t-1} of the chunk's spike steps (z0 is handled apart: its values need not be 0/1).
+  const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(kChunk, kChunkBytes / std::max<int64_t>(1, M * int64_t(sizeof(T)))));
+  std::vector<T> zc(chunk * M);
+  std::vector<int32_t> idx(chunk * M), by_neuron(chunk * M);
+  std::vector<int64_t> start(chunk * B + 1), first(N + 1), pos(N);
+  for (int64_t t0 = 0; t0 < steps; t0 += chunk) {
+    const int64_t len = std::min(chunk, steps - t0);
+    // z_{t-1} of the chunk's steps.
     for (int64_t t = t0; t < t0 + len; ++t) {
       T* zt = zc.data() + (t - t0) * M;
       if (t == 0) {
@@ -827,19 +844,26 @@ void spike_weight_gradient(int64_t steps, int64_t B, int64_t N, const T* gc, con
     const int64_t active = active_lists(zc.data(), rows, N, idx.data(), start.data());
     stats[1] += 1;
     const T* g = gc + t0 * M;
-    if (double(active) > sparse_max_rate * double(len * M) || (first_is_z0 && z0)) {
+    if (double(active) > sparse_max_rate * double(len * M) || (t0 == 0 && z0)) {
       gemm_accumulate_at_b(int(N), int(N), int(rows), zc.data(), g, gwt);
       continue;
     }
     stats[0] += 1;
+    // The rows of each pre-synaptic neuron, ascending: a counting sort of (row, neuron) pairs.
+    std::fill(first.begin(), first.end(), 0);
+    for (int64_t k = 0; k < active; ++k) first[idx[k] + 1] += 1;
+    for (int64_t m = 0; m < N; ++m) first[m + 1] += first[m];
+    std::copy(first.begin(), first.end() - 1, pos.begin());
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t k = start[r]; k < start[r + 1]; ++k) by_neuron[pos[idx[k]]++] = int32_t(r);
     // Columns split over the threads in blocks of 16 values; one block each when N is small.
     const int64_t blocks = (N + 15) / 16;
     const int parts = int(std::max<int64_t>(1, std::min<int64_t>(threads, blocks)));
 #pragma omp parallel for num_threads(parts) schedule(static) if (parts > 1)
     for (int part = 0; part < parts; ++part) {
       const int64_t n0 = std::min(N, (blocks * part / parts) * 16), n1 = std::min(N, (blocks * (part + 1) / parts) * 16);
-      for (int64_t r = 0; r < rows; ++r)
-        scatter_row(gwt, N, idx.data() + start[r], start[r + 1] - start[r], g + r * N, n0, n1);
+      for (int64_t m = 0; m < N; ++m)
+        add_rows(gwt + m * N, g, N, by_neuron.data() + first[m], first[m + 1] - first[m], n0, n1);
     }
   }
 }
