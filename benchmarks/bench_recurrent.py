@@ -203,14 +203,14 @@ def floor_rows(kind, T, B, F, N, budget_s, norse=True, scale=INPUT_SCALE, produc
     return rows, rate
 
 
-def floor_table(kind, T, B, F, sizes, budget_s, scales=(INPUT_SCALE,), products=("auto",)):
+def floor_table(kind, T, B, F, sizes, budget_s, scales=(INPUT_SCALE,), products=("auto",), norse=True):
     print(f"\n{kind}, T = {T}, B = {B}, F = {F}: forward + backward, interleaved rounds\n")
     print("| N | input scale | spike rate | implementation | median ms | min-max ms | / floor (median) "
           "| / floor min-max | rounds |")
     print("|---|---|---|---|---|---|---|---|---|")
     for N in sizes:
         for scale in scales:
-            rows, rate = floor_rows(kind, T, B, F, N, budget_s, scale=scale, products=products)
+            rows, rate = floor_rows(kind, T, B, F, N, budget_s, norse, scale, products)
             for name, (med, (lo, hi), ratio, (rlo, rhi), n) in rows.items():
                 print(f"| {N} | {scale:g} | {rate:.3f} | {name} | {med * 1e3:.0f} | {lo * 1e3:.0f}-{hi * 1e3:.0f} "
                       f"| {ratio:.2f}x | {rlo:.2f}-{rhi:.2f}x | {n} |", flush=True)
@@ -420,6 +420,7 @@ def main():
     parser.add_argument("--steps", type=int, default=200, help="T of --crossover")
     parser.add_argument("--scales", type=float, nargs="+", default=[INPUT_SCALE],
                         help="input scales of --floor-table (they set the spike rate)")
+    parser.add_argument("--no-norse", action="store_true", help="--floor-table without norse")
     parser.add_argument("--products", nargs="+", default=["auto"], choices=cpp_recurrent.MODES,
                         help="SNN_SPIKE_PRODUCTS modes of the native loop in --floor-table")
     parser.add_argument("--memory-child", nargs=6, help=argparse.SUPPRESS)
@@ -441,7 +442,8 @@ def main():
         print(f"torch {torch.__version__}, {args.threads} threads, {os.cpu_count()} cores, load average "
               f"{' '.join(f'{v:.1f}' for v in os.getloadavg())}")
         T, B = (20, 8) if args.quick else (784, 128)
-        floor_table(args.kind, T, B, 1, args.sizes, 0.0 if args.quick else args.budget, args.scales, args.products)
+        floor_table(args.kind, T, B, 1, args.sizes, 0.0 if args.quick else args.budget, args.scales, args.products,
+                    not args.no_norse)
         print(f"\nload average at the end: {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
         return
     B, F = (8, 1) if args.quick else (128, 1)

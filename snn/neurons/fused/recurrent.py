@@ -45,7 +45,11 @@ def weight_gradients(gc, x, zprev, need_x, need_w_in, need_w_rec, w_in):
 
 
 class FusedRecurrentLoop(torch.autograd.Function):
-    """``(x, W_in, W_rec, z0, *state, *P) -> (spikes [T, B, N], z_T, *final state)``."""
+    """``(x, W_in, W_rec, z0, *state, *P) -> (spikes [T, B, N], z_T, *final state)``.
+
+    ``W_rec``'s gradient is the backend's ``recurrent_weight_gradient(g_c, v_d, z0, v_th)`` where it
+    has one and it answers a tensor (``cpp``: summed over the spikes that fired, see
+    :mod:`.cpp.recurrent`), else :func:`weight_gradients`' dense product."""
 
     @staticmethod
     def forward(ctx, kind: str, loops: Backend, options: KernelOptions, x, w_in, w_rec, z0, *tensors):

@@ -15,7 +15,7 @@ transposes, leading dimensions, the operand order, the operands it copies first)
 aligned buffers as torch's fresh tensors are (BLAS's rounding can depend on where rows start), then
 their sum, then the neuron update of the feed-forward kernel for that one step on the population's
 state, writing the spikes and the pre-reset voltage of the step into the ``[T, B, N]`` outputs. On
-one thread the spikes and states are therefore bit-identical to the eager loop's; on several, BLAS
+the dense path (see the spike-sparse products below) and one thread the spikes and states are therefore bit-identical to the eager loop's; on several, BLAS
 may split a product's sums otherwise than torch's call on another thread count (within rounding).
 The backward runs reverse time, one step of the feed-forward backward kernel at a time (``t_stop =
 t``: it reads the saved voltage of steps ``t`` and ``t - 1`` in place), with ``g_z = g_{\text{out},
@@ -30,11 +30,37 @@ built without a BLAS that exports it), where torch would not hand a product to G
 product, sizes beyond 32 bits) and for ``T = 0``; ``benchmarks/bench_recurrent.py --floor-table``
 measures them beside the native loops.
 
-The products with ``W_rec`` are dense: spikes are 0/1 and sparse, but a sum over the spikes that
-fired adds in another order than BLAS and would not be bit-identical to the eager loop. They bound
-the time (``benchmarks/bench_recurrent.py`` measures the floor they set). Every tensor is checked as
-for the feed-forward loops (:mod:`.arguments`), and every GEMM's reach (its plan's extents) against
-the storage of the operands it reads, before an address goes to C++.
+Spike-sparse products. ``z_{t-1}`` is binary and sparse (about 10 % ones in the project's recipes),
+so two of the three recurrent products can skip the zeros:
+
+* forward, step ``t >= 1``: the spikes of each sample are listed (vector compares and
+  compress-stores) and :math:`(W_{\text{rec}} z_{t-1})_{b,n} = \sum_{m \in A_b} W_{nm}` is a
+  gather-add of the rows of ``W_rec^T`` of the active neurons ``A_b``, in ascending ``m`` from +0;
+* weight gradient: :math:`\partial L / \partial W_{\text{rec}} = \sum_t g_{c_t}^\top z_{t-1}`
+  adds, for every pre-synaptic neuron ``m``, the rows ``g_c[t, b]`` of the ``(t, b)`` where it
+  spiked, in ascending ``(t, b)`` (:func:`weight_gradient`, called by the autograd node).
+
+The backward's ``g_c W_rec`` stays dense (``g_c`` is). Each forward step and each chunk of the
+weight gradient's steps takes the sparse sum when its spike rate is at most the crossover
+(:data:`FORWARD_MAX_RATE`, :data:`WEIGHT_GRADIENT_MAX_RATE`: where the sparse sum beat BLAS in
+``benchmarks/bench_recurrent.py --crossover``), else BLAS's GEMM as before. Step 0 multiplies ``z0``
+densely (a state handed in may hold any values). ``SNN_SPIKE_PRODUCTS`` chooses: ``auto`` (the
+default) by rate, and only where a step's dense product has at least :data:`SPARSE_MIN_MACS`
+multiply-adds; ``dense`` never (the exact path); ``sparse`` at every rate and size.
+
+Bound. A sparse sum adds the same nonzero terms as the dense product, in another order (zero terms
+are exact), so both lie within :math:`\gamma_K \sum_k |a_k|` of the exact sum and within
+:math:`2 \gamma_K \sum_k |a_k|` of each other, :math:`\gamma_K = K u / (1 - K u)`, ``u`` the unit
+roundoff, ``K`` the terms of the sum (``N`` forward, ``T B`` for the weight gradient). Spikes can
+differ only where a pre-reset voltage lies within that distance of the threshold. The sparse sums'
+order does not depend on the thread count. Non-finite weights differ: ``0 * inf`` is NaN in GEMM and
+skipped by the gather. **The bit-identity with the eager loop claimed above holds on the dense
+path**: with ``SNN_SPIKE_PRODUCTS=dense``, and under ``auto`` for products below
+:data:`SPARSE_MIN_MACS` (the steps and chunks above the crossover rate take BLAS's products too, but
+a call's other steps may not). The per-step loops' products are dense; the weight gradient of both
+loops is :func:`weight_gradient`'s. Every tensor is checked as for the feed-forward
+loops (:mod:`.arguments`), and every GEMM's reach (its plan's extents) against the storage of the
+operands it reads, before an address goes to C++.
 """
 
 from __future__ import annotations
