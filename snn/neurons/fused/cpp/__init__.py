@@ -18,7 +18,10 @@ from .feed_forward import CppLoops
 # The multiply-adds of a step's [B, N] x [N, N] product from which the recurrent loops run each step
 # on all the threads they are given (BLAS and the kernel; the recurrent node gives them one on a busy
 # machine, see ..threads.free_threads); below, on one while a step is within ATen's grain size.
-PARALLEL_STEP_MACS = 1 << 21
+# 2^24: up to B N^2 = 2^23 (T = 784, B = 128, N = 256) one thread was the faster on both machines
+# measured, quiet and loaded (two parallel regions per step cost more than they gain; the spike-sparse
+# products are serial below 2^17 neurons anyway); benchmarks/RESULTS.md, "The thread policy".
+PARALLEL_STEP_MACS = 1 << 24
 
 
 def step_threads(w_rec: torch.Tensor, state: torch.Tensor):
@@ -84,4 +87,4 @@ class CppBackend:
         (:func:`.recurrent.weight_gradient`), or None where the autograd node's dense product applies."""
         if not recurrent.native_available():
             return None
-        return recurrent.weight_gradient(gc, vd, z0, v_th)
+        return recurrent.weight_gradient(gc, vd, z0, v_th)  # on the free threads, as the node's products
