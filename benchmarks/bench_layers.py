@@ -4,7 +4,10 @@ Each case runs ``layer(x)`` on ``x = rand(T, B, N) * 4`` (float32, requires grad
 ``outputs.sum()``, backward. Every implementation runs on the same tensor in the same process,
 interleaved: each round times every implementation once, in a rotating order, so a change of the
 machine's load hits all of them alike; a ratio is the median over rounds of the per-round ratio,
-a time the median over rounds (after one warm-up call each). Saved bytes are counted with
+a time the median over rounds (after one warm-up call each). "memory floor" (beside ``cpp``): torch's
+copy kernels moving the bytes the ``cpp`` kernels must read and write (x in; the output and the
+saved ``[T, B, N]`` tensors out; backward the saved tensors in, g_x out), timed in the same rounds;
+"/ memory floor" a layer's per-round time over the floor's. Saved bytes are counted with
 ``torch.autograd.graph.saved_tensors_hooks``. norse 1.1.0 (``pip install --no-deps norse==1.1.0``)
 and snntorch (``Leaky``, next to LIF) are measured when installed; in the T x N grid, norse only up
 to ``--grid-norse-max`` neuron-steps (it needs tens of seconds a call beyond).
@@ -59,6 +62,42 @@ class SnnTorchLeaky(torch.nn.Module):
             spk, mem = self.leaky(x_t, mem)
             spikes.append(spk)
         return torch.stack(spikes), mem
+
+
+class Copies(torch.autograd.Function):
+    """Forward: reads x, writes the output and ``saved`` tensors of its shape; backward: reads the
+    saved ones, writes g_x. The bytes the ``cpp`` kernels must move, by torch's copy kernels."""
+
+    @staticmethod
+    def forward(ctx, x, saved):
+        out = torch.empty_like(x).copy_(x)
+        kept = [torch.empty_like(x).fill_(1.0) for _ in range(saved)]
+        ctx.save_for_backward(*kept)
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        kept = ctx.saved_tensors
+        if not kept:
+            return torch.empty_like(g).copy_(g), None
+        gx = torch.empty_like(kept[0]).copy_(kept[0]) if len(kept) == 1 else torch.add(kept[0], kept[1])
+        for extra in kept[2:]:
+            gx.add_(extra)
+        return gx, None
+
+
+class MemoryFloor(torch.nn.Module):
+    """The memory-bandwidth floor of a feed-forward layer: :class:`Copies` of the bytes its ``cpp``
+    kernels read and write (x in, the output and each saved ``[T, B, N]`` tensor out; backward the
+    saved tensors in, g_x out; the gradient of ``outputs.sum()`` is one broadcast value, not read).
+    ``saved``: the ``[T, B, N]`` tensors the layer saves (its saved bytes / 4 per neuron and step)."""
+
+    def __init__(self, saved: int):
+        super().__init__()
+        self.saved = saved
+
+    def forward(self, x):
+        return Copies.apply(x, self.saved), None
 
 
 def implementations(kind, backends):
@@ -124,11 +163,17 @@ def run_case(kind, T, B, N, backends, budget_s, norse=True):
     if not norse:
         layers.pop("norse", None)
         layers.pop("snntorch Leaky", None)
+    if "cpp" in layers:  # the copies of the cpp kernels' bytes (its saved [T, B, N] tensors)
+        per_step = saved_bytes(layers["cpp"], x) / (T * B * N * x.element_size())
+        layers["memory floor"] = MemoryFloor(round(per_step))
     times = interleaved_times(layers, x, budget_s)
     rows = []
     for name, layer in layers.items():
         ratios = {ref: statistics.median(a / b for a, b in zip(times[ref], times[name], strict=True))
                   for ref in ("norse", "eager") if ref in times}
+        if "memory floor" in times:  # this layer's time over the floor's (not its inverse)
+            ratios["floor"] = statistics.median(a / b for a, b in zip(times[name], times["memory floor"],
+                                                                      strict=True))
         rows.append((name, statistics.median(times[name]), ratios, saved_bytes(layer, x) / (T * B * N),
                      len(times[name])))
     return rows
@@ -172,16 +217,17 @@ def main():
     if not args.quick:
         cases += [(T, 32, N, T * 32 * N <= args.grid_norse_max) for T in (25, 100, 400) for N in (256, 4096)]
     print(f"load average at the start: {' '.join(f'{v:.1f}' for v in os.getloadavg())}\n")
-    print("| layer | T | B | N | implementation | fwd+bwd ms | vs norse | vs eager "
+    print("| layer | T | B | N | implementation | fwd+bwd ms | vs norse | vs eager | / memory floor "
           "| saved B/neuron/step | rounds | load |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for kind in args.kinds:
         for T, B, N, norse in cases:
             rows = run_case(kind, T, B, N, args.backends, args.budget, norse)
             load = f"{os.getloadavg()[0]:.1f}"
             for name, seconds, ratios, per_step, rounds in rows:
                 vs = [f"{ratios[ref]:.1f}x" if ref in ratios else "-" for ref in ("norse", "eager")]
-                print(f"| {kind} | {T} | {B} | {N} | {name} | {seconds * 1e3:.1f} | {vs[0]} | {vs[1]} | "
+                vs.append(f"{ratios['floor']:.2f}x" if "floor" in ratios else "-")
+                print(f"| {kind} | {T} | {B} | {N} | {name} | {seconds * 1e3:.1f} | {vs[0]} | {vs[1]} | {vs[2]} | "
                       f"{per_step:.2f} | {rounds} | {load} |", flush=True)
 
 

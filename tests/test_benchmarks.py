@@ -40,6 +40,19 @@ def test_bench_layers_runs_a_case_and_counts_saved_bytes():
     assert by_name["eager"][3] > by_name["python"][3]
 
 
+def test_bench_layers_times_the_memory_floor_beside_cpp():
+    from bench_layers import Copies, run_case
+
+    rows = run_case("adex", T=20, B=4, N=32, backends=["cpp"], budget_s=0.0, norse=False)
+    by_name = {row[0]: row for row in rows}
+    assert set(by_name) == {"cpp", "memory floor"}
+    assert by_name["cpp"][2]["floor"] > 0 and by_name["memory floor"][2]["floor"] == 1.0
+    x = torch.rand(3, 2, 5, requires_grad=True)
+    out = Copies.apply(x, 1)  # the bytes moved: x in, out and one saved tensor out; then g_x
+    out.sum().backward()
+    assert torch.equal(out, x) and torch.equal(x.grad, torch.ones_like(x))
+
+
 def test_bench_recurrent_runs_a_case_against_eager_and_norse():
     from bench_recurrent import matmul_floor, run_case
 
