@@ -21,6 +21,9 @@ rounds of the per-round ratio (the floor measured beside it), the spread the low
     python benchmarks/bench_recurrent.py             # the issue's case, the T x N grid, memory vs T
     python benchmarks/bench_recurrent.py --quick     # tiny sizes: checks that it runs
     python benchmarks/bench_recurrent.py --floor-table --sizes 128 256 --budget 120
+    python benchmarks/bench_recurrent.py --floor-table --scales 16 32 --products auto dense --no-norse
+    python benchmarks/bench_recurrent.py --crossover --sizes 128 256 --threads 1
+    python benchmarks/bench_recurrent.py --train-step --budget 120
 """
 
 from __future__ import annotations
@@ -308,6 +311,58 @@ def crossover(kind, T, B, sizes, scales, rates, budget_s):
             print(f"| {N} | {rate:.2f} | {d} | {sp} | {ratio:.2f}x | {len(times['dense'])} |", flush=True)
 
 
+def sfmnist_step_times(budget_s, threads_variants=("auto", "1", "2"), seed=0):
+    """Training steps of ``experiment=sfmnist_adex``'s model (composed from ``conf/`` as train.py
+    does: one recurrent AdEx population of 128, B = 128, T = 784) on a synthetic batch (no data
+    files here): half the pixels 0, the others uniform in [0, 1), times the recipe's input scale,
+    random labels. A step: forward, cross-entropy, backward, AdamW. Variants, interleaved:
+    ``SNN_SPIKE_PRODUCTS`` dense and auto (the policy's threads), and auto with ``SNN_STEP_THREADS``
+    pinned to each of ``threads_variants`` but ``auto``. Returns ``({name: [seconds]}, spike rate)``."""
+    from pathlib import Path
+
+    import torch.nn.functional as F
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    conf = str(Path(__file__).resolve().parents[1] / "conf")
+    with initialize_config_dir(config_dir=conf, version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["experiment=sfmnist_adex", "model.neuron.backend=cpp"])
+    g = torch.Generator().manual_seed(seed)
+    B, shape = cfg.dataset.batch_size, tuple(cfg.model.input_shape)
+    x = torch.rand((B, *shape), generator=g) * (torch.rand((B, *shape), generator=g) > 0.5)
+    x = x * float(cfg.dataset.pixels.scale)
+    y = torch.randint(cfg.model.num_classes, (B,), generator=g)
+    variants = {"dense": ("dense", None), "auto": ("auto", None),
+                **{f"auto, SNN_STEP_THREADS={t}": ("auto", t) for t in threads_variants if t != "auto"}}
+    steps = {}
+    for name, (mode, threads) in variants.items():
+        torch.manual_seed(seed)
+        model = instantiate(cfg.model)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=float(cfg.optimizer.lr))
+
+        def step(model=model, optimizer=optimizer, mode=mode, threads=threads):
+            before = os.environ.get("SNN_STEP_THREADS")
+            if threads is not None:
+                os.environ["SNN_STEP_THREADS"] = threads
+            try:
+                with SpikeProducts(mode):
+                    optimizer.zero_grad(set_to_none=True)
+                    F.cross_entropy(model(x), y).backward()
+                    optimizer.step()
+            finally:
+                if before is None:
+                    os.environ.pop("SNN_STEP_THREADS", None)
+                else:
+                    os.environ["SNN_STEP_THREADS"] = before
+
+        steps[name] = step
+    stats = dict(cpp_recurrent.STATS)
+    times = interleaved_calls(steps, budget_s)
+    spikes = cpp_recurrent.STATS["forward_spikes"] - stats["forward_spikes"]
+    counted = cpp_recurrent.STATS["forward_steps"] - stats["forward_steps"]
+    return times, spikes / max(1, counted) / (B * cfg.model.hidden[0])
+
+
 def run_case(kind, T, B, F, N, backends, budget_s, norse=True):
     """Rows ``(name, median s, {reference: ratio}, saved bytes per neuron and step, spike rate,
     same spikes as eager)``."""
@@ -420,6 +475,8 @@ def main():
     parser.add_argument("--steps", type=int, default=200, help="T of --crossover")
     parser.add_argument("--scales", type=float, nargs="+", default=[INPUT_SCALE],
                         help="input scales of --floor-table (they set the spike rate)")
+    parser.add_argument("--train-step", action="store_true",
+                        help="only sfmnist_adex training steps: dense vs sparse products, pinned threads")
     parser.add_argument("--no-norse", action="store_true", help="--floor-table without norse")
     parser.add_argument("--products", nargs="+", default=["auto"], choices=cpp_recurrent.MODES,
                         help="SNN_SPIKE_PRODUCTS modes of the native loop in --floor-table")
@@ -430,6 +487,19 @@ def main():
         print(json.dumps(memory_child(kind, name, *map(int, sizes))))
         return
     torch.set_num_threads(args.threads)
+    if args.train_step:
+        print(f"torch {torch.__version__}, {args.threads} threads, {os.cpu_count()} cores, load average "
+              f"{' '.join(f'{v:.1f}' for v in os.getloadavg())}")
+        times, rate = sfmnist_step_times(0.0 if args.quick else args.budget)
+        print(f"\nsfmnist_adex training step (synthetic batch), hidden spike rate {rate:.3f}\n")
+        print("| variant | median ms | min ms | steps/s (median) | / dense (median) | rounds |")
+        print("|---|---|---|---|---|---|")
+        for name, ts in times.items():
+            ratio = statistics.median(a / b for a, b in zip(ts, times["dense"], strict=True))
+            print(f"| {name} | {statistics.median(ts) * 1e3:.0f} | {min(ts) * 1e3:.0f} "
+                  f"| {1 / statistics.median(ts):.2f} | {ratio:.2f}x | {len(ts)} |")
+        print(f"\nload average at the end: {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
+        return
     if args.crossover:
         print(f"torch {torch.__version__}, {args.threads} threads, {os.cpu_count()} cores, load average "
               f"{' '.join(f'{v:.1f}' for v in os.getloadavg())}")

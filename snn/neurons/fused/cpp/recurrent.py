@@ -346,7 +346,7 @@ MODES = ("auto", "dense", "sparse")
 # spike rate at which the sparse forward product of a step, and the sparse weight gradient of a
 # chunk of steps, beat BLAS's dense product on this development machine.
 FORWARD_MAX_RATE = 0.4
-WEIGHT_GRADIENT_MAX_RATE = 0.3
+WEIGHT_GRADIENT_MAX_RATE = 0.4
 # ``auto`` takes the sparse products only from this many multiply-adds per step's dense product
 # (B N^2): below it the product is microseconds either way, and the dense one is bit-identical to
 # the eager loop's.
