@@ -15,8 +15,9 @@ transposes, leading dimensions, the operand order, the operands it copies first)
 aligned buffers as torch's fresh tensors are (BLAS's rounding can depend on where rows start), then
 their sum, then the neuron update of the feed-forward kernel for that one step on the population's
 state, writing the spikes and the pre-reset voltage of the step into the ``[T, B, N]`` outputs. On
-the dense path (see the spike-sparse products below) and one thread the spikes and states are therefore bit-identical to the eager loop's; on several, BLAS
-may split a product's sums otherwise than torch's call on another thread count (within rounding).
+the dense path (see the spike-sparse products below) and one thread the spikes and states are
+therefore bit-identical to the eager loop's; on several, BLAS may split a product's sums otherwise
+than torch's call on another thread count (within rounding).
 The backward runs reverse time, one step of the feed-forward backward kernel at a time (``t_stop =
 t``: it reads the saved voltage of steps ``t`` and ``t - 1`` in place), with ``g_z = g_{\text{out},
 t} + g_{c_{t+1}} W_{\text{rec}}`` (``torch.mm(g_c[t], W_rec)``'s GEMM) fed in per step; the weight
