@@ -697,7 +697,7 @@ void recurrent_forward(int kind, int integrator, int64_t steps, int64_t M, const
   const int kt = step_kernel_threads(M, threads);
   const bool stream = t_stream_rows;
   t_stream_rows = false;
-  const int64_t B = k1_batch, N = M / k1_batch;
+  const int64_t B = k1_batch, N = k1_batch > 0 ? M / k1_batch : 0;  // k1_batch: B (the Python side passes it always)
   std::vector<int32_t> idx(w_rows ? M : 0);
   std::vector<int64_t> start(w_rows ? B + 1 : 0);
   for (int64_t t = 0; t < steps; ++t) {
