@@ -136,9 +136,10 @@ def saved_bytes(layer, x):
     return total
 
 
-def interleaved_times(layers, x, budget_s, min_rounds=3, max_rounds=100):
+def interleaved_times(layers, x, budget_s, min_rounds=3, max_rounds=100, clock=time.perf_counter):
     """``{name: [seconds per round]}``: rounds of one call of every layer, in a rotating order,
-    until ``budget_s`` is spent (at least ``min_rounds``)."""
+    until ``budget_s`` is spent (at least ``min_rounds``). ``clock``: wall time, or
+    ``time.process_time`` (this process's CPU time: on one thread, robust to other processes' load)."""
     for layer in layers.values():
         forward_backward(layer, x)  # warm-up (and compilation)
     names = list(layers)
@@ -148,9 +149,9 @@ def interleaved_times(layers, x, budget_s, min_rounds=3, max_rounds=100):
         if r >= min_rounds and time.perf_counter() - start > budget_s:
             break
         for name in names[r % len(names):] + names[:r % len(names)]:
-            t0 = time.perf_counter()
+            t0 = clock()
             forward_backward(layers[name], x)
-            times[name].append(time.perf_counter() - t0)
+            times[name].append(clock() - t0)
     return times
 
 

@@ -177,7 +177,8 @@ class ModeInBackward(torch.autograd.Function):
         return g, None
 
 
-def floor_rows(kind, T, B, F, N, budget_s, norse=True, scale=INPUT_SCALE, products=("auto",)):
+def floor_rows(kind, T, B, F, N, budget_s, norse=True, scale=INPUT_SCALE, products=("auto",),
+               clock=time.perf_counter):
     """``{name: (median s, (min, max) s, median ratio to the floor, (min, max) ratio)}`` for the
     native and per-step ``cpp`` loops (the native one in each ``SNN_SPIKE_PRODUCTS`` mode of
     ``products``), norse and the floor, interleaved (module docstring); and the spike rate."""
@@ -192,7 +193,7 @@ def floor_rows(kind, T, B, F, N, budget_s, norse=True, scale=INPUT_SCALE, produc
               **({"norse": ours["norse"]} if "norse" in ours else {}), "floor": Floor(T, B, N)}
     before = os.environ.get(cpp_recurrent.ENV)
     try:
-        times = interleaved_times(layers, x, budget_s)
+        times = interleaved_times(layers, x, budget_s, clock=clock)
     finally:
         if before is None:
             os.environ.pop(cpp_recurrent.ENV, None)
@@ -206,14 +207,16 @@ def floor_rows(kind, T, B, F, N, budget_s, norse=True, scale=INPUT_SCALE, produc
     return rows, rate
 
 
-def floor_table(kind, T, B, F, sizes, budget_s, scales=(INPUT_SCALE,), products=("auto",), norse=True):
-    print(f"\n{kind}, T = {T}, B = {B}, F = {F}: forward + backward, interleaved rounds\n")
+def floor_table(kind, T, B, F, sizes, budget_s, scales=(INPUT_SCALE,), products=("auto",), norse=True,
+                clock=time.perf_counter):
+    what = "CPU time of this process" if clock is time.process_time else "wall time"
+    print(f"\n{kind}, T = {T}, B = {B}, F = {F}: forward + backward ({what}), interleaved rounds\n")
     print("| N | input scale | spike rate | implementation | median ms | min-max ms | / floor (median) "
           "| / floor min-max | rounds |")
     print("|---|---|---|---|---|---|---|---|---|")
     for N in sizes:
         for scale in scales:
-            rows, rate = floor_rows(kind, T, B, F, N, budget_s, norse, scale, products)
+            rows, rate = floor_rows(kind, T, B, F, N, budget_s, norse, scale, products, clock)
             for name, (med, (lo, hi), ratio, (rlo, rhi), n) in rows.items():
                 print(f"| {N} | {scale:g} | {rate:.3f} | {name} | {med * 1e3:.0f} | {lo * 1e3:.0f}-{hi * 1e3:.0f} "
                       f"| {ratio:.2f}x | {rlo:.2f}-{rhi:.2f}x | {n} |", flush=True)
@@ -477,6 +480,8 @@ def main():
                         help="input scales of --floor-table (they set the spike rate)")
     parser.add_argument("--train-step", action="store_true",
                         help="only sfmnist_adex training steps: dense vs sparse products, pinned threads")
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="--floor-table in this process's CPU time (use with --threads 1 on a loaded machine)")
     parser.add_argument("--no-norse", action="store_true", help="--floor-table without norse")
     parser.add_argument("--products", nargs="+", default=["auto"], choices=cpp_recurrent.MODES,
                         help="SNN_SPIKE_PRODUCTS modes of the native loop in --floor-table")
@@ -513,7 +518,7 @@ def main():
               f"{' '.join(f'{v:.1f}' for v in os.getloadavg())}")
         T, B = (20, 8) if args.quick else (784, 128)
         floor_table(args.kind, T, B, 1, args.sizes, 0.0 if args.quick else args.budget, args.scales, args.products,
-                    not args.no_norse)
+                    not args.no_norse, time.process_time if args.cpu_time else time.perf_counter)
         print(f"\nload average at the end: {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
         return
     B, F = (8, 1) if args.quick else (128, 1)
