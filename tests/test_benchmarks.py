@@ -181,3 +181,11 @@ def test_bench_memory_tasks_runs_on_a_tiny_task():
     results = main(["--quick", "--seconds", "0", "--reference"])
     assert set(results) == {"generate", "step", "generate (before)", "loop w0", "loop w1"}
     assert all(value > 0 for value in results.values())
+
+
+def test_bench_recurrent_train_step_times_the_sfmnist_model_dense_and_sparse():
+    from bench_recurrent import sfmnist_step_times
+
+    times, rate = sfmnist_step_times(0.0, threads_variants=("auto",))
+    assert set(times) == {"dense", "auto"} and all(len(ts) >= 3 and min(ts) > 0 for ts in times.values())
+    assert 0 < rate < 1  # the hidden layer spikes, sparsely
