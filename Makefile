@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 FASHION_MNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: install train test test-quick data clean
+.PHONY: install train test test-quick data docs docs-clean notebooks clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,5 +38,25 @@ test: $(STAMP) data
 test-quick: $(STAMP) data
 	$(PY) -m pytest -m "not slow" $(ARGS)
 
+# The documentation site, offline, warnings as errors, into docs/_build/html (open index.html).
+# Notebooks run in their quick mode and are cached in docs/_build/.jupyter_cache: a rebuild
+# re-executes only a notebook whose code changed. `make docs-clean` starts over.
+DOCS_STAMP := $(VENV)/.docs-installed
+$(DOCS_STAMP): $(STAMP)
+	$(PY) -m pip install -e ".[docs]"
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	$(PY) -m sphinx -b html -W --keep-going -q docs docs/_build/html
+	@echo "The site is in docs/_build/html/index.html"
+
+docs-clean:
+	rm -rf docs/_build docs/api
+
+# JupyterLab on the notebooks (installed into .venv on first use).
+notebooks: $(STAMP)
+	$(PY) -m pip install -q -e ".[notebooks]"
+	$(VENV)/bin/jupyter lab notebooks/
+
 clean:
-	rm -rf $(VENV) outputs multirun
+	rm -rf $(VENV) outputs multirun docs/_build docs/api

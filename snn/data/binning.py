@@ -77,7 +77,7 @@ def check_events(events: np.ndarray, sensor: tuple[int, int, int], where: str) -
 
 def checked_columns(where: str, sensor: tuple[int, int, int], t_us, x, y=0, p=0) -> np.ndarray:
     """``make_events`` from columns of any numeric dtype (floats included), after checking them:
-    finite whole numbers on the sensor, times in ``0 .. MAX_TIME_US`` (see ``check_events``).
+    finite whole numbers on the sensor, times in ``[0, MAX_TIME_US)`` (see ``check_events``).
     Checked before the conversion, which would otherwise wrap (``y = 40000`` as int16 is negative)."""
     columns = {"t": np.asarray(t_us), "x": np.asarray(x), "y": np.asarray(y), "p": np.asarray(p)}
     for name, column in columns.items():

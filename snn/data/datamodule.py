@@ -74,9 +74,10 @@ class EventFrameDataset(Dataset):
 
 
 class EventDataModule(FileDataModule):
-    """Base of the event-stream DataModules (see the module docstring).
+    """Base of the event-stream DataModules (see the module docstring). It takes the arguments of
+    :class:`~snn.data.images.FileDataModule` and these:
 
-    Args (besides ``FileDataModule``'s):
+    Args:
         frames: ``FrameSpec`` fields (time_bins or bin_width, duration, downsample, polarity).
         transforms: ``EventTransforms`` fields (denoise, time_jitter, space_jitter, drop_event).
         cache_dir: where binned data is cached (default ``<data_dir>/event_cache``).

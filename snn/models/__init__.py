@@ -1,4 +1,4 @@
-"""Spiking network models built from ``snn.neurons``: plain ``nn.Module``s, no training stack."""
+"""Spiking network models built from ``snn.neurons``: plain ``nn.Module`` classes, no training stack."""
 
 from .classifiers import DECODERS, SpikingClassifier, SpikingConvClassifier
 from .contract import SpikingModel, check_model

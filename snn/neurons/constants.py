@@ -2,10 +2,10 @@
 checks, the constants of the equations that every kernel needs, and the broadcasting rule of the
 parameters.
 
-This module imports nothing from ``snn``: the neuron modules (:mod:`.adex`, :mod:`.lif`,
-:mod:`.li`, :mod:`.module`) and the kernels (:mod:`.fused`) both read it, so neither has to import
-the other for these, and the imports inside ``snn.neurons`` run one way
-(``tests/test_import_graph.py``).
+This module imports nothing from ``snn``: the neuron modules (:mod:`~snn.neurons.adex`,
+:mod:`~snn.neurons.lif`, :mod:`~snn.neurons.li`, :mod:`~snn.neurons.module`) and the kernels
+(:mod:`~snn.neurons.fused`) both read it, so neither has to import the other for these, and the
+imports inside ``snn.neurons`` run one way (``tests/test_import_graph.py``).
 """
 
 from __future__ import annotations

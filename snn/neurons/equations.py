@@ -6,9 +6,9 @@ whose docstrings state the equations, call these with
 :math:`c_{\text{mem}} = \Delta t\, \tau_{\text{mem}}^{-1}`,
 :math:`c_{\text{syn}} = -\Delta t\, \tau_{\text{syn}}^{-1}` and
 :math:`c_{\text{ada}} = \Delta t\, \tau_{\text{ada}}^{-1}`; the ``compile`` backend's step bodies
-(:mod:`.fused.python.feed_forward`) call them with the same constants computed once per layer call
+(:mod:`~snn.neurons.fused.python.feed_forward`) call them with the same constants computed once per layer call
 (:func:`.fused.spec.kernel_parameters`), so both round alike. This module sits below both (it
-imports torch and :mod:`.constants` only), which is why the equations are here and not in the
+imports torch and :mod:`~snn.neurons.constants` only), which is why the equations are here and not in the
 step functions' own modules: the fused loops may not import the neuron modules, which import them.
 """
 

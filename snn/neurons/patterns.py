@@ -11,18 +11,18 @@ The published model (Brette & Gerstner 2005; Naud et al. 2008, Table 1) in physi
 Dividing the voltage equation by :math:`g_L U` with :math:`U = V_T - E_L` gives
 :func:`~snn.neurons.adex.lif_adex_feed_forward_step` term by term, with
 
-=====================  ==========================================  ================================
-snn parameter          value                                       why
-=====================  ==========================================  ================================
-``v``                  :math:`(V - E_L) / U`                        so ``v_leak = 0``, ``v_th = 1``
-``v_reset``            :math:`(V_r - E_L) / U`
-``delta_T``            :math:`\Delta_T / U`
-``tau_mem_inv``        :math:`g_L / C` (1/s)
-``tau_ada_inv``        :math:`1 / \tau_w` (1/s)
-``adaptation_current`` :math:`a / g_L`                              ``a`` is :math:`w / (g_L U)`
-``adaptation_spike``   :math:`b / (g_L U)`                          the jump is applied as is: no dt
-input ``x`` per step   :math:`I / (g_L U)`                          with ``tau_syn_inv = 1 / dt``
-=====================  ==========================================  ================================
+======================  ========================  ================================
+snn parameter           value                     why
+======================  ========================  ================================
+``v``                   :math:`(V - E_L) / U`     so ``v_leak = 0``, ``v_th = 1``
+``v_reset``             :math:`(V_r - E_L) / U`
+``delta_T``             :math:`\Delta_T / U`
+``tau_mem_inv``         :math:`g_L / C` (1/s)
+``tau_ada_inv``         :math:`1 / \tau_w` (1/s)
+``adaptation_current``  :math:`a / g_L`           ``a`` is :math:`w / (g_L U)`
+``adaptation_spike``    :math:`b / (g_L U)`       the jump is applied as is: no dt
+input ``x`` per step    :math:`I / (g_L U)`       with ``tau_syn_inv = 1 / dt``
+======================  ========================  ================================
 
 The input current enters the membrane as ``i_j = i + x`` and then decays by the factor
 ``1 - dt * tau_syn_inv``; with ``tau_syn_inv = 1 / dt`` that factor is 0, the synaptic filter is a

@@ -12,16 +12,16 @@ refuses them and ``triton`` falls back to ``python`` with a warning).
 
 Built-in surrogates (every one honours ``alpha``):
 
-=============  ===============================================================  ================
-name           :math:`\sigma'(x; \alpha)`                                        peak at x = 0
-=============  ===============================================================  ================
+=============  =================================================================  ================
+name           :math:`\sigma'(x; \alpha)`                                         peak at x = 0
+=============  =================================================================  ================
 ``super``      :math:`1 / (\alpha |x| + 1)^2` (SuperSpike, Zenke & Ganguli 2018)  1
 ``triangle``   :math:`\alpha \max(0, 1 - \alpha |x|)`                             :math:`\alpha`
 ``sigmoid``    :math:`\alpha s (1 - s)`, :math:`s = \mathrm{sigmoid}(\alpha x)`   :math:`\alpha/4`
 ``atan``       :math:`\alpha / (2 (1 + (\pi \alpha x / 2)^2))`                    :math:`\alpha/2`
 ``tanh``       :math:`\alpha (1 - \tanh^2(\alpha x)) / 2`                         :math:`\alpha/2`
 ``heaviside``  0 (no gradient)                                                    0
-=============  ===============================================================  ================
+=============  =================================================================  ================
 
 Differences from norse 1.1.0 (the PyPI release): its ``super`` surrogate ignores ``alpha`` and
 always computes :math:`1 / (|x| + 1)^2` -- ours with ``alpha=1`` -- and its ``tent`` is

@@ -8,14 +8,17 @@ input, the initial state and every parameter.
 Layout: the shared pieces, then one subpackage per backend, each with its feed-forward and
 recurrent loops.
 
-``spec.py``          one row per neuron type (:data:`.spec.NEURON_SPECS`), the kernel options
-                     (:class:`.spec.KernelOptions`, checked once where they are built) and the
-                     interface every backend implements (:class:`.spec.Backend`)
+===================  ===============================================================================
+file or folder       what it holds
+===================  ===============================================================================
+``spec.py``          one row per neuron type (:data:`~snn.neurons.fused.spec.NEURON_SPECS`), the kernel options
+                     (:class:`~snn.neurons.fused.spec.KernelOptions`, checked once where they are built) and the
+                     interface every backend implements (:class:`~snn.neurons.fused.spec.Backend`)
 ``registry.py``      the one registry of backends and the one resolver (``auto`` and the rule for
                      what an explicit backend cannot run)
-``feed_forward.py``  the autograd node of feed-forward layers (:class:`.feed_forward.FusedTimeLoop`)
+``feed_forward.py``  the autograd node of feed-forward layers (:class:`~snn.neurons.fused.feed_forward.FusedTimeLoop`)
 ``recurrent.py``     the autograd node of recurrent layers, ``W_rec z[t-1]`` computed inside the
-                     loop (:class:`.recurrent.FusedRecurrentLoop`)
+                     loop (:class:`~snn.neurons.fused.recurrent.FusedRecurrentLoop`)
 ``buffers.py``       reuse of the large CPU buffers; ``threads.py``: the threads of a step
 ``python/``          ``python``: the loops in eager PyTorch, any device, dtype and registered
                      surrogate; ``compile``: the same step bodies through ``torch.compile``
@@ -26,17 +29,18 @@ recurrent loops.
 ``triton/``          ``triton``: Triton kernels (``kernels.py``), CUDA (on CPU only under
                      ``TRITON_INTERPRET=1``, for tests), float16/bfloat16/float32/float64, built-in
                      surrogates
+===================  ===============================================================================
 
 ``eager`` is the layers' own step-by-step autograd loop over the step functions (the reference);
 ``auto`` picks ``cpp`` on CPU and ``triton`` on CUDA where they run the case, else ``python``.
 An explicit backend that cannot run a case (a user-registered surrogate on ``cpp`` or
 ``triton``, a dtype it lacks) raises a ValueError saying why; ``auto`` falls back
-(:mod:`.registry`). Recurrent AdEx and LIF layers have every backend but ``compile``; their
+(:mod:`~snn.neurons.fused.registry`). Recurrent AdEx and LIF layers have every backend but ``compile``; their
 ``cpp`` loops run the whole time loop in one C++ call, the products through the GEMM torch's own
-products call, with torch's arguments (:mod:`.cpp.recurrent`); their ``triton`` loops compute
+products call, with torch's arguments (:mod:`~snn.neurons.fused.cpp.recurrent`); their ``triton`` loops compute
 ``W_in x`` for all steps in one GEMM and then, per step, add ``W_rec z`` in place and launch the
-feed-forward kernel for that step (:mod:`.triton.recurrent`). The ``triton`` backend runs on a
-device only after its first-use check passed there (:mod:`.triton.trust`).
+feed-forward kernel for that step (:mod:`~snn.neurons.fused.triton.recurrent`). The ``triton`` backend runs on a
+device only after its first-use check passed there (:mod:`~snn.neurons.fused.triton.trust`).
 
 AdEx's two integrators (``options.integrator``: ``euler``, ``symplectic``; see
 :func:`~snn.neurons.adex.lif_adex_feed_forward_step`) run on every backend: the C++ entry points
@@ -44,7 +48,7 @@ take it as an int (its index in :data:`~snn.neurons.constants.INTEGRATORS`), the
 the constexpr ``SYMPLECTIC``.
 
 The ``cpp`` backend keeps its large buffers for reuse once nothing refers to them
-(:mod:`.buffers`); :func:`release_buffers` hands the free ones back.
+(:mod:`~snn.neurons.fused.buffers`); :func:`release_buffers` hands the free ones back.
 
 Adding a neuron type
 --------------------
@@ -53,18 +57,18 @@ Adding a neuron type
    :mod:`snn.neurons.equations`, written in the kernel constants (``c_mem = dt tau_mem_inv``,
    ...), and the step function calls it. A cell and a layer subclass
    :class:`~snn.neurons.module.NeuronModule` with ``fused_kind`` set to the new kind.
-2. **A spec row** in :data:`.spec.NEURON_SPECS`: the state fields, the kernel parameters in the
+2. **A spec row** in :data:`~snn.neurons.fused.spec.NEURON_SPECS`: the state fields, the kernel parameters in the
    order of the kernels' arguments, whether it spikes, and the tensors per step that parameter
-   gradients need; derived constants go into :func:`.spec.kernel_parameters`.
+   gradients need; derived constants go into :func:`~snn.neurons.fused.spec.kernel_parameters`.
 3. **Its kernels**, one copy per language, with the same names for the same quantities in every
    language (``g_vd``, ``g_drive``, ``g_c_mem``, ...; see
-   :func:`.python.feed_forward.adex_backward_step`):
+   :func:`~snn.neurons.fused.python.feed_forward.adex_backward_step`):
 
-   - Python (:mod:`.python.feed_forward`): a forward step body that calls the equations and a
+   - Python (:mod:`~snn.neurons.fused.python.feed_forward`): a forward step body that calls the equations and a
      backward step, registered in ``TorchLoops.steps``. They are the ``compile`` backend and the
      ``python`` one; an in-place loop for ``python`` (as AdEx and LIF have) is an option for
      speed, not a requirement.
-   - C++ (``cpp/cpu_kernels.cpp``, entry points called from :mod:`.cpp.feed_forward`) and Triton
+   - C++ (``cpp/cpu_kernels.cpp``, entry points called from :mod:`~snn.neurons.fused.cpp.feed_forward`) and Triton
      (``triton/kernels.py``: a forward and a backward step function, which the two kernels call
      for their ``KIND``): optional; their backend's ``why_not`` refuses a kind they do not run,
      and ``auto`` then falls back to ``python``.
@@ -75,18 +79,19 @@ Adding a neuron type
 Adding a backend
 ----------------
 1. **A subpackage** ``fused/<name>/`` whose ``__init__.py`` defines a class implementing
-   :class:`.spec.Backend`: ``name``, ``recurrent`` (whether it has recurrent loops), ``why_not``
+   :class:`~snn.neurons.fused.spec.Backend`: ``name``, ``recurrent`` (whether it has recurrent loops), ``why_not``
    (the one answer to whether it runs a case: None, or the reason an explicit choice is refused
-   with; raise :class:`.spec.BackendUnavailable` when it covers the case but cannot run on this
+   with; raise :class:`~snn.neurons.fused.spec.BackendUnavailable` when it covers the case but cannot run on this
    machine, as a library that does not build), ``forward``/``backward`` and, if ``recurrent``,
    ``recurrent_forward``/``recurrent_backward``, with the signatures and return values of the
-   Protocol. Keep the loops in ``feed_forward.py`` and ``recurrent.py`` beside it (build or
-   loader code in a file of its own, like ``cpp/build.py``), importing nothing from the other
-   backends; shared pieces (:mod:`.spec`, :mod:`.buffers`, :mod:`.threads`) are below all of them.
-   What forward saves is :func:`.spec.saved_tensors`' list, so the autograd nodes stay unchanged.
-2. **Register it** in :data:`.registry.REGISTRY`, add its name to
+   Protocol. Keep the loops in ``feed_forward.py`` and ``recurrent.py`` beside it (build or loader
+   code in a file of its own, like ``cpp/build.py``), importing nothing from the other backends;
+   shared pieces (:mod:`~snn.neurons.fused.spec`, :mod:`~snn.neurons.fused.buffers`,
+   :mod:`~snn.neurons.fused.threads`) are below all of them. What forward saves is
+   :func:`~snn.neurons.fused.spec.saved_tensors`' list, so the autograd nodes stay unchanged.
+2. **Register it** in :data:`~snn.neurons.fused.registry.REGISTRY`, add its name to
    :data:`~snn.neurons.constants.BACKENDS` (and ``RECURRENT_BACKENDS``), and to
-   :data:`.registry.AUTO` if ``auto`` should pick it on some device.
+   :data:`~snn.neurons.fused.registry.AUTO` if ``auto`` should pick it on some device.
 3. **Tests**: the equality tests of the other backends run it too (outputs and states
    bit-identical to the eager loop where the operations allow, gradients against autograd
    through the step function in float64), and the user-surrogate rule (an explicit choice
@@ -107,5 +112,5 @@ __all__ = ["BACKENDS", "RECURRENT_BACKENDS", "KernelOptions", "check_backend", "
 
 def release_buffers() -> None:
     """Returns the free buffers the ``cpp`` backend keeps for reuse to the allocator (see
-    :mod:`.buffers`; like ``torch.cuda.empty_cache``). Buffers still in use are not affected."""
+    :mod:`~snn.neurons.fused.buffers`; like ``torch.cuda.empty_cache``). Buffers still in use are not affected."""
     BUFFERS.clear()

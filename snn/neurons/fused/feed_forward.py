@@ -1,5 +1,5 @@
 """The autograd node of the feed-forward fused loops (see the package docstring): one node per layer
-call, whichever backend runs it (:mod:`.registry` picks the backend)."""
+call, whichever backend runs it (:mod:`~snn.neurons.fused.registry` picks the backend)."""
 
 from __future__ import annotations
 

@@ -5,14 +5,14 @@ parameters) -> (spikes [T, B, N], final z, *final state)``. The forward keeps th
 of each step (plus ``i + c`` and ``a`` per step when per-neuron parameters need gradients); the
 spikes, the voltage entering each step and the surrogate follow from it. Backends: ``cpp`` (the
 whole time loop in one C++ call, products through BLAS's GEMM with torch's arguments,
-:mod:`.cpp.recurrent`; CPU, float32/float64, the built-in surrogates), ``triton`` (the neuron
+:mod:`~snn.neurons.fused.cpp.recurrent`; CPU, float32/float64, the built-in surrogates), ``triton`` (the neuron
 update of each step with the Triton kernels, ``W_in x`` for all steps in one GEMM and ``W_rec z``
-by torch between the steps, :mod:`.triton.recurrent`; CUDA, on the CPU only under
+by torch between the steps, :mod:`~snn.neurons.fused.triton.recurrent`; CUDA, on the CPU only under
 ``TRITON_INTERPRET=1``; float16/bfloat16 inputs with float32 state, as for feed-forward
-layers), ``python`` (:mod:`.python.recurrent`: any device and dtype, every registered
+layers), ``python`` (:mod:`~snn.neurons.fused.python.recurrent`: any device and dtype, every registered
 surrogate), ``eager`` (the step function under autograd, the
 reference, run by the layer), ``auto`` (``cpp`` on CPU and ``triton`` on CUDA where they run, else
-``python``): :mod:`.registry`.
+``python``): :mod:`~snn.neurons.fused.registry`.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ class FusedRecurrentLoop(torch.autograd.Function):
 
     ``W_rec``'s gradient is the backend's ``recurrent_weight_gradient(g_c, v_d, z0, v_th)`` where it
     has one and it answers a tensor (``cpp``: summed over the spikes that fired, see
-    :mod:`.cpp.recurrent`), else :func:`weight_gradients`' dense product."""
+    :mod:`~snn.neurons.fused.cpp.recurrent`), else :func:`weight_gradients`' dense product."""
 
     @staticmethod
     def forward(ctx, kind: str, loops: Backend, options: KernelOptions, x, w_in, w_rec, z0, *tensors):

@@ -1,6 +1,7 @@
-"""The ``cpp`` backend: OpenMP C++ time loops (``cpu_kernels.cpp``), CPU, float32/float64, the
-built-in surrogates. :mod:`.build` builds, checks and loads the library; :mod:`.arguments` checks
-every tensor before its address goes to C++; :mod:`.feed_forward` and :mod:`.recurrent` are the
+"""The ``cpp`` backend: OpenMP C++ time loops (``cpu_kernels.cpp``), CPU, float32/float64, the built-in
+surrogates. :mod:`~snn.neurons.fused.cpp.build` builds, checks and loads the library;
+:mod:`~snn.neurons.fused.cpp.arguments` checks every tensor before its address goes to C++;
+:mod:`~snn.neurons.fused.cpp.feed_forward` and :mod:`~snn.neurons.fused.cpp.recurrent` are the
 loops."""
 
 from __future__ import annotations

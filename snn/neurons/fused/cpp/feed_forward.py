@@ -1,7 +1,7 @@
 """The feed-forward time loops of the ``cpp`` backend: the OpenMP C++ kernels of ``cpu_kernels.cpp``
-(built and loaded by :mod:`.build`), called through ``ctypes`` on the tensors' memory.
+(built and loaded by :mod:`~snn.neurons.fused.cpp.build`), called through ``ctypes`` on the tensors' memory.
 
-Every tensor is checked (or made contiguous) before its address goes to C++ (:mod:`.arguments`):
+Every tensor is checked (or made contiguous) before its address goes to C++ (:mod:`~snn.neurons.fused.cpp.arguments`):
 dtype, device, layout, size and strides, whoever the caller.
 """
 

@@ -21,7 +21,7 @@ than torch's call on another thread count (within rounding).
 The backward runs reverse time, one step of the feed-forward backward kernel at a time (``t_stop =
 t``: it reads the saved voltage of steps ``t`` and ``t - 1`` in place), with ``g_z = g_{\text{out},
 t} + g_{c_{t+1}} W_{\text{rec}}`` (``torch.mm(g_c[t], W_rec)``'s GEMM) fed in per step; the weight
-and input gradients are then one GEMM each over all steps (:mod:`..recurrent`), as on the
+and input gradients are then one GEMM each over all steps (:mod:`~snn.neurons.fused.recurrent`), as on the
 ``python`` backend. What is saved is unchanged: the pre-reset voltage, 4 bytes per neuron and step
 in float32.
 
@@ -60,7 +60,7 @@ path**: with ``SNN_SPIKE_PRODUCTS=dense``, and under ``auto`` for products below
 :data:`SPARSE_MIN_MACS` (the steps and chunks above the crossover rate take BLAS's products too, but
 a call's other steps may not). The per-step loops' products are dense; the weight gradient of both
 loops is :func:`weight_gradient`'s. Every tensor is checked as for the feed-forward
-loops (:mod:`.arguments`), and every GEMM's reach (its plan's extents) against the storage of the
+loops (:mod:`~snn.neurons.fused.cpp.arguments`), and every GEMM's reach (its plan's extents) against the storage of the
 operands it reads, before an address goes to C++.
 """
 

@@ -1,6 +1,6 @@
 """The ``python`` backend (the fused loops in eager PyTorch: any device, dtype and registered
 surrogate) and ``compile`` (the same step bodies through ``torch.compile``; feed-forward only):
-:mod:`.feed_forward` and :mod:`.recurrent`."""
+:mod:`~snn.neurons.fused.python.feed_forward` and :mod:`~snn.neurons.fused.python.recurrent`."""
 
 from __future__ import annotations
 
@@ -22,8 +22,8 @@ class PythonBackend:
 
     @property
     def loops(self) -> TorchLoops:
-        """Made on first use: ``torch.compile`` imports the compiler stack, seconds a process that
-        never compiles should not pay."""
+        """The loops, made on first use (``torch.compile`` imports the compiler stack, seconds a
+        process that never compiles should not pay)."""
         if self._loops is None:
             self._loops = TorchLoops(compile=self._compile)
         return self._loops

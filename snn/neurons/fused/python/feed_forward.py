@@ -24,7 +24,7 @@ computed for blocks of steps at once, leaving a recursion of a few multiply-adds
 in-place forward loop is thus a second Python statement of the forward equations, kept because the
 functional bodies run the ``python`` backend measurably slower (benchmarks/RESULTS.md, "Why the
 kernels look the way they do"); the equality tests pin both to the step functions. Recurrent
-populations run the same loops (:mod:`.recurrent`). Steps of up to 32768 values run on one
+populations run the same loops (:mod:`~snn.neurons.fused.python.recurrent`). Steps of up to 32768 values run on one
 intra-op thread (:func:`serial_steps`): on a shared machine an OpenMP region per step costs more
 than the step.
 """
@@ -286,7 +286,7 @@ def spike_coefficients(vd, v_th, v_reset, derivative, alpha):
 
 
 def adex_coefficients(vd, t0, t1, v0, P, derivative, alpha, symplectic=False):
-    """``(A, B, D, sigma')`` of steps ``t0 .. t1 - 1`` for :func:`backward_loop`: everything in the
+    """``(A, B, D, sigma')`` of steps ``t0`` to ``t1 - 1`` for :func:`backward_loop`: everything in the
     backward that does not depend on the incoming gradients."""
     c_mem, c_syn, c_ada, ac, a_spike, delta_T, v_leak, v_th, v_reset = P
     v = _entering_voltage(vd, t0, t1, v0, v_th, v_reset)
@@ -315,7 +315,7 @@ def backward_loop(kind, gout, gstate, vd, v0, P, derivative, alpha, w_rec=None, 
     reset instead of after it: ``B = a_spike sigma' + c_ada a_current A`` and ``gv <- D g_vd``.
 
     ``g_z`` is the gradient of the outputs ``gout[t]`` (None: none reached them). Recurrent
-    populations (:mod:`.recurrent`) pass ``w_rec``: there ``x`` is the current ``c``, ``gx``
+    populations (:mod:`~snn.neurons.fused.python.recurrent`) pass ``w_rec``: there ``x`` is the current ``c``, ``gx``
     its gradient ``g_c``, and the spikes of a step feed the next step's current, so
     ``g_z <- gout[t] + g_c[t + 1] W_rec``, starting from ``gz``, the final spikes' gradient.
     """

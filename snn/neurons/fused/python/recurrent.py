@@ -6,17 +6,17 @@ A recurrent population is the feed-forward neuron driven by the input current
     c_t = W_{\text{in}} x_t + W_{\text{rec}} z_{t-1}
 
 (:func:`~snn.neurons.adex.lif_adex_step`, :func:`~snn.neurons.lif.lif_step`). The forward runs the
-feed-forward loops of :mod:`.feed_forward` with :class:`RecurrentCurrent` in place of their input:
-it computes ``c_t`` when the loop reaches step ``t``, from the spikes the loop wrote at ``t - 1``,
-with the step function's own expression, so outputs and states are bit-identical to the eager loop
-where both run the products on the same number of threads. (One GEMM for ``W_in x`` over all steps
-is not: BLAS rounds ``[T B, F] x [F, N]`` differently from ``[B, F] x [F, N]`` for some shapes.)
-The thread counts differ for small steps: the loop runs them, products included, on one thread
-(:func:`~snn.neurons.fused.threads.serial_steps`, :func:`~snn.neurons.fused.cpp.step_threads`: an
-OpenMP region per step costs more than the step on a busy machine), the eager loop its products on
-all, and BLAS may round a product differently by thread count (MKL on AVX-512:
-``[4, 300] x [300, 300]``, one ulp). There the states agree within that rounding
-(``tests/neurons/fused/test_fused_recurrent.py``, ``blas_bound``).
+feed-forward loops of :mod:`~snn.neurons.fused.python.feed_forward` with :class:`RecurrentCurrent`
+in place of their input: it computes ``c_t`` when the loop reaches step ``t``, from the spikes the
+loop wrote at ``t - 1``, with the step function's own expression, so outputs and states are
+bit-identical to the eager loop where both run the products on the same number of threads. (One GEMM
+for ``W_in x`` over all steps is not: BLAS rounds ``[T B, F] x [F, N]`` differently from ``[B, F] x
+[F, N]`` for some shapes.) The thread counts differ for small steps: the loop runs them, products
+included, on one thread (:func:`~snn.neurons.fused.threads.serial_steps`,
+:func:`~snn.neurons.fused.cpp.step_threads`: an OpenMP region per step costs more than the step on a
+busy machine), the eager loop its products on all, and BLAS may round a product differently by
+thread count (MKL on AVX-512: ``[4, 300] x [300, 300]``, one ulp). There the states agree within
+that rounding (``tests/neurons/fused/test_fused_recurrent.py``, ``blas_bound``).
 
 The backward runs reverse time. The spike ``z_t`` reaches the loss through the outputs, its own
 reset and adaptation jump, and the next step's current, so with :math:`g_c` the gradient of

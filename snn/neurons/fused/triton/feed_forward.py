@@ -1,9 +1,9 @@
 """The feed-forward loops of the ``triton`` backend: one Triton kernel per direction that runs all T
-steps of a block of neurons (:mod:`.kernels`).
+steps of a block of neurons (:mod:`~snn.neurons.fused.triton.kernels`).
 
 Runs on CUDA GPUs, compiled; on the CPU only when ``TRITON_INTERPRET=1`` is set, through Triton's
 interpreter (numpy, slow), which is how the tests pin it to the eager loop without a GPU. The
-two are separate loads of :mod:`.kernels` (see :func:`kernels`).
+two are separate loads of :mod:`~snn.neurons.fused.triton.kernels` (see :func:`kernels`).
 Inputs may be float16, bfloat16, float32 or float64; state and accumulation are float32 for the
 first three and float64 for float64. The layer's final state is returned in the input's dtype,
 and what forward saves for backward (pre-reset voltages, and with learnable parameters ``i + x``,
@@ -81,7 +81,7 @@ def triton_available() -> str | None:
 
 
 def kernels(interpreted: bool):
-    """:mod:`.kernels` compiled for the GPU or run by Triton's interpreter, loaded on first
+    """:mod:`~snn.neurons.fused.triton.kernels` compiled for the GPU or run by Triton's interpreter, loaded on first
     use. ``triton.jit`` makes that choice when it decorates a function, so each is its own module
     object, loaded from the same file with the interpreter knob set for the duration: a process
     can run CPU tensors interpreted and CUDA tensors compiled, and nothing else sees the knob."""

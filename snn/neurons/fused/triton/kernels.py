@@ -1,6 +1,6 @@
-"""The Triton kernels of the ``triton`` backend (loaded by :mod:`.feed_forward` on first use).
+"""The Triton kernels of the ``triton`` backend (loaded by :mod:`~snn.neurons.fused.triton.feed_forward` on first use).
 
-Two kernels serve every neuron type, :func:`forward` and :func:`backward`, with the type as the
+Two kernels serve every neuron type, ``forward`` and ``backward``, with the type as the
 constexpr ``KIND`` (a key of :data:`.spec.NEURON_SPECS`). Each program takes ``BLOCK`` neurons and
 runs all T steps over them, the tile-per-thread structure of ``cpu_kernels.cpp``: a neuron's state
 stays in registers, and memory traffic is one read of the input and one write of the output and of
@@ -10,7 +10,7 @@ written once, in the step functions below, named after those of :mod:`snn.neuron
 their operations in the same order (the equations after :mod:`snn.neurons.equations`), so that
 forward results round like the eager loop. ``CDT`` (the compute dtype) is float32 for
 float16/bfloat16/float32 inputs and float64 for float64 ones. Recurrent layers run the same
-kernels one step per launch (:mod:`.recurrent`: a step's input current needs the
+kernels one step per launch (:mod:`~snn.neurons.fused.triton.recurrent`: a step's input current needs the
 previous step's spikes).
 
 Layout: inputs ``[T, M]`` at strides ``(ts, ns)`` with ``ns`` in {0, 1} (0: one value per step,

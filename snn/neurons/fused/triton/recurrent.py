@@ -1,6 +1,6 @@
 r"""The time loops of recurrent AdEx and LIF populations on the ``triton`` backend.
 
-The loops of :mod:`snn.neurons.fused.cpp.recurrent` with the Triton kernels of :mod:`.kernels` in place
+The loops of :mod:`snn.neurons.fused.cpp.recurrent` with the Triton kernels of :mod:`~snn.neurons.fused.triton.kernels` in place
 of the C++ ones. The forward computes the input product of every step in one GEMM,
 ``W_in x [T, B, N]``, then per step adds the recurrent product in place,
 
@@ -15,7 +15,7 @@ steps ``t`` and ``t - 1`` in place and adds the step's parameter gradients to ``
 ``addmm`` for the next ``g_z = g_{\text{out}, t-1} + g_{c_t} W_{\text{rec}}``: two launches per step;
 the weight and input gradients are then one GEMM each over all steps, as on the other backends.
 Nothing asks the device for a value between the steps (no host sync); the kernels' arguments but
-the tensors are bound once per call (:meth:`.feed_forward.TritonLoops.bind`).
+the tensors are bound once per call (:meth:`~snn.neurons.fused.triton.feed_forward.TritonLoops.bind`).
 
 Rounding: the currents are the eager loop's products, but from one GEMM over all steps and an
 ``addmm`` (the sum rounded once), where the eager loop rounds each step's two products and their
@@ -24,7 +24,7 @@ loop's unless a voltage lies within that rounding of the threshold; the states a
 (``tests/neurons/fused/test_triton_recurrent.py``: 1e-6 of the largest value in float32, 1e-14 in
 float64); gradients within the tolerances of the other backends.
 
-Dtypes as on the feed-forward ``triton`` backend (:mod:`.feed_forward`): float16/bfloat16 inputs
+Dtypes as on the feed-forward ``triton`` backend (:mod:`~snn.neurons.fused.triton.feed_forward`): float16/bfloat16 inputs
 keep the state, the saved voltages, ``g_c`` and its products with ``W_rec`` in float32 (the
 compute dtype) from step to step; the currents, the spikes, the final state and the gradients
 returned are in the input's dtype (the layers hand half inputs over in float32 already:
