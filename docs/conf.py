@@ -58,8 +58,8 @@ autosummary_generate = True
 autosummary_imported_members = False
 autodoc_default_options = {"members": True, "show-inheritance": True, "member-order": "bysource"}
 autodoc_typehints = "description"
+autodoc_preserve_defaults = True  # signatures show defaults as written (p=LIFAdExParameters())
 autodoc_typehints_description_target = "documented_params"
-autodoc_class_signature = "separated"
 autodoc_inherit_docstrings = False  # Lightning's own docstrings use roles that resolve only in its docs
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False

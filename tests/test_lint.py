@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).parents[1]
-TARGETS = ["snn", "hydra_plugins", "train.py", "tests", "benchmarks"]
+TARGETS = ["snn", "hydra_plugins", "train.py", "tests", "benchmarks", "docs"]
 
 
 def _ruff() -> list[str] | None:

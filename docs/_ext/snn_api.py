@@ -16,6 +16,7 @@ import importlib
 import importlib.util
 import inspect
 import pkgutil
+import re
 
 from sphinx.addnodes import pending_xref
 
@@ -102,11 +103,17 @@ def _assigned(module) -> frozenset[str]:
         return frozenset()
     names = set()
     for node in tree.body:
-        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
-        for target in targets:
+        for target in _targets(node):
             if isinstance(target, ast.Name) and not target.id.startswith("_"):
                 names.add(target.id)
     return frozenset(names)
+
+
+def _targets(node) -> list:
+    """The targets of a top-level assignment statement (none for any other statement)."""
+    if isinstance(node, ast.Assign):
+        return node.targets
+    return [node.target] if isinstance(node, ast.AnnAssign) else []
 
 
 def _home(module, name: str) -> str:
@@ -193,8 +200,7 @@ def _comments(module_name: str) -> dict[str, list[str]]:
     text = source.splitlines()
     found = {}
     for node in ast.parse(source).body:
-        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
-        names = [t.id for t in targets if isinstance(t, ast.Name)]
+        names = [t.id for t in _targets(node) if isinstance(t, ast.Name)]
         if not names:
             continue
         above, row = [], node.lineno - 2
@@ -230,7 +236,44 @@ def _canonical(target: str) -> str | None:
     return None
 
 
+def _default_text(value) -> str:
+    """A NamedTuple field's default as a reader writes it: a 0-dim tensor as its number."""
+    if hasattr(value, "numel") and value.numel() == 1:
+        value = value.item()
+    return repr(value)
+
+
+def namedtuple_defaults(app, what, name, obj, options, lines):
+    """Parameters NamedTuples (``LIFAdExParameters``...): each documented field gets its default
+    after its description (its unit is in the description); the field attributes lose the
+    "Alias for field number N" that ``namedtuple`` writes for them."""
+    if what == "attribute" and len(lines) == 1 and re.fullmatch(r"Alias for field number \d+", lines[0].strip()):
+        lines.clear()
+        return
+    defaults = getattr(obj, "_field_defaults", None) if what == "class" else None
+    if not defaults:
+        return
+    for row in range(len(lines) - 1, -1, -1):
+        match = re.match(r":param (\w+):", lines[row])
+        if match and match.group(1) in defaults:
+            end = row
+            while end + 1 < len(lines) and lines[end + 1].startswith(" ") and lines[end + 1].strip():
+                end += 1
+            lines[end] = lines[end].rstrip(".") + f"; default ``{_default_text(defaults[match.group(1)])}``"
+
+
+def namedtuple_signature(app, what, name, obj, options, signature, return_annotation):
+    """A parameters NamedTuple's signature with its defaults as numbers, not tensor reprs."""
+    defaults = getattr(obj, "_field_defaults", None) if what == "class" else None
+    if defaults and hasattr(obj, "_fields"):
+        fields = [f"{f}={_default_text(defaults[f])}" if f in defaults else f for f in obj._fields]
+        return f"({', '.join(fields)})", return_annotation
+    return None
+
+
 def setup(app):
     app.connect("missing-reference", resolve_public_path)
     app.connect("autodoc-process-docstring", constant_docstring)
+    app.connect("autodoc-process-docstring", namedtuple_defaults)
+    app.connect("autodoc-process-signature", namedtuple_signature)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -15,10 +15,10 @@ CONF = Path(__file__).resolve().parents[2] / "conf"
 
 # What each group sets; the options and their descriptions come from the files.
 GROUPS = {
-    "model": "The network: ``model.T``, ``model.dt``, ``model.encoder.*``, ``model.conv.*``, ``model.hidden``, "
-             "``model.readout.*``, ``model.decoder``. ``adex``/``lif``: conv encoder, Linear, LIFAdEx (or LIF), Linear, "
-             "LI readout; ``adex_conv`` puts AdEx neurons after each conv block; ``radex``/``rlif``: recurrent "
-             "sequence classifiers for ``[B, T, F]`` data (memory tasks, SHD/SSC).",
+    "model": "The network: ``model.T``, ``model.dt``, ``model.encoder.*``, ``model.conv.*``, "
+             "``model.hidden``, ``model.readout.*``, ``model.decoder``. ``adex``/``lif``: conv encoder, Linear, "
+             "LIFAdEx (or LIF), Linear, LI readout; ``adex_conv`` puts AdEx neurons after each conv block; "
+             "``radex``/``rlif``: recurrent sequence classifiers for ``[B, T, F]`` data (memory tasks, SHD/SSC).",
     "model/neuron": "The neuron of a model (``model.neuron.*``: every parameter, ``method``, ``alpha``, ``learnable``, "
                     "``integrator``, ``backend``); chosen by the model file.",
     "dataset": "Files, batch size, workers, ``pin_memory``, validation split, augmentation; the event sets and the "
@@ -101,8 +101,8 @@ def setup(app):
                 env.note_dependency(str(path))  # an edited config rebuilds the page
             page = Path(env.doc2path(env.docname)).parent
             container = nodes.container()
-            self.state.nested_parse(StringList(reference_rst(os.path.relpath(CONF, page)).splitlines(), "conf/"), self.content_offset,
-                                    container, match_titles=True)
+            text = StringList(reference_rst(os.path.relpath(CONF, page)).splitlines(), "conf/")
+            self.state.nested_parse(text, self.content_offset, container, match_titles=True)
             return container.children
 
     app.add_directive("snn-config-reference", ConfigReference)
