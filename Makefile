@@ -1,4 +1,4 @@
-# The README's commands. Each target creates .venv and installs the project when it is missing.
+# The README's commands (and the docs'). Each target creates .venv and installs the project when it is missing.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python

@@ -1,5 +1,5 @@
 """The imports inside ``snn`` run one way: no module imports, directly or through others, a module
-that imports it back, and no package imports one on a floor above it (README, "Architecture"):
+that imports it back, and no package imports one on a floor above it (docs/guides/architecture.md):
 ``snn.neurons`` <- ``snn.models`` <- ``snn.data`` / ``snn.training`` (``snn.data`` never imports
 ``snn.training``) <- ``snn.train`` (the entry point; ``train.py`` at the root calls it), and
 ``snn.errors`` below them all; ``snn.interop`` stands beside the training stack.

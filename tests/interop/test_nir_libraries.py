@@ -4,7 +4,7 @@ Our graphs in their importers (norse's ``from_nir``, snntorch's ``import_from_ni
 exporters' graphs (norse's ``to_nir``, snntorch's ``export_to_nir``) in ``snn.import_nir``: spikes
 equal on the same input. Where an importer does something else (norse leaves the ``CubaLI`` readout
 out, snntorch refuses it and runs recurrent sub-graphs with other dynamics), the test pins exactly
-that, as the README states it.
+that, as docs/guides/nir.md states it.
 """
 
 from __future__ import annotations

@@ -538,7 +538,7 @@ def test_rest_state_needs_no_gradient_where_norse_asks_for_one():
     norse.LIFAdEx()(x)[0].sum().backward()  # norse: a graph from its rest state alone
     with pytest.raises(RuntimeError, match="does not require grad"):
         LIFAdEx()(x)[0].sum().backward()
-    LIFAdEx()(x.clone().requires_grad_())[0].sum().backward()  # the fix the README gives
+    LIFAdEx()(x.clone().requires_grad_())[0].sum().backward()  # the fix docs/guides/norse.md gives
 
 
 def test_lif_encoder_and_integrals_equal_norse():

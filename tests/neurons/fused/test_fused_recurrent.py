@@ -112,7 +112,7 @@ def test_forward_on_more_threads_within_the_blas_bound(kind, dtype, backend, int
     both, the fused loops (steps below ``PARALLEL_STEP_MACS`` / ATen's grain size) on one, and MKL
     rounds ``[4, 300] x [300, 300]`` differently on one and two threads (AVX-512 Xeon: the final
     current one ulp off): the same spikes, states within :func:`blas_bound` (a worst-case bound,
-    far above what the BLAS does: README, "Exactness")."""
+    far above what the BLAS does: docs/guides/backends.md, "Exactness")."""
     intra_op_threads(2)
     x, state = inputs(kind, dtype, T=40, B=4, F=5, N=300)
     with torch.no_grad():
