@@ -221,6 +221,9 @@ def lif_adex_step(
 class LIFAdExCell(NeuronModule):
     """One AdEx step for input currents ``[B, ...]``: returns ``(z, LIFAdExFeedForwardState)``.
 
+    Parameters :class:`LIFAdExParameters`, state :class:`LIFAdExFeedForwardState`, the equations
+    :func:`lif_adex_feed_forward_step`'s; :class:`LIFAdEx` loops it over time.
+
     Example:
         >>> cell = LIFAdExCell()
         >>> z, state = cell(torch.randn(16, 20, 30))
@@ -241,6 +244,9 @@ class LIFAdExCell(NeuronModule):
 class LIFAdEx(LIFAdExCell):
     """AdEx layer looping :func:`lif_adex_feed_forward_step` over the outer (time) dimension.
 
+    Parameters :class:`LIFAdExParameters`, state :class:`LIFAdExFeedForwardState`; one step of
+    it is :class:`LIFAdExCell`, the equations are :func:`lif_adex_feed_forward_step`'s.
+
     ``x [T, B, ...] -> (z [T, B, ...], final LIFAdExFeedForwardState)``.
 
     Example:
@@ -258,7 +264,11 @@ class LIFAdEx(LIFAdExCell):
 
 class LIFAdExRecurrentCell(RecurrentNeuronModule):
     """One step of a recurrent AdEx population ``[B, input_size] -> [B, hidden_size]`` with input
-    current ``W_in x + W_rec z_prev`` (no self-connections unless ``autapses=True``)."""
+    current ``W_in x + W_rec z_prev`` (no self-connections unless ``autapses=True``).
+
+    Parameters :class:`LIFAdExParameters`, state :class:`LIFAdExState`, the equations
+    :func:`lif_adex_step`'s; :class:`LIFAdExRecurrent` loops it over time.
+    """
 
     parameters_class = LIFAdExParameters
     state_class = LIFAdExState
@@ -275,6 +285,9 @@ class LIFAdExRecurrentCell(RecurrentNeuronModule):
 
 class LIFAdExRecurrent(LIFAdExRecurrentCell):
     """Recurrent AdEx layer: ``[T, B, input_size] -> ([T, B, hidden_size] spikes, LIFAdExState)``.
+
+    Parameters :class:`LIFAdExParameters`, state :class:`LIFAdExState`; one step of it is
+    :class:`LIFAdExRecurrentCell`, the equations are :func:`lif_adex_step`'s.
 
     ``backend`` runs the time loop: ``"cpp"``, ``"triton"`` or ``"python"`` (one autograd node per
     call, see :mod:`snn.neurons.fused.recurrent`), ``"eager"`` (the step function under autograd)

@@ -72,7 +72,11 @@ def li_step(
 
 
 class LICell(NeuronModule):
-    """One leaky-integrator step for input currents ``[B, ...]``: returns ``(v, LIState)``."""
+    """One leaky-integrator step for input currents ``[B, ...]``: returns ``(v, LIState)``.
+
+    Parameters :class:`LIParameters`, state :class:`LIState`, the equations
+    :func:`li_feed_forward_step`'s; :class:`LI` loops it over time.
+    """
 
     parameters_class = LIParameters
     state_class = LIState
@@ -86,6 +90,9 @@ class LICell(NeuronModule):
 
 class LI(LICell):
     """Leaky-integrator layer: ``x [T, B, ...] -> (v [T, B, ...], final LIState)``.
+
+    Parameters :class:`LIParameters`, state :class:`LIState`; one step of it is :class:`LICell`,
+    the equations are :func:`li_feed_forward_step`'s.
 
     Example:
         >>> v, state = LI()(torch.zeros(10, 2))   # 10 time steps, 2 neurons
@@ -101,6 +108,8 @@ class LI(LICell):
 
 class LILinearCell(Projection, LICell):
     """One leaky-integrator step with a weight matrix: ``[B, input_size] -> (v [B, hidden_size], LIState)``.
+
+    Parameters :class:`LIParameters`, state :class:`LIState`, the equations :func:`li_step`'s.
 
     The input current is ``W x`` with ``W`` of shape ``[hidden_size, input_size]``, initialised as in
     norse: ``randn / sqrt(input_size)``. ``W`` sets the dtype, as in ``nn.Linear`` (``.double()``

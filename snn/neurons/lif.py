@@ -140,7 +140,11 @@ def lif_step_integral(
 
 
 class LIFCell(NeuronModule):
-    """One LIF step for input currents ``[B, ...]``: returns ``(z, LIFFeedForwardState)``."""
+    """One LIF step for input currents ``[B, ...]``: returns ``(z, LIFFeedForwardState)``.
+
+    Parameters :class:`LIFParameters`, state :class:`LIFFeedForwardState`, the equations
+    :func:`lif_feed_forward_step`'s; :class:`LIF` loops it over time.
+    """
 
     parameters_class = LIFParameters
     state_class = LIFFeedForwardState
@@ -154,7 +158,11 @@ class LIFCell(NeuronModule):
 
 
 class LIF(LIFCell):
-    """LIF layer: ``x [T, B, ...] -> (z [T, B, ...], final LIFFeedForwardState)``."""
+    """LIF layer: ``x [T, B, ...] -> (z [T, B, ...], final LIFFeedForwardState)``.
+
+    Parameters :class:`LIFParameters`, state :class:`LIFFeedForwardState`; one step of it is
+    :class:`LIFCell`, the equations are :func:`lif_feed_forward_step`'s.
+    """
 
     time_major = True
 
@@ -165,7 +173,11 @@ class LIF(LIFCell):
 
 
 class LIFRecurrentCell(RecurrentNeuronModule):
-    """One step of a recurrent LIF population ``[B, input_size] -> [B, hidden_size]``."""
+    """One step of a recurrent LIF population ``[B, input_size] -> [B, hidden_size]``.
+
+    Parameters :class:`LIFParameters`, state :class:`LIFState`, the equations
+    :func:`lif_step`'s; :class:`LIFRecurrent` loops it over time.
+    """
 
     parameters_class = LIFParameters
     state_class = LIFState
@@ -182,6 +194,9 @@ class LIFRecurrentCell(RecurrentNeuronModule):
 
 class LIFRecurrent(LIFRecurrentCell):
     """Recurrent LIF layer: ``[T, B, input_size] -> ([T, B, hidden_size] spikes, LIFState)``.
+
+    Parameters :class:`LIFParameters`, state :class:`LIFState`; one step of it is
+    :class:`LIFRecurrentCell`, the equations are :func:`lif_step`'s.
 
     ``backend`` runs the time loop: ``"cpp"``, ``"triton"`` or ``"python"`` (one autograd node per
     call, see :mod:`snn.neurons.fused.recurrent`), ``"eager"`` (the step function under autograd)
