@@ -23,7 +23,8 @@ class SpikingModel(Protocol):
         input_shape: the shape of one input without the batch dimension (an example input and the
             checks are built from it).
         num_classes: outputs per sample (accuracy metrics are sized by it).
-        T: simulation steps per sample; dt: the step in seconds (rates x 1/dt = Hz).
+        T: simulation steps per sample.
+        dt: the step in seconds (rates x 1/dt = Hz).
         decoder: how the readout's voltages become logits (a name, e.g. ``"max"``, logged).
         readout: the output layer; an ``LI`` layer's voltages are plotted by the monitoring.
     """
