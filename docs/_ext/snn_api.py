@@ -20,7 +20,7 @@ import re
 
 from sphinx.addnodes import pending_xref
 
-PACKAGES = ("snn.neurons", "snn.models", "snn.data", "snn.training", "snn.interop")
+PACKAGES = ("snn.neurons", "snn.models", "snn.data", "snn.training", "snn.interop", "snn.errors", "snn.train")
 # Short names other projects' docstrings and annotations use for their own modules.
 ALIASES = {"nn": "torch.nn", "F": "torch.nn.functional", "np": "numpy", "L": "lightning", "pl": "lightning.pytorch",
            "plt": "matplotlib.pyplot"}
@@ -84,7 +84,7 @@ def _modules() -> tuple:
     for package in PACKAGES:
         root = importlib.import_module(package)
         found.append(root)
-        for info in pkgutil.walk_packages(root.__path__, package + "."):
+        for info in pkgutil.walk_packages(getattr(root, "__path__", []), package + "."):
             if any(part.startswith("_") for part in info.name.split(".")):
                 continue
             try:

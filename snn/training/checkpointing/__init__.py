@@ -1,10 +1,12 @@
 """Checkpoints in one place: reading them as data and deciding what they may build
-(:mod:`.safe_load`), writing them atomically and only when finite (:mod:`.checkpoint_io`),
-rebuilding a model or module from one and saving the random generators (:mod:`.checkpoints`), and
-building objects from configs within an allocation budget (:mod:`.instantiation`).
+(:mod:`~snn.training.checkpointing.safe_load`), writing them atomically and only when finite
+(:mod:`~snn.training.checkpointing.checkpoint_io`), rebuilding a model or module from one and saving
+the random generators (:mod:`~snn.training.checkpointing.checkpoints`), and building objects from
+configs within an allocation budget (:mod:`~snn.training.checkpointing.instantiation`).
 
 The names are imported on first use: :mod:`snn.training.module` reads checkpoints through
-:mod:`.safe_load`, and :mod:`.checkpoints` builds that module.
+:mod:`~snn.training.checkpointing.safe_load`, and :mod:`~snn.training.checkpointing.checkpoints`
+builds that module.
 """
 
 _LAZY = {

@@ -6,8 +6,9 @@ so ``load_classifier(path)`` needs no YAML. ``RNGStateCheckpoint`` adds the rand
 states, which makes a run resumed from an end-of-epoch checkpoint repeat the uninterrupted run
 bit for bit (shuffling, Poisson encoding and dropout all draw from these generators).
 
-A checkpoint is data, never code: every read goes through :mod:`.safe_load` (zip checksums,
-``weights_only=True``, only our own classes in the configs it carries).
+A checkpoint is data, never code: every read goes through
+:mod:`~snn.training.checkpointing.safe_load` (zip checksums, ``weights_only=True``, only our own
+classes in the configs it carries).
 """
 
 from __future__ import annotations
@@ -76,7 +77,8 @@ def load_classifier(path: str | Path, map_location: Any = "cpu", trusted: Iterab
 def load_module(path: str | Path, map_location: Any = "cpu", trusted: Iterable[str] | str | None = None,
                 checkpoint: dict[str, Any] | None = None, **overrides: Any) -> SpikingClassifierModule:
     """The ``SpikingClassifierModule`` of a checkpoint, checked before anything is built:
-    ``SpikingClassifierModule.load_from_checkpoint`` (which reads through :mod:`.safe_load`).
+    ``SpikingClassifierModule.load_from_checkpoint`` (which reads through
+    :mod:`~snn.training.checkpointing.safe_load`).
     ``checkpoint``: the file's dictionary when the caller has read it already (``load_checkpoint(path,
     map_location, trusted)``), so the file is read and verified once."""
     if checkpoint is not None:

@@ -1,13 +1,17 @@
 """TensorBoard views of a spiking network in training: each view is a callback, on or off in
 conf/callbacks/.
 
-- :mod:`.statistics`: ``SpikeStatistics`` (per layer and epoch: silent and saturated fractions,
-  per-neuron rate histograms, the training rate) and ``NeuronParameterHistograms`` (learnable
-  neuron constants);
-- :mod:`.plots`: ``SpikeRasterPlot``, a raster and voltage traces of one validation sample;
-- :mod:`.hparams`: ``ConfigHyperparameters``, the values runs are compared by in the HPARAMS tab;
-- :mod:`.logging_interval`: ``LoggingInterval``, per-step metrics often enough in short epochs;
-- :mod:`.epoch_log`: ``EpochLog``, a line per epoch and one for the test into the run's log.
+- :mod:`~snn.training.monitoring.statistics`: :class:`SpikeStatistics` (per layer and epoch:
+  silent and saturated fractions, per-neuron rate histograms, the training rate) and
+  :class:`NeuronParameterHistograms` (learnable neuron constants);
+- :mod:`~snn.training.monitoring.plots`: :class:`SpikeRasterPlot`, a raster and voltage traces of
+  one validation sample;
+- :mod:`~snn.training.monitoring.hparams`: :class:`ConfigHyperparameters`, the values runs are
+  compared by in the HPARAMS tab;
+- :mod:`~snn.training.monitoring.logging_interval`: :class:`LoggingInterval`, per-step metrics often
+  enough in short epochs;
+- :mod:`~snn.training.monitoring.epoch_log`: :class:`EpochLog`, a line per epoch and one for the
+  test into the run's log.
 
 Spikes come from :class:`snn.models.SpikeRecorder`, voltages and states from
 :func:`snn.neurons.trajectory`; the networks satisfy :class:`snn.models.SpikingModel`.

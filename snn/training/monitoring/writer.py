@@ -18,5 +18,6 @@ def tensorboard(trainer: L.Trainer) -> Any | None:
 
 def write_figure(writer: Any, tag: str, figure: Any, step: int) -> None:
     """Adds a matplotlib figure as an image. The views' figures are not pyplot's (see
-    :mod:`.plots`), so there is nothing to close: they go when the last reference does."""
+    :mod:`~snn.training.monitoring.plots`), so there is nothing to close: they go when the last
+    reference does."""
     writer.add_figure(tag, figure, step, close=False)

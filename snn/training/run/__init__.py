@@ -1,6 +1,7 @@
-"""The run lifecycle, one module per job: :mod:`.building` (the module, data and Trainer a config
-describes), :mod:`.fitting` (``train=true``), :mod:`.evaluation` (``train=false``: test a
-checkpoint), the run directory (:mod:`.directory`) and its log (:mod:`.log`), pre-flight checks,
+"""The run lifecycle, one module per job: :mod:`~snn.training.run.building` (the module, data and
+Trainer a config describes), :mod:`~snn.training.run.fitting` (``train=true``),
+:mod:`~snn.training.run.evaluation` (``train=false``: test a checkpoint), the run directory
+(:mod:`~snn.training.run.directory`) and its log (:mod:`~snn.training.run.log`), pre-flight checks,
 threads, resuming, signals and config errors.
 
 ``run(cfg)`` is what ``snn-train`` / ``python -m snn.train`` / ``python train.py`` call: ``fit(cfg)``
