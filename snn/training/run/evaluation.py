@@ -197,7 +197,7 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] | None = None) -> float:
             raise ValueError("init_from= starts a training from a checkpoint's weights; with train=false "
                              "give the checkpoint to evaluate as ckpt_path= only.")
         trainer = build_trainer(cfg)
-        apply_threads(cfg.get("threads"), trainer)  # cores // processes on this host (README, "Threads")
+        apply_threads(cfg.get("threads"), trainer)  # cores // processes per host (docs/guides/backends.md, Threads)
     except (ValueError, FileNotFoundError) as error:
         raise ConfigError(str(error)) from error
     # cfg.model unresolved: the model is the checkpoint's, and the default model's

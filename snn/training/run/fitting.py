@@ -43,7 +43,7 @@ def fit(cfg: DictConfig) -> float:
             )
         check_config_sizes(cfg, container(cfg.model))  # every size the config sets, before the first allocation
         module, datamodule, trainer = build(cfg)
-        apply_threads(cfg.get("threads"), trainer)  # cores // processes on this host (README, "Threads")
+        apply_threads(cfg.get("threads"), trainer)  # cores // processes per host (docs/guides/backends.md, Threads)
         check_trains_something(cfg.trainer)
         check_monitored_metrics(cfg, module)
         if ckpt_path:
