@@ -31,6 +31,8 @@ GROUPS = {
     "experiment": "Named recipes: overrides of the groups above (results in ``benchmarks/RESULTS.md``).",
     "hparams_search": "An Optuna sweep, run with ``-m`` (:doc:`sweeps_ddp_slurm`).",
     "hydra/launcher": "Submit the runs of ``-m`` to SLURM through Hydra's submitit launcher (:doc:`sweeps_ddp_slurm`).",
+    "hydra/sweeper": "The Optuna sweeper of ``hparams_search/`` (Optuna >= 4, pruning, resuming; ``snn/sweep/``), "
+                     "run with ``-m`` (:doc:`sweeps_ddp_slurm`).",
     "debug": "Quick checks: one batch of everything on the CPU, or overfit a few batches.",
 }
 
