@@ -11,7 +11,7 @@ Trust is the user's choice, never the file's: ``trusted`` (train.py's ``trust=[.
 ``load_classifier(path, trusted=[...])``) names the user's own classes, or packages of them, that a
 checkpoint may build as well. It never comes from the checkpoint, and it cannot name the standard
 library, a framework or another installed library (those can open files and run commands), and it
-grants the user's own classes only, never what is reachable through them (:mod:`.trust`).
+grants the user's own classes only, never what is reachable through them (:mod:`~snn.training.checkpointing.trust`).
 """
 
 from __future__ import annotations

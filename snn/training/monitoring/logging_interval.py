@@ -27,7 +27,8 @@ def logging_interval(configured: int, batches: float, accumulate: int = 1, point
 
 
 class LoggingInterval(L.Callback):
-    """Adapts ``trainer.log_every_n_steps`` to the length of a training epoch (:func:`logging_interval`):
+    """Adapts ``trainer.log_every_n_steps`` to the length of a training epoch
+    (:func:`~snn.training.monitoring.logging_interval.logging_interval`):
     at least ``points_per_epoch`` per-step points per epoch, at most one every ``log_every_n_steps``
     steps (the Trainer's argument). Restores the Trainer's value when fitting ends."""
 

@@ -2,7 +2,8 @@
 neurons per program; CUDA, and on the CPU only under ``TRITON_INTERPRET=1`` (for tests);
 float16/bfloat16/float32/float64 inputs, the built-in surrogates. :mod:`~snn.neurons.fused.triton.feed_forward` launches
 them for feed-forward layers, :mod:`~snn.neurons.fused.triton.recurrent` one step per launch for recurrent ones. Triton
-3.4 or later (:data:`~snn.neurons.fused.triton.feed_forward.MINIMUM_TRITON`, checked by ``why_not``). The kernels run on a
+3.4 or later (:data:`~snn.neurons.fused.triton.feed_forward.MINIMUM_TRITON`, checked by ``why_not``). The kernels
+run on a
 device only after they passed a first-use check there (:mod:`~snn.neurons.fused.triton.trust`), and launch on their
 tensors' device (:func:`on_device`). Nothing here imports triton until a kernel is needed."""
 

@@ -1,11 +1,11 @@
-"""The cases of the Triton kernels' first-use check (:mod:`.trust`): a tiny layer of each kind,
+"""The cases of the Triton kernels' first-use check (:mod:`~snn.neurons.fused.triton.trust`): a tiny layer of each kind,
 its eager loop against the backend being checked, on the device being checked.
 
 Registered by ``snn.neurons`` when it loads (this module imports the layers, which import the
-backends: :mod:`.trust` cannot import it). Inputs and weights are multiples of 1/64, so that a
+backends: :mod:`~snn.neurons.fused.triton.trust` cannot import it). Inputs and weights are multiples of 1/64, so that a
 recurrent current is exact whatever order a GEMM sums in (the triton loops' input GEMM over all
-steps rounds apart from the eager loop's per-step products otherwise, :mod:`.recurrent`) and the
-check compares the kernels alone.
+steps rounds apart from the eager loop's per-step products otherwise, :mod:`~snn.neurons.fused.triton.recurrent`)
+and the check compares the kernels alone.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The Triton kernels of the ``triton`` backend (loaded by :mod:`~snn.neurons.fused.triton.feed_forward` on first use).
 
 Two kernels serve every neuron type, ``forward`` and ``backward``, with the type as the
-constexpr ``KIND`` (a key of :data:`.spec.NEURON_SPECS`). Each program takes ``BLOCK`` neurons and
+constexpr ``KIND`` (a key of :data:`~snn.neurons.fused.spec.NEURON_SPECS`). Each program takes ``BLOCK`` neurons and
 runs all T steps over them, the tile-per-thread structure of ``cpu_kernels.cpp``: a neuron's state
 stays in registers, and memory traffic is one read of the input and one write of the output and of
 the saved pre-reset voltage per neuron and step (backward: one read of the saved voltage, one
@@ -21,8 +21,8 @@ order of the spec's, with ``P_ns = 0`` for one value per parameter or 1 for one 
 parameter gradients ``G [K, M]`` (the backward adds its own to them).
 
 Whether ``triton.jit`` compiles or interprets is decided when this file is loaded:
-:func:`.feed_forward.kernels` loads it once for each (:data:`INTERPRETED`). The kernels call only
-Triton's builtins (``tl.full``, not ``tl.zeros``) and the functions here: the library's own
+:func:`~snn.neurons.fused.triton.feed_forward.kernels` loads it once for each (:data:`INTERPRETED`). The kernels
+call only Triton's builtins (``tl.full``, not ``tl.zeros``) and the functions here: the library's own
 ``@jit`` helpers were decorated when triton was imported, for the GPU unless the interpreter was
 on then, and an interpreted kernel cannot call them. Compiled, every exponential (AdEx's and the
 surrogates') is libdevice's ``exp`` (CUDA's ``expf``/``exp``, which torch's CUDA ``exp`` runs), every
@@ -31,7 +31,7 @@ division within 2 ulps, which a ``delta_T`` that is not a power of two shows), a
 pass ``enable_fp_fusion=False``, so no multiply-add is contracted as ATen's separate kernels do
 not; the interpreter has no libdevice and uses numpy's ``exp``. The forward thus rounds as the
 eager loop on the same GPU (``tests/neurons/fused/triton_gpu_checks.py`` asserts it, and
-:mod:`.trust` checks it on each device before the first use).
+:mod:`~snn.neurons.fused.triton.trust` checks it on each device before the first use).
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 r"""The time loops of recurrent AdEx and LIF populations on the ``triton`` backend.
 
-The loops of :mod:`snn.neurons.fused.cpp.recurrent` with the Triton kernels of :mod:`~snn.neurons.fused.triton.kernels` in place
+The loops of :mod:`snn.neurons.fused.cpp.recurrent` with the Triton kernels of
+:mod:`~snn.neurons.fused.triton.kernels` in place
 of the C++ ones. The forward computes the input product of every step in one GEMM,
 ``W_in x [T, B, N]``, then per step adds the recurrent product in place,
 
@@ -24,8 +25,8 @@ loop's unless a voltage lies within that rounding of the threshold; the states a
 (``tests/neurons/fused/test_triton_recurrent.py``: 1e-6 of the largest value in float32, 1e-14 in
 float64); gradients within the tolerances of the other backends.
 
-Dtypes as on the feed-forward ``triton`` backend (:mod:`~snn.neurons.fused.triton.feed_forward`): float16/bfloat16 inputs
-keep the state, the saved voltages, ``g_c`` and its products with ``W_rec`` in float32 (the
+Dtypes as on the feed-forward ``triton`` backend (:mod:`~snn.neurons.fused.triton.feed_forward`): float16/bfloat16
+inputs keep the state, the saved voltages, ``g_c`` and its products with ``W_rec`` in float32 (the
 compute dtype) from step to step; the currents, the spikes, the final state and the gradients
 returned are in the input's dtype (the layers hand half inputs over in float32 already:
 :mod:`snn.neurons.module`). A kernel that kept the state in registers across steps (persistent)

@@ -12,9 +12,9 @@ the default 0.5 divides exactly), LIF and LI feed-forward, recurrent AdEx and LI
   operations as the eager loop does, the backward sums in another order).
 
 The answer is kept per device for the process. A device whose check failed (a compile error, an
-unsupported GPU, a result outside the bounds) makes :meth:`TritonBackend.why_not` raise
-:class:`~..spec.BackendUnavailable` with the cause: ``auto`` warns once and runs ``python``, an
-explicit ``backend="triton"`` raises that error. The cases (:mod:`.cases`, registered by
+unsupported GPU, a result outside the bounds) makes ``TritonBackend.why_not`` raise
+:class:`~snn.errors.BackendUnavailable` with the cause: ``auto`` warns once and runs ``python``, an
+explicit ``backend="triton"`` raises that error. The cases (:mod:`~snn.neurons.fused.triton.cases`, registered by
 ``snn.neurons`` when it loads: they need the layers, which import this) run the backend that asked
 through the autograd nodes the layers use, with the layers' own parameters and initial states,
 against the layers' eager loops.
@@ -64,7 +64,7 @@ def _key(device: torch.device) -> str:
 
 
 def require(device: torch.device, backend) -> None:
-    """Runs the check of ``backend`` (a :class:`~. TritonBackend`) on ``device`` the first time
+    """Runs the check of ``backend`` (a ``TritonBackend``) on ``device`` the first time
     (then remembers the answer); raises :class:`BackendUnavailable` naming the cause when the
     kernels failed it there."""
     key = _key(device)
