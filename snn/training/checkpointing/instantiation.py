@@ -23,12 +23,7 @@ def build_from_config(spec: Any, what: str) -> Any:
         return spec
     if "_target_" not in spec:
         raise ValueError(f"The {what} config needs a _target_ (e.g. torch.optim.Adam), got keys {sorted(spec)}.")
-    try:
-        return instantiate_config(spec, what, _convert_="all")
-    except InstantiationException as error:
-        if isinstance(error.__cause__, ValueError):
-            raise ValueError(f"Invalid {what} config: {error.__cause__}") from error.__cause__
-        raise
+    return instantiate_config(spec, what, _convert_="all")
 
 
 def instantiate_config(spec: Any, what: str, **kwargs: Any) -> Any:
@@ -44,7 +39,7 @@ def instantiate_config(spec: Any, what: str, **kwargs: Any) -> Any:
         if unlocated:
             raise ValueError(unlocated) from error
         if isinstance(error.__cause__, ValueError):
-            raise ValueError(f"{what}: {error.__cause__}") from error
+            raise ValueError(f"Invalid {what} config: {error.__cause__}") from error.__cause__
         raise
 
 
