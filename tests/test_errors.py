@@ -32,6 +32,9 @@ def test_the_old_paths_name_the_same_classes():
            ScheduleError, DataError, SizeLimitError, BackendUnavailable]
     assert old == [getattr(snn.errors, c.__name__) for c in old]
     assert module_schedule_error is snn.errors.ScheduleError
-    assert sorted(snn.errors.__all__) == sorted(c.__name__ for c in old)
+    from snn.training.checkpointing.trust import TrustError  # new with trust's resolution (issue 29)
+
+    assert TrustError is snn.errors.TrustError
+    assert sorted(snn.errors.__all__) == sorted([*(c.__name__ for c in old), "TrustError"])
     public = [v for k, v in vars(snn.errors).items() if isinstance(v, type) and issubclass(v, Exception)]
     assert sorted(c.__name__ for c in public) == sorted(snn.errors.__all__)
