@@ -215,6 +215,8 @@ def test_an_interpolation_in_a_key_is_refused_in_one_line(tmp_path, setup):
                                                        .get("neuron", {})}
     torch.save(checkpoint, tmp_path / "key.ckpt")
     for path_kind in PATHS:
+        if path_kind == "init_from":  # it reads only the file's tensors: the key is never seen, nor resolved
+            continue
         error_type = CheckpointError if path_kind.startswith("load_") else ConfigError
         with pytest.raises(error_type, match=r"carries the config interpolation '\$\{oc.env:HOME\}' in a key at "
                                              r"hyper_parameters\['net'\]\['neuron'\]") as error:
