@@ -37,8 +37,7 @@ class Watch(L.Callback):
 def test_bf16_mixed_trains_every_model_family(tmp_path, monkeypatch, family):
     watch = Watch()
     with_callback(monkeypatch, watch)
-    value = train(make_cfg(tmp_path, *FAMILIES[family], "trainer.precision=bf16-mixed", "debug=fdr"))
-    assert 0.0 <= value <= 1.0
+    train(make_cfg(tmp_path, *FAMILIES[family], "trainer.precision=bf16-mixed", "debug=fdr"))
     assert watch.plugin == "bf16-mixed" and torch.isfinite(watch.loss)
     moved = [n for n in watch.before if not torch.equal(watch.before[n], watch.after[n])]
     assert moved and all(torch.isfinite(p).all() for p in watch.after.values())
