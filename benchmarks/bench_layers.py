@@ -136,13 +136,14 @@ def saved_bytes(layer, x):
     return total
 
 
-def interleaved_times(layers, x, budget_s, min_rounds=3, max_rounds=100, clock=time.perf_counter):
-    """``{name: [seconds per round]}``: rounds of one call of every layer, in a rotating order,
-    until ``budget_s`` is spent (at least ``min_rounds``). ``clock``: wall time, or
-    ``time.process_time`` (this process's CPU time: on one thread, robust to other processes' load)."""
-    for layer in layers.values():
-        forward_backward(layer, x)  # warm-up (and compilation)
-    names = list(layers)
+def interleaved_calls(calls, budget_s, min_rounds=3, max_rounds=200, clock=time.perf_counter):
+    """``{name: [seconds per round]}`` of zero-argument ``calls``: one warm-up call each (and
+    compilation), then rounds of one call of each in a rotating order, until ``budget_s`` is spent
+    (at least ``min_rounds``). ``clock``: wall time, or ``time.process_time`` (this process's CPU
+    time: on one thread, robust to other processes' load)."""
+    for call in calls.values():
+        call()
+    names = list(calls)
     times = {name: [] for name in names}
     start = time.perf_counter()
     for r in range(max_rounds):
@@ -150,9 +151,15 @@ def interleaved_times(layers, x, budget_s, min_rounds=3, max_rounds=100, clock=t
             break
         for name in names[r % len(names):] + names[:r % len(names)]:
             t0 = clock()
-            forward_backward(layers[name], x)
+            calls[name]()
             times[name].append(clock() - t0)
     return times
+
+
+def interleaved_times(layers, x, budget_s, min_rounds=3, max_rounds=100, clock=time.perf_counter):
+    """:func:`interleaved_calls` of one forward and backward of every layer on ``x``."""
+    calls = {name: (lambda layer=layer: forward_backward(layer, x)) for name, layer in layers.items()}
+    return interleaved_calls(calls, budget_s, min_rounds, max_rounds, clock)
 
 
 def run_case(kind, T, B, N, backends, budget_s, norse=True):

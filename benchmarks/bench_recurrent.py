@@ -38,7 +38,7 @@ import time
 import warnings
 
 import torch
-from bench_layers import forward_backward, interleaved_times, saved_bytes
+from bench_layers import forward_backward, interleaved_calls, interleaved_times, saved_bytes
 from bench_train import peak_rss_mb, reset_peak_rss, rss_mb
 
 from snn.neurons import LIFAdExRecurrent, LIFRecurrent
@@ -237,23 +237,6 @@ class SpikeProducts:
             os.environ.pop(cpp_recurrent.ENV, None)
         else:
             os.environ[cpp_recurrent.ENV] = self.before
-
-
-def interleaved_calls(calls, budget_s, min_rounds=3, max_rounds=200):
-    """``{name: [seconds]}`` of zero-argument ``calls``, one each per round in a rotating order."""
-    for call in calls.values():
-        call()
-    names = list(calls)
-    times = {name: [] for name in names}
-    start = time.perf_counter()
-    for r in range(max_rounds):
-        if r >= min_rounds and time.perf_counter() - start > budget_s:
-            break
-        for name in names[r % len(names):] + names[:r % len(names)]:
-            t0 = time.perf_counter()
-            calls[name]()
-            times[name].append(time.perf_counter() - t0)
-    return times
 
 
 def summary(times, name, reference):
