@@ -107,9 +107,11 @@ class PerStepCpp(CppBackend):
         with step_threads(w_rec, z0):
             return cpp_recurrent.forward_per_step(kind, x, w_in, w_rec, z0, state, P, save, save_extra, options)
 
-    def recurrent_backward(self, kind, gout, gz, gstate, saved, v0, w_rec, P, options, param_grads):
+    def recurrent_backward(self, kind, gout, gz, gstate, saved, v0, w_rec, P, options, param_grads, z0=None,
+                           w_rec_grad=False):
         with step_threads(w_rec, v0):
-            return cpp_recurrent.backward_per_step(kind, gout, gz, gstate, saved, v0, w_rec, P, options, param_grads)
+            return cpp_recurrent.backward_per_step(kind, gout, gz, gstate, saved, v0, w_rec, P, options, param_grads,
+                                                   z0, w_rec_grad)
 
 
 class PerStepLayer(torch.nn.Module):

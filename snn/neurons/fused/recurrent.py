@@ -47,9 +47,9 @@ def weight_gradients(gc, x, zprev, need_x, need_w_in, need_w_rec, w_in):
 class FusedRecurrentLoop(torch.autograd.Function):
     """``(x, W_in, W_rec, z0, *state, *P) -> (spikes [T, B, N], z_T, *final state)``.
 
-    ``W_rec``'s gradient is the backend's ``recurrent_weight_gradient(g_c, v_d, z0, v_th)`` where it
-    has one and it answers a tensor (``cpp``: summed over the spikes that fired, see
-    :mod:`~snn.neurons.fused.cpp.recurrent`), else :func:`weight_gradients`' dense product."""
+    ``W_rec``'s gradient is the backend's where its ``recurrent_backward`` answers one (``cpp``: summed
+    over the spikes that fired inside its loop, see :mod:`~snn.neurons.fused.cpp.recurrent`), else
+    :func:`weight_gradients`' dense product."""
 
     @staticmethod
     def forward(ctx, kind: str, loops: Backend, options: KernelOptions, x, w_in, w_rec, z0, *tensors):
@@ -87,23 +87,22 @@ class FusedRecurrentLoop(torch.autograd.Function):
         gstate = [torch.zeros_like(v0) if g is None else g for g in gstate]
         needs = ctx.needs_input_grad[3:]
         with torch.no_grad(), torch_threads(free_threads(v0.device)):
-            gc, gz0, gstate0, G = ctx.loops.recurrent_backward(ctx.kind, gout, gz, gstate, saved, v0, w_rec, tuple(P),
-                                                               ctx.options, ctx.param_grads)
-            vd = saved[0]
-            # A backend may sum W_rec's gradient over the spikes that fired (cpp); None: dense here.
-            sparse = getattr(ctx.loops, "recurrent_weight_gradient", None)
-            gw_sparse = sparse(gc, vd, z0, P[-2]) if needs[2] and sparse is not None else None
-            dense_w_rec = bool(needs[2]) and gw_sparse is None
+            # A backend may answer W_rec's gradient itself (cpp: summed over the spikes that fired,
+            # inside its loop); None: the dense product here.
+            gc, gz0, gstate0, G, gw_backend = ctx.loops.recurrent_backward(
+                ctx.kind, gout, gz, gstate, saved, v0, w_rec, tuple(P), ctx.options, ctx.param_grads,
+                z0=z0, w_rec_grad=bool(needs[2]))
+            dense_w_rec = bool(needs[2]) and gw_backend is None
             zprev = (  # in g_c's dtype: triton saves a half input's voltages in float32
-                spikes_before(vd, 0.0 if z0 is None else z0, P[-2]).to(gc.dtype)
+                spikes_before(saved[0], 0.0 if z0 is None else z0, P[-2]).to(gc.dtype)
                 if dense_w_rec
                 else None
             )
             gx, gw_in, gw_rec = weight_gradients(
                 gc, x, zprev, needs[0], needs[1], dense_w_rec, w_in
             )
-            if gw_sparse is not None:
-                gw_rec = gw_sparse
+            if gw_backend is not None:
+                gw_rec = gw_backend
         n_state = len(gstate0)
         gparams = [None] * len(P)
         if G is not None:

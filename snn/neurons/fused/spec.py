@@ -132,6 +132,10 @@ class Backend(Protocol):
 
     def recurrent_backward(self, kind: str, gout: torch.Tensor | None, gz: torch.Tensor | None, gstate: list,
                            saved: list, v0: torch.Tensor, w_rec: torch.Tensor, P: tuple, options: KernelOptions,
-                           param_grads: bool) -> tuple[torch.Tensor, torch.Tensor, list, list | None]:
+                           param_grads: bool, z0: torch.Tensor | None = None, w_rec_grad: bool = False
+                           ) -> tuple[torch.Tensor, torch.Tensor, list, list | None, torch.Tensor | None]:
         """Reverse time: ``(g_c [T, B, N] of the currents, g_z0, initial-state gradients,
-        per-neuron parameter gradients or None)``."""
+        per-neuron parameter gradients or None, W_rec's gradient or None)``. The last is the
+        backend's answer to ``w_rec_grad`` (``z0``: the initial spikes, None for zero) where it has a
+        faster way than the node's dense ``g_c^T z_{t-1}`` (``cpp``: summed over the spikes inside
+        the loop); None: the node multiplies densely."""

@@ -203,10 +203,13 @@ def run_loops(rng: random.Random, g: torch.Generator, kind: str) -> str | None:
     except ValueError as error:
         return None if str(error).strip() else "ValueError without a message"
     # The sparse weight gradient (C++ reading g_c, the saved voltages, z0 and v_th) on drawn tensors,
-    # drawn from a generator of this case's own: the later cases' draws stay those of before.
+    # inside the backward loop and on its own, drawn from a generator of this case's own: the later
+    # cases' draws stay those of before.
     rng = random.Random(int(torch.randint(2**31, (1,), generator=g)))
     try:
         with torch.no_grad():
+            backward(kind, gout, gz, gstate, saved, arg([B, N]), w_rec, P, options, param_grads,
+                     None if rng.random() < 0.3 else arg([B, N]), True)
             cpp_recurrent_loops.weight_gradient(gc if rng.random() < 0.7 else arg([T, B, N]),
                                                 saved[0] if rng.random() < 0.8 else arg([T, B, N]),
                                                 None if rng.random() < 0.3 else arg([B, N]),

@@ -5,7 +5,7 @@ gradient summed over the active pre-synaptic neurons only, chosen against the de
 
 Pinned here: the choice (``dense`` never, ``sparse`` always, ``auto`` by rate and size, a clear
 error for another value); with weights and gradients whose sums are exact in any order (dyadic
-values) the sparse results equal the dense ones bit for bit (so every index and every chunk is
+values) the sparse results equal the dense ones bit for bit (so every index and every step is
 right); with random values, within the documented bound ``2 gamma_K sum |terms|``; spikes identical;
 gradcheck in float64 through the sparse path. test_fused_recurrent_safety.py fuzzes it.
 """
@@ -84,9 +84,9 @@ def test_sparse_equals_dense_bit_for_bit_when_sums_are_exact(kind, dtype, produc
     x = (torch.rand(T, B, F, generator=g) * 0.5).to(dtype)
     before = counters()
     dense = layer_run(kind, "dense", products, layer, x, None)
-    assert grew(before, "forward_steps") == 0 and grew(before, "weight_chunks") == 0
+    assert grew(before, "forward_steps") == 0 and grew(before, "weight_steps") == 0
     sparse = layer_run(kind, "sparse", products, layer, x, None)
-    assert grew(before, "forward_sparse_steps") == T - 1 and grew(before, "weight_sparse_chunks") > 0
+    assert grew(before, "forward_sparse_steps") == T - 1 and grew(before, "weight_sparse_steps") > 0
     rate = dense[0].mean().item()
     assert 0.02 < rate < 0.6, rate
     assert torch.equal(sparse[0], dense[0])
@@ -113,14 +113,14 @@ def assert_within_sum_bound(got, ref, abs_terms, K):
 @pytest.mark.parametrize("z0", [None, "values"])
 def test_weight_gradient_equals_the_dense_product(dtype, vth, z0, products):
     """``weight_gradient`` against ``g_c^T z_{t-1}`` (``spikes_before``, one GEMM): bit for bit on
-    dyadic ``g_c`` (exact sums), within ``2 gamma_K sum |g z|`` on random ``g_c``; chunks over the
+    dyadic ``g_c`` (exact sums), within ``2 gamma_K sum |g z|`` on random ``g_c``; steps over the
     crossover rate (the late steps here) take GEMM, sparse ones the scatter-add, in one call; a
-    ``z0`` with arbitrary values (its first chunk by GEMM) and per-neuron thresholds."""
+    ``z0`` with arbitrary values (its step by GEMM) and per-neuron thresholds."""
     products("auto")
     g = torch.Generator().manual_seed(5)
     T, B, N = 37, 64, 128  # B N^2 = 2^20: auto may go sparse
     vd = torch.rand(T, B, N, generator=g, dtype=dtype)
-    vd[: T // 2] -= 0.9  # early steps: ~10 % above threshold; late ones ~ 50 % (dense chunks)
+    vd[: T // 2] -= 0.9  # early steps: ~10 % above threshold; late ones ~ 50 % (dense steps)
     vd[T // 2 :] -= 0.5
     v_th = torch.zeros(()) if vth == "scalar" else torch.rand(N, generator=g) * 0.02
     v_th = v_th.to(dtype)
@@ -129,7 +129,7 @@ def test_weight_gradient_equals_the_dense_product(dtype, vth, z0, products):
     for gc in (dyadic((T, B, N), g, 4, dtype), torch.randn(T, B, N, generator=g, dtype=dtype)):
         before = counters()
         got = cpp_recurrent.weight_gradient(gc, vd, z0t, v_th)
-        assert 0 < grew(before, "weight_sparse_chunks") < grew(before, "weight_chunks")
+        assert 0 < grew(before, "weight_sparse_steps") < grew(before, "weight_steps")
         ref = gc.flatten(0, 1).t() @ zprev.flatten(0, 1)
         assert got.shape == (N, N) and got.dtype == dtype and got.is_contiguous()
         if gc.eq(gc.mul(64).round().div(64)).all():
@@ -172,7 +172,7 @@ def test_gradcheck_through_the_sparse_path(products):
     with spikes: input, both weights, the initial state."""
     products("sparse")
     g = torch.Generator().manual_seed(3)
-    T, B, F, N = 12, 2, 2, 5  # two chunks of steps: the first (z0) by GEMM, the second sparse
+    T, B, F, N = 12, 2, 2, 5  # step 0 (z0) by GEMM, the later ones sparse
     x = (torch.rand(T, B, F, generator=g, dtype=torch.float64) * 60).requires_grad_()
     w_in = torch.rand(N, F, generator=g, dtype=torch.float64).add(0.5).requires_grad_()
     w_rec = (torch.randn(N, N, generator=g, dtype=torch.float64) * 2).requires_grad_()
@@ -187,4 +187,42 @@ def test_gradcheck_through_the_sparse_path(products):
         return final.v, final.i, final.a
 
     assert torch.autograd.gradcheck(run, (x, w_in, w_rec, v, i, a))
-    assert grew(before, "forward_sparse_steps") > 0 and grew(before, "weight_sparse_chunks") > 0
+    assert grew(before, "forward_sparse_steps") > 0 and grew(before, "weight_sparse_steps") > 0
+
+
+@pytest.mark.parametrize("kind", ["adex", "lif"])
+@pytest.mark.parametrize("z0", [None, "values"])
+def test_backward_loop_sums_the_weight_gradient_as_weight_gradient_does(kind, z0, products):
+    """The native backward's W_rec gradient (summed inside its loop, step by step) equals
+    ``weight_gradient`` on the g_c and saved voltages it returns, bit for bit: the same terms in
+    the same order (descending t, ascending b); sparse steps and dense ones in one call; None in
+    ``dense`` mode (the node multiplies)."""
+    from snn.neurons.fused.spec import NEURON_SPECS, KernelOptions, kernel_parameters
+
+    products("auto")
+    g = torch.Generator().manual_seed(8)
+    T, B, F, N = 16, 64, 2, 128
+    layer = make_recurrent_layer(kind, "cpp", F=F, N=N, dtype=torch.float32)
+    x = torch.rand(T, B, F, generator=g) * 8
+    x[T // 2 :] *= 6  # late steps fire more: dense steps beside sparse ones
+    spec = NEURON_SPECS[kind]
+    p = layer.p
+    P = tuple(torch.as_tensor(v, dtype=torch.float32) for v in kernel_parameters(kind, p, 1e-3))
+    options = KernelOptions(method=p.method, alpha=float(p.alpha), integrator=getattr(p, "integrator", "euler"))
+    state = [torch.zeros(B, N) for _ in spec.state]
+    z0t = None if z0 is None else dyadic((B, N), g, 1, torch.float32)
+    w_in, w_rec = layer.input_weights.detach(), layer.recurrent_weights.detach()
+    with torch.no_grad():
+        _, _, saved = cpp_recurrent.forward(kind, x, w_in, w_rec, torch.zeros(B, N) if z0t is None else z0t,
+                                            state, P, True, False, options)
+        gout = torch.randn(T, B, N, generator=g)
+        gstate = [torch.randn(B, N, generator=g) for _ in spec.state]
+        before = counters()
+        gc, *_, gw = cpp_recurrent.backward(kind, gout, None, gstate, saved, state[0], w_rec, P, options, False,
+                                            z0t, True)
+        assert 0 < grew(before, "weight_sparse_steps") < grew(before, "weight_steps") == T - 1
+        ref = cpp_recurrent.weight_gradient(gc, saved[0], z0t, P[-2])
+        assert gw is not None and torch.equal(gw, ref)
+        products("dense")
+        assert cpp_recurrent.backward(kind, gout, None, gstate, saved, state[0], w_rec, P, options, False, z0t,
+                                      True)[-1] is None

@@ -78,14 +78,8 @@ class CppBackend:
         with step_threads(w_rec, z0):
             return loop(kind, x, w_in, w_rec, z0, state, P, save, save_extra, options)
 
-    def recurrent_backward(self, kind, gout, gz, gstate, saved, v0, w_rec, P, options, param_grads):
+    def recurrent_backward(self, kind, gout, gz, gstate, saved, v0, w_rec, P, options, param_grads, z0=None,
+                           w_rec_grad=False):
         loop = recurrent.backward if recurrent.native_available() else recurrent.backward_per_step
         with step_threads(w_rec, v0):
-            return loop(kind, gout, gz, gstate, saved, v0, w_rec, P, options, param_grads)
-
-    def recurrent_weight_gradient(self, gc, vd, z0, v_th):
-        """The recurrent weight gradient summed over the active pre-synaptic neurons
-        (:func:`.recurrent.weight_gradient`), or None where the autograd node's dense product applies."""
-        if not recurrent.native_available():
-            return None
-        return recurrent.weight_gradient(gc, vd, z0, v_th)  # on the free threads, as the node's products
+            return loop(kind, gout, gz, gstate, saved, v0, w_rec, P, options, param_grads, z0, w_rec_grad)

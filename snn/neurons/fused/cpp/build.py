@@ -59,7 +59,7 @@ KERNEL_DTYPES = {torch.float32: "f32", torch.float64: "f64"}
 
 # The version cpu_kernels.cpp's snn_kernels_version() returns: the entry points' signatures. A
 # library that answers anything else is not loaded (bump both together when a signature changes).
-KERNELS_VERSION = 5
+KERNELS_VERSION = 6
 # The lock file beside the build (cpp_extension takes its own, "lock", inside ours).
 LOCK_NAME = "snn.lock"
 

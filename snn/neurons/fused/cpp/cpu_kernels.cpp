@@ -27,6 +27,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <type_traits>
 #include <vector>
 
@@ -840,54 +841,17 @@ void recurrent_forward(int kind, int integrator, int64_t steps, int64_t M, const
   t_stream_rows = stream;
 }
 
-// Backward, reverse time: g_z of step t is gout[t] + g_c[t + 1] W_rec (grec; gz of the final
-// spikes first), then one step of the neuron kernel's backward writes row t of g_c, then
-// grec = g_c[t] W_rec as torch.mm(g_c[t], W_rec). grec ends as the gradient of z0.
-template <typename T>
-void recurrent_backward(int kind, int integrator, int method, double alpha, int64_t steps, int64_t M,
-                        const T* gout, int64_t g_ts, int64_t g_ns, T* grec, T* gstep, T* gv, T* gi, T* ga,
-                        const T* vd, const T* v0, const T* ij, const T* as, const T* const* p, const int64_t* vec,
-                        const T* w_rec, const int64_t* plan_back, T* gc, T* gp, int threads) {
-  const int kt = step_kernel_threads(M, threads);
-  const bool stream = t_stream_rows;
-  t_stream_rows = false;
-  for (int64_t t = steps - 1; t >= 0; --t) {
-    const T* g = grec;
-    if (gout) {
-      const T* go = gout + t * g_ts;
-      if (g_ns) for (int64_t k = 0; k < M; ++k) gstep[k] = go[k] + grec[k];
-      else for (int64_t k = 0; k < M; ++k) gstep[k] = go[0] + grec[k];
-      g = gstep;
-    }
-    if (kind == 0) {
-      if (gp && integrator) adex_backward<T, true, true>(t + 1, t, M, g, 0, 1, gv, gi, ga, vd, v0, ij, as, p, vec, method, alpha, gc, gp, kt);
-      else if (gp) adex_backward<T, true, false>(t + 1, t, M, g, 0, 1, gv, gi, ga, vd, v0, ij, as, p, vec, method, alpha, gc, gp, kt);
-      else if (integrator) adex_backward<T, false, true>(t + 1, t, M, g, 0, 1, gv, gi, ga, vd, v0, ij, as, p, vec, method, alpha, gc, gp, kt);
-      else adex_backward<T, false, false>(t + 1, t, M, g, 0, 1, gv, gi, ga, vd, v0, ij, as, p, vec, method, alpha, gc, gp, kt);
-    } else {
-      if (gp) lif_backward<T, true>(t + 1, t, M, g, 0, 1, gv, gi, vd, v0, ij, p, vec, method, alpha, gc, gp, kt);
-      else lif_backward<T, false>(t + 1, t, M, g, 0, 1, gv, gi, vd, v0, ij, p, vec, method, alpha, gc, gp, kt);
-    }
-    torch_mm(plan_back, gc + t * M, w_rec, grec);
-  }
-  t_stream_rows = stream;
-}
-
-
-// The recurrent weight gradient over a whole layer, transposed: gwt[m, n] += sum over steps t and
-// samples b of z_{t-1}[b, m] g_c[t, b, n] (gwt = dL/dW_rec^T, [N, N], zeroed by the caller), with
-// z_{t-1} = z0 at t = 0 (any values; null: all zero) and later the spikes of the saved pre-reset
-// voltages, [v_d[t-1] - v_th > 0]. Steps run in chunks whose g_c rows fit in L2 (kChunkBytes, at
-// most kChunk steps). A chunk whose spike rate is at most sparse_max_rate is summed over its
-// spikes: its rows r = (t, b) are listed per pre-synaptic neuron m (a counting sort of the
-// per-row active lists, which keeps r ascending), and row m of gwt adds the rows g_c[r] of its
-// list in that order, four per pass (the same roundings as one at a time), its columns split over
-// the threads: every element is the sum over ascending (t, b), whatever the chunking and the
-// thread count. A denser chunk, and the first one when z0 has spikes, is one GEMM
-// (gwt += Z^T G). stats: [0] sparse chunks, [1] chunks.
-constexpr int64_t kChunk = 8;
-constexpr int64_t kChunkBytes = 256 << 10;
-
+// The recurrent weight gradient, transposed: gwt[m, n] += sum over steps t and samples b of
+// z_{t-1}[b, m] g_c[t, b, n] (gwt = dL/dW_rec^T, [N, N], zeroed by the caller), one step at a time in
+// reverse time: inside the backward loop (recurrent_backward), while g_c[t] and the voltages just
+// read are in cache, or over a whole g_c (spike_weight_gradient). z_{t-1} is z0 at t = 0 (any values;
+// null: all zero), later the spikes of the saved pre-reset voltages, [v_d[t-1] - v_th > 0]. A step
+// whose spike rate is at most max_rate is summed over its spikes: the step's (b, m) spike lists are
+// sorted by pre-synaptic neuron m (a counting sort, which keeps b ascending), and row m of gwt adds
+// the rows g_c[t, b] of its list in that order, four per pass (the same roundings as one at a
+// time), its columns split over the threads. A denser step, and t = 0 when z0 is given, is one GEMM
+// (gwt += z_{t-1}^T g_c[t]). Every element is thus summed over descending t and, within a sparse
+// step, ascending b, whatever the thread count. stats: [0] sparse steps, [1] steps.
 template <typename T>
 void add_rows(T* __restrict acc, const T* __restrict g, int64_t N, const int32_t* rows, int64_t count, int64_t n0,
               int64_t n1) {
@@ -906,54 +870,117 @@ void add_rows(T* __restrict acc, const T* __restrict g, int64_t N, const int32_t
 }
 
 template <typename T>
-void spike_weight_gradient(int64_t steps, int64_t B, int64_t N, const T* gc, const T* vd, const T* z0, const T* vth,
-                           int64_t vth_vector, double sparse_max_rate, T* gwt, int64_t* stats, int threads) {
-  const int64_t M = B * N;
-  const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(kChunk, kChunkBytes / std::max<int64_t>(1, M * int64_t(sizeof(T)))));
-  std::vector<T> zc(chunk * M);
-  std::vector<int32_t> idx(chunk * M), by_neuron(chunk * M);
-  std::vector<int64_t> start(chunk * B + 1), first(N + 1), pos(N);
-  for (int64_t t0 = 0; t0 < steps; t0 += chunk) {
-    const int64_t len = std::min(chunk, steps - t0);
-    // z_{t-1} of the chunk's steps.
-    for (int64_t t = t0; t < t0 + len; ++t) {
-      T* zt = zc.data() + (t - t0) * M;
-      if (t == 0) {
-        if (z0) std::memcpy(zt, z0, M * sizeof(T));
-        else std::fill(zt, zt + M, T(0));
-        continue;
-      }
-      const T* vp = vd + (t - 1) * M;
-      if (vth_vector) for (int64_t k = 0; k < M; ++k) zt[k] = spike(vp[k], vth[k]);
-      else for (int64_t k = 0; k < M; ++k) zt[k] = spike(vp[k], vth[0]);
+class SpikeWeightGradient {
+ public:
+  SpikeWeightGradient(int64_t B, int64_t N, const T* vd, const T* z0, const T* vth, bool vth_vector,
+                      double max_rate, T* gwt, int64_t* stats, int threads)
+      : B_(B), N_(N), vd_(vd), z0_(z0), vth_(vth), vth_vector_(vth_vector), max_rate_(max_rate), gwt_(gwt),
+        stats_(stats), threads_(threads), z_(B * N), idx_(B * N), by_neuron_(B * N), start_(B + 1), first_(N + 1),
+        pos_(N) {}
+
+  // Adds step t's share, z_{t-1}^T g_c[t], for g_c[t] at gct ([B, N]).
+  void add_step(int64_t t, const T* gct) {
+    const int64_t M = B_ * N_;
+    if (t == 0) {
+      if (z0_) gemm_accumulate_at_b(int(N_), int(N_), int(B_), z0_, gct, gwt_);
+      return;
     }
-    const int64_t rows = len * B;
-    const int64_t active = active_lists(zc.data(), rows, N, idx.data(), start.data());
-    stats[1] += 1;
-    const T* g = gc + t0 * M;
-    if (double(active) > sparse_max_rate * double(len * M) || (t0 == 0 && z0)) {
-      gemm_accumulate_at_b(int(N), int(N), int(rows), zc.data(), g, gwt);
-      continue;
+    const T* vp = vd_ + (t - 1) * M;
+    T* z = z_.data();
+    if (vth_vector_) for (int64_t k = 0; k < M; ++k) z[k] = spike(vp[k], vth_[k]);
+    else for (int64_t k = 0; k < M; ++k) z[k] = spike(vp[k], vth_[0]);
+    const int64_t active = active_lists(z, B_, N_, idx_.data(), start_.data());
+    stats_[1] += 1;
+    if (double(active) > max_rate_ * double(M)) {
+      gemm_accumulate_at_b(int(N_), int(N_), int(B_), z, gct, gwt_);
+      return;
     }
-    stats[0] += 1;
-    // The rows of each pre-synaptic neuron, ascending: a counting sort of (row, neuron) pairs.
-    std::fill(first.begin(), first.end(), 0);
-    for (int64_t k = 0; k < active; ++k) first[idx[k] + 1] += 1;
-    for (int64_t m = 0; m < N; ++m) first[m + 1] += first[m];
-    std::copy(first.begin(), first.end() - 1, pos.begin());
-    for (int64_t r = 0; r < rows; ++r)
-      for (int64_t k = start[r]; k < start[r + 1]; ++k) by_neuron[pos[idx[k]]++] = int32_t(r);
+    stats_[0] += 1;
+    // The samples of each pre-synaptic neuron, ascending: a counting sort of the (b, m) spikes.
+    std::fill(first_.begin(), first_.end(), 0);
+    for (int64_t k = 0; k < active; ++k) first_[idx_[k] + 1] += 1;
+    for (int64_t m = 0; m < N_; ++m) first_[m + 1] += first_[m];
+    std::copy(first_.begin(), first_.end() - 1, pos_.begin());
+    for (int64_t b = 0; b < B_; ++b)
+      for (int64_t k = start_[b]; k < start_[b + 1]; ++k) by_neuron_[pos_[idx_[k]]++] = int32_t(b);
     // Columns split over the threads in blocks of 16 values; one block each when N is small.
-    const int64_t blocks = (N + 15) / 16;
-    const int parts = int(std::max<int64_t>(1, std::min<int64_t>(threads, blocks)));
+    const int64_t blocks = (N_ + 15) / 16;
+    const int parts = int(std::max<int64_t>(1, std::min<int64_t>(threads_, blocks)));
+    const int64_t N = N_;
+    const int32_t* rows = by_neuron_.data();
+    const int64_t* first = first_.data();
+    T* gwt = gwt_;
 #pragma omp parallel for num_threads(parts) schedule(static) if (parts > 1)
     for (int part = 0; part < parts; ++part) {
       const int64_t n0 = std::min(N, (blocks * part / parts) * 16), n1 = std::min(N, (blocks * (part + 1) / parts) * 16);
-      for (int64_t m = 0; m < N; ++m)
-        add_rows(gwt + m * N, g, N, by_neuron.data() + first[m], first[m + 1] - first[m], n0, n1);
+      for (int64_t m = 0; m < N; ++m) add_rows(gwt + m * N, gct, N, rows + first[m], first[m + 1] - first[m], n0, n1);
     }
   }
+
+ private:
+  int64_t B_, N_;
+  const T *vd_, *z0_, *vth_;
+  bool vth_vector_;
+  double max_rate_;
+  T* gwt_;
+  int64_t* stats_;
+  int threads_;
+  std::vector<T> z_;
+  std::vector<int32_t> idx_, by_neuron_;
+  std::vector<int64_t> start_, first_, pos_;
+};
+
+// The weight gradient of a whole g_c [T, B, N] (the per-step loops, which have no fused backward).
+template <typename T>
+void spike_weight_gradient(int64_t steps, int64_t B, int64_t N, const T* gc, const T* vd, const T* z0, const T* vth,
+                           int64_t vth_vector, double sparse_max_rate, T* gwt, int64_t* stats, int threads) {
+  SpikeWeightGradient<T> sum(B, N, vd, z0, vth, vth_vector != 0, sparse_max_rate, gwt, stats, threads);
+  for (int64_t t = steps - 1; t >= 0; --t) sum.add_step(t, gc + t * B * N);
 }
+
+// Backward, reverse time: g_z of step t is gout[t] + g_c[t + 1] W_rec (grec; gz of the final
+// spikes first), then one step of the neuron kernel's backward writes row t of g_c, then
+// grec = g_c[t] W_rec as torch.mm(g_c[t], W_rec). grec ends as the gradient of z0.
+// gwt (if not null): the recurrent weight gradient summed over the spikes step by step
+// (SpikeWeightGradient: z0 and the spikes of vd against the parameters' v_th, B samples, steps
+// sparse up to wg_max_rate, wg_stats); null: the caller multiplies densely.
+template <typename T>
+void recurrent_backward(int kind, int integrator, int method, double alpha, int64_t steps, int64_t M,
+                        const T* gout, int64_t g_ts, int64_t g_ns, T* grec, T* gstep, T* gv, T* gi, T* ga,
+                        const T* vd, const T* v0, const T* ij, const T* as, const T* const* p, const int64_t* vec,
+                        const T* w_rec, const int64_t* plan_back, T* gc, T* gp, int64_t B, const T* z0, T* gwt,
+                        double wg_max_rate, int64_t* wg_stats, int threads) {
+  const int kt = step_kernel_threads(M, threads);
+  const bool stream = t_stream_rows;
+  t_stream_rows = false;
+  const int vth_index = kind == 0 ? A_VTH : L_VTH;
+  std::unique_ptr<SpikeWeightGradient<T>> weight_gradient;
+  if (gwt)
+    weight_gradient = std::make_unique<SpikeWeightGradient<T>>(B, M / B, vd, z0, p[vth_index], vec[vth_index] != 0,
+                                                               wg_max_rate, gwt, wg_stats, threads);
+  for (int64_t t = steps - 1; t >= 0; --t) {
+    const T* g = grec;
+    if (gout) {
+      const T* go = gout + t * g_ts;
+      if (g_ns) for (int64_t k = 0; k < M; ++k) gstep[k] = go[k] + grec[k];
+      else for (int64_t k = 0; k < M; ++k) gstep[k] = go[0] + grec[k];
+      g = gstep;
+    }
+    if (kind == 0) {
+      if (gp && integrator) adex_backward<T, true, true>(t + 1, t, M, g, 0, 1, gv, gi, ga, vd, v0, ij, as, p, vec, method, alpha, gc, gp, kt);
+      else if (gp) adex_backward<T, true, false>(t + 1, t, M, g, 0, 1, gv, gi, ga, vd, v0, ij, as, p, vec, method, alpha, gc, gp, kt);
+      else if (integrator) adex_backward<T, false, true>(t + 1, t, M, g, 0, 1, gv, gi, ga, vd, v0, ij, as, p, vec, method, alpha, gc, gp, kt);
+      else adex_backward<T, false, false>(t + 1, t, M, g, 0, 1, gv, gi, ga, vd, v0, ij, as, p, vec, method, alpha, gc, gp, kt);
+    } else {
+      if (gp) lif_backward<T, true>(t + 1, t, M, g, 0, 1, gv, gi, vd, v0, ij, p, vec, method, alpha, gc, gp, kt);
+      else lif_backward<T, false>(t + 1, t, M, g, 0, 1, gv, gi, vd, v0, ij, p, vec, method, alpha, gc, gp, kt);
+    }
+    torch_mm(plan_back, gc + t * M, w_rec, grec);
+    if (weight_gradient) weight_gradient->add_step(t, gc + t * M);
+  }
+  t_stream_rows = stream;
+}
+
 
 }  // namespace
 
@@ -1023,16 +1050,18 @@ SNN_ENTRY_POINTS(double, f64)
   extern "C" void recurrent_backward_##suffix(int kind, int integrator, int method, double alpha, int64_t steps, \
       int64_t M, const T* gout, int64_t g_ts, int64_t g_ns, T* grec, T* gstep, T* gv, T* gi, T* ga,          \
       const T* vd, const T* v0, const T* ij, const T* as, const T* const* p, const int64_t* vec,             \
-      const T* w_rec, const int64_t* plan_back, T* gc, T* gp, int threads) {                         \
+      const T* w_rec, const int64_t* plan_back, T* gc, T* gp, int64_t B, const T* z0, T* gwt,        \
+      double wg_max_rate, int64_t* wg_stats, int threads) {                                          \
     recurrent_backward<T>(kind, integrator, method, alpha, steps, M, gout, g_ts, g_ns, grec, gstep, gv, gi, ga, \
-                          vd, v0, ij, as, p, vec, w_rec, plan_back, gc, gp, threads);                \
+                          vd, v0, ij, as, p, vec, w_rec, plan_back, gc, gp, B, z0, gwt, wg_max_rate,   \
+                          wg_stats, threads);                                                        \
   }
 
 SNN_RECURRENT_ENTRY_POINTS(float, f32)
 SNN_RECURRENT_ENTRY_POINTS(double, f64)
 
 // The entry points' version (build.KERNELS_VERSION): a library that answers another is not used.
-extern "C" int snn_kernels_version() { return 5; }
+extern "C" int snn_kernels_version() { return 6; }
 
 // Whether MKL's VML functions resolved: the AdEx exponential and the sigmoid/tanh surrogates need them.
 extern "C" int vml_available() { return vmsExp && vmdExp && vmsTanh && vmdTanh ? 1 : 0; }

@@ -38,11 +38,13 @@ so two of the three recurrent products can skip the zeros:
   compress-stores) and :math:`(W_{\text{rec}} z_{t-1})_{b,n} = \sum_{m \in A_b} W_{nm}` is a
   gather-add of the rows of ``W_rec^T`` of the active neurons ``A_b``, in ascending ``m`` from +0;
 * weight gradient: :math:`\partial L / \partial W_{\text{rec}} = \sum_t g_{c_t}^\top z_{t-1}`
-  adds, for every pre-synaptic neuron ``m``, the rows ``g_c[t, b]`` of the ``(t, b)`` where it
-  spiked, in ascending ``(t, b)`` (:func:`weight_gradient`, called by the autograd node).
+  adds, for every pre-synaptic neuron ``m``, the rows ``g_c[t, b]`` of the samples ``b`` where it
+  spiked at ``t - 1``, inside the backward loop right after step ``t``'s ``g_c`` is computed (still
+  in cache, as are the voltages the spikes come from): descending ``t``, ascending ``b``. The
+  per-step loops sum the same way after theirs (:func:`weight_gradient`).
 
-The backward's ``g_c W_rec`` stays dense (``g_c`` is). Each forward step and each chunk of the
-weight gradient's steps takes the sparse sum when its spike rate is at most the crossover
+The backward's ``g_c W_rec`` stays dense (``g_c`` is). Each forward step and each step of the
+weight gradient takes the sparse sum when its spike rate is at most the crossover
 (:data:`FORWARD_MAX_RATE`, :data:`WEIGHT_GRADIENT_MAX_RATE`: where the sparse sum beat BLAS in
 ``benchmarks/bench_recurrent.py --crossover``), else BLAS's GEMM as before. Step 0 multiplies ``z0``
 densely (a state handed in may hold any values). ``SNN_SPIKE_PRODUCTS`` chooses: ``auto`` (the
@@ -57,7 +59,7 @@ differ only where a pre-reset voltage lies within that distance of the threshold
 order does not depend on the thread count. Non-finite weights differ: ``0 * inf`` is NaN in GEMM and
 skipped by the gather. **The bit-identity with the eager loop claimed above holds on the dense
 path**: with ``SNN_SPIKE_PRODUCTS=dense``, and under ``auto`` for products below
-:data:`SPARSE_MIN_MACS` (the steps and chunks above the crossover rate take BLAS's products too, but
+:data:`SPARSE_MIN_MACS` (the steps above the crossover rate take BLAS's products too, but
 a call's other steps may not). The per-step loops' products are dense; the weight gradient of both
 loops is :func:`weight_gradient`'s. Every tensor is checked as for the feed-forward
 loops (:mod:`~snn.neurons.fused.cpp.arguments`), and every GEMM's reach (its plan's extents) against the storage of the
@@ -175,8 +177,10 @@ def _check_backward(kind, gstate, saved, v0, P, options: KernelOptions, param_gr
     return spec, method, dtype, vd
 
 
-def backward_per_step(kind, gout, gz, gstate, saved, v0, w_rec, P, options: KernelOptions, param_grads):
-    """:func:`backward` one C++ call per step, the products by torch between them."""
+def backward_per_step(kind, gout, gz, gstate, saved, v0, w_rec, P, options: KernelOptions, param_grads,
+                      z0=None, w_rec_grad=False):
+    """:func:`backward` one C++ call per step, the products by torch between them (W_rec's gradient
+    by :func:`weight_gradient` after the loop)."""
     spec, method, dtype, vd = _check_backward(kind, gstate, saved, v0, P, options, param_grads)
     T, B, N = vd.shape
     M = B * N
@@ -213,7 +217,8 @@ def backward_per_step(kind, gout, gz, gstate, saved, v0, w_rec, P, options: Kern
         torch.mm(gc[t], w_rec, out=grec)  # g_z of step t - 1 through the recurrent weights
     del keep
     G = None if gp is None else [g.view(B, N) for g in gp]
-    return gc, grec, list(gstate), G
+    gw_rec = weight_gradient(gc, vd, z0, P[-2]) if w_rec_grad else None
+    return gc, grec, list(gstate), G, gw_rec
 
 
 # ---------------------------------------------------------------- the native loops
@@ -345,7 +350,7 @@ ENV = "SNN_SPIKE_PRODUCTS"
 MODES = ("auto", "dense", "sparse")
 # The crossovers (benchmarks/bench_recurrent.py --crossover, benchmarks/RESULTS.md): the highest
 # spike rate at which the sparse forward product of a step, and the sparse weight gradient of a
-# chunk of steps, beat BLAS's dense product on this development machine.
+# step, beat BLAS's dense product on this development machine.
 FORWARD_MAX_RATE = 0.4
 WEIGHT_GRADIENT_MAX_RATE = 0.4
 # ``auto`` takes the sparse products only from this many multiply-adds per step's dense product
@@ -354,9 +359,9 @@ WEIGHT_GRADIENT_MAX_RATE = 0.4
 SPARSE_MIN_MACS = 1 << 20
 # What the sparse products did since the process started (diagnostics for tests and benchmarks):
 # forward steps that took the gather-add, forward steps whose spikes were counted, spikes counted in
-# them; weight-gradient chunks that took the scatter-add, chunks.
+# them; weight-gradient steps that took the scatter-add, steps whose spikes were counted.
 STATS = {"forward_sparse_steps": 0, "forward_steps": 0, "forward_spikes": 0,
-         "weight_sparse_chunks": 0, "weight_chunks": 0}
+         "weight_sparse_steps": 0, "weight_steps": 0}
 
 
 def spike_products() -> str:
@@ -403,8 +408,8 @@ def weight_gradient(gc: torch.Tensor, vd: torch.Tensor, z0: torch.Tensor | None,
         ctypes.c_void_p(ptrs[0]), ctypes.c_int64(flags[0]), ctypes.c_double(rate), pointer(gwt), stats,
         ctypes.c_int(torch.get_num_threads()))
     del keep
-    STATS["weight_sparse_chunks"] += stats[0]
-    STATS["weight_chunks"] += stats[1]
+    STATS["weight_sparse_steps"] += stats[0]
+    STATS["weight_steps"] += stats[1]
     return gwt.t().contiguous()
 
 
@@ -485,10 +490,14 @@ def forward(kind, x, w_in, w_rec, z0, state, P, save, save_extra, options: Kerne
     return out, tuple(state), ([] if vd is None else [vd]) + extra
 
 
-def backward(kind, gout, gz, gstate, saved, v0, w_rec, P, options: KernelOptions, param_grads):
+def backward(kind, gout, gz, gstate, saved, v0, w_rec, P, options: KernelOptions, param_grads, z0=None,
+             w_rec_grad=False):
     """Reverse time in one C++ call: ``(g_c [T, B, N], g_z0, gradients of the initial (v, i[, a]),
-    per-neuron parameter gradients or None)``, as :func:`snn.neurons.fused.python.recurrent.backward`
-    returns them."""
+    per-neuron parameter gradients or None, W_rec's gradient or None)``, the first four as
+    :func:`snn.neurons.fused.python.recurrent.backward` returns them. With ``w_rec_grad`` and sparse
+    products (:func:`sparse_max_rate`) the loop also sums W_rec's gradient over the spikes, each step
+    while its ``g_c`` is in cache (``z_{t-1}``: ``z0``, None for zero, then the saved voltages'
+    spikes); else the last item is None and the autograd node multiplies densely."""
     spec, method, dtype, vd = _check_backward(kind, gstate, saved, v0, P, options, param_grads)
     T, B, N = vd.shape
     M = B * N
@@ -503,7 +512,7 @@ def backward(kind, gout, gz, gstate, saved, v0, w_rec, P, options: KernelOptions
     gc = BUFFERS.empty((T, B, N), dtype, v0.device)
     planned = _weight_operand(gc, (B, N), (N, 1), w_rec)  # torch.mm(g_c[t], W_rec)
     if planned is None or T == 0:
-        return backward_per_step(kind, gout, gz, gstate, saved, v0, w_rec, P, options, param_grads)
+        return backward_per_step(kind, gout, gz, gstate, saved, v0, w_rec, P, options, param_grads, z0, w_rec_grad)
     plan, w_rec_m2 = planned
     if not _within(plan, gc, w_rec_m2, T, M):
         raise refuse("recurrent_weights", w_rec, f"[{N}, {N}] values GEMM can read within its storage")
@@ -520,13 +529,24 @@ def backward(kind, gout, gz, gstate, saved, v0, w_rec, P, options: KernelOptions
     gstep = torch.empty((B, N), dtype=dtype)
     ij, a_saved = (saved[1:] + [None, None])[:2]
     ga = gstate[2] if kind == "adex" else None
+    rate = sparse_max_rate(B, N, WEIGHT_GRADIENT_MAX_RATE) if w_rec_grad else None
+    gwt = None
+    if rate is not None and max(N, 8 * B) <= INT_MAX:  # gwt = dL/dW_rec^T, summed by the loop
+        gwt = torch.zeros((N, N), dtype=dtype)
+        if z0 is not None:
+            _check_shape("state.z", z0, (B, N))
+            z0 = block(z0.detach(), "state.z", dtype, M)
+    wg_stats = (ctypes.c_int64 * 2)()
     ptr = pointer
     getattr(load_library(), f"recurrent_backward_{KERNEL_DTYPES[dtype]}")(
         ctypes.c_int(KINDS[kind]), *(integrator_argument(kind, options) or [ctypes.c_int(0)]),
         ctypes.c_int(NATIVE_SURROGATES[method]), ctypes.c_double(options.alpha), ctypes.c_int64(T),
         ctypes.c_int64(M), ptr(gout), ctypes.c_int64(g_ts), ctypes.c_int64(g_ns), ptr(grec), ptr(gstep),
         ptr(gstate[0]), ptr(gstate[1]), ptr(ga), ptr(saved[0]), ptr(v0), ptr(ij), ptr(a_saved), ptrs, flags,
-        ptr(w_rec_m2), _plan_array(plan), ptr(gc), ptr(gp), ctypes.c_int(torch.get_num_threads()))
+        ptr(w_rec_m2), _plan_array(plan), ptr(gc), ptr(gp), ctypes.c_int64(B), ptr(z0 if gwt is not None else None),
+        ptr(gwt), ctypes.c_double(-1.0 if rate is None else rate), wg_stats, ctypes.c_int(torch.get_num_threads()))
     del keep
+    STATS["weight_sparse_steps"] += wg_stats[0]
+    STATS["weight_steps"] += wg_stats[1]
     G = None if gp is None else [g.view(B, N) for g in gp]
-    return gc, grec, list(gstate), G
+    return gc, grec, list(gstate), G, None if gwt is None else gwt.t().contiguous()

@@ -61,6 +61,7 @@ class TritonBackend:
         with serial_steps(z0.numel(), z0.device), on_device(x.device):
             return recurrent.forward(self.loops, kind, x, w_in, w_rec, z0, state, P, save, save_extra, options)
 
-    def recurrent_backward(self, kind, gout, gz, gstate, saved, v0, w_rec, P, options, param_grads):
+    def recurrent_backward(self, kind, gout, gz, gstate, saved, v0, w_rec, P, options, param_grads, z0=None,
+                           w_rec_grad=False):
         with serial_steps(v0.numel(), v0.device), on_device(v0.device):
-            return recurrent.backward(self.loops, kind, gout, gz, gstate, saved, v0, w_rec, P, options, param_grads)
+            return (*recurrent.backward(self.loops, kind, gout, gz, gstate, saved, v0, w_rec, P, options, param_grads), None)  # W_rec's gradient: the node's dense product
