@@ -44,4 +44,5 @@ class PythonBackend:
     def recurrent_backward(self, kind, gout, gz, gstate, saved, v0, w_rec, P, options, param_grads, z0=None,
                            w_rec_grad=False):
         with serial_steps(v0.numel(), v0.device):
-            return (*recurrent.backward(kind, gout, gz, gstate, saved, v0, w_rec, P, options, param_grads), None)  # W_rec's gradient: the node's dense product
+            # W_rec's gradient: None, the node's dense product
+            return (*recurrent.backward(kind, gout, gz, gstate, saved, v0, w_rec, P, options, param_grads), None)

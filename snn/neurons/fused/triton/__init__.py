@@ -64,4 +64,6 @@ class TritonBackend:
     def recurrent_backward(self, kind, gout, gz, gstate, saved, v0, w_rec, P, options, param_grads, z0=None,
                            w_rec_grad=False):
         with serial_steps(v0.numel(), v0.device), on_device(v0.device):
-            return (*recurrent.backward(self.loops, kind, gout, gz, gstate, saved, v0, w_rec, P, options, param_grads), None)  # W_rec's gradient: the node's dense product
+            # W_rec's gradient: None, the node's dense product
+            answer = recurrent.backward(self.loops, kind, gout, gz, gstate, saved, v0, w_rec, P, options, param_grads)
+            return (*answer, None)
