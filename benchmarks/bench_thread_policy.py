@@ -16,8 +16,9 @@ Variants: ``default`` (``SNN_STEP_THREADS`` unset: the policy of ``snn.neurons.f
   from the machine's files, Lightning, AdamW), one process per variant and run in a rotating order;
   steps per second over 40 steps after 6 warm-up steps, timed by a callback (:class:`StepTimer`).
 
-A ratio is a variant's time over the best pinned variant's (per round where rounds are interleaved,
-else of medians); the default is within 5 % of the best pinned count when it is <= 1.05.
+A ratio is a variant's time over the best pinned variant's, the one with the lowest median (the
+median of per-round ratios where rounds are interleaved, else the ratio of medians); the default is
+within 5 % of the best pinned count when it is <= 1.05.
 
     python benchmarks/bench_thread_policy.py                          # every scenario
     python benchmarks/bench_thread_policy.py --scenarios layer train --runs 4
@@ -72,14 +73,16 @@ def our_layer(N: int):
 
 
 def ratio_rows(times: dict[str, list[float]], interleaved: bool) -> list[tuple[str, float, float]]:
-    """``(variant, median s, / best pinned)`` rows."""
-    pinned = [v for v in times if v != "default"]
+    """``(variant, median s, / best pinned)`` rows. The best pinned variant is the one with the
+    lowest median; interleaved rounds give the median of the per-round ratios to it (not to the
+    faster of the pinned ones in each round: the minimum of two noisy times is biased low, by 8 %
+    beside busy neighbours), else the ratio of medians."""
     medians = {v: statistics.median(t) for v, t in times.items()}
+    best = min((v for v in times if v != "default"), key=medians.get)
     if interleaved:
-        best = [min(times[p][r] for p in pinned) for r in range(len(times["default"]))]
-        return [(v, medians[v], statistics.median(t / b for t, b in zip(times[v], best, strict=True))) for v in times]
-    best = min(medians[p] for p in pinned)
-    return [(v, medians[v], medians[v] / best) for v in times]
+        return [(v, medians[v], statistics.median(t / b for t, b in zip(times[v], times[best], strict=True)))
+                for v in times]
+    return [(v, medians[v], medians[v] / medians[best]) for v in times]
 
 
 def print_table(title: str, rows, count_name: str, counts) -> None:

@@ -189,3 +189,25 @@ def test_bench_recurrent_train_step_times_the_sfmnist_model_dense_and_sparse():
     times, rate = sfmnist_step_times(0.0, threads_variants=("auto",))
     assert set(times) == {"dense", "auto"} and all(len(ts) >= 3 and min(ts) > 0 for ts in times.values())
     assert 0 < rate < 1  # the hidden layer spikes, sparsely
+
+
+def test_bench_thread_policy_ratios_and_layer_scenario(capsys, tmp_path):
+    """Ratios against the best pinned variant (per round when interleaved, of medians otherwise),
+    the layer scenario at tiny sizes, and the training-step timer's file."""
+    from bench_thread_policy import StepTimer, main, ratio_rows
+
+    times = {"default": [3.0, 5.0, 4.0], "SNN_STEP_THREADS=1": [2.0, 6.0, 5.0], "SNN_STEP_THREADS=2": [2.0, 4.0, 4.0]}
+    # The best pinned variant by median: =2 (4 against 5); per-round ratios to it: 1.5, 1.25, 1.
+    interleaved = {v: r for v, _, r in ratio_rows(times, True)}
+    assert interleaved == {"default": 1.25, "SNN_STEP_THREADS=1": 1.25, "SNN_STEP_THREADS=2": 1.0}
+    of_medians = {v: r for v, _, r in ratio_rows(times, False)}
+    assert of_medians == {"default": 1.0, "SNN_STEP_THREADS=1": 1.25, "SNN_STEP_THREADS=2": 1.0}
+    main(["--quick", "--scenarios", "layer"])
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| default") or line.startswith("| SNN_STEP")]
+    assert len(rows) == 3 and "forward + backward, alone" in out
+    timer = StepTimer(str(tmp_path / "steps.json"))
+    for batch in range(3):
+        timer.on_train_batch_end(None, None, None, None, batch)
+    ends = __import__("json").loads((tmp_path / "steps.json").read_text())
+    assert len(ends) == 3 and ends == sorted(ends)
