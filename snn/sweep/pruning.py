@@ -39,7 +39,7 @@ class OptunaPruning(L.Callback):
         if trial is None:  # ${hydra:job.num} outside a multirun
             raise ValueError(
                 "this run is not a trial of an Optuna sweep, which this callback reports to: run the search with "
-                "-m (python train.py -m hparams_search=...), or drop the callback with callbacks.optuna_pruning=null."
+                "-m (snn-train -m hparams_search=...), or drop the callback with callbacks.optuna_pruning=null."
             )
         self.monitor = monitor
         self.trial_number = int(trial)

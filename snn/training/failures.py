@@ -236,7 +236,7 @@ class InterruptCheckpoint(L.Callback):
 
     SIGTERM is Lightning's to catch: it sets ``trainer.received_sigterm`` and stops the loops at the
     next batch with a ``SIGTERMException`` (a SystemExit), which train.py turns into exit code 143.
-    Resume with ``python train.py ckpt_path=<dirpath>/interrupted.ckpt`` (same config). A checkpoint
+    Resume with ``snn-train ckpt_path=<dirpath>/interrupted.ckpt`` (same config). A checkpoint
     taken mid-epoch resumes mid-epoch: it repeats the interrupted run closely but not bit for bit
     (the data order of the interrupted epoch starts over); end-of-epoch checkpoints resume exactly.
     A state that is not finite (interrupted between an optimizer step and its check) is not saved.
@@ -259,5 +259,5 @@ class InterruptCheckpoint(L.Callback):
         trainer.save_checkpoint(self.path)
         rank_zero_info(
             f"{what} at epoch {trainer.current_epoch}, step {trainer.global_step}: saved {self.path.resolve()}; "
-            f"resume with: python train.py <same overrides> ckpt_path={self.path.resolve()}"
+            f"resume with: snn-train <same overrides> ckpt_path={self.path.resolve()}"
         )

@@ -47,7 +47,7 @@ def check_model_config(checkpoint: Mapping[str, Any], net_config: Mapping[str, A
         shown = "; ".join(differences[:12]) + (f"; and {len(differences) - 12} more" if len(differences) > 12 else "")
         raise ValueError(
             f"The checkpoint {path} was trained with a different model config (checkpoint -> this run): {shown}. "
-            f"Resume with the run's own config, e.g. python train.py --config-path <run dir>/.hydra --config-name "
+            f"Resume with the run's own config, e.g. snn-train --config-path <run dir>/.hydra --config-name "
             f"config ckpt_path={path}, or evaluate it with train=false (which rebuilds the model from the checkpoint)."
         )
 

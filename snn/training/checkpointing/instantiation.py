@@ -76,7 +76,7 @@ def unlocatable_target(target: Any, what: str) -> str | None:
     hint = "A _target_ is a full dotted path (mypackage.module.Class). " if len(parts) == 1 else ""
     return (f"The {what} config's _target_ {target!r} cannot be built: the module {top!r} cannot be imported (no "
             f"module named {top!r} on the Python path). {hint}If it is your own code, start from the "
-            f"folder that holds {top}/ with it on the path (PYTHONPATH=<that folder> python train.py ...), or install "
+            f"folder that holds {top}/ with it on the path (PYTHONPATH=<that folder> snn-train ...), or install "
             f"its project into this environment (pip install -e <project folder>).")
 
 

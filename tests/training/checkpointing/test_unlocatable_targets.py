@@ -28,7 +28,7 @@ def user_code(tmp_path, monkeypatch):
 def test_a_package_not_on_the_path_is_named_with_how_to_reach_it():
     message = unlocatable_target("mynet_nowhere.models.MyNet", "model")
     assert "the module 'mynet_nowhere' cannot be imported" in message
-    assert "PYTHONPATH=<that folder> python train.py" in message and "pip install -e <project folder>" in message
+    assert "PYTHONPATH=<that folder> snn-train" in message and "pip install -e <project folder>" in message
     assert "full dotted path" in unlocatable_target("MyNet", "model")
 
 
