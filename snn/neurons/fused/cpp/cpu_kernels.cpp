@@ -716,24 +716,31 @@ int64_t active_lists(const T* z, int64_t B, int64_t N, int32_t* idx, int64_t* st
   return c;
 }
 
-// c[n] = sum over the listed rows r of rows[r * N + n], in the list's order, starting from +0:
-// (((0 + w_a) + w_b) + w_c) ... Four rows per pass over c, each added in turn (the same roundings
-// as one at a time), so c is loaded and stored once per four rows.
+// acc[n] += the rows g[r * N + n] of the listed rows r, for n0 <= n < n1, in the list's order:
+// (((acc + g_a) + g_b) + g_c) ... Four rows per pass over acc, each added in turn (the same
+// roundings as one at a time), so acc is loaded and stored once per four rows.
 template <typename T>
-void gather_rows(const T* __restrict rows, int64_t N, const int32_t* idx, int64_t count, T* __restrict c) {
-  std::fill(c, c + N, T(0));
+void add_rows(T* __restrict acc, const T* __restrict g, int64_t N, const int32_t* rows, int64_t count, int64_t n0,
+              int64_t n1) {
   int64_t j = 0;
   for (; j + 4 <= count; j += 4) {
-    const T* __restrict r0 = rows + int64_t(idx[j]) * N;
-    const T* __restrict r1 = rows + int64_t(idx[j + 1]) * N;
-    const T* __restrict r2 = rows + int64_t(idx[j + 2]) * N;
-    const T* __restrict r3 = rows + int64_t(idx[j + 3]) * N;
-    for (int64_t n = 0; n < N; ++n) c[n] = (((c[n] + r0[n]) + r1[n]) + r2[n]) + r3[n];
+    const T* __restrict r0 = g + int64_t(rows[j]) * N;
+    const T* __restrict r1 = g + int64_t(rows[j + 1]) * N;
+    const T* __restrict r2 = g + int64_t(rows[j + 2]) * N;
+    const T* __restrict r3 = g + int64_t(rows[j + 3]) * N;
+    for (int64_t n = n0; n < n1; ++n) acc[n] = (((acc[n] + r0[n]) + r1[n]) + r2[n]) + r3[n];
   }
   for (; j < count; ++j) {
-    const T* __restrict r0 = rows + int64_t(idx[j]) * N;
-    for (int64_t n = 0; n < N; ++n) c[n] = c[n] + r0[n];
+    const T* __restrict r0 = g + int64_t(rows[j]) * N;
+    for (int64_t n = n0; n < n1; ++n) acc[n] = acc[n] + r0[n];
   }
+}
+
+// c[n] = sum over the listed rows r of rows[r * N + n], in the list's order, starting from +0.
+template <typename T>
+void gather_rows(const T* rows, int64_t N, const int32_t* idx, int64_t count, T* c) {
+  std::fill(c, c + N, T(0));
+  add_rows(c, rows, N, idx, count, 0, N);
 }
 
 // c += a^T b for row-major a [k, m] and b [k, n] into row-major c [m, n] (BLAS's GEMM, beta 1).
@@ -852,23 +859,6 @@ void recurrent_forward(int kind, int integrator, int64_t steps, int64_t M, const
 // time), its columns split over the threads. A denser step, and t = 0 when z0 is given, is one GEMM
 // (gwt += z_{t-1}^T g_c[t]). Every element is thus summed over descending t and, within a sparse
 // step, ascending b, whatever the thread count. stats: [0] sparse steps, [1] steps.
-template <typename T>
-void add_rows(T* __restrict acc, const T* __restrict g, int64_t N, const int32_t* rows, int64_t count, int64_t n0,
-              int64_t n1) {
-  int64_t j = 0;
-  for (; j + 4 <= count; j += 4) {
-    const T* __restrict r0 = g + int64_t(rows[j]) * N;
-    const T* __restrict r1 = g + int64_t(rows[j + 1]) * N;
-    const T* __restrict r2 = g + int64_t(rows[j + 2]) * N;
-    const T* __restrict r3 = g + int64_t(rows[j + 3]) * N;
-    for (int64_t n = n0; n < n1; ++n) acc[n] = (((acc[n] + r0[n]) + r1[n]) + r2[n]) + r3[n];
-  }
-  for (; j < count; ++j) {
-    const T* __restrict r0 = g + int64_t(rows[j]) * N;
-    for (int64_t n = n0; n < n1; ++n) acc[n] = acc[n] + r0[n];
-  }
-}
-
 template <typename T>
 class SpikeWeightGradient {
  public:
