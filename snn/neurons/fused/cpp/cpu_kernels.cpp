@@ -295,6 +295,24 @@ void for_each_tile(int64_t M, int threads, F body) {
   }
 }
 
+// Runs body(one, n0, n, param) over the tiles of M neurons, param(j) pointing at parameter j's
+// values for the tile and one std::true_type for a one-step call (the recurrent loops', on the
+// state in place: see for_steps), else std::false_type. A one-step call reads the parameters in
+// place (ParamTiles), a whole layer's tiles keep copies in L1 over the steps (TileParams).
+template <typename T, int K, typename F>
+void for_each_parameter_tile(int64_t M, int threads, const T* const* params, const int64_t* vector, bool one_step,
+                             F body) {
+  const ParamTiles<T, K> spread(params, vector, one_step);
+  for_steps(one_step, [&](auto one) {
+    constexpr bool OneStep = decltype(one)::value;
+    for_each_tile(M, threads, [&](int64_t n0, int64_t n) {
+      TileParams<T, K> copy;
+      if (!OneStep) copy.load(params, vector, n0, n);
+      body(one, n0, n, [&](int j) { return spread.template at<OneStep>(j, n0, copy); });
+    });
+  });
+}
+
 // ---------------------------------------------------------------- AdEx
 // params: c_mem = dt*tau_mem_inv, c_syn = -dt*tau_syn_inv, c_ada = dt*tau_ada_inv,
 //         adaptation_current, adaptation_spike, delta_T, v_leak, v_th, v_reset
@@ -306,57 +324,51 @@ template <typename T, bool Symplectic>
 void adex_forward(int64_t steps, int64_t M, const T* x, int64_t x_ts, int64_t x_ns, T* v, T* i, T* a, const T* const* params,
                   const int64_t* vector, T* z, T* vd_saved, T* ij_saved, T* a_saved, int threads) {
   const bool stream_z = t_stream_rows, one_step = steps == 1;
-  const ParamTiles<T, A_COUNT> P(params, vector, one_step);
-  for_steps(one_step, [&](auto one) {
+  for_each_parameter_tile<T, A_COUNT>(M, threads, params, vector, one_step, [&](auto one, int64_t n0, int64_t n, auto param) {
     constexpr bool OneStep = decltype(one)::value;
-    for_each_tile(M, threads, [&](int64_t n0, int64_t n) {
-      TileParams<T, A_COUNT> copy;  // whole layers: the parameters in L1 over the steps
-      if (!OneStep) copy.load(params, vector, n0, n);
-      auto param = [&](int j) { return P.template at<OneStep>(j, n0, copy); };
-      constexpr T exp_max = T(kExpMax);
-      const T *c_mem = param(A_CMEM), *c_syn = param(A_CSYN), *c_ada = param(A_CADA),
-              *ac = param(A_AC), *as = param(A_AS), *dT = param(A_DT), *vl = param(A_VL),
-              *vth = param(A_VTH), *vr = param(A_VR);
-      T v_tile[kTile], i_tile[kTile], a_tile[kTile], e[kTile], ex[kTile], xb[kTile], z_tile[kTile], ijs[kTile];
-      T* vv = rows_in(v + n0, v_tile, n, OneStep);
-      T* ii = rows_in(i + n0, i_tile, n, OneStep);
-      T* aa = rows_in(a + n0, a_tile, n, OneStep);
-      for (int64_t t = 0; t < steps; ++t) {
-        const int64_t off = t * M + n0;
-        prefetch_row(x, t + kAhead, steps, x_ts, x_ns, n0, n);
-        const T* xt = row(x, t, x_ts, x_ns, n0, n, xb);
-        for (int64_t k = 0; k < n; ++k) e[k] = std::min((vv[k] - vth[k]) / dT[k], exp_max);
-        vexp(n, e, ex);
-        if (ij_saved) {
-          for (int64_t k = 0; k < n; ++k) ijs[k] = ii[k] + xt[k];
-          store_row(ij_saved + off, ijs, n);
-          store_row(a_saved + off, aa, n);
-        }
-        // One step of a recurrent loop (which reads the step's spikes at once): straight into z.
-        const bool direct = OneStep && !stream_z;
-        T* zt = direct ? z + off : z_tile;
-  #pragma GCC ivdep
-        for (int64_t k = 0; k < n; ++k) {
-          const T ij = ii[k] + xt[k];
-          const T vd = vv[k] + c_mem[k] * ((((vl[k] - vv[k]) + dT[k] * ex[k]) + ij) - aa[k]);
-          const T inew = ij + c_syn[k] * ij;
-          const T zz = spike(vd, vth[k]);
-          zt[k] = zz;
-          const T vnew = after_reset(vd, zz, vr[k]);
-          const T u = Symplectic ? vnew : vv[k];  // the voltage driving the adaptation
-          const T ad = aa[k] + c_ada[k] * (ac[k] * (u - vl[k]) - aa[k]);
-          vv[k] = vnew;
-          ii[k] = inew;
-          aa[k] = ad + zz * as[k];
-          e[k] = vd;
-        }
-        if (!direct) store_row(z + off, zt, n);
-        if (vd_saved) store_row(vd_saved + off, e, n);
+    constexpr T exp_max = T(kExpMax);
+    const T *c_mem = param(A_CMEM), *c_syn = param(A_CSYN), *c_ada = param(A_CADA),
+            *ac = param(A_AC), *as = param(A_AS), *dT = param(A_DT), *vl = param(A_VL),
+            *vth = param(A_VTH), *vr = param(A_VR);
+    T v_tile[kTile], i_tile[kTile], a_tile[kTile], e[kTile], ex[kTile], xb[kTile], z_tile[kTile], ijs[kTile];
+    T* vv = rows_in(v + n0, v_tile, n, OneStep);
+    T* ii = rows_in(i + n0, i_tile, n, OneStep);
+    T* aa = rows_in(a + n0, a_tile, n, OneStep);
+    for (int64_t t = 0; t < steps; ++t) {
+      const int64_t off = t * M + n0;
+      prefetch_row(x, t + kAhead, steps, x_ts, x_ns, n0, n);
+      const T* xt = row(x, t, x_ts, x_ns, n0, n, xb);
+      for (int64_t k = 0; k < n; ++k) e[k] = std::min((vv[k] - vth[k]) / dT[k], exp_max);
+      vexp(n, e, ex);
+      if (ij_saved) {
+        for (int64_t k = 0; k < n; ++k) ijs[k] = ii[k] + xt[k];
+        store_row(ij_saved + off, ijs, n);
+        store_row(a_saved + off, aa, n);
       }
-      rows_back(v + n0, vv, n);
-      rows_back(i + n0, ii, n);
-      rows_back(a + n0, aa, n);
-    });
+      // One step of a recurrent loop (which reads the step's spikes at once): straight into z.
+      const bool direct = OneStep && !stream_z;
+      T* zt = direct ? z + off : z_tile;
+#pragma GCC ivdep
+      for (int64_t k = 0; k < n; ++k) {
+        const T ij = ii[k] + xt[k];
+        const T vd = vv[k] + c_mem[k] * ((((vl[k] - vv[k]) + dT[k] * ex[k]) + ij) - aa[k]);
+        const T inew = ij + c_syn[k] * ij;
+        const T zz = spike(vd, vth[k]);
+        zt[k] = zz;
+        const T vnew = after_reset(vd, zz, vr[k]);
+        const T u = Symplectic ? vnew : vv[k];  // the voltage driving the adaptation
+        const T ad = aa[k] + c_ada[k] * (ac[k] * (u - vl[k]) - aa[k]);
+        vv[k] = vnew;
+        ii[k] = inew;
+        aa[k] = ad + zz * as[k];
+        e[k] = vd;
+      }
+      if (!direct) store_row(z + off, zt, n);
+      if (vd_saved) store_row(vd_saved + off, e, n);
+    }
+    rows_back(v + n0, vv, n);
+    rows_back(i + n0, ii, n);
+    rows_back(a + n0, aa, n);
   });
 }
 
@@ -372,92 +384,86 @@ void adex_backward(int64_t steps, int64_t t_stop, int64_t M, const T* gz, int64_
                    const T* v0, const T* ij_saved, const T* a_saved, const T* const* params,
                    const int64_t* vector, int method, double alpha, T* gx, T* gparams, int threads) {
   const bool stream_gx = t_stream_rows, one_step = steps - t_stop == 1;
-  const ParamTiles<T, A_COUNT> P(params, vector, one_step);
-  for_steps(one_step, [&](auto one) {
+  for_each_parameter_tile<T, A_COUNT>(M, threads, params, vector, one_step, [&](auto one, int64_t n0, int64_t n, auto param) {
     constexpr bool OneStep = decltype(one)::value;
-    for_each_tile(M, threads, [&](int64_t n0, int64_t n) {
-      TileParams<T, A_COUNT> copy;  // whole layers: the parameters in L1 over the steps
-      if (!OneStep) copy.load(params, vector, n0, n);
-      auto param = [&](int j) { return P.template at<OneStep>(j, n0, copy); };
-      constexpr T exp_max = T(kExpMax);
-      const T *c_mem = param(A_CMEM), *c_syn = param(A_CSYN), *c_ada = param(A_CADA),
-              *ac = param(A_AC), *as = param(A_AS), *dT = param(A_DT), *vl = param(A_VL),
-              *vth = param(A_VTH), *vr = param(A_VR);
-      T gv_tile[kTile], gi_tile[kTile], ga_tile[kTile], vv[kTile], exp_arg[kTile], ex[kTile], xs[kTile],
-          sg[kTile], gb[kTile], gx_tile[kTile];
-      T* gvv = rows_in(gv + n0, gv_tile, n, OneStep);
-      T* gii = rows_in(gi + n0, gi_tile, n, OneStep);
-      T* gaa = rows_in(ga + n0, ga_tile, n, OneStep);
-      // The per-neuron parameter gradients, named as in python/feed_forward.py's adex_backward_step.
-      T G_tile[Params ? A_COUNT : 1][kTile];
-      T* G[Params ? A_COUNT : 1] = {};
-      if (Params) for (int j = 0; j < A_COUNT; ++j) G[j] = rows_in(gparams + j * M + n0, G_tile[j], n, OneStep);
-      T *g_c_mem = G[0], *g_c_syn = G[Params ? A_CSYN : 0], *g_c_ada = G[Params ? A_CADA : 0],
-        *g_ac = G[Params ? A_AC : 0], *g_a_spike = G[Params ? A_AS : 0],
-        *g_delta_T = G[Params ? A_DT : 0], *g_v_leak = G[Params ? A_VL : 0],
-        *g_v_th = G[Params ? A_VTH : 0], *g_v_reset = G[Params ? A_VR : 0];
-      for (int64_t t = steps - 1; t >= t_stop; --t) {
-        const int64_t off = t * M + n0;
-        prefetch_row(vd_saved, t - 1 - kAhead, steps, M, 1, n0, n);  // this step reads rows t and t - 1
-        prefetch_row(gz, t - kAhead, steps, gz_ts, gz_ns, n0, n);
-        if (Params) {
-          prefetch_row(ij_saved, t - kAhead, steps, M, 1, n0, n);
-          prefetch_row(a_saved, t - kAhead, steps, M, 1, n0, n);
-        }
-        const T* vdt = vd_saved + off;
-        entering_voltage(vd_saved, v0, t, M, n0, n, vth, vr, vv);
-        for (int64_t k = 0; k < n; ++k) {
-          const T q = (vv[k] - vth[k]) / dT[k];
-          exp_arg[k] = q;
-          xs[k] = exp_max < q ? exp_max : q;  // std::min(q, exp_max), NaN kept
-        }
-        vexp(n, xs, ex);
-        for (int64_t k = 0; k < n; ++k) xs[k] = vdt[k] - vth[k];
-        surrogate<T>(method, T(alpha), xs, sg, n);
-        const T* gzt = gz ? row(gz, t, gz_ts, gz_ns, n0, n, gb) : nullptr;
-        const T* ijt = Params ? ij_saved + off : nullptr;
-        const T* at = Params ? a_saved + off : nullptr;
-        const bool direct = OneStep && !stream_gx;  // as the forward's spikes
-        T* gxt = direct ? gx + off : gx_tile;
-  #pragma GCC ivdep
-        for (int64_t k = 0; k < n; ++k) {
-          const T zz = xs[k] > T(0) ? T(1) : T(0);
-          const T gv = gvv[k], gi = gii[k], ga = gaa[k];
-          const T g_ada_drive = ga * c_ada[k];
-          // The gradient of the voltage after the step: with Symplectic the adaptation's drive reads it.
-          const T g_v_new = Symplectic ? gv + g_ada_drive * ac[k] : gv;
-          const T g_z = (gzt ? gzt[k] : T(0)) - g_v_new * vdt[k] + g_v_new * vr[k] + ga * as[k];
-          const T g_xs = g_z * sg[k];
-          const T g_vd = g_v_new * (T(1) - zz) + g_xs;
-          const T g_drive = g_vd * c_mem[k];
-          const T g_exp_arg = exp_arg[k] < exp_max ? g_drive * dT[k] * ex[k] : T(0);
-          const T g_v_exp = g_exp_arg / dT[k];
-          const T g_ij = input_gradient(g_drive, gi, c_syn[k]);
-          gvv[k] = Symplectic ? g_vd - g_drive + g_v_exp : g_vd - g_drive + g_v_exp + g_ada_drive * ac[k];
-          gaa[k] = ga - g_drive - g_ada_drive;
-          gii[k] = g_ij;
-          gxt[k] = g_ij;
-          if (Params) {
-            const T v = vv[k], ij = ijt[k], a = at[k];
-            const T u = Symplectic ? after_reset(vdt[k], zz, vr[k]) : v;  // the voltage driving the adaptation
-            g_c_mem[k] += g_vd * ((((vl[k] - v) + dT[k] * ex[k]) + ij) - a);
-            g_c_syn[k] += gi * ij;
-            g_c_ada[k] += ga * (ac[k] * (u - vl[k]) - a);
-            g_ac[k] += g_ada_drive * (u - vl[k]);
-            g_a_spike[k] += ga * zz;
-            g_delta_T[k] += g_drive * ex[k] - g_exp_arg * exp_arg[k] / dT[k];
-            g_v_leak[k] += g_drive - g_ada_drive * ac[k];
-            g_v_th[k] += -g_xs - g_v_exp;
-            g_v_reset[k] += g_v_new * zz;
-          }
-        }
-        if (!direct) store_row(gx + off, gxt, n);
+    constexpr T exp_max = T(kExpMax);
+    const T *c_mem = param(A_CMEM), *c_syn = param(A_CSYN), *c_ada = param(A_CADA),
+            *ac = param(A_AC), *as = param(A_AS), *dT = param(A_DT), *vl = param(A_VL),
+            *vth = param(A_VTH), *vr = param(A_VR);
+    T gv_tile[kTile], gi_tile[kTile], ga_tile[kTile], vv[kTile], exp_arg[kTile], ex[kTile], xs[kTile],
+        sg[kTile], gb[kTile], gx_tile[kTile];
+    T* gvv = rows_in(gv + n0, gv_tile, n, OneStep);
+    T* gii = rows_in(gi + n0, gi_tile, n, OneStep);
+    T* gaa = rows_in(ga + n0, ga_tile, n, OneStep);
+    // The per-neuron parameter gradients, named as in python/feed_forward.py's adex_backward_step.
+    T G_tile[Params ? A_COUNT : 1][kTile];
+    T* G[Params ? A_COUNT : 1] = {};
+    if (Params) for (int j = 0; j < A_COUNT; ++j) G[j] = rows_in(gparams + j * M + n0, G_tile[j], n, OneStep);
+    T *g_c_mem = G[0], *g_c_syn = G[Params ? A_CSYN : 0], *g_c_ada = G[Params ? A_CADA : 0],
+      *g_ac = G[Params ? A_AC : 0], *g_a_spike = G[Params ? A_AS : 0],
+      *g_delta_T = G[Params ? A_DT : 0], *g_v_leak = G[Params ? A_VL : 0],
+      *g_v_th = G[Params ? A_VTH : 0], *g_v_reset = G[Params ? A_VR : 0];
+    for (int64_t t = steps - 1; t >= t_stop; --t) {
+      const int64_t off = t * M + n0;
+      prefetch_row(vd_saved, t - 1 - kAhead, steps, M, 1, n0, n);  // this step reads rows t and t - 1
+      prefetch_row(gz, t - kAhead, steps, gz_ts, gz_ns, n0, n);
+      if (Params) {
+        prefetch_row(ij_saved, t - kAhead, steps, M, 1, n0, n);
+        prefetch_row(a_saved, t - kAhead, steps, M, 1, n0, n);
       }
-      rows_back(gv + n0, gvv, n);
-      rows_back(gi + n0, gii, n);
-      rows_back(ga + n0, gaa, n);
-      if (Params) for (int j = 0; j < A_COUNT; ++j) rows_back(gparams + j * M + n0, G[j], n);
-    });
+      const T* vdt = vd_saved + off;
+      entering_voltage(vd_saved, v0, t, M, n0, n, vth, vr, vv);
+      for (int64_t k = 0; k < n; ++k) {
+        const T q = (vv[k] - vth[k]) / dT[k];
+        exp_arg[k] = q;
+        xs[k] = exp_max < q ? exp_max : q;  // std::min(q, exp_max), NaN kept
+      }
+      vexp(n, xs, ex);
+      for (int64_t k = 0; k < n; ++k) xs[k] = vdt[k] - vth[k];
+      surrogate<T>(method, T(alpha), xs, sg, n);
+      const T* gzt = gz ? row(gz, t, gz_ts, gz_ns, n0, n, gb) : nullptr;
+      const T* ijt = Params ? ij_saved + off : nullptr;
+      const T* at = Params ? a_saved + off : nullptr;
+      const bool direct = OneStep && !stream_gx;  // as the forward's spikes
+      T* gxt = direct ? gx + off : gx_tile;
+#pragma GCC ivdep
+      for (int64_t k = 0; k < n; ++k) {
+        const T zz = xs[k] > T(0) ? T(1) : T(0);
+        const T gv = gvv[k], gi = gii[k], ga = gaa[k];
+        const T g_ada_drive = ga * c_ada[k];
+        // The gradient of the voltage after the step: with Symplectic the adaptation's drive reads it.
+        const T g_v_new = Symplectic ? gv + g_ada_drive * ac[k] : gv;
+        const T g_z = (gzt ? gzt[k] : T(0)) - g_v_new * vdt[k] + g_v_new * vr[k] + ga * as[k];
+        const T g_xs = g_z * sg[k];
+        const T g_vd = g_v_new * (T(1) - zz) + g_xs;
+        const T g_drive = g_vd * c_mem[k];
+        const T g_exp_arg = exp_arg[k] < exp_max ? g_drive * dT[k] * ex[k] : T(0);
+        const T g_v_exp = g_exp_arg / dT[k];
+        const T g_ij = input_gradient(g_drive, gi, c_syn[k]);
+        gvv[k] = Symplectic ? g_vd - g_drive + g_v_exp : g_vd - g_drive + g_v_exp + g_ada_drive * ac[k];
+        gaa[k] = ga - g_drive - g_ada_drive;
+        gii[k] = g_ij;
+        gxt[k] = g_ij;
+        if (Params) {
+          const T v = vv[k], ij = ijt[k], a = at[k];
+          const T u = Symplectic ? after_reset(vdt[k], zz, vr[k]) : v;  // the voltage driving the adaptation
+          g_c_mem[k] += g_vd * ((((vl[k] - v) + dT[k] * ex[k]) + ij) - a);
+          g_c_syn[k] += gi * ij;
+          g_c_ada[k] += ga * (ac[k] * (u - vl[k]) - a);
+          g_ac[k] += g_ada_drive * (u - vl[k]);
+          g_a_spike[k] += ga * zz;
+          g_delta_T[k] += g_drive * ex[k] - g_exp_arg * exp_arg[k] / dT[k];
+          g_v_leak[k] += g_drive - g_ada_drive * ac[k];
+          g_v_th[k] += -g_xs - g_v_exp;
+          g_v_reset[k] += g_v_new * zz;
+        }
+      }
+      if (!direct) store_row(gx + off, gxt, n);
+    }
+    rows_back(gv + n0, gvv, n);
+    rows_back(gi + n0, gii, n);
+    rows_back(ga + n0, gaa, n);
+    if (Params) for (int j = 0; j < A_COUNT; ++j) rows_back(gparams + j * M + n0, G[j], n);
   });
 }
 
@@ -473,53 +479,48 @@ template <typename T, bool Spiking>
 void leaky_forward(int64_t steps, int64_t M, const T* x, int64_t x_ts, int64_t x_ns, T* v, T* i, const T* const* params,
                    const int64_t* vector, T* out, T* vd_saved, T* ij_saved, int threads) {
   const bool stream_z = t_stream_rows, one_step = steps == 1;
-  const ParamTiles<T, Spiking ? L_COUNT : I_COUNT> P(params, vector, one_step);
-  for_steps(one_step, [&](auto one) {
+  constexpr int K = Spiking ? L_COUNT : I_COUNT;  // LI's parameters are LIF's first three
+  for_each_parameter_tile<T, K>(M, threads, params, vector, one_step, [&](auto one, int64_t n0, int64_t n, auto param) {
     constexpr bool OneStep = decltype(one)::value;
-    for_each_tile(M, threads, [&](int64_t n0, int64_t n) {
-      TileParams<T, Spiking ? L_COUNT : I_COUNT> copy;  // whole layers: the parameters in L1 over the steps
-      if (!OneStep) copy.load(params, vector, n0, n);
-      auto param = [&](int j) { return P.template at<OneStep>(j, n0, copy); };
-      const T *c_mem = param(L_CMEM), *c_syn = param(L_CSYN), *vl = param(L_VL);
-      const T *vth = param(Spiking ? L_VTH : 0), *vr = param(Spiking ? L_VR : 0);  // read when Spiking
-      T v_tile[kTile], i_tile[kTile], vds[kTile], xb[kTile], z_tile[kTile], ijs[kTile];
-      T* vv = rows_in(v + n0, v_tile, n, OneStep);
-      T* ii = rows_in(i + n0, i_tile, n, OneStep);
-      for (int64_t t = 0; t < steps; ++t) {
-        const int64_t off = t * M + n0;
-        prefetch_row(x, t + kAhead, steps, x_ts, x_ns, n0, n);
-        const T* xt = row(x, t, x_ts, x_ns, n0, n, xb);
-        if (ij_saved) {
-          for (int64_t k = 0; k < n; ++k) ijs[k] = ii[k] + xt[k];
-          store_row(ij_saved + off, ijs, n);
-        }
-        // One step of a recurrent loop (which reads the step's spikes at once): straight into out.
-        const bool direct = Spiking && OneStep && !stream_z;
-        T* zt = direct ? out + off : z_tile;
-  #pragma GCC ivdep
-        for (int64_t k = 0; k < n; ++k) {
-          const T ij = ii[k] + xt[k];
-          const T vd = leaky_membrane(vv[k], c_mem[k], vl[k], ij);
-          ii[k] = ij + c_syn[k] * ij;
-          if (Spiking) {
-            const T zz = spike(vd, vth[k]);
-            vv[k] = after_reset(vd, zz, vr[k]);
-            zt[k] = zz;
-            vds[k] = vd;
-          } else {
-            vv[k] = vd;
-          }
-        }
+    const T *c_mem = param(L_CMEM), *c_syn = param(L_CSYN), *vl = param(L_VL);
+    const T *vth = param(Spiking ? L_VTH : 0), *vr = param(Spiking ? L_VR : 0);  // read when Spiking
+    T v_tile[kTile], i_tile[kTile], vds[kTile], xb[kTile], z_tile[kTile], ijs[kTile];
+    T* vv = rows_in(v + n0, v_tile, n, OneStep);
+    T* ii = rows_in(i + n0, i_tile, n, OneStep);
+    for (int64_t t = 0; t < steps; ++t) {
+      const int64_t off = t * M + n0;
+      prefetch_row(x, t + kAhead, steps, x_ts, x_ns, n0, n);
+      const T* xt = row(x, t, x_ts, x_ns, n0, n, xb);
+      if (ij_saved) {
+        for (int64_t k = 0; k < n; ++k) ijs[k] = ii[k] + xt[k];
+        store_row(ij_saved + off, ijs, n);
+      }
+      // One step of a recurrent loop (which reads the step's spikes at once): straight into out.
+      const bool direct = Spiking && OneStep && !stream_z;
+      T* zt = direct ? out + off : z_tile;
+#pragma GCC ivdep
+      for (int64_t k = 0; k < n; ++k) {
+        const T ij = ii[k] + xt[k];
+        const T vd = leaky_membrane(vv[k], c_mem[k], vl[k], ij);
+        ii[k] = ij + c_syn[k] * ij;
         if (Spiking) {
-          if (!direct) store_row(out + off, zt, n);
-          if (vd_saved) store_row(vd_saved + off, vds, n);
+          const T zz = spike(vd, vth[k]);
+          vv[k] = after_reset(vd, zz, vr[k]);
+          zt[k] = zz;
+          vds[k] = vd;
         } else {
-          store_row(out + off, vv, n);
+          vv[k] = vd;
         }
       }
-      rows_back(v + n0, vv, n);
-      rows_back(i + n0, ii, n);
-    });
+      if (Spiking) {
+        if (!direct) store_row(out + off, zt, n);
+        if (vd_saved) store_row(vd_saved + off, vds, n);
+      } else {
+        store_row(out + off, vv, n);
+      }
+    }
+    rows_back(v + n0, vv, n);
+    rows_back(i + n0, ii, n);
   });
 }
 
@@ -529,62 +530,56 @@ void lif_backward(int64_t steps, int64_t t_stop, int64_t M, const T* gz, int64_t
                   const T* ij_saved, const T* const* params, const int64_t* vector, int method,
                   double alpha, T* gx, T* gparams, int threads) {
   const bool stream_gx = t_stream_rows, one_step = steps - t_stop == 1;
-  const ParamTiles<T, L_COUNT> P(params, vector, one_step);
-  for_steps(one_step, [&](auto one) {
+  for_each_parameter_tile<T, L_COUNT>(M, threads, params, vector, one_step, [&](auto one, int64_t n0, int64_t n, auto param) {
     constexpr bool OneStep = decltype(one)::value;
-    for_each_tile(M, threads, [&](int64_t n0, int64_t n) {
-      TileParams<T, L_COUNT> copy;  // whole layers: the parameters in L1 over the steps
-      if (!OneStep) copy.load(params, vector, n0, n);
-      auto param = [&](int j) { return P.template at<OneStep>(j, n0, copy); };
-      const T *c_mem = param(L_CMEM), *c_syn = param(L_CSYN), *vl = param(L_VL), *vth = param(L_VTH),
-              *vr = param(L_VR);
-      T gv_tile[kTile], gi_tile[kTile], xs[kTile], sg[kTile], vv[kTile], gb[kTile], gx_tile[kTile];
-      T* gvv = rows_in(gv + n0, gv_tile, n, OneStep);
-      T* gii = rows_in(gi + n0, gi_tile, n, OneStep);
-      T G_tile[Params ? L_COUNT : 1][kTile];
-      T* G[Params ? L_COUNT : 1] = {};  // named as in python/feed_forward.py's lif_backward_step:
-      if (Params) for (int j = 0; j < L_COUNT; ++j) G[j] = rows_in(gparams + j * M + n0, G_tile[j], n, OneStep);
-      T *g_c_mem = G[0], *g_c_syn = G[Params ? L_CSYN : 0], *g_v_leak = G[Params ? L_VL : 0],
-        *g_v_th = G[Params ? L_VTH : 0], *g_v_reset = G[Params ? L_VR : 0];
-      for (int64_t t = steps - 1; t >= t_stop; --t) {
-        const int64_t off = t * M + n0;
-        prefetch_row(vd_saved, t - kAhead - (Params ? 1 : 0), steps, M, 1, n0, n);
-        prefetch_row(gz, t - kAhead, steps, gz_ts, gz_ns, n0, n);
-        if (Params) prefetch_row(ij_saved, t - kAhead, steps, M, 1, n0, n);
-        const T* vdt = vd_saved + off;
-        for (int64_t k = 0; k < n; ++k) xs[k] = vdt[k] - vth[k];
-        surrogate<T>(method, T(alpha), xs, sg, n);
-        if (Params) entering_voltage(vd_saved, v0, t, M, n0, n, vth, vr, vv);
-        const T* gzt = gz ? row(gz, t, gz_ts, gz_ns, n0, n, gb) : nullptr;
-        const T* ijt = Params ? ij_saved + off : nullptr;
-        const bool direct = OneStep && !stream_gx;  // as the forward's spikes
-        T* gxt = direct ? gx + off : gx_tile;
-  #pragma GCC ivdep
-        for (int64_t k = 0; k < n; ++k) {
-          const T zz = xs[k] > T(0) ? T(1) : T(0);
-          const T gv = gvv[k], gi = gii[k];
-          const T g_z = (gzt ? gzt[k] : T(0)) - gv * vdt[k] + gv * vr[k];
-          const T g_xs = g_z * sg[k];
-          const T g_vd = gv * (T(1) - zz) + g_xs;
-          const T g_drive = g_vd * c_mem[k];
-          const T g_ij = input_gradient(g_drive, gi, c_syn[k]);
-          gvv[k] = g_vd - g_drive;
-          gii[k] = g_ij;
-          gxt[k] = g_ij;
-          if (Params) {
-            g_c_mem[k] += g_vd * ((vl[k] - vv[k]) + ijt[k]);
-            g_c_syn[k] += gi * ijt[k];
-            g_v_leak[k] += g_drive;
-            g_v_th[k] += -g_xs;
-            g_v_reset[k] += gv * zz;
-          }
+    const T *c_mem = param(L_CMEM), *c_syn = param(L_CSYN), *vl = param(L_VL), *vth = param(L_VTH),
+            *vr = param(L_VR);
+    T gv_tile[kTile], gi_tile[kTile], xs[kTile], sg[kTile], vv[kTile], gb[kTile], gx_tile[kTile];
+    T* gvv = rows_in(gv + n0, gv_tile, n, OneStep);
+    T* gii = rows_in(gi + n0, gi_tile, n, OneStep);
+    T G_tile[Params ? L_COUNT : 1][kTile];
+    T* G[Params ? L_COUNT : 1] = {};  // named as in python/feed_forward.py's lif_backward_step:
+    if (Params) for (int j = 0; j < L_COUNT; ++j) G[j] = rows_in(gparams + j * M + n0, G_tile[j], n, OneStep);
+    T *g_c_mem = G[0], *g_c_syn = G[Params ? L_CSYN : 0], *g_v_leak = G[Params ? L_VL : 0],
+      *g_v_th = G[Params ? L_VTH : 0], *g_v_reset = G[Params ? L_VR : 0];
+    for (int64_t t = steps - 1; t >= t_stop; --t) {
+      const int64_t off = t * M + n0;
+      prefetch_row(vd_saved, t - kAhead - (Params ? 1 : 0), steps, M, 1, n0, n);
+      prefetch_row(gz, t - kAhead, steps, gz_ts, gz_ns, n0, n);
+      if (Params) prefetch_row(ij_saved, t - kAhead, steps, M, 1, n0, n);
+      const T* vdt = vd_saved + off;
+      for (int64_t k = 0; k < n; ++k) xs[k] = vdt[k] - vth[k];
+      surrogate<T>(method, T(alpha), xs, sg, n);
+      if (Params) entering_voltage(vd_saved, v0, t, M, n0, n, vth, vr, vv);
+      const T* gzt = gz ? row(gz, t, gz_ts, gz_ns, n0, n, gb) : nullptr;
+      const T* ijt = Params ? ij_saved + off : nullptr;
+      const bool direct = OneStep && !stream_gx;  // as the forward's spikes
+      T* gxt = direct ? gx + off : gx_tile;
+#pragma GCC ivdep
+      for (int64_t k = 0; k < n; ++k) {
+        const T zz = xs[k] > T(0) ? T(1) : T(0);
+        const T gv = gvv[k], gi = gii[k];
+        const T g_z = (gzt ? gzt[k] : T(0)) - gv * vdt[k] + gv * vr[k];
+        const T g_xs = g_z * sg[k];
+        const T g_vd = gv * (T(1) - zz) + g_xs;
+        const T g_drive = g_vd * c_mem[k];
+        const T g_ij = input_gradient(g_drive, gi, c_syn[k]);
+        gvv[k] = g_vd - g_drive;
+        gii[k] = g_ij;
+        gxt[k] = g_ij;
+        if (Params) {
+          g_c_mem[k] += g_vd * ((vl[k] - vv[k]) + ijt[k]);
+          g_c_syn[k] += gi * ijt[k];
+          g_v_leak[k] += g_drive;
+          g_v_th[k] += -g_xs;
+          g_v_reset[k] += gv * zz;
         }
-        if (!direct) store_row(gx + off, gxt, n);
       }
-      rows_back(gv + n0, gvv, n);
-      rows_back(gi + n0, gii, n);
-      if (Params) for (int j = 0; j < L_COUNT; ++j) rows_back(gparams + j * M + n0, G[j], n);
-    });
+      if (!direct) store_row(gx + off, gxt, n);
+    }
+    rows_back(gv + n0, gvv, n);
+    rows_back(gi + n0, gii, n);
+    if (Params) for (int j = 0; j < L_COUNT; ++j) rows_back(gparams + j * M + n0, G[j], n);
   });
 }
 
