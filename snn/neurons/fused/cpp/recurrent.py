@@ -391,15 +391,13 @@ def weight_gradient(gc: torch.Tensor, vd: torch.Tensor, z0: torch.Tensor | None,
     if gc.dim() != 3:
         raise ValueError(f"snn's C++ weight gradient takes g_c [T, B, N], got {list(gc.shape)}.")
     T, B, N = gc.shape
-    rate = sparse_max_rate(B, N, WEIGHT_GRADIENT_MAX_RATE)
-    if rate is None or T == 0 or max(N, 8 * B) > INT_MAX:
+    rate = _spike_sum_rate(B, N)
+    if rate is None or T == 0:
         return None
     M = B * N
     gc = block(gc, "the current gradient", dtype, T * M)
     vd = block(vd, "saved tensor 0", dtype, T * M)
-    if z0 is not None:
-        _check_shape("state.z", z0, (B, N))
-        z0 = block(z0.detach(), "state.z", dtype, M)
+    z0 = _initial_spikes(z0, B, N, dtype)
     keep, ptrs, flags = parameters([v_th], (B, N), dtype)
     gwt = torch.zeros((N, N), dtype=dtype)
     stats = (ctypes.c_int64 * 2)()
@@ -408,6 +406,27 @@ def weight_gradient(gc: torch.Tensor, vd: torch.Tensor, z0: torch.Tensor | None,
         ctypes.c_void_p(ptrs[0]), ctypes.c_int64(flags[0]), ctypes.c_double(rate), pointer(gwt), stats,
         ctypes.c_int(torch.get_num_threads()))
     del keep
+    return _summed_weight_gradient(gwt, stats)
+
+
+def _spike_sum_rate(B: int, N: int) -> float | None:
+    """The spike rate up to which the weight gradient's steps are summed over the spikes
+    (:func:`sparse_max_rate`), or None: the node's dense product (also where a dense step's GEMM
+    would not fit BLAS's 32-bit sizes)."""
+    rate = sparse_max_rate(B, N, WEIGHT_GRADIENT_MAX_RATE)
+    return None if rate is None or max(N, 8 * B) > INT_MAX else rate
+
+
+def _initial_spikes(z0: torch.Tensor | None, B: int, N: int, dtype: torch.dtype) -> torch.Tensor | None:
+    """``z0`` as the ``B N`` contiguous values the weight gradient reads (None stays None: zero)."""
+    if z0 is None:
+        return None
+    _check_shape("state.z", z0, (B, N))
+    return block(z0.detach(), "state.z", dtype, B * N)
+
+
+def _summed_weight_gradient(gwt: torch.Tensor, stats) -> torch.Tensor:
+    """W_rec's gradient from the C++ sum's ``gwt = dL/dW_rec^T``; its counts go to :data:`STATS`."""
     STATS["weight_sparse_steps"] += stats[0]
     STATS["weight_steps"] += stats[1]
     return gwt.t().contiguous()
@@ -529,13 +548,9 @@ def backward(kind, gout, gz, gstate, saved, v0, w_rec, P, options: KernelOptions
     gstep = torch.empty((B, N), dtype=dtype)
     ij, a_saved = (saved[1:] + [None, None])[:2]
     ga = gstate[2] if kind == "adex" else None
-    rate = sparse_max_rate(B, N, WEIGHT_GRADIENT_MAX_RATE) if w_rec_grad else None
-    gwt = None
-    if rate is not None and max(N, 8 * B) <= INT_MAX:  # gwt = dL/dW_rec^T, summed by the loop
-        gwt = torch.zeros((N, N), dtype=dtype)
-        if z0 is not None:
-            _check_shape("state.z", z0, (B, N))
-            z0 = block(z0.detach(), "state.z", dtype, M)
+    rate = _spike_sum_rate(B, N) if w_rec_grad else None
+    gwt = None if rate is None else torch.zeros((N, N), dtype=dtype)  # dL/dW_rec^T, summed by the loop
+    z0 = None if rate is None else _initial_spikes(z0, B, N, dtype)
     wg_stats = (ctypes.c_int64 * 2)()
     ptr = pointer
     getattr(load_library(), f"recurrent_backward_{KERNEL_DTYPES[dtype]}")(
@@ -543,10 +558,8 @@ def backward(kind, gout, gz, gstate, saved, v0, w_rec, P, options: KernelOptions
         ctypes.c_int(NATIVE_SURROGATES[method]), ctypes.c_double(options.alpha), ctypes.c_int64(T),
         ctypes.c_int64(M), ptr(gout), ctypes.c_int64(g_ts), ctypes.c_int64(g_ns), ptr(grec), ptr(gstep),
         ptr(gstate[0]), ptr(gstate[1]), ptr(ga), ptr(saved[0]), ptr(v0), ptr(ij), ptr(a_saved), ptrs, flags,
-        ptr(w_rec_m2), _plan_array(plan), ptr(gc), ptr(gp), ctypes.c_int64(B), ptr(z0 if gwt is not None else None),
-        ptr(gwt), ctypes.c_double(-1.0 if rate is None else rate), wg_stats, ctypes.c_int(torch.get_num_threads()))
+        ptr(w_rec_m2), _plan_array(plan), ptr(gc), ptr(gp), ctypes.c_int64(B), ptr(z0), ptr(gwt),
+        ctypes.c_double(-1.0 if rate is None else rate), wg_stats, ctypes.c_int(torch.get_num_threads()))
     del keep
-    STATS["weight_sparse_steps"] += wg_stats[0]
-    STATS["weight_steps"] += wg_stats[1]
     G = None if gp is None else [g.view(B, N) for g in gp]
-    return gc, grec, list(gstate), G, None if gwt is None else gwt.t().contiguous()
+    return gc, grec, list(gstate), G, None if gwt is None else _summed_weight_gradient(gwt, wg_stats)
